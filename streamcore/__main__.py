@@ -1,0 +1,5 @@
+import sys
+
+from streamcore.cli import main
+
+sys.exit(main())

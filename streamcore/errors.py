@@ -1,0 +1,57 @@
+"""The exception hierarchy and the one translator from C status codes to exceptions.
+
+Every error streamcore raises derives from :class:`StreamcoreError`; each subclass also
+derives from the built-in that matches its meaning, so ``except RuntimeError`` or
+``except OSError`` keeps working for callers who do not know streamcore.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import os as _os
+
+__all__ = [
+    "MemoryLockError",
+    "NativeError",
+    "RingCorruptedError",
+    "StreamcoreError",
+    "check",
+]
+
+
+class StreamcoreError(Exception):
+    """Base of every error streamcore raises."""
+
+
+class NativeError(StreamcoreError, OSError):
+    """A call into the C core failed; ``errno`` and ``operation`` say which and why."""
+
+    def __init__(self, operation: str, code: int, detail: str = "") -> None:
+        text = _os.strerror(code) if code else "unknown error"
+        name = _errno.errorcode.get(code, str(code))
+        message = f"{operation} failed: {text} ({name})"
+        if detail:
+            message += f": {detail}"
+        super().__init__(code, message)
+        self.operation = operation
+
+    def __str__(self) -> str:
+        return self.args[1]
+
+
+class MemoryLockError(StreamcoreError, MemoryError):
+    """Memory could not be locked (mlock) and locking was required."""
+
+
+class RingCorruptedError(StreamcoreError, RuntimeError):
+    """A shared ring's indices or header were found inconsistent; the ring is now broken."""
+
+
+def check(status: int, operation: str, detail: str = "") -> int:
+    """Return ``status`` when it is not negative, else raise the matching :class:`NativeError`.
+
+    The C core returns 0 (or a count) on success and ``-errno`` on failure.
+    """
+    if status >= 0:
+        return status
+    raise NativeError(operation, -status, detail)

@@ -1,0 +1,169 @@
+"""What this machine and process offer streamcore: the figures `python -m streamcore` prints.
+
+Each probe catches its own failure and reports it as text, so one missing piece (no
+PortAudio, no bus) never hides the others.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+from typing import Any
+
+from streamcore._version import __version__
+
+__all__ = ["format_report", "limit_text", "system_report"]
+
+_UNLIMITED = resource.RLIM_INFINITY
+
+
+def _limit(value: int) -> int | None:
+    """An rlimit value, with "unlimited" as None."""
+    return None if value == _UNLIMITED else int(value)
+
+
+def limit_text(value: int | None, unit: str = "") -> str:
+    return "unlimited" if value is None else f"{value}{unit}"
+
+
+def _rlimits() -> dict[str, dict[str, int | None]]:
+    out = {}
+    for name in ("RLIMIT_MEMLOCK", "RLIMIT_RTPRIO", "RLIMIT_RTTIME"):
+        soft, hard = resource.getrlimit(getattr(resource, name))
+        out[name] = {"soft": _limit(soft), "hard": _limit(hard)}
+    return out
+
+
+def _native() -> dict[str, Any]:
+    try:
+        from streamcore._native import ffi, lib
+    except ImportError as e:
+        return {"loaded": False, "error": str(e)}
+    import streamcore._native as module
+
+    return {
+        "loaded": True,
+        "path": module.__file__,
+        "abi_version": lib.sc_abi_version(),
+        "cflags": ffi.string(lib.sc_build_flags()).decode(),
+    }
+
+
+def _mlock() -> dict[str, Any]:
+    try:
+        from streamcore._native import lib
+    except ImportError as e:
+        return {"can_lock": None, "error": str(e)}
+    probe = 64 * 1024
+    rc = lib.sc_probe_mlock(probe)
+    result: dict[str, Any] = {"can_lock": rc == 0, "probe_bytes": probe}
+    if rc != 0:
+        result["error"] = os.strerror(-rc)
+    return result
+
+
+def _capabilities() -> dict[str, Any]:
+    try:
+        import prctl
+    except ImportError as e:
+        return {"error": f"python-prctl is not importable: {e}"}
+    return {
+        "CAP_SYS_NICE": bool(prctl.cap_effective.sys_nice),
+        "CAP_IPC_LOCK": bool(prctl.cap_effective.ipc_lock),
+        "CAP_SYS_RESOURCE": bool(prctl.cap_effective.sys_resource),
+    }
+
+
+def _portaudio() -> dict[str, Any]:
+    try:
+        import sounddevice as sd
+    except OSError as e:  # sounddevice raises OSError when libportaudio2 is missing
+        return {"available": False, "error": f"PortAudio not found: {e}"}
+    devices = []
+    for index, dev in enumerate(sd.query_devices()):
+        if dev["max_output_channels"] > 0:
+            devices.append({
+                "index": index,
+                "name": dev["name"],
+                "hostapi": sd.query_hostapis(dev["hostapi"])["name"],
+                "channels": dev["max_output_channels"],
+                "default_samplerate": dev["default_samplerate"],
+            })
+    return {"available": True, "version": sd.get_portaudio_version()[1], "output_devices": devices}
+
+
+def _rtkit(timeout: float) -> dict[str, Any]:
+    from streamcore import rtkit
+    from streamcore.bus import BusError, system_bus_address
+
+    try:
+        limits = rtkit.read_limits(timeout)
+    except BusError as e:
+        return {"answers": False, "bus": system_bus_address(), "error": rtkit.explain(e)}
+    return {
+        "answers": True,
+        "bus": system_bus_address(),
+        "max_realtime_priority": limits.max_realtime_priority,
+        "min_nice_level": limits.min_nice_level,
+        "rttime_usec_max": limits.rttime_usec_max,
+    }
+
+
+def system_report(bus_timeout: float = 1.0) -> dict[str, Any]:
+    """Collect the facts as a JSON-ready dict (keys: version, native, portaudio, mlock,
+    rlimits, capabilities, rtkit)."""
+    return {
+        "version": __version__,
+        "native": _native(),
+        "portaudio": _portaudio(),
+        "mlock": _mlock(),
+        "rlimits": _rlimits(),
+        "capabilities": _capabilities(),
+        "rtkit": _rtkit(bus_timeout),
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The report as short readable lines."""
+    lines = [f"streamcore {report['version']}"]
+    native = report["native"]
+    if native["loaded"]:
+        lines.append(f"native core: {native['path']}")
+        lines.append(f"  built with: {native['cflags']}")
+    else:
+        lines.append(f"native core: NOT LOADED ({native['error']})")
+    pa = report["portaudio"]
+    if pa["available"]:
+        lines.append(f"PortAudio: {pa['version']}")
+        if pa["output_devices"]:
+            for d in pa["output_devices"]:
+                lines.append(f"  output {d['index']}: {d['name']} ({d['hostapi']}, "
+                             f"{d['channels']} ch, {d['default_samplerate']:g} Hz)")
+        else:
+            lines.append("  no output devices (use the null sink, a pipe or a file)")
+    else:
+        lines.append(f"PortAudio: unavailable: {pa['error']}")
+    rl = report["rlimits"]
+    memlock = rl["RLIMIT_MEMLOCK"]
+    ml = report["mlock"]
+    can = {True: "yes", False: f"no ({ml.get('error')})", None: "unknown"}[ml["can_lock"]]
+    lines.append(f"mlock: {can}; RLIMIT_MEMLOCK soft {limit_text(memlock['soft'], ' B')}, "
+                 f"hard {limit_text(memlock['hard'], ' B')}")
+    rtprio, rttime = rl["RLIMIT_RTPRIO"], rl["RLIMIT_RTTIME"]
+    lines.append(f"RLIMIT_RTPRIO soft {limit_text(rtprio['soft'])}, hard {limit_text(rtprio['hard'])}; "
+                 f"RLIMIT_RTTIME soft {limit_text(rttime['soft'], ' µs')}, "
+                 f"hard {limit_text(rttime['hard'], ' µs')}")
+    caps = report["capabilities"]
+    if "error" in caps:
+        lines.append(f"capabilities: {caps['error']}")
+    else:
+        lines.append("capabilities: " + ", ".join(f"{k} {'yes' if v else 'no'}"
+                                                  for k, v in caps.items()))
+    rk = report["rtkit"]
+    if rk["answers"]:
+        lines.append(f"RealtimeKit: answers on {rk['bus']} (MaxRealtimePriority "
+                     f"{rk['max_realtime_priority']}, MinNiceLevel {rk['min_nice_level']}, "
+                     f"RTTimeUSecMax {rk['rttime_usec_max']} µs)")
+    else:
+        lines.append(f"RealtimeKit: no answer: {rk['error']}")
+    return "\n".join(lines)
