@@ -22,3 +22,18 @@ int sc_abi_version(void);
 int64_t sc_gettid(void);
 /* Try to mlock (then munlock) `bytes` of fresh memory: 0, or -errno (EPERM, ENOMEM, EAGAIN). */
 int sc_probe_mlock(size_t bytes);
+
+/* ---- rings (native/ring.c) -------------------------------------------------------------
+ * The mlocked mirrored SPSC ring: see streamcore/ring.py for the concurrency contract.
+ * (section owned by the ring work; keep these separator comments so sections merge apart)
+ */
+
+
+/* ---- scheduling (native/sched.c) -------------------------------------------------------
+ * Native helpers for realtime acquisition and its tests.
+ */
+
+
+/* ---- engine: mixer, voices, watchdog, telemetry (native/mixer.c, watchdog.c, ...) -------
+ */
+

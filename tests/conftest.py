@@ -1,0 +1,56 @@
+"""Session fixtures that start real services and stop them by pid.
+
+- ``jack_server``: jackd with the dummy backend; yields a JackServer (``.device`` is the
+  sounddevice index of its output device).
+- ``rtkit_bus``: a private system bus + polkitd (with a rule for the test group) + rtkit-daemon;
+  DBUS_SYSTEM_BUS_ADDRESS points at it for the whole session once requested.
+- ``unprivileged``: runs a function as the non-root test user (see tests/services/unprivileged.py).
+
+Outside CI a missing program skips with the Debian package to install; with CI=true it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import sys
+import tempfile
+
+import pytest
+
+# The repository root, so `tests.services` imports the same way under any rootdir/cwd.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+from tests.services.jack import start_jack  # noqa: E402
+from tests.services.rtkit import start_rtkit_bus  # noqa: E402
+from tests.services.unprivileged import unprivileged_service  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def jack_server(tmp_path_factory):
+    server = start_jack(tmp_path_factory.mktemp("jack"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def rtkit_bus():
+    # Not under pytest's tmp dir: that is private to root, and the unprivileged test user
+    # must reach the bus socket.
+    workdir = pathlib.Path(tempfile.mkdtemp(prefix="streamcore-bus-"))
+    trio = start_rtkit_bus(workdir)
+    saved = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
+    os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = trio.address
+    yield trio
+    if saved is None:
+        os.environ.pop("DBUS_SYSTEM_BUS_ADDRESS", None)
+    else:
+        os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = saved
+    trio.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def unprivileged():
+    return unprivileged_service()

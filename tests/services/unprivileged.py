@@ -1,0 +1,171 @@
+"""Run Python code as a real unprivileged user: no capabilities, RLIMIT_RTPRIO 0.
+
+The machine's Python lives in root's home, which other users cannot read, so the code runs in
+a child forked from the test process (which has already imported what it needs) that then
+drops to the test user.  A module first imported after the drop may fail to load: import
+everything the function needs at the top of the test module.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pickle
+import pwd
+import resource
+import select
+import signal
+import subprocess
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tests.services.common import require_root
+
+USER = "streamcore-test"  # a member of RT_GROUP in /etc/group
+OUTSIDER = "streamcore-outsider"  # not a member
+RT_GROUP = "streamcore-rt"  # the group the polkit rule of the rtkit fixture allows
+
+
+@dataclass
+class Outcome:
+    """What the function did as the unprivileged user."""
+
+    value: Any
+    error: str | None  # the traceback text when it raised
+    stdout: str
+    stderr: str
+    exit_status: int
+
+    def unwrap(self) -> Any:
+        """The value, or an AssertionError carrying the child's traceback and output."""
+        if self.error is not None or self.exit_status != 0:
+            raise AssertionError(
+                f"unprivileged run failed (status {self.exit_status}):\n{self.error}\n"
+                f"--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}")
+        return self.value
+
+
+def _ensure_user(name: str, groups: list[str]) -> pwd.struct_passwd:
+    """Create a system user (with its own group) if missing, as a member of ``groups``.
+
+    Membership must be in /etc/group, not only set with setgroups(): polkit's isInGroup()
+    looks the user's groups up in the group database.
+    """
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--user-group", "--no-create-home",
+                        "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name],
+                       check=True)
+    for group in groups:
+        if name not in grp.getgrnam(group).gr_mem:
+            subprocess.run(["usermod", "--append", "--groups", group, name], check=True)
+    return pwd.getpwnam(name)
+
+
+def _ensure_accounts() -> tuple[pwd.struct_passwd, pwd.struct_passwd, int]:
+    """The test group and both users, created if missing: (member, outsider, rt_gid)."""
+    try:
+        grp.getgrnam(RT_GROUP)
+    except KeyError:
+        subprocess.run(["groupadd", "--system", RT_GROUP], check=True)
+    member = _ensure_user(USER, [RT_GROUP])
+    outsider = _ensure_user(OUTSIDER, [])
+    return member, outsider, grp.getgrnam(RT_GROUP).gr_gid
+
+
+class Unprivileged:
+    """``run(func, *args)`` calls ``func(*args)`` in a forked child as the test user."""
+
+    def __init__(self) -> None:
+        self.member, self.outsider, self.rt_gid = _ensure_accounts()
+        self.uid = self.member.pw_uid
+
+    def run(self, func: Callable[..., Any], *args: Any, in_rt_group: bool = True,
+            rlimits: dict[int, tuple[int, int]] | None = None, timeout: float = 60.0) -> Outcome:
+        """Fork, drop to the test user (the member of the rtkit-allowed group, or with
+        ``in_rt_group=False`` the outsider, who is not), apply ``rlimits`` ({resource.RLIMIT_X: (soft, hard)}), call the function.
+
+        Its return value must pickle.  Output of the child goes to files read back here.
+        """
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            read_end, write_end = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the child: never returns
+                os.close(read_end)
+                self._child(func, args, in_rt_group, rlimits or {}, out, err, write_end)
+            os.close(write_end)
+            payload = self._collect(pid, read_end, timeout)
+            status = self._wait(pid, timeout)
+            out.seek(0)
+            err.seek(0)
+            stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+        value, error = (None, "the child sent no result") if not payload else pickle.loads(payload)
+        return Outcome(value, error, stdout, stderr, status)
+
+    def _child(self, func, args, in_rt_group, rlimits, out, err, write_end) -> None:
+        code = 0
+        try:
+            os.dup2(out.fileno(), 1)
+            os.dup2(err.fileno(), 2)
+            resource.setrlimit(resource.RLIMIT_RTPRIO, (0, 0))
+            for which, (soft, hard) in rlimits.items():
+                resource.setrlimit(which, (soft, hard))
+            user = self.member if in_rt_group else self.outsider
+            os.setgroups([self.rt_gid] if in_rt_group else [])
+            os.setresgid(user.pw_gid, user.pw_gid, user.pw_gid)
+            os.setresuid(user.pw_uid, user.pw_uid, user.pw_uid)  # drops every capability
+            try:
+                result = (func(*args), None)
+            except BaseException:
+                result = (None, traceback.format_exc())
+            os.write(write_end, pickle.dumps(result))
+        except BaseException:
+            code = 3
+            try:
+                os.write(write_end, pickle.dumps((None, traceback.format_exc())))
+            except BaseException:
+                pass
+        finally:
+            os._exit(code)
+
+    @staticmethod
+    def _collect(pid: int, fd: int, timeout: float) -> bytes:
+        """Read the child's result until it closes the pipe (it exits), within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        chunks = []
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([fd], [], [], left)[0]:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                    raise TimeoutError(f"the unprivileged child did not finish in {timeout} s")
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    return b"".join(chunks)
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _wait(pid: int, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return os.waitstatus_to_exitcode(status)
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise TimeoutError(f"the unprivileged child did not finish in {timeout} s")
+            time.sleep(0.01)
+
+
+def unprivileged_service() -> Unprivileged:
+    require_root("the unprivileged-user fixture")
+    return Unprivileged()
