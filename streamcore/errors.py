@@ -11,10 +11,14 @@ import errno as _errno
 import os as _os
 
 __all__ = [
+    "CommandQueueFullError",
+    "EngineClosedError",
     "MemoryLockError",
     "NativeError",
+    "RepromoteRefusedError",
     "RingCorruptedError",
     "StreamcoreError",
+    "VoiceLimitError",
     "check",
 ]
 
@@ -55,3 +59,19 @@ def check(status: int, operation: str, detail: str = "") -> int:
     if status >= 0:
         return status
     raise NativeError(operation, -status, detail)
+
+
+class EngineClosedError(StreamcoreError, RuntimeError):
+    """The engine was closed; create a new one."""
+
+
+class VoiceLimitError(StreamcoreError, RuntimeError):
+    """Every voice slot of the engine is busy: stop a voice or wait for one to finish."""
+
+
+class CommandQueueFullError(StreamcoreError, RuntimeError):
+    """The mixer did not take commands fast enough (or the engine is not running)."""
+
+
+class RepromoteRefusedError(StreamcoreError, RuntimeError):
+    """Re-promotion to realtime was refused (within the watchdog's cool-down)."""

@@ -1,0 +1,36 @@
+/*
+ * watchdog.c: the watchdog's decision (a pure function of what it sees, tested on data).
+ */
+#define _GNU_SOURCE
+#include "engine_internal.h"
+
+uint32_t sc_watchdog_decide(const sc_engine_config *c, sc_watchdog_state *st,
+                            const sc_watchdog_input *in)
+{
+    /* SIGXCPU first: the kernel is counting down to SIGKILL. */
+    if (in->sigxcpu != st->sigxcpu_seen) {
+        st->sigxcpu_seen = in->sigxcpu;
+        st->mixer_demoted = 1;
+        return SC_DEMOTE_RTTIME;
+    }
+    /* The canary: the whole machine (or our CPU) is starved by realtime threads. */
+    if (!st->canary_tripped && in->canary_ns > 0 && in->now_ns - in->canary_ns > c->canary_ns) {
+        st->canary_tripped = 1;
+        st->mixer_demoted = 1;
+        return SC_DEMOTE_CANARY;
+    }
+    const int hard_done = in->hard_overruns != st->hard_overruns_seen;
+    st->hard_overruns_seen = in->hard_overruns;
+    if (st->mixer_demoted)
+        return SC_DEMOTE_NONE;
+    /* A cycle still running past the hard limit (a busy loop never ends on its own). */
+    if (hard_done || (in->busy_since_ns > 0 && in->now_ns - in->busy_since_ns > c->hard_limit_ns)) {
+        st->mixer_demoted = 1;
+        return SC_DEMOTE_HARD_LIMIT;
+    }
+    if (in->streak >= c->overruns_in_row) {
+        st->mixer_demoted = 1;
+        return SC_DEMOTE_OVERRUNS;
+    }
+    return SC_DEMOTE_NONE;
+}
