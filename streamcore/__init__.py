@@ -2,6 +2,9 @@
 
 Map of the API
 --------------
+Rings
+    :class:`Ring`: the mlocked, mirrored single-producer / single-consumer frame queue, shared
+    between threads or processes (``streamcore.ring``); :class:`RingStats` its counters.
 Errors
     :class:`StreamcoreError` and its subclasses (``streamcore.errors``).
 System facts
@@ -13,13 +16,25 @@ The realtime path is C (``native/``); Python sets things up, feeds audio and rea
 from __future__ import annotations
 
 from streamcore._version import __version__
-from streamcore.errors import MemoryLockError, NativeError, RingCorruptedError, StreamcoreError
+from streamcore.errors import (
+    MemoryLockError,
+    MemoryLockWarning,
+    NativeError,
+    RingCorruptedError,
+    RingFormatError,
+    StreamcoreError,
+)
+from streamcore.ring import Ring, RingStats
 from streamcore.system import system_report
 
 __all__ = [
     "MemoryLockError",
+    "MemoryLockWarning",
     "NativeError",
+    "Ring",
     "RingCorruptedError",
+    "RingFormatError",
+    "RingStats",
     "StreamcoreError",
     "__version__",
     "system_report",
