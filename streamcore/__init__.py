@@ -2,6 +2,9 @@
 
 Map of the API
 --------------
+Rings
+    :class:`Ring`: the mlocked, mirrored single-producer / single-consumer frame queue, shared
+    between threads or processes (``streamcore.ring``); :class:`RingStats` its counters.
 Errors
     :class:`StreamcoreError` and its subclasses (``streamcore.errors``).
 Engine
@@ -17,7 +20,15 @@ from __future__ import annotations
 
 from streamcore._version import __version__
 from streamcore.engine import Engine
-from streamcore.errors import MemoryLockError, NativeError, RingCorruptedError, StreamcoreError
+from streamcore.errors import (
+    MemoryLockError,
+    MemoryLockWarning,
+    NativeError,
+    RingCorruptedError,
+    RingFormatError,
+    StreamcoreError,
+)
+from streamcore.ring import Ring, RingStats
 from streamcore.system import system_report
 from streamcore.voice import StreamVoice, Voice
 from streamcore.watchdog import Watchdog
@@ -25,8 +36,12 @@ from streamcore.watchdog import Watchdog
 __all__ = [
     "Engine",
     "MemoryLockError",
+    "MemoryLockWarning",
     "NativeError",
+    "Ring",
     "RingCorruptedError",
+    "RingFormatError",
+    "RingStats",
     "StreamVoice",
     "StreamcoreError",
     "Voice",

@@ -14,9 +14,11 @@ __all__ = [
     "CommandQueueFullError",
     "EngineClosedError",
     "MemoryLockError",
+    "MemoryLockWarning",
     "NativeError",
     "RepromoteRefusedError",
     "RingCorruptedError",
+    "RingFormatError",
     "StreamcoreError",
     "VoiceLimitError",
     "check",
@@ -59,6 +61,15 @@ def check(status: int, operation: str, detail: str = "") -> int:
     if status >= 0:
         return status
     raise NativeError(operation, -status, detail)
+
+
+class RingFormatError(StreamcoreError, ValueError):
+    """A file descriptor given to ``Ring.attach`` is not a ring this build can use, or holds
+    another sample format or channel count than the caller expected."""
+
+
+class MemoryLockWarning(RuntimeWarning):
+    """Memory could not be locked and the caller allowed running unlocked (``lock='try'``)."""
 
 
 class EngineClosedError(StreamcoreError, RuntimeError):
