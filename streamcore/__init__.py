@@ -12,6 +12,9 @@ Engine
     thread; :class:`Watchdog` configures its watchdog; ``streamcore.telemetry`` reads figures.
 System facts
     :func:`system_report` (what ``python -m streamcore`` prints).
+Realtime scheduling (``streamcore.realtime``)
+    :func:`acquire_realtime` -> :class:`RealtimeGrant` (direct, rtkit, nice or none, with the
+    reasons), :func:`current_scheduling` -> :class:`Scheduling`, :func:`demote`.
 
 The realtime path is C (``native/``); Python sets things up, feeds audio and reads figures.
 """
@@ -28,6 +31,13 @@ from streamcore.errors import (
     RingFormatError,
     StreamcoreError,
 )
+from streamcore.realtime import (
+    RealtimeGrant,
+    Scheduling,
+    acquire_realtime,
+    current_scheduling,
+    demote,
+)
 from streamcore.ring import Ring, RingStats
 from streamcore.system import system_report
 from streamcore.voice import StreamVoice, Voice
@@ -38,14 +48,19 @@ __all__ = [
     "MemoryLockError",
     "MemoryLockWarning",
     "NativeError",
+    "RealtimeGrant",
     "Ring",
     "RingCorruptedError",
     "RingFormatError",
     "RingStats",
+    "Scheduling",
     "StreamVoice",
     "StreamcoreError",
     "Voice",
     "Watchdog",
     "__version__",
+    "acquire_realtime",
+    "current_scheduling",
+    "demote",
     "system_report",
 ]
