@@ -76,6 +76,8 @@ void sc_engine_destroy(sc_engine *e)
 {
     if (e == NULL)
         return;
+    sc_engine_stop(e);
+    sc_engine_free_stack(e);
     if (e->event_fd >= 0)
         close(e->event_fd);
     munmap(e, e->map_bytes); /* also unlocks */

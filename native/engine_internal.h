@@ -98,9 +98,10 @@ typedef struct sc_voice {
     uint32_t kind;
     uint32_t channels;
     uint32_t loop;
+    uint32_t primed;           /* stream voices: data has arrived once (underruns count after) */
     const float *data;
     uint64_t frames;
-    void *ring;
+    sc_ring *ring;
     uint64_t position;         /* next source frame (buffer voices) */
     int64_t start_frame;
     uint64_t fade_in_frames;   /* 0: none */
@@ -161,7 +162,7 @@ struct sc_engine {
 
     /* Counters (single writer: the mixer, except where noted). */
     sc_counter cycles, periods, consumed, skipped, xruns, frames, clipped, nonfinite,
-        underruns, late_starts, commands_done, overruns;
+        underruns, late_starts, commands_done, overruns, hard_overruns;
     sc_counter sigxcpu;        /* written by the signal handler (atomic add) */
     sc_counter demotions;      /* written by the watchdog */
     _Atomic uint32_t voices_now, fill_now;
@@ -186,7 +187,7 @@ struct sc_engine {
     _Atomic uint32_t spin_cycles;
 
     /* Threads. */
-    void *output;              /* sc_ring * */
+    sc_ring *output;
     _Atomic int32_t running;
     int32_t started;
     pthread_t mixer_thread, watchdog_thread, canary_thread;
@@ -203,6 +204,9 @@ void sc_mixer_apply_commands(sc_engine *e);
 /* Render one period into dst (output format); returns clipped sample count. */
 void sc_mixer_render_period(sc_engine *e, void *dst);
 void sc_mixer_flush(sc_engine *e);
+
+/* clock.c */
+void sc_engine_free_stack(sc_engine *e);
 
 /* watchdog.c */
 int sc_watchdog_start(sc_engine *e);

@@ -79,6 +79,7 @@ static void apply(sc_engine *e, const sc_command *cmd)
         v->frames = cmd->frames;
         v->ring = cmd->ring;
         v->position = 0;
+        v->primed = 0;
         uint64_t now = sc_read(&e->frames);
         if (cmd->start_frame < 0) {
             v->start_frame = (int64_t)now;
@@ -184,8 +185,15 @@ static void add_segment(sc_engine *e, sc_voice *v, const float *src, uint32_t at
 /* A contiguous run of source frames for this block: pointer and count (0 when none now). */
 static uint32_t source_frames(sc_voice *v, uint32_t want, const float **src)
 {
-    if (v->kind != SC_VOICE_BUFFER)
-        return 0; /* stream voices: read from their ring (added with the ring) */
+    if (v->kind == SC_VOICE_STREAM) {
+        void *region = NULL;
+        int64_t k = sc_ring_read_region(v->ring, want, &region);
+        if (k <= 0)
+            return 0; /* empty, or -EPIPE (broken): silence, counted as an underrun */
+        *src = region;
+        v->primed = 1;
+        return (uint32_t)k;
+    }
     if (v->position >= v->frames) {
         if (!v->loop)
             return 0;
@@ -198,7 +206,10 @@ static uint32_t source_frames(sc_voice *v, uint32_t want, const float **src)
 
 static void consume_source(sc_voice *v, uint32_t k)
 {
-    v->position += k;
+    if (v->kind == SC_VOICE_STREAM)
+        sc_ring_read_advance(v->ring, k);
+    else
+        v->position += k;
 }
 
 /* Mix one voice into the block starting at output frame t0; true when it is finished. */
@@ -234,6 +245,8 @@ static uint32_t mix_voice(sc_engine *e, sc_voice *v, uint64_t t0)
         if (v->phase == SC_PHASE_FADING)
             v->fade_left -= k;
     }
+    if (v->phase == SC_PHASE_FADING && done < want)
+        v->fade_left -= want - done; /* the fade is time: silence (an underrun) fades too */
     if (ramp)
         memcpy(v->current, v->target, sizeof(float) * e->config.channels);
     sc_count(&v->frames_played, done);
@@ -245,7 +258,7 @@ static uint32_t mix_voice(sc_engine *e, sc_voice *v, uint64_t t0)
         return SC_END_STOPPED;
     if (v->kind == SC_VOICE_BUFFER && !v->loop && v->position >= v->frames)
         return SC_END_FINISHED;
-    if (done < want && v->kind == SC_VOICE_STREAM) {
+    if (done < want && v->kind == SC_VOICE_STREAM && v->primed) {
         sc_count(&v->underruns, 1);
         sc_count(&v->underrun_frames, want - done);
         sc_count(&e->underruns, 1);

@@ -263,7 +263,7 @@ typedef struct sc_command {
     uint32_t loop;             /* buffer voices: loop forever (ADD) */
     const float *data;         /* buffer voices: interleaved float32, kept alive by Python (ADD) */
     uint64_t frames;           /* buffer voices: frames in data (ADD) */
-    void *ring;                /* stream voices: the sc_ring to read (ADD) */
+    sc_ring *ring;             /* stream voices: the ring to read, kept open by Python (ADD) */
     int64_t start_frame;       /* output frame to start at; negative: the next period (ADD) */
     uint64_t fade_frames;      /* fade-in (ADD) or fade-out (STOP) length in frames */
     float gain;                /* ADD, SET */
@@ -372,6 +372,18 @@ uint32_t sc_watchdog_decide(const sc_engine_config *config, sc_watchdog_state *s
 int sc_engine_create(sc_engine **out, const sc_engine_config *config);
 /* Stops it if running, then frees it.  NULL is accepted. */
 void sc_engine_destroy(sc_engine *engine);
+/* Start the mixer (and the watchdog and canary when configured), writing into `output`
+ * (a ring of the engine's channels and format, capacity >= periods*blocksize).  Returns once
+ * the threads have published their tids.  -EINVAL for the manual clock or a wrong ring,
+ * -EALREADY if running, -errno of pthread_create. */
+int sc_engine_start(sc_engine *engine, sc_ring *output);
+/* Ask the threads to finish and join them; active voices stay (see sc_engine_flush). */
+int sc_engine_stop(sc_engine *engine);
+/* RT-safe, for sinks on the consumer clock: a period was taken from the output ring
+ * (underrun: it held less than a period).  Wakes the mixer now (futex). */
+void sc_engine_period_consumed(sc_engine *engine, int32_t underrun);
+/* The output ring given to sc_engine_start (NULL before). */
+sc_ring *sc_engine_output(const sc_engine *engine);
 /* Not running: hand every active voice back with SC_END_FLUSHED.  -EBUSY if running. */
 int sc_engine_flush(sc_engine *engine);
 /* Manual clock: render `periods` periods into dst (periods*blocksize frames of the output

@@ -17,6 +17,7 @@ reaps it (``play``, ``Voice.done``, ``stats``...).
 from __future__ import annotations
 
 import collections
+import contextlib
 import math
 import os
 import select
@@ -27,6 +28,7 @@ from typing import Any
 
 import numpy as _np
 
+from streamcore import realtime as _realtime
 from streamcore import telemetry as _telemetry
 from streamcore._native import ffi as _ffi
 from streamcore._native import lib as _lib
@@ -80,6 +82,7 @@ class Engine:
     """
 
     _engine = _ffi.NULL  # class-level NULL: close() is safe after a failed __init__
+    _subscriber_thread: threading.Thread | None = None
 
     def __init__(self, samplerate: int = 48000, blocksize: int = 128, channels: int = 2,
                  periods: int = 2, sink: str = "null", dtype: str = "float32",
@@ -143,6 +146,10 @@ class Engine:
         self._last_demotion = None
         self._started = False
         self._closed = False
+        self._stream_rings: list[Any] = []
+        self._subscriber_thread: threading.Thread | None = None
+        self._subscriber_stop = (-1, -1)
+        self.mixer_tid = self.watchdog_tid = self.canary_tid = 0  #: kernel tids, once started
         self._cmd = _ffi.new("sc_command *")      # reused under _lock
         self._ret = _ffi.new("sc_voice_return *")  # reused under _lock
 
@@ -174,20 +181,63 @@ class Engine:
             raise EngineClosedError("the engine is closed; create a new Engine")
 
     def start(self) -> None:
-        """Start the mixer (idempotent; nothing to start for the 'manual' sink)."""
-        self._check_open()
+        """Start the mixer thread, its watchdog and canary, and acquire realtime for the
+        mixer (idempotent; nothing to start for the 'manual' sink).
+
+        Realtime: the mixer's kernel tid goes to :func:`~streamcore.realtime.acquire_realtime`
+        (the grant is kept as :attr:`grant`), the watchdog's at one priority above.  If the
+        mixer does not end up realtime the engine runs anyway, at normal priority, with the
+        RT_DENIED taint (``grant.reasons`` says why)."""
+        with self._lock:
+            self._check_open()
+            if self._started or self.sink == "manual":
+                return
+            if self.output is None:
+                self.output = self._make_output()
+            check(_lib.sc_engine_start(self._engine, self.output._ring), "starting the mixer")
+            self._started = True
+            self.mixer_tid, self.watchdog_tid, self.canary_tid = _tids(self._engine)
+            self._acquire_realtime()
+
+    def _make_output(self):
+        from streamcore.ring import Ring  # the ring module imports numpy views lazily
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # an unlocked ring is reported as a taint instead
+            ring = Ring(self.periods * self.blocksize, self.channels, self.dtype.name,
+                        lock="try" if self.lock_memory else False, name="engine-output")
+        if self.lock_memory and not ring.locked:
+            _lib.sc_engine_taint(self._engine, _lib.SC_TAINT_MLOCK_FAILED)
+        return ring
+
+    def _acquire_realtime(self) -> None:
+        if not self.realtime:
+            _lib.sc_engine_taint(self._engine, _lib.SC_TAINT_RT_DENIED)
+            return
+        self.grant = _realtime.acquire_realtime(tid=self.mixer_tid, priority=self.priority)
+        if not self.grant.realtime:
+            _lib.sc_engine_taint(self._engine, _lib.SC_TAINT_RT_DENIED)
+        if self.watchdog_tid:
+            self.watchdog_grant = _realtime.acquire_realtime(
+                tid=self.watchdog_tid, priority=min(self.priority + 1, 99))
 
     def stop(self) -> None:
-        """Stop the mixer and hand every voice back (idempotent)."""
+        """Stop the threads, then hand every voice back (idempotent).  The figures stay
+        readable until :meth:`close`."""
         with self._lock:
             if self._engine == _ffi.NULL:
                 return
+            if self._started:
+                check(_lib.sc_engine_stop(self._engine), "stopping the mixer")
+                self._started = False
             check(_lib.sc_engine_flush(self._engine), "sc_engine_flush")
             self._reap()
+            self._poll_events()
 
     def close(self) -> None:
-        """Stop, then free the native engine (idempotent)."""
+        """Stop, then free the native engine and the output ring (idempotent)."""
         with self._lock:
+            self._stop_subscribers()
             if self._engine == _ffi.NULL:
                 self._closed = True
                 return
@@ -195,6 +245,15 @@ class Engine:
             _lib.sc_engine_destroy(self._engine)
             self._engine = _ffi.NULL
             self._closed = True
+            if self.output is not None:
+                self.output.close()
+            for ring in self._stream_rings:
+                ring.close()
+            self._stream_rings.clear()
+
+    @property
+    def running(self) -> bool:
+        return self._started
 
     # ---- voices -----------------------------------------------------------------------------
 
@@ -229,6 +288,46 @@ class Engine:
         loop = bool(loop)
         return self._add(_lib.SC_VOICE_BUFFER, array, voice_channels, gain, pan, at, fade_in,
                          loop=loop, frames=array.shape[0])
+
+    def stream(self, channels: int = 1, frames: int | None = None, gain: float = 1.0,
+               pan: float = 0.0, at: int | None = None, fade_in: float = 0.0,
+               ring=None) -> StreamVoice:
+        """A voice that plays what is written into its ring: ``write_view``/``commit`` or
+        ``write`` on the returned :class:`StreamVoice` (one writer at a time).
+
+        ``frames``: the ring's capacity (default: a quarter second, at least 4 output rings).
+        ``ring``: play an existing float32 :class:`~streamcore.Ring` instead, e.g. one attached
+        from another process's fd; its writer is then that process.  The engine reads the ring
+        until the voice is done and closes a ring it created at :meth:`close`; do not close the
+        ring while the voice plays.  On underrun the voice plays silence, counts it
+        (``stats()['underruns']``) and continues with the next frames written."""
+        self._check_open()
+        if ring is None:
+            channels = _positive_int("channels", channels, 1, self.channels)
+            if channels not in (1, self.channels):
+                raise ValueError(f"a stream voice has 1 or {self.channels} channels, "
+                                 f"not {channels}")
+            if frames is None:
+                frames = max(self.samplerate // 4, 4 * self.periods * self.blocksize)
+            frames = _positive_int("frames", frames, 1, 1 << 26)
+            from streamcore.ring import Ring
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # unlocked: reported by the ring's stats
+                ring = Ring(frames, channels, "float32",
+                            lock="try" if self.lock_memory else False, name="stream-voice")
+            self._stream_rings.append(ring)
+        else:
+            if ring.closed:
+                raise ValueError("the ring is closed")
+            if ring.dtype != _np.float32:
+                raise TypeError(f"a stream voice's ring must be float32, not {ring.dtype}")
+            if ring.channels not in (1, self.channels):
+                raise ValueError(f"the ring has {ring.channels} channels; the engine mixes 1 "
+                                 f"or {self.channels}")
+            channels = ring.channels
+        return self._add(_lib.SC_VOICE_STREAM, ring, channels, gain, pan, at, fade_in,
+                         ring_ptr=ring._ring)
 
     def _check_gain_pan(self, gain: float, pan: float, voice_channels: int) -> tuple[float, float]:
         gain = _finite("gain", gain, -64.0, 64.0)
@@ -408,10 +507,70 @@ class Engine:
         self._check_open()
         return _lib.sc_engine_event_fd(self._engine)
 
-    def repromote(self) -> None:
-        """Ask for realtime again after a demotion; refused within the watchdog's cool-down."""
+    def subscribe(self, callback) -> None:
+        """Call ``callback(event)`` from a Python thread of the engine for every new watchdog
+        event.  The thread waits on :attr:`event_fd`; it ends with :meth:`close`."""
         self._check_open()
-        raise RepromoteRefusedError("the engine has no realtime thread to re-promote")
+        with self._lock:
+            self._subscribers.append(callback)
+            if self._subscriber_thread is None:
+                self._subscriber_stop = os.pipe()
+                self._subscriber_thread = threading.Thread(
+                    target=self._deliver_events, name="streamcore-events", daemon=True)
+                self._subscriber_thread.start()
+
+    def _deliver_events(self) -> None:
+        fd, stop = self.event_fd, self._subscriber_stop[0]
+        while True:
+            readable, _, _ = select.select([fd, stop], [], [])
+            if stop in readable:
+                return
+            with contextlib.suppress(BlockingIOError):
+                os.read(fd, 8)
+            with self._lock:
+                if self._engine == _ffi.NULL:
+                    return
+                fresh = self._poll_events()
+                callbacks = list(self._subscribers)
+            for event in fresh:
+                for callback in callbacks:
+                    callback(event)
+
+    def _stop_subscribers(self) -> None:
+        thread = self._subscriber_thread
+        if thread is None:
+            return
+        os.write(self._subscriber_stop[1], b"x")
+        if thread is not threading.current_thread():
+            thread.join()
+        for fd in self._subscriber_stop:
+            os.close(fd)
+        self._subscriber_thread = None
+
+    def repromote(self):
+        """Acquire realtime for the mixer again after a watchdog demotion and let the
+        watchdog act again.  Refused (:class:`RepromoteRefusedError`) within the watchdog's
+        ``cooldown`` of the last demotion, so a runaway cannot ping-pong.  Returns the new
+        grant.  The taints stay."""
+        with self._lock:
+            self._check_open()
+            if not self._started:
+                raise StreamcoreError("the engine is not running")
+            self._poll_events()
+            if self._last_demotion is not None:
+                age = (time.monotonic_ns() - self._last_demotion) / 1e9
+                if age < self.watchdog.cooldown:
+                    raise RepromoteRefusedError(
+                        f"the watchdog demoted the mixer {age:.2f} s ago; re-promotion is "
+                        f"refused for {self.watchdog.cooldown} s after a demotion")
+            self.grant = _realtime.acquire_realtime(tid=self.mixer_tid, priority=self.priority)
+            if not self.grant.realtime:
+                _lib.sc_engine_taint(self._engine, _lib.SC_TAINT_RT_DENIED)
+            _lib.sc_engine_rearm(self._engine)
+            return self.grant
 
 
-_ = (os, select)  # used by the threaded engine
+def _tids(engine_ptr) -> tuple[int, int, int]:
+    s = _ffi.new("sc_engine_stats *")
+    _lib.sc_engine_get_stats(engine_ptr, s)
+    return s.mixer_tid, s.watchdog_tid, s.canary_tid

@@ -294,3 +294,53 @@ class TestErrors:
         v = e.play(data, loop=True)
         e.close()
         assert v.done and v.end_reason == "flushed"
+
+
+class TestStreamVoice:
+    """A stream voice plays its ring; an underrun is silence, counted, then the data resumes
+    in order."""
+
+    def test_underrun_then_refill(self):
+        data = noise(N * 5, seed=10, scale=0.2)
+        with manual() as e:
+            v = e.stream(channels=2, frames=1024)
+            assert v.write(data[: N + 10]) == N + 10
+            first = e.render(3)          # N + 10 frames, then a gap
+            assert v.stats()["underruns"] == 2 and v.stats()["underrun_frames"] == 2 * N - 10
+            assert v.write(data[N + 10:]) == 4 * N - 10
+            second = e.render(3)
+            assert e.stats().underruns == 2
+        assert np.array_equal(first[: N + 10], data[: N + 10])
+        assert not first[N + 10:].any()                       # silence during the gap
+        assert np.array_equal(second, data[N + 10: N + 10 + 3 * N])  # continues in order
+
+    def test_mono_stream_with_pan(self):
+        data = noise(N * 2, channels=1, seed=11)
+        with manual() as e:
+            v = e.stream(channels=1)
+            v.write(data[:, None])
+            out = e.render(2)
+        g = np.float32(pan_gains(1.0, 0.0, 1, 2))
+        np.testing.assert_allclose(out, data[:, None] * g, rtol=1e-6)
+
+    def test_nothing_written_yet_is_not_an_underrun(self):
+        with manual() as e:
+            v = e.stream(channels=2)
+            e.render(4)
+            assert v.stats()["underruns"] == 0
+
+    def test_ring_from_elsewhere(self):
+        from streamcore import Ring
+
+        data = noise(N, seed=12)
+        ring = Ring(512, 2, "float32", lock=False)
+        attached = Ring.attach(ring.fd, lock=False)  # as another process would
+        with manual() as e:
+            e.stream(ring=attached)
+            ring.write(data)
+            out = e.render(1)
+        assert np.array_equal(out, data)
+        with manual() as e, pytest.raises(TypeError):
+            e.stream(ring=Ring(64, 2, "int16", lock=False))
+        ring.close()
+        attached.close()

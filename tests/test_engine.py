@@ -1,0 +1,165 @@
+"""The running engine: mixer thread, timer clock with the null sink, voices, telemetry."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+from streamcore import Engine, current_scheduling
+from streamcore.errors import EngineClosedError
+from streamcore.telemetry import TRACE_DTYPE
+
+
+def read_comm(tid: int) -> str:
+    with open(f"/proc/self/task/{tid}/comm") as f:
+        return f.read().strip()
+
+
+class TestLifeCycle:
+    """start/stop/close are idempotent; the with block starts and closes."""
+
+    def test_with_block_runs_and_closes(self):
+        with Engine() as e:
+            assert e.running and e.mixer_tid > 0
+            time.sleep(0.1)
+            assert e.stats().cycles > 0
+        assert e.closed and not e.running
+        with pytest.raises(EngineClosedError):
+            e.stats()
+
+    def test_idempotent(self):
+        e = Engine()
+        e.start()
+        e.start()
+        e.stop()
+        e.stop()
+        e.close()
+        e.close()
+        with pytest.raises(EngineClosedError):
+            e.play(np.zeros(10, dtype=np.float32))
+        with pytest.raises(EngineClosedError):
+            e.start()
+
+    def test_threads_are_named_and_scheduled(self):
+        with Engine(priority=10) as e:
+            assert read_comm(e.mixer_tid) == "sc-mixer"
+            assert read_comm(e.watchdog_tid) == "sc-watchdog"
+            assert read_comm(e.canary_tid) == "sc-canary"
+            assert e.grant.method == "direct" and e.grant.realtime
+            mixer = current_scheduling(e.mixer_tid)
+            assert (mixer.policy, mixer.priority, mixer.reset_on_fork) == ("fifo", 10, True)
+            watchdog = current_scheduling(e.watchdog_tid)
+            assert watchdog.realtime and watchdog.priority == 11
+            assert current_scheduling(e.canary_tid).policy == "other"
+            assert "RT_DENIED" not in e.stats().taints
+
+    def test_realtime_off_is_a_taint(self):
+        with Engine(realtime=False) as e:
+            assert e.grant is None
+            assert current_scheduling(e.mixer_tid).policy == "other"
+            assert "RT_DENIED" in e.stats().taints and not e.stats().clean
+
+    def test_children_forked_while_running_are_sched_other(self):
+        with Engine() as e:
+            assert current_scheduling(e.mixer_tid).reset_on_fork
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the child: report its policy, then leave at once
+                os.write(w, str(os.sched_getscheduler(0)).encode())
+                os._exit(0)
+            os.close(w)
+            policy = int(os.read(r, 16))
+            os.close(r)
+            os.waitpid(pid, 0)
+            assert policy == os.SCHED_OTHER
+
+
+class TestVoicesLive:
+    """Voices play on the running engine and come back through the return queue."""
+
+    def test_one_shot_is_returned(self):
+        with Engine() as e:
+            data = np.full((2400, 2), 0.25, dtype=np.float32)
+            v = e.play(data)
+            assert v.wait(5.0)
+            assert v.end_reason == "finished" and v.frames_played == 2400
+            assert e.voices == []
+
+    def test_stop_with_fade(self):
+        with Engine() as e:
+            v = e.play(np.full(480, 0.1, dtype=np.float32), loop=True)
+            time.sleep(0.05)
+            v.stop(fade=0.01)
+            assert v.wait(5.0) and v.end_reason == "stopped"
+
+    def test_many_voices_at_once(self):
+        with Engine() as e:
+            data = np.full(4800, 0.001, dtype=np.float32)
+            voices = [e.play(data, loop=True, pan=(i % 21 - 10) / 10) for i in range(256)]
+            time.sleep(0.2)
+            s = e.stats()
+            assert s.voices == 256
+            for v in voices:
+                v.stop(fade=0.001)
+            assert all(v.wait(5.0) for v in voices)
+
+    def test_stream_voice_plays_what_is_written(self):
+        with Engine() as e:
+            v = e.stream(channels=2, frames=48000)
+            v.write(np.full((4800, 2), 0.5, dtype=np.float32))
+            deadline = time.monotonic() + 5
+            while v.stats()["frames_played"] < 4800 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert v.ring.readable == 0
+            time.sleep(0.05)
+            assert v.stats()["underruns"] >= 1  # then silence, counted
+            assert e.stats().underruns_per_voice[v.id] >= 1
+            v.stop()
+            assert v.wait(5.0)
+
+
+class TestTelemetry:
+    """Per-period figures: counts match the clock, histograms match the cycles."""
+
+    def test_period_count_matches_elapsed_time(self):
+        with Engine() as e:
+            time.sleep(1.0)
+            before = time.monotonic_ns()
+            s = e.stats()
+            after = time.monotonic_ns()
+            lo = (before - s.start_ns) // e.period_ns - 1
+            hi = (after - s.start_ns) // e.period_ns + 1
+            ticks = s.cycles + s.skipped  # every deadline passed is a cycle or a skip
+            assert lo <= ticks <= hi
+            assert s.periods == s.cycles + e.periods - s.skipped * 0  # prefill + one per cycle
+        assert s.wake_latency.count == s.cycles
+
+    def test_histograms_and_trace_after_stop(self):
+        e = Engine()
+        e.start()
+        time.sleep(0.5)
+        e.stop()
+        s = e.stats()
+        trace = e.trace()
+        e.close()
+        assert s.wake_latency.count == s.mix_time.count == s.cycles > 100
+        assert sum(s.wake_latency.buckets) == s.cycles
+        assert trace.dtype == TRACE_DTYPE and len(trace) == s.cycles
+        assert np.array_equal(trace["cycle"], np.arange(s.cycles))
+        assert (np.diff(trace["wake_ns"]) > 0).all()
+        assert trace["mix_ns"].max() == s.mix_time.max_ns
+        assert trace["late_ns"].min() == s.wake_latency.min_ns
+        assert 0 < s.wake_latency.percentile(50) <= s.wake_latency.percentile(99)
+        assert (trace["fill"] == e.periods * e.blocksize).mean() > 0.9
+
+    def test_trace_is_readable_while_running(self):
+        with Engine() as e:
+            time.sleep(0.2)
+            first = e.trace()
+            time.sleep(0.2)
+            second = e.trace()
+            assert len(second) > len(first) > 0
+            assert second["cycle"][len(first) - 1] == first["cycle"][-1]
