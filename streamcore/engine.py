@@ -507,6 +507,12 @@ class Engine:
         self._check_open()
         return _lib.sc_engine_event_fd(self._engine)
 
+    def _test_spin(self, seconds: float, cycles: int = 1) -> None:
+        """Test hook: the mixer busy-loops for ``seconds`` inside each of its next ``cycles``
+        cycles (a runaway, for the watchdog's tests)."""
+        self._check_open()
+        _lib.sc_engine_test_spin(self._engine, int(seconds * 1e9), cycles)
+
     def subscribe(self, callback) -> None:
         """Call ``callback(event)`` from a Python thread of the engine for every new watchdog
         event.  The thread waits on :attr:`event_fd`; it ends with :meth:`close`."""
