@@ -100,6 +100,7 @@ class EngineStats:
     nans: int             #: voice blocks silenced because the source held NaN or Inf
     underruns: int        #: stream-voice underruns, all voices together
     late_starts: int      #: voices whose ``at`` frame had already been rendered
+    commands: int         #: commands the mixer applied
     overruns: int         #: cycles longer than the watchdog's budget
     sigxcpu: int          #: SIGXCPU signals caught (soft RLIMIT_RTTIME)
     demotions: int        #: watchdog demotions
@@ -134,7 +135,7 @@ def read_stats(engine_ptr, underruns_per_voice: dict[int, int]) -> EngineStats:
     return EngineStats(
         periods=s.periods, cycles=s.cycles, consumed=s.consumed, skipped=s.skipped,
         xruns=s.xruns, frames=s.frames, clips=s.clipped, nans=s.nonfinite,
-        underruns=s.underruns, late_starts=s.late_starts, overruns=s.overruns,
+        underruns=s.underruns, late_starts=s.late_starts, commands=s.commands, overruns=s.overruns,
         sigxcpu=s.sigxcpu, demotions=s.demotions, voices=s.voices, fill=s.fill,
         running=bool(s.running), start_ns=s.start_ns,
         wake_latency=Histogram._from_native(sum(s.late_hist), s.late_min, s.late_max,
