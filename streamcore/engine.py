@@ -6,7 +6,11 @@ An engine owns a C mixer (native/mixer.c) that mixes voices into an output ring 
 - ``sink='null'``: a C thread wakes on CLOCK_MONOTONIC every period (timer clock), discards
   one period (the null sink) and renders the next, so the engine runs anywhere;
 - ``sink='manual'``: no thread; :meth:`Engine.render` renders periods in the caller and
-  returns them (offline rendering, golden tests).
+  returns them (offline rendering, golden tests);
+- ``sink='external'``: the consumer clock.  A sink outside the engine (C code of a device or
+  pipe sink, or a Python thread) reads one period at a time from :attr:`Engine.output` and
+  then calls :meth:`Engine.period_consumed` (C: ``sc_engine_period_consumed``), which wakes
+  the mixer at once to render the next.
 
 Concurrency contract: every method may be called from any Python thread (commands are
 serialised by a lock into the single-producer command queue).  The mixer thread never takes
@@ -48,7 +52,7 @@ __all__ = ["MAX_VOICES", "Engine"]
 MAX_VOICES = _lib.SC_MAX_VOICES
 
 _FORMATS = {"float32": _lib.SC_OUT_F32, "int16": _lib.SC_OUT_S16, "int32": _lib.SC_OUT_S32}
-_SINKS = ("null", "manual")
+_SINKS = ("null", "manual", "external")
 
 
 def _positive_int(name: str, value: Any, lo: int, hi: int) -> int:
@@ -74,11 +78,12 @@ class Engine:
     """A mixing engine.  ``with Engine(...) as engine:`` starts it; leaving stops and closes.
 
     Parameters: ``samplerate`` (8000..384000), ``blocksize`` (frames per period, 16..8192),
-    ``channels`` (1..32), ``periods`` (periods in the output ring, >= 2), ``sink`` ('null' or
-    'manual'), ``dtype`` of the output ('float32', 'int16', 'int32'), ``realtime`` (acquire
-    realtime for the mixer at ``priority``; refused or unavailable: the engine runs at normal
-    priority with the RT_DENIED taint), ``lock_memory`` (mlock; failure: MLOCK_FAILED taint),
-    ``watchdog`` (a :class:`Watchdog`, or None for the defaults, or False for none).
+    ``channels`` (1..32), ``periods`` (periods in the output ring, >= 2), ``sink`` ('null',
+    'external' or 'manual'), ``dtype`` of the output ('float32', 'int16', 'int32'),
+    ``realtime`` (acquire realtime for the mixer at ``priority``; refused or unavailable, or
+    realtime=False: the engine runs at normal priority with the RT_DENIED taint),
+    ``lock_memory`` (mlock; failure: MLOCK_FAILED taint), ``watchdog`` (a :class:`Watchdog`,
+    or None for the defaults, or False for none).
     """
 
     _engine = _ffi.NULL  # class-level NULL: close() is safe after a failed __init__
@@ -127,8 +132,9 @@ class Engine:
         config.channels, config.periods = channels, periods
         config.format = _FORMATS[dtype]
         manual = sink == "manual"
-        config.clock = _lib.SC_CLOCK_MANUAL if manual else _lib.SC_CLOCK_TIMER
-        config.sink = _lib.SC_SINK_NONE if manual else _lib.SC_SINK_NULL
+        config.clock = {"manual": _lib.SC_CLOCK_MANUAL, "null": _lib.SC_CLOCK_TIMER,
+                        "external": _lib.SC_CLOCK_CONSUMER}[sink]
+        config.sink = _lib.SC_SINK_NULL if sink == "null" else _lib.SC_SINK_NONE
         config.lock_memory = 1 if lock_memory else 0
         watchdog._fill(config, self.period_ns)
         if manual:
@@ -506,6 +512,14 @@ class Engine:
         (select/poll it, then call :meth:`events`)."""
         self._check_open()
         return _lib.sc_engine_event_fd(self._engine)
+
+    def period_consumed(self, underrun: bool = False) -> None:
+        """For sink='external': the sink took one period from :attr:`output` (``underrun``:
+        it found less than a period).  Wakes the mixer now.  One sink thread calls this."""
+        if self.sink != "external":
+            raise StreamcoreError("period_consumed() is for sink='external'")
+        self._check_open()
+        _lib.sc_engine_period_consumed(self._engine, 1 if underrun else 0)
 
     def _test_spin(self, seconds: float, cycles: int = 1) -> None:
         """Test hook: the mixer busy-loops for ``seconds`` inside each of its next ``cycles``

@@ -163,3 +163,61 @@ class TestTelemetry:
             second = e.trace()
             assert len(second) > len(first) > 0
             assert second["cycle"][len(first) - 1] == first["cycle"][-1]
+
+
+def _run_unprivileged_engine() -> dict:
+    with Engine() as e:
+        time.sleep(0.3)
+        s = e.stats()
+        return {"cycles": s.cycles, "taints": sorted(s.taints),
+                "realtime": bool(e.grant and e.grant.realtime),
+                "reasons": list(e.grant.reasons) if e.grant else []}
+
+
+class TestUnprivileged:
+    """Without privileges or mlock budget the engine runs anyway, and says so in its taints."""
+
+    def test_runs_tainted(self, unprivileged):
+        import resource
+
+        outcome = unprivileged.run(_run_unprivileged_engine,
+                                   rlimits={resource.RLIMIT_MEMLOCK: (65536, 65536)})
+        result = outcome.unwrap()
+        assert result["cycles"] > 10
+        assert "MLOCK_FAILED" in result["taints"]
+        assert ("RT_DENIED" in result["taints"]) == (not result["realtime"])
+        if not result["realtime"]:
+            assert result["reasons"]  # why, in words
+
+
+class TestConsumerClock:
+    """sink='external': a sink takes a period and signals; the mixer renders the next one."""
+
+    def test_consumer_drives_the_mixer_in_order(self):
+        n = 128
+        ramp = (np.arange(n * 40, dtype=np.float32) / (n * 40))[:, None].repeat(2, axis=1)
+        with Engine(sink="external", blocksize=n) as e:
+            assert e.output.readable == 2 * n  # prefilled: double buffering
+            e.play(ramp.copy(), at=2 * n)       # after the two silent prefill periods
+            got = []
+            for _ in range(42):
+                got.append(e.output.read(n))
+                e.period_consumed()
+                deadline = time.monotonic() + 2
+                while e.output.readable < 2 * n and time.monotonic() < deadline:
+                    time.sleep(0.0005)
+            s = e.stats()
+        out = np.concatenate(got)
+        assert not out[: 2 * n].any()
+        assert np.array_equal(out[2 * n:], ramp)
+        assert s.consumed == 42 and s.cycles == 42 and s.xruns == 0
+        assert s.wake_latency.count == 42
+
+    def test_underrun_report_is_an_xrun(self):
+        with Engine(sink="external") as e:
+            e.period_consumed(underrun=True)
+            deadline = time.monotonic() + 2
+            while e.stats().cycles < 1 and time.monotonic() < deadline:
+                time.sleep(0.001)
+            s = e.stats()
+            assert s.xruns == 1 and "XRUN" in s.taints
