@@ -167,8 +167,13 @@ static void act(sc_engine *e, uint32_t reason, const sc_watchdog_input *in)
     ev.cycle = sc_read(&e->cycles);
     ev.result = demote_tid(ev.tid, &ev.policy_before);
     ev.threads = ev.result == 0 ? 1 : 0;
-    /* The canary rule demotes every realtime thread of the engine; the mixer is the only one
-     * this issue creates besides the watchdog, which stays above it to keep watching. */
+    if (reason == SC_DEMOTE_CANARY) {
+        /* Starvation: every realtime thread of the engine goes, the watchdog (this thread)
+         * too; it keeps looking at normal priority until repromote() promotes both again. */
+        int64_t self = atomic_load_explicit(&e->watchdog_tid, memory_order_relaxed);
+        if (demote_tid(self, NULL) == 0)
+            ev.threads++;
+    }
     uint32_t taints = SC_TAINT_WATCHDOG_DEMOTED;
     if (reason == SC_DEMOTE_RTTIME)
         taints |= SC_TAINT_RTTIME_SIGNAL;

@@ -44,6 +44,7 @@ from streamcore.errors import (
     VoiceLimitError,
     check,
 )
+from streamcore.ring import Ring as _Ring
 from streamcore.voice import StreamVoice, Voice
 from streamcore.watchdog import Event, Watchdog
 
@@ -206,11 +207,9 @@ class Engine:
             self._acquire_realtime()
 
     def _make_output(self):
-        from streamcore.ring import Ring  # the ring module imports numpy views lazily
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # an unlocked ring is reported as a taint instead
-            ring = Ring(self.periods * self.blocksize, self.channels, self.dtype.name,
+            ring = _Ring(self.periods * self.blocksize, self.channels, self.dtype.name,
                         lock="try" if self.lock_memory else False, name="engine-output")
         if self.lock_memory and not ring.locked:
             _lib.sc_engine_taint(self._engine, _lib.SC_TAINT_MLOCK_FAILED)
@@ -218,6 +217,7 @@ class Engine:
 
     def _acquire_realtime(self) -> None:
         if not self.realtime:
+            self.grant = None
             _lib.sc_engine_taint(self._engine, _lib.SC_TAINT_RT_DENIED)
             return
         self.grant = _realtime.acquire_realtime(tid=self.mixer_tid, priority=self.priority)
@@ -242,8 +242,8 @@ class Engine:
 
     def close(self) -> None:
         """Stop, then free the native engine and the output ring (idempotent)."""
+        self._stop_subscribers()  # first, without the lock: its thread may be waiting for it
         with self._lock:
-            self._stop_subscribers()
             if self._engine == _ffi.NULL:
                 self._closed = True
                 return
@@ -316,11 +316,9 @@ class Engine:
             if frames is None:
                 frames = max(self.samplerate // 4, 4 * self.periods * self.blocksize)
             frames = _positive_int("frames", frames, 1, 1 << 26)
-            from streamcore.ring import Ring
-
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # unlocked: reported by the ring's stats
-                ring = Ring(frames, channels, "float32",
+                ring = _Ring(frames, channels, "float32",
                             lock="try" if self.lock_memory else False, name="stream-voice")
             self._stream_rings.append(ring)
         else:
@@ -583,9 +581,7 @@ class Engine:
                     raise RepromoteRefusedError(
                         f"the watchdog demoted the mixer {age:.2f} s ago; re-promotion is "
                         f"refused for {self.watchdog.cooldown} s after a demotion")
-            self.grant = _realtime.acquire_realtime(tid=self.mixer_tid, priority=self.priority)
-            if not self.grant.realtime:
-                _lib.sc_engine_taint(self._engine, _lib.SC_TAINT_RT_DENIED)
+            self._acquire_realtime()  # the mixer, and the watchdog (the canary rule demotes it)
             _lib.sc_engine_rearm(self._engine)
             return self.grant
 

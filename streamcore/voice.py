@@ -139,28 +139,28 @@ class StreamVoice(Voice):
     other process holding the ring's fd).  On underrun it plays silence, counts it, and
     continues with the data that arrives next, in order."""
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._ring = self._source  # stays usable (e.g. to inspect) after the voice is done
+
     @property
     def ring(self):
         """The voice's :class:`~streamcore.Ring` (float32, this voice's channels)."""
-        return self._source
+        return self._ring
 
     def write_view(self, frames: int):
         """A writable view of up to ``frames`` free frames of the ring; then :meth:`commit`."""
-        return self._source.write_view(frames)
+        return self._ring.write_view(frames)
 
     def commit(self, frames: int) -> None:
         """Publish ``frames`` frames written into the last :meth:`write_view`."""
-        self._source.commit(frames)
+        self._ring.commit(frames)
 
     def write(self, array) -> int:
         """Copy as much of ``array`` as fits; returns the frames written."""
-        return self._source.write(array)
+        return self._ring.write(array)
 
     @property
     def writable(self) -> int:
-        return self._source.writable
-
-    def _finish(self, ret) -> None:
-        ring = self._source
-        super()._finish(ret)
-        self._ring_after = ring  # the ring stays readable for inspection; closed by the engine
+        """Frames that can be written now."""
+        return self._ring.writable

@@ -43,6 +43,18 @@ class TestLifeCycle:
         with pytest.raises(EngineClosedError):
             e.start()
 
+    def test_restart_after_stop(self):
+        with Engine() as e:
+            time.sleep(0.05)
+            e.stop()
+            cycles = e.stats().cycles
+            assert not e.stats().running
+            e.start()
+            time.sleep(0.05)
+            assert e.stats().cycles > cycles and e.grant.realtime
+            v = e.play(np.zeros(480, dtype=np.float32))
+            assert v.wait(5.0)
+
     def test_threads_are_named_and_scheduled(self):
         with Engine(priority=10) as e:
             assert read_comm(e.mixer_tid) == "sc-mixer"

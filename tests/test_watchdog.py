@@ -152,7 +152,9 @@ class TestCanary:
                 shared.close()
             assert events and events[0].reason == "canary"
             assert events[0].canary_age_ns > 200e6
+            assert events[0].threads == 2  # every RT thread: the mixer and the watchdog
             assert current_scheduling(e.mixer_tid).policy == "other"
+            assert current_scheduling(e.watchdog_tid).policy == "other"
             assert "WATCHDOG_DEMOTED" in e.stats().taints
 
 
