@@ -78,7 +78,7 @@ class BusConnection:
         address = system_bus_address()
         try:
             self._sock = prep_socket(get_bus("SYSTEM"), timeout=self._remaining())
-        except (TimeoutError, socket.timeout) as e:
+        except TimeoutError as e:
             raise BusError("streamcore.Timeout", f"the system bus at {address} did not "
                            f"authenticate us within {timeout:g} s", _errno.ETIMEDOUT) from e
         except OSError as e:
@@ -122,7 +122,7 @@ class BusConnection:
                     text = reply.body[0] if reply.body and isinstance(reply.body[0], str) else ""
                     raise BusError(name, text or name)
                 return reply.body
-        except (TimeoutError, socket.timeout) as e:
+        except TimeoutError as e:
             raise BusError("streamcore.Timeout", f"no reply from the system bus within "
                            f"{self._timeout:g} s", _errno.ETIMEDOUT) from e
         except BusError:
