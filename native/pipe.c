@@ -162,6 +162,24 @@ int64_t sc_pipe_pump_pattern(int fd, void *buffer, uint64_t half, uint64_t total
     return (int64_t)sent;
 }
 
+int64_t sc_pipe_send_halves(int fd, const void *buffer, uint64_t half, uint64_t total,
+                            int zero_copy)
+{
+    if (half == 0)
+        return -EINVAL;
+    const char *halves[2] = {buffer, (const char *)buffer + half};
+    uint64_t sent = 0;
+    for (unsigned k = 0; sent < total; k ^= 1) {
+        uint64_t len = total - sent < half ? total - sent : half;
+        int64_t rc = zero_copy ? sc_pipe_vmsplice(fd, halves[k], len)
+                               : sc_pipe_write(fd, halves[k], len);
+        if (rc < 0)
+            return rc;
+        sent += len;
+    }
+    return (int64_t)sent;
+}
+
 uint64_t sc_pattern_mismatches(const void *data, uint64_t len, uint64_t offset)
 {
     const uint32_t *words = data;

@@ -63,6 +63,10 @@ int64_t sc_pipe_drain(int fd, int use_splice, int sink_fd);
    write()s instead.  Returns bytes sent or -errno.  A reader checking the pattern detects any
    page rewritten while the pipe still held it. */
 int64_t sc_pipe_pump_pattern(int fd, void *buffer, uint64_t half, uint64_t total, int zero_copy);
+/* The bare loop, the limit of this machine: send `total` bytes from the two halves of
+   `buffer` alternately (vmsplice, or write() with `zero_copy` 0) without touching them. */
+int64_t sc_pipe_send_halves(int fd, const void *buffer, uint64_t half, uint64_t total,
+                            int zero_copy);
 /* Check `len` bytes at `data` as words of the counting pattern starting at byte `offset`:
    returns the number of words that differ. */
 uint64_t sc_pattern_mismatches(const void *data, uint64_t len, uint64_t offset);
