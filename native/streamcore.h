@@ -447,3 +447,37 @@ void sc_engine_rearm(sc_engine *engine);
 /* Test hook: the next `cycles` cycles busy-loop for `spin_ns` each before mixing. */
 void sc_engine_test_spin(sc_engine *engine, int64_t spin_ns, uint32_t cycles);
 
+
+/* ---- pipe sink (native/pipe_sink.c) ----------------------------------------------------
+ * A C thread that hands the engine's output pages to a pipe (consumer clock).  Zero copy:
+ * the output ring holds exactly two halves of `half_frames` (each exactly the pipe's size);
+ * the sink vmsplices a half, and releases the PREVIOUS half to the mixer only once this
+ * vmsplice completed, so no page the pipe still holds is ever rewritten.  With `onward_fd`
+ * >= 0, `fd` is the sink's own pipe and every half is spliced on to `onward_fd` (a regular
+ * file).  Copy mode (`zero_copy` 0) write()s each period instead.  Stopping never hangs on a
+ * stalled reader: all waits poll a stop eventfd too.
+ */
+typedef struct sc_pipe_sink sc_pipe_sink;
+
+typedef struct sc_pipe_sink_stats {
+    uint64_t bytes;            /* bytes handed to the pipe (or file) */
+    uint64_t halves;           /* halves handed over with vmsplice */
+    uint64_t writes;           /* write() calls (copy mode, header, final partial flush) */
+    uint64_t periods;          /* periods taken from the output ring */
+    uint64_t reader_waits;     /* times the pipe was full: the reader is slower than us */
+    uint64_t mixer_waits;      /* times too little was rendered and the sink slept */
+    int32_t error;             /* the errno that ended the sink (EPIPE: reader gone), or 0 */
+    int32_t running;
+    int32_t zero_copy;
+    int32_t finished;          /* the thread ended (error, or stopped) */
+} sc_pipe_sink_stats;
+
+int sc_pipe_sink_create(sc_pipe_sink **out, sc_engine *engine, int fd, int onward_fd,
+                        uint64_t half_frames, uint32_t blocksize, int zero_copy);
+/* Write `len` bytes (a stream header) before the first period; call before start. */
+int sc_pipe_sink_prefix(sc_pipe_sink *sink, const void *data, uint64_t len);
+int sc_pipe_sink_start(sc_pipe_sink *sink);
+/* Stop the thread (joins it).  With `flush`, what the output ring still holds is written. */
+int sc_pipe_sink_stop(sc_pipe_sink *sink, int flush);
+void sc_pipe_sink_destroy(sc_pipe_sink *sink);
+void sc_pipe_sink_get_stats(const sc_pipe_sink *sink, sc_pipe_sink_stats *out);

@@ -1,0 +1,344 @@
+/* pipe_sink.c: the engine's output pages into a pipe, with vmsplice and the double-buffer rule.
+ *
+ * The thread (one per sink, not realtime: the pipe's reader is the clock, through backpressure)
+ * loops:  wait until the output ring holds the held half plus a new one; vmsplice the new half
+ * whole; only then release the held half to the mixer (sc_ring_read_advance) and tell the
+ * engine those periods were consumed.  A half is exactly the pipe's size, so once the new half
+ * is in the pipe in full, no page of the held half can still be there (see pipe.c).
+ * In copy mode it write()s each period and releases it at once.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "streamcore.h"
+
+struct sc_pipe_sink {
+    sc_engine *engine;
+    sc_ring *ring;
+    int fd;                 /* the pipe we vmsplice/write into */
+    int onward_fd;          /* -1, or the file every half is spliced on to */
+    int stop_fd;            /* eventfd: stop() makes it readable */
+    uint64_t half_frames;
+    uint32_t blocksize;
+    uint32_t frame_bytes;
+    int zero_copy;
+    int64_t pipe_bytes;     /* F_GETPIPE_SZ of fd */
+    int64_t period_ns;      /* a sleep while the mixer catches up */
+    char *prefix;           /* a header written before the first period */
+    uint64_t prefix_len;
+    pthread_t thread;
+    int started;
+    uint64_t held;          /* frames already in the pipe, not yet released to the mixer */
+    _Atomic uint64_t bytes, halves, writes, periods, reader_waits, mixer_waits;
+    _Atomic int32_t error, running, finished;
+};
+
+static void count(_Atomic uint64_t *c, uint64_t n)
+{
+    atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+}
+
+static int stop_requested(const sc_pipe_sink *s)
+{
+    struct pollfd p = {.fd = s->stop_fd, .events = POLLIN};
+    return poll(&p, 1, 0) > 0;
+}
+
+/* Wait until `fd` takes more data, or stop.  0: writable; 1: stop asked; -errno. */
+static int wait_writable(sc_pipe_sink *s, int fd)
+{
+    struct pollfd p[2] = {{.fd = fd, .events = POLLOUT}, {.fd = s->stop_fd, .events = POLLIN}};
+    for (;;) {
+        int n = poll(p, 2, -1);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (p[1].revents & POLLIN)
+            return 1;
+        if (p[0].revents & (POLLERR | POLLHUP))
+            return -EPIPE;
+        if (p[0].revents & POLLOUT)
+            return 0;
+    }
+}
+
+/* Hand `len` bytes to `fd` by vmsplice (zero copy) or write(), never blocking in the call
+ * itself: a full pipe is waited for in poll(), which also sees stop.  0, 1 (stopped), -errno. */
+static int transfer(sc_pipe_sink *s, int fd, const char *data, uint64_t len, int splice_pages)
+{
+    uint64_t done = 0;
+    while (done < len) {
+        ssize_t n;
+        if (splice_pages) {
+            struct iovec iov = {.iov_base = (void *)(data + done), .iov_len = len - done};
+            n = vmsplice(fd, &iov, 1, SPLICE_F_NONBLOCK);
+        } else {
+            /* write() to a blocking pipe blocks until ALL is written: ask only for what fits. */
+            int fill = 0;
+            uint64_t room = len - done;
+            if (ioctl(fd, FIONREAD, &fill) == 0 && s->pipe_bytes > 0) {
+                int64_t free_bytes = s->pipe_bytes - fill;
+                if (free_bytes < 4096)
+                    free_bytes = 4096; /* POLLOUT promised a free page */
+                if ((uint64_t)free_bytes < room)
+                    room = (uint64_t)free_bytes;
+            }
+            n = write(fd, data + done, room);
+            if (n > 0)
+                count(&s->writes, 1);
+        }
+        if (n > 0) {
+            done += (uint64_t)n;
+            continue;
+        }
+        if (n < 0 && errno != EAGAIN && errno != EINTR)
+            return -errno;
+        if (n < 0 && errno == EINTR)
+            continue;
+        count(&s->reader_waits, 1);
+        int w = wait_writable(s, fd);
+        if (w != 0)
+            return w;
+    }
+    return 0;
+}
+
+/* Move `len` bytes from our pipe on to the file, until all moved. */
+static int splice_onward(sc_pipe_sink *s, uint64_t len)
+{
+    while (len > 0) {
+        ssize_t n = splice(s->fd, NULL, s->onward_fd, NULL, len, SPLICE_F_MOVE);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (n == 0)
+            return -EIO;
+        len -= (uint64_t)n;
+    }
+    return 0;
+}
+
+static int hand_over(sc_pipe_sink *s, const char *data, uint64_t len, int splice_pages)
+{
+    int rc = transfer(s, s->fd, data, len, splice_pages);
+    if (rc == 0 && s->onward_fd >= 0)
+        rc = splice_onward(s, len);
+    if (rc == 0)
+        count(&s->bytes, len);
+    return rc;
+}
+
+static void release(sc_pipe_sink *s, uint64_t frames)
+{
+    sc_ring_read_advance(s->ring, frames);
+    uint64_t periods = frames / s->blocksize;
+    count(&s->periods, periods);
+    for (uint64_t i = 0; i < periods; i++)
+        sc_engine_period_consumed(s->engine, 0);
+}
+
+static void nap(const sc_pipe_sink *s)
+{
+    struct timespec t = {0, s->period_ns / 4 > 0 ? s->period_ns / 4 : 100000};
+    nanosleep(&t, NULL);
+}
+
+/* One step: 0 went on, 1 stopped, -errno failed. */
+static int step(sc_pipe_sink *s)
+{
+    int64_t readable = sc_ring_readable(s->ring);
+    if (readable < 0)
+        return (int)readable;
+    if (!s->zero_copy) {
+        if ((uint64_t)readable < s->blocksize) {
+            count(&s->mixer_waits, 1);
+            nap(s);
+            return stop_requested(s);
+        }
+        void *p;
+        sc_ring_read_region(s->ring, s->blocksize, &p);
+        int rc = hand_over(s, p, (uint64_t)s->blocksize * s->frame_bytes, 0);
+        if (rc == 0)
+            release(s, s->blocksize);
+        return rc;
+    }
+    uint64_t need = s->held + s->half_frames;
+    if ((uint64_t)readable < need) {
+        count(&s->mixer_waits, 1);
+        nap(s);
+        return stop_requested(s);
+    }
+    void *p;
+    sc_ring_read_region(s->ring, need, &p);
+    const char *fresh = (const char *)p + s->held * s->frame_bytes;
+    int rc = hand_over(s, fresh, s->half_frames * s->frame_bytes, 1);
+    if (rc != 0)
+        return rc;
+    count(&s->halves, 1);
+    /* The new half is in the pipe whole, so the held one has left it: the mixer may have it. */
+    if (s->held)
+        release(s, s->held);
+    s->held = s->half_frames;
+    return 0;
+}
+
+static void *sink_main(void *arg)
+{
+    sc_pipe_sink *s = arg;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE); /* a vanished reader is EPIPE for this thread, not death */
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    int rc = 0;
+    if (s->prefix_len)
+        rc = hand_over(s, s->prefix, s->prefix_len, 0);
+    while (rc == 0)
+        rc = step(s);
+    if (rc < 0)
+        atomic_store_explicit(&s->error, -rc, memory_order_release);
+    atomic_store_explicit(&s->finished, 1, memory_order_release);
+    return NULL;
+}
+
+int sc_pipe_sink_create(sc_pipe_sink **out, sc_engine *engine, int fd, int onward_fd,
+                        uint64_t half_frames, uint32_t blocksize, int zero_copy)
+{
+    *out = NULL;
+    sc_ring *ring = engine ? sc_engine_output(engine) : NULL;
+    if (!ring || fd < 0 || blocksize == 0)
+        return -EINVAL;
+    uint32_t fb = sc_ring_frame_bytes(ring);
+    int64_t pipe_bytes = fcntl(fd, F_GETPIPE_SZ);
+    if (pipe_bytes < 0)
+        return -errno;
+    if (zero_copy) {
+        /* The rule needs halves of exactly the pipe's size, two of them filling the ring, in
+         * whole periods. */
+        if (half_frames == 0 || half_frames * fb != (uint64_t)pipe_bytes
+            || half_frames % blocksize || sc_ring_capacity(ring) != 2 * half_frames)
+            return -EINVAL;
+    }
+    sc_pipe_sink *s = calloc(1, sizeof *s);
+    if (!s)
+        return -ENOMEM;
+    s->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (s->stop_fd < 0) {
+        int err = errno;
+        free(s);
+        return -err;
+    }
+    s->engine = engine;
+    s->ring = ring;
+    s->fd = fd;
+    s->onward_fd = onward_fd;
+    s->half_frames = half_frames;
+    s->blocksize = blocksize;
+    s->frame_bytes = fb;
+    s->zero_copy = zero_copy;
+    s->pipe_bytes = pipe_bytes;
+    s->period_ns = 1000000; /* refined by Python through the blocksize; 1 ms is a safe nap */
+    *out = s;
+    return 0;
+}
+
+int sc_pipe_sink_prefix(sc_pipe_sink *s, const void *data, uint64_t len)
+{
+    if (s->started)
+        return -EBUSY;
+    char *copy = malloc(len ? len : 1);
+    if (!copy)
+        return -ENOMEM;
+    memcpy(copy, data, len);
+    free(s->prefix);
+    s->prefix = copy;
+    s->prefix_len = len;
+    return 0;
+}
+
+int sc_pipe_sink_start(sc_pipe_sink *s)
+{
+    if (s->started)
+        return 0;
+    atomic_store_explicit(&s->running, 1, memory_order_release);
+    int rc = pthread_create(&s->thread, NULL, sink_main, s);
+    if (rc) {
+        atomic_store_explicit(&s->running, 0, memory_order_release);
+        return -rc;
+    }
+    s->started = 1;
+    return 0;
+}
+
+int sc_pipe_sink_stop(sc_pipe_sink *s, int flush)
+{
+    if (!s->started)
+        return 0;
+    uint64_t one = 1;
+    if (write(s->stop_fd, &one, sizeof one) < 0)
+        return -errno;
+    pthread_join(s->thread, NULL);
+    s->started = 0;
+    atomic_store_explicit(&s->running, 0, memory_order_release);
+    int rc = 0;
+    if (flush && !atomic_load_explicit(&s->error, memory_order_acquire)) {
+        /* Past the held half (already in the pipe), what is rendered goes out by copy.  The
+         * stop eventfd stays readable, so a stalled reader ends this with rc 1, not a hang. */
+        int64_t readable = sc_ring_readable(s->ring);
+        if (readable > (int64_t)s->held) {
+            void *p;
+            sc_ring_read_region(s->ring, (uint64_t)readable, &p);
+            uint64_t extra = (uint64_t)readable - s->held;
+            uint64_t eventfd_value;
+            if (read(s->stop_fd, &eventfd_value, sizeof eventfd_value) < 0) {
+                /* nothing to clear */
+            }
+            rc = hand_over(s, (const char *)p + s->held * s->frame_bytes,
+                           extra * s->frame_bytes, 0);
+            if (rc < 0)
+                atomic_store_explicit(&s->error, -rc, memory_order_release);
+        }
+    }
+    return rc < 0 ? rc : 0;
+}
+
+void sc_pipe_sink_destroy(sc_pipe_sink *s)
+{
+    if (!s)
+        return;
+    sc_pipe_sink_stop(s, 0);
+    close(s->stop_fd);
+    free(s->prefix);
+    free(s);
+}
+
+void sc_pipe_sink_get_stats(const sc_pipe_sink *s, sc_pipe_sink_stats *out)
+{
+    sc_pipe_sink *m = (sc_pipe_sink *)s;
+    out->bytes = atomic_load_explicit(&m->bytes, memory_order_relaxed);
+    out->halves = atomic_load_explicit(&m->halves, memory_order_relaxed);
+    out->writes = atomic_load_explicit(&m->writes, memory_order_relaxed);
+    out->periods = atomic_load_explicit(&m->periods, memory_order_relaxed);
+    out->reader_waits = atomic_load_explicit(&m->reader_waits, memory_order_relaxed);
+    out->mixer_waits = atomic_load_explicit(&m->mixer_waits, memory_order_relaxed);
+    out->error = atomic_load_explicit(&m->error, memory_order_acquire);
+    out->running = atomic_load_explicit(&m->running, memory_order_acquire);
+    out->zero_copy = m->zero_copy;
+    out->finished = atomic_load_explicit(&m->finished, memory_order_acquire);
+}
