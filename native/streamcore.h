@@ -168,6 +168,43 @@ int sc_probe_thread_fork_read(sc_probe_thread *probe, sc_sched_info *out);
 void sc_probe_thread_stop(sc_probe_thread *probe);
 
 
+/* ---- pipes (native/pipe.c) ------------------------------------------------------------
+ * vmsplice/splice/tee primitives for the pipe sink, and the double-buffer rule in one place:
+ * pages handed to a pipe with vmsplice are referenced, not copied, so a buffer half may be
+ * rewritten only after the OTHER half, of at least the pipe's size, was spliced in whole.
+ * Every function blocks SIGPIPE for its own thread: a vanished reader is -EPIPE, not death.
+ */
+
+/* F_SETPIPE_SZ to at least `bytes`; returns the size the kernel actually set, or -errno. */
+int64_t sc_pipe_set_size(int fd, uint64_t bytes);
+/* F_GETPIPE_SZ: the pipe's capacity in bytes, or -errno (-EBADF, -EINVAL: not a pipe). */
+int64_t sc_pipe_get_size(int fd);
+/* vmsplice `len` bytes at `data` into pipe `fd`, looping over partial transfers; blocks while
+   the pipe is full.  Returns `len`, or -errno (-EPIPE: no reader). */
+int64_t sc_pipe_vmsplice(int fd, const void *data, uint64_t len);
+/* write() `len` bytes, looping over partial writes: len or -errno. */
+int64_t sc_pipe_write(int fd, const void *data, uint64_t len);
+/* splice up to `len` bytes from pipe `from` to `to` until `len` moved or end of input:
+   bytes moved, or -errno. */
+int64_t sc_pipe_splice(int from, int to, uint64_t len);
+/* Read and discard from `fd` until end of input (a drain for tests and benchmarks); with
+   `use_splice` it splices into `sink_fd` (e.g. /dev/null) instead.  Bytes drained or -errno. */
+int64_t sc_pipe_drain(int fd, int use_splice, int sink_fd);
+
+/* The double-buffer protocol on its own: send `total` bytes of a counting pattern of uint32
+   words (word i holds i) through pipe `fd`, from `buffer` of 2 x `half` bytes (page-aligned),
+   filling a half only after the other half's vmsplice succeeded.  With `zero_copy` 0 it
+   write()s instead.  Returns bytes sent or -errno.  A reader checking the pattern detects any
+   page rewritten while the pipe still held it. */
+int64_t sc_pipe_pump_pattern(int fd, void *buffer, uint64_t half, uint64_t total, int zero_copy);
+/* The bare loop, the limit of this machine: send `total` bytes from the two halves of
+   `buffer` alternately (vmsplice, or write() with `zero_copy` 0) without touching them. */
+int64_t sc_pipe_send_halves(int fd, const void *buffer, uint64_t half, uint64_t total,
+                            int zero_copy);
+/* Check `len` bytes at `data` as words of the counting pattern starting at byte `offset`:
+   returns the number of words that differ. */
+uint64_t sc_pattern_mismatches(const void *data, uint64_t len, uint64_t offset);
+
 /* ---- engine: mixer, voices, watchdog, telemetry (native/mixer.c, watchdog.c, ...) -------
  */
 

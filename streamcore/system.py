@@ -150,7 +150,8 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append(f"mlock: {can}; RLIMIT_MEMLOCK soft {limit_text(memlock['soft'], ' B')}, "
                  f"hard {limit_text(memlock['hard'], ' B')}")
     rtprio, rttime = rl["RLIMIT_RTPRIO"], rl["RLIMIT_RTTIME"]
-    lines.append(f"RLIMIT_RTPRIO soft {limit_text(rtprio['soft'])}, hard {limit_text(rtprio['hard'])}; "
+    lines.append(f"RLIMIT_RTPRIO soft {limit_text(rtprio['soft'])}, "
+                 f"hard {limit_text(rtprio['hard'])}; "
                  f"RLIMIT_RTTIME soft {limit_text(rttime['soft'], ' µs')}, "
                  f"hard {limit_text(rttime['hard'], ' µs')}")
     caps = report["capabilities"]

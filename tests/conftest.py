@@ -22,9 +22,9 @@ import pytest
 # The repository root, so `tests.services` imports the same way under any rootdir/cwd.
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from tests.services.jack import start_jack  # noqa: E402
-from tests.services.rtkit import start_rtkit_bus  # noqa: E402
-from tests.services.unprivileged import unprivileged_service  # noqa: E402
+from tests.services.jack import start_jack
+from tests.services.rtkit import start_rtkit_bus
+from tests.services.unprivileged import unprivileged_service
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,7 @@ from tests.services.common import (
 from tests.services.unprivileged import RT_GROUP
 
 POLKIT_RULE = Path("/etc/polkit-1/rules.d/50-streamcore-test.rules")
-RULE_TEXT = f"""// Written by streamcore's test fixture (tests/services/rtkit.py); removed when it stops.
+RULE_TEXT = f"""// Written by streamcore's test fixture (tests/services/rtkit.py), removed after.
 polkit.addRule(function(action, subject) {{
     if (action.id.indexOf("org.freedesktop.RealtimeKit1.") == 0 &&
         subject.isInGroup("{RT_GROUP}")) {{

@@ -8,6 +8,7 @@ everything the function needs at the top of the test module.
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import os
 import pickle
@@ -88,7 +89,8 @@ class Unprivileged:
     def run(self, func: Callable[..., Any], *args: Any, in_rt_group: bool = True,
             rlimits: dict[int, tuple[int, int]] | None = None, timeout: float = 60.0) -> Outcome:
         """Fork, drop to the test user (the member of the rtkit-allowed group, or with
-        ``in_rt_group=False`` the outsider, who is not), apply ``rlimits`` ({resource.RLIMIT_X: (soft, hard)}), call the function.
+        ``in_rt_group=False`` the outsider, who is not), apply ``rlimits``
+        ({resource.RLIMIT_X: (soft, hard)}), call the function.
 
         Its return value must pickle.  Output of the child goes to files read back here.
         """
@@ -103,7 +105,8 @@ class Unprivileged:
             status = self._wait(pid, timeout)
             out.seek(0)
             err.seek(0)
-            stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+            stdout = out.read().decode(errors="replace")
+            stderr = err.read().decode(errors="replace")
         value, error = (None, "the child sent no result") if not payload else pickle.loads(payload)
         return Outcome(value, error, stdout, stderr, status)
 
@@ -126,10 +129,8 @@ class Unprivileged:
             os.write(write_end, pickle.dumps(result))
         except BaseException:
             code = 3
-            try:
+            with contextlib.suppress(BaseException):  # nothing left to report with
                 os.write(write_end, pickle.dumps((None, traceback.format_exc())))
-            except BaseException:
-                pass
         finally:
             os._exit(code)
 

@@ -1,0 +1,95 @@
+"""Pipe output: vmsplice against write() into a pipe, with two kinds of drain, in one run.
+
+For pipe sizes 64 KiB and 1 MiB, and drains (a) splice to /dev/null and (b) read() into a
+buffer, it measures GB/s and CPU seconds per GB of:
+- the bare loop (two halves of a buffer sent alternately, untouched): the machine's limit;
+- the same with write() instead of vmsplice: the reference the zero-copy path is compared to.
+The engine's pipe sink rows join these when the sink exists (issue 6).
+
+    python -m bench.pipe [--quick] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import threading
+from pathlib import Path
+
+from bench.harness import RESULTS, CpuClock, Report
+from streamcore._native import lib as _lib
+from streamcore.pipes import _PageBuffer, set_pipe_size
+
+GB = 1e9
+
+
+def _measure(pipe_bytes: int, total: int, zero_copy: bool, drain_splice: bool) -> dict:
+    read_end, write_end = os.pipe()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    size = set_pipe_size(write_end, pipe_bytes)
+    buffer = _PageBuffer(2 * size)
+    buffer.map.write(b"\x01" * (2 * size))  # touch every page before timing
+    drained: list[int] = []
+    drain = threading.Thread(  # the C drain runs without the GIL
+        target=lambda: drained.append(_lib.sc_pipe_drain(read_end, int(drain_splice), devnull)))
+    try:
+        with CpuClock() as clock:
+            drain.start()
+            sent = _lib.sc_pipe_send_halves(write_end, buffer.pointer, size, total,
+                                            int(zero_copy))
+            os.close(write_end)
+            write_end = -1
+            drain.join()
+    finally:
+        if write_end >= 0:
+            os.close(write_end)
+        os.close(read_end)
+        os.close(devnull)
+        buffer.close()
+    if sent != total or drained != [total]:
+        raise RuntimeError(f"sent {sent}, drained {drained}, expected {total}")
+    return {"gbps": total / clock.wall / GB, "cpu_s_per_gb": clock.cpu / (total / GB),
+            "pipe_size": size}
+
+
+def run(quick: bool = False, smoke: bool = False) -> Report:
+    """Measure; ``quick`` sends 256 MiB per case instead of 2 GiB, ``smoke`` 8 MiB (only to
+    prove the harness works: its figures mean little)."""
+    report = Report("pipe", quick or smoke)
+    total = (8 if smoke else 256 if quick else 2048) * 1024 * 1024
+    for pipe_bytes in (64 * 1024, 1024 * 1024):
+        for drain_splice, drain_name in ((True, "splice to /dev/null"), (False, "read()")):
+            label = f"pipe {pipe_bytes // 1024} KiB, drain {drain_name}"
+            results = {}
+            for zero_copy in (True, False):
+                try:
+                    results[zero_copy] = _measure(pipe_bytes, total, zero_copy, drain_splice)
+                except Exception as e:  # a refused F_SETPIPE_SZ, say: report, don't guess
+                    results[zero_copy] = {"error": str(e)}
+            z, w = results[True], results[False]
+            ref_error = w.get("error")
+            report.add(f"bare vmsplice loop, {label}", z.get("gbps"), "GB/s",
+                       reference=("bare write() loop", w.get("gbps")), reference_error=ref_error,
+                       note=z.get("error"))
+            report.add(f"bare vmsplice loop CPU, {label}", z.get("cpu_s_per_gb"), "CPU s/GB",
+                       reference=("bare write() loop", w.get("cpu_s_per_gb")),
+                       reference_error=ref_error, higher_is_better=False)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--out", type=Path, default=RESULTS / "pipe.json")
+    args = parser.parse_args(argv)
+    report = run(args.quick, args.smoke)
+    print(f"wrote {report.write_json(args.out)}")
+    for f in report.figures:
+        ratio = f"{f.ratio:.2f}x {f.reference_name}" if f.ratio else (f.refused or "")
+        print(f"  {f.name}: {f.value:.3g} {f.unit}  ({ratio})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
