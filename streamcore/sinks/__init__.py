@@ -1,0 +1,14 @@
+"""Sinks: consumers of the engine's output ring (``Engine(sink=...)``).
+
+- :class:`Sink` (``streamcore.sinks.base``): the protocol every sink follows.
+- :class:`DeviceSink` (``streamcore.sinks.device``): any PortAudio output device, through a
+  C stream callback (no Python runs in the audio thread).
+- :class:`FileSink` (``streamcore.sinks.file``): WAV/FLAC/OGG through soundfile, written by a
+  normal thread, offline (as fast as the disk takes it) or at the sample rate's pace.
+"""
+
+from __future__ import annotations
+
+from streamcore.sinks.base import Sink
+
+__all__ = ["Sink"]
