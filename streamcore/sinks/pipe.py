@@ -1,0 +1,241 @@
+"""PipeSink: the engine's output into a pipe (stdout into aplay, sox, ffmpeg, a FIFO), zero copy.
+
+When the target is a pipe, the output ring's own pages are handed to it with vmsplice: no
+copy in user space.  The output ring then holds exactly two halves, each exactly the pipe's
+size as the kernel reports it (F_SETPIPE_SZ is asked, and what it returns is checked); the
+C writer thread releases a half to the mixer only after the other half was spliced in whole,
+so a page is never rewritten while the pipe still holds it (native/pipe_sink.c).
+
+The remaining hazard: a reader that itself splices or tees our pages onward (``splice`` to a
+file or socket, ``tee``) can keep references to them after they left our pipe, and then see
+later audio in those pages.  Readers that read() (aplay, sox, ffmpeg, Python) are safe.  For
+the others pass ``zero_copy=False``: every period is then copied with write().
+
+A regular file as target gets the same pages through an internal pipe and ``splice`` on to
+the file.  Any other target (a socket, a terminal, a character device) is written with
+write(): the kernel may hold spliced pages in a socket until the peer acknowledges them.
+``stats()['zero_copy']`` and ``['copy_reason']`` say which path runs and why.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import struct
+import sys
+from typing import IO, Any
+
+import numpy as _np
+
+from streamcore._native import ffi as _ffi
+from streamcore._native import lib as _lib
+from streamcore.errors import StreamcoreError, check
+from streamcore.pipes import PAGE_SIZE, pipe_size, set_pipe_size
+from streamcore.sinks.base import Sink
+
+__all__ = ["PipeSink", "wav_header"]
+
+# Raw formats and the output dtype each needs; 'wav' takes ``dtype`` (int16 by default).
+_RAW = {"s16le": "int16", "s32le": "int32", "f32le": "float32"}
+_WAV_TAGS = {"int16": 1, "int32": 1, "float32": 3}  # WAVE_FORMAT_PCM, _IEEE_FLOAT
+_STREAMING_SIZE = 0xFFFFFFFF  # "unknown length": readers play until end of input
+
+
+def wav_header(samplerate: int, channels: int, dtype: str) -> bytes:
+    """A 44-byte WAV header for a stream of unknown length (RIFF and data sizes 0xFFFFFFFF),
+    which aplay, sox and ffmpeg read until end of input."""
+    sample_bytes = _np.dtype(dtype).itemsize
+    block_align = channels * sample_bytes
+    fmt = struct.pack("<HHIIHH", _WAV_TAGS[dtype], channels, samplerate,
+                      samplerate * block_align, block_align, 8 * sample_bytes)
+    return (b"RIFF" + struct.pack("<I", _STREAMING_SIZE) + b"WAVE"
+            + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+            + b"data" + struct.pack("<I", _STREAMING_SIZE))
+
+
+class PipeSink(Sink):
+    """Write the engine's output to a pipe, a FIFO, a file or stdout.
+
+    Parameters
+    ----------
+    target : int, file object, or 'stdout'
+        Where the stream goes.  The sink never closes a descriptor it did not open.
+    format : 'wav', 's16le', 's32le' or 'f32le'
+        'wav' writes a streaming WAV header, then samples of ``dtype``.
+    dtype : 'int16', 'int32' or 'float32'
+        Sample type for 'wav' (raw formats imply theirs).  The engine renders in this dtype,
+        so no conversion (and no copy) is needed on the way out.
+    pipe_size : int, optional
+        Bytes to ask F_SETPIPE_SZ for.  Default: one page, or one period if larger.  The
+        engine's output latency is two pipe sizes.
+    zero_copy : bool
+        False: write() every period (for readers that splice or tee the pages onward).
+
+    Threads: a C thread of the sink writes; stop() wakes it even if the reader stalls.
+    A reader that goes away (EPIPE) ends the sink: ``error`` says so, the process lives.
+    """
+
+    name = "pipe"
+    _native = _ffi.NULL  # class-level NULL: close() is safe after a failed open()
+
+    def __init__(self, target: int | IO[Any] | str = "stdout", format: str = "wav",
+                 dtype: str | None = None, pipe_size: int | None = None,
+                 zero_copy: bool = True) -> None:
+        if format in _RAW:
+            if dtype is not None and _np.dtype(dtype).name != _RAW[format]:
+                raise ValueError(f"format {format!r} carries {_RAW[format]}, not {dtype}")
+            dtype = _RAW[format]
+        elif format == "wav":
+            dtype = _np.dtype(dtype or "int16").name
+            if dtype not in _WAV_TAGS:
+                raise ValueError(f"a WAV stream carries int16, int32 or float32, not {dtype}")
+        else:
+            raise ValueError(f"format must be 'wav', 's16le', 's32le' or 'f32le', not {format!r}")
+        if pipe_size is not None and (not isinstance(pipe_size, int) or pipe_size <= 0):
+            raise ValueError(f"pipe_size must be a positive number of bytes, not {pipe_size!r}")
+        self.format = format
+        self.dtype = dtype
+        self.requested_pipe_size = pipe_size
+        self.fd = self._resolve(target)
+        self.kind = self._kind(self.fd)
+        self.zero_copy = bool(zero_copy)
+        self.copy_reason = None if zero_copy else "zero_copy=False was asked"
+        if self.zero_copy and self.kind == "other":
+            self.zero_copy = False
+            self.copy_reason = ("the target is neither a pipe nor a regular file (a socket or "
+                                "device may hold spliced pages after we reuse them)")
+        self._internal: tuple[int, int] | None = None  # (read, write) of our pipe, file targets
+        self.half_frames = 0
+        self.pipe_bytes = 0
+        self.error: str | None = None
+        self._final: dict[str, Any] | None = None
+
+    @staticmethod
+    def _resolve(target: int | IO[Any] | str) -> int:
+        if isinstance(target, str):
+            if target != "stdout":
+                raise ValueError(f"target must be a descriptor, a file object or 'stdout', "
+                                 f"not {target!r}")
+            return sys.stdout.fileno()
+        if isinstance(target, bool):
+            raise TypeError("target must be a descriptor or a file object, not a bool")
+        if isinstance(target, int):
+            fd = target
+        elif hasattr(target, "fileno"):
+            if hasattr(target, "flush"):
+                target.flush()  # what Python buffered goes first
+            fd = target.fileno()
+        else:
+            raise TypeError(f"target must be a descriptor or a file object, not "
+                            f"{type(target).__name__}")
+        try:
+            mode = os.fstat(fd).st_mode
+        except OSError as e:
+            raise ValueError(f"target descriptor {fd} is not open: {e.strerror}") from e
+        if not os.access(f"/proc/self/fd/{fd}", os.W_OK) and stat.S_ISREG(mode):
+            raise ValueError(f"target descriptor {fd} is not writable")
+        return fd
+
+    @staticmethod
+    def _kind(fd: int) -> str:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISFIFO(mode):
+            return "pipe"
+        if stat.S_ISREG(mode):
+            return "file"
+        return "other"
+
+    # -- the engine asks these before it makes its output ring ---------------------------
+
+    def output_format(self, blocksize: int, channels: int) -> tuple[str, int | None]:
+        """(dtype, periods) the engine's output ring must have: zero copy needs two halves
+        of exactly the pipe's size, in whole periods."""
+        frame_bytes = channels * _np.dtype(self.dtype).itemsize
+        if not self.zero_copy:
+            return self.dtype, None
+        pipe_fd = self.fd
+        if self.kind == "file":
+            self._internal = os.pipe()
+            pipe_fd = self._internal[1]
+        wanted = self.requested_pipe_size or max(PAGE_SIZE, blocksize * frame_bytes)
+        try:
+            got = set_pipe_size(pipe_fd, wanted)
+        except StreamcoreError as e:
+            if self.requested_pipe_size is not None:
+                raise
+            got = pipe_size(pipe_fd)
+            note = f" (F_SETPIPE_SZ to {wanted} failed: {e})"
+        else:
+            note = ""
+        if got % frame_bytes or (got // frame_bytes) % blocksize:
+            self.zero_copy = False
+            self.copy_reason = (f"the pipe's size {got} B is not a whole number of "
+                                f"{blocksize}-frame periods of {frame_bytes} B frames{note}")
+            return self.dtype, None
+        self.pipe_bytes = got
+        self.half_frames = got // frame_bytes
+        periods = 2 * self.half_frames // blocksize
+        return self.dtype, periods
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    def open(self, engine) -> None:
+        super().open(engine)
+        if engine.dtype.name != self.dtype:
+            raise ValueError(f"the engine renders {engine.dtype.name} but this {self.format} "
+                             f"stream carries {self.dtype}: Engine(dtype={self.dtype!r})")
+        pipe_fd, onward = self.fd, -1
+        if self._internal is not None:
+            pipe_fd, onward = self._internal[1], self.fd
+        if self.zero_copy and engine.output.capacity != 2 * self.half_frames:
+            raise StreamcoreError(
+                f"the engine's output ring holds {engine.output.capacity} frames; the pipe "
+                f"sink needs exactly {2 * self.half_frames} (two pipe-sized halves)")
+        out = _ffi.new("sc_pipe_sink **")
+        check(_lib.sc_pipe_sink_create(out, engine._engine, pipe_fd, onward, self.half_frames,
+                                       engine.blocksize, int(self.zero_copy)),
+              "creating the pipe sink")
+        self._native = out[0]
+        if self.format == "wav":
+            header = wav_header(engine.samplerate, engine.channels, self.dtype)
+            check(_lib.sc_pipe_sink_prefix(self._native, header, len(header)), "WAV header")
+
+    def start(self) -> None:
+        check(_lib.sc_pipe_sink_start(self._native), "starting the pipe sink")
+
+    def stop(self) -> None:
+        """Stop writing; what the mixer already rendered is written out first (unless the
+        reader is gone or stalls)."""
+        if self._native != _ffi.NULL:
+            _lib.sc_pipe_sink_stop(self._native, 1)
+            self._final = self._read_stats()
+
+    def close(self) -> None:
+        if self._native != _ffi.NULL:
+            self.stop()
+            _lib.sc_pipe_sink_destroy(self._native)
+            self._native = _ffi.NULL
+        if self._internal is not None:
+            for fd in self._internal:
+                os.close(fd)
+            self._internal = None
+
+    # -- figures ---------------------------------------------------------------------------
+
+    def _read_stats(self) -> dict[str, Any]:
+        raw = _ffi.new("sc_pipe_sink_stats *")
+        _lib.sc_pipe_sink_get_stats(self._native, raw)
+        if raw.error and self.error is None:
+            self.error = ("the pipe's reader went away (EPIPE)" if raw.error == 32 else
+                          f"writing to the pipe failed: {os.strerror(raw.error)}")
+        return {"bytes": raw.bytes, "halves": raw.halves, "writes": raw.writes,
+                "periods": raw.periods, "reader_waits": raw.reader_waits,
+                "mixer_waits": raw.mixer_waits, "running": bool(raw.running),
+                "finished": bool(raw.finished)}
+
+    def stats(self) -> dict[str, Any]:
+        figures = self._read_stats() if self._native != _ffi.NULL else (self._final or {})
+        return {**super().stats(), **figures, "format": self.format, "dtype": self.dtype,
+                "target": self.kind, "zero_copy": self.zero_copy,
+                "copy_reason": self.copy_reason, "pipe_bytes": self.pipe_bytes,
+                "error": self.error}

@@ -1,0 +1,188 @@
+"""PipeSink: the engine's output through real pipes to real reader processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from streamcore import Engine
+from streamcore.sinks.pipe import PipeSink, wav_header
+from tests.services.common import require_program, wait_until
+
+HELPERS = pathlib.Path(__file__).parent / "helpers"
+CHANNELS = 2
+
+
+def float_pattern(frames: int) -> np.ndarray:
+    """(frames, 2) float32 counting pattern, word k = k % (2**24 - 1) + 1 (see the reader)."""
+    k = np.arange(frames * CHANNELS, dtype=np.int64)
+    return (k % (2**24 - 1) + 1).astype(np.float32).reshape(frames, CHANNELS)
+
+
+def reader(*args: str, stdin) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, *args], stdin=stdin, stdout=subprocess.PIPE,
+                            text=True)
+
+
+def play_through(sink: PipeSink, frames: int, proc: subprocess.Popen, timeout: float = 240):
+    """Play the pattern once through ``sink`` while ``proc`` reads; stop when it is done."""
+    pattern = float_pattern(frames)
+    with Engine(blocksize=256, channels=CHANNELS, sink=sink, realtime=False) as engine:
+        engine.play(pattern)
+        out, _ = proc.communicate(timeout=timeout)
+        stats = engine.stats()
+    return json.loads(out) if out.strip().startswith("{") else out.strip(), stats
+
+
+class TestIntegrity:
+    """Every sample arrives, in order, whatever the reader does: the pages are never reused
+    while the pipe holds them."""
+
+    @pytest.mark.parametrize("zero_copy", [True, False], ids=["vmsplice", "write"])
+    def test_64_mib_to_a_slow_read_reader(self, zero_copy):
+        """64 MiB of a counting pattern to a reader that pauses at random between reads."""
+        frames = 64 * 1024 * 1024 // (4 * CHANNELS)
+        r, w = os.pipe()
+        proc = reader(str(HELPERS / "pattern_reader.py"), "--float-words", str(frames * CHANNELS),
+                      "--max-sleep", "0.001", stdin=r)
+        os.close(r)
+        try:
+            sink = PipeSink(w, format="f32le", pipe_size=64 * 1024, zero_copy=zero_copy)
+            seen, stats = play_through(sink, frames, proc)
+        finally:
+            os.close(w)
+        assert seen["words"] == frames * CHANNELS
+        assert seen["mismatches"] == 0
+        assert stats.sink["zero_copy"] is zero_copy
+        if zero_copy:
+            assert stats.sink["halves"] > 0 and stats.sink["pipe_bytes"] == 64 * 1024
+
+    def test_64_mib_to_a_splice_to_file_reader(self, tmp_path):
+        """The same stream moved on by a reader that splices the pipe into a file."""
+        frames = 64 * 1024 * 1024 // (4 * CHANNELS)
+        nbytes = frames * CHANNELS * 4
+        out = tmp_path / "spliced.f32"
+        r, w = os.pipe()
+        # Leading silence (before the voice starts) is some whole periods: take them too.
+        slack = 64 * 256 * CHANNELS * 4
+        proc = reader(str(HELPERS / "splice_reader.py"), str(out), "--bytes", str(nbytes + slack),
+                      stdin=r)
+        os.close(r)
+        try:
+            sink = PipeSink(w, format="f32le", pipe_size=64 * 1024)
+            moved, _ = play_through(sink, frames, proc)
+        finally:
+            os.close(w)
+        assert int(moved) == nbytes + slack
+        words = np.fromfile(out, dtype="<f4")
+        start = int(np.flatnonzero(words)[0])
+        got = words[start:start + frames * CHANNELS]
+        assert np.array_equal(got, float_pattern(frames).reshape(-1))
+
+
+class TestFormats:
+    """The stream is what the format says: sox reads the WAV, s16le decodes exactly."""
+
+    def test_sox_accepts_the_wav_stream(self):
+        sox = require_program("sox", "sox")
+        proc = subprocess.Popen([sox, "-t", "wav", "-", "-n", "stat"], stdin=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        tone = (0.5 * np.sin(np.arange(48000) * 2 * np.pi * 440 / 48000)).astype(np.float32)
+        sink = PipeSink(proc.stdin, format="wav", dtype="int16")
+        with Engine(blocksize=256, channels=CHANNELS, sink=sink, realtime=False) as engine:
+            engine.play(np.column_stack([tone, tone])).wait(timeout=30)
+        proc.stdin.close()
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        maximum = float(next(line.split(":")[1] for line in err.splitlines()
+                             if line.startswith("Maximum amplitude")))
+        assert maximum == pytest.approx(0.5, abs=0.01)
+
+    def test_s16le_decodes_to_the_expected_samples(self, tmp_path):
+        """Into a regular file (internal pipe + splice): int16 samples equal round(x * 32767)
+        within one step of dither-free conversion."""
+        values = np.linspace(-0.9, 0.9, 4096, dtype=np.float32)
+        path = tmp_path / "out.s16"
+        with open(path, "wb") as f:
+            sink = PipeSink(f, format="s16le")
+            with Engine(blocksize=256, channels=CHANNELS, sink=sink, realtime=False) as engine:
+                engine.play(np.column_stack([values, -values])).wait(timeout=30)
+                assert sink.stats()["target"] == "file" and sink.stats()["zero_copy"]
+        data = np.fromfile(path, dtype="<i2").reshape(-1, CHANNELS)
+        start = int(np.flatnonzero(data[:, 0])[0])
+        got = data[start:start + values.size]
+        expected = np.column_stack([values, -values]) * 32767
+        assert np.max(np.abs(got - expected)) <= 1.0
+
+    def test_wav_header_fields(self):
+        header = wav_header(44100, 2, "float32")
+        assert header[:4] == b"RIFF" and header[8:16] == b"WAVEfmt " and len(header) == 44
+        assert int.from_bytes(header[20:22], "little") == 3  # IEEE float
+
+
+class TestReaderGone:
+    """The reader going away stops the sink cleanly; the process lives and is told."""
+
+    def test_killed_reader(self):
+        r, w = os.pipe()
+        proc = reader(str(HELPERS / "pattern_reader.py"), "--max-sleep", "0", stdin=r)
+        os.close(r)
+        try:
+            sink = PipeSink(w, format="f32le")
+            with Engine(blocksize=256, channels=CHANNELS, sink=sink, realtime=False) as engine:
+                engine.play(float_pattern(48000), loop=True)
+                time.sleep(0.3)
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(timeout=10)
+                assert wait_until(lambda: engine.stats().sink["error"] is not None, 10)
+                assert "EPIPE" in engine.stats().sink["error"]
+        finally:
+            os.close(w)
+
+    def test_stalled_reader_does_not_hang_stop(self):
+        """A reader that never reads: the sink waits (counted), and stop() still returns."""
+        r, w = os.pipe()
+        try:
+            sink = PipeSink(w, format="f32le")
+            engine = Engine(blocksize=256, channels=CHANNELS, sink=sink, realtime=False)
+            engine.start()
+            engine.play(float_pattern(48000), loop=True)
+            assert wait_until(lambda: engine.stats().sink["reader_waits"] > 0, 10)
+            t0 = time.monotonic()
+            engine.close()
+            assert time.monotonic() - t0 < 10
+        finally:
+            os.close(r)
+            os.close(w)
+
+
+class TestArguments:
+    """Bad arguments are clear errors."""
+
+    def test_bad_format(self):
+        with pytest.raises(ValueError, match="format"):
+            PipeSink(1, format="mp3")
+
+    def test_format_and_dtype_disagree(self):
+        with pytest.raises(ValueError, match="int16"):
+            PipeSink(1, format="s16le", dtype="float32")
+
+    def test_closed_descriptor(self):
+        r, w = os.pipe()
+        os.close(r)
+        os.close(w)
+        with pytest.raises(ValueError, match="not open"):
+            PipeSink(w)
+
+    def test_not_a_target(self):
+        with pytest.raises(TypeError):
+            PipeSink(3.5)  # type: ignore[arg-type]
+
