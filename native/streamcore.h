@@ -205,6 +205,80 @@ int64_t sc_pipe_send_halves(int fd, const void *buffer, uint64_t half, uint64_t 
    returns the number of words that differ. */
 uint64_t sc_pattern_mismatches(const void *data, uint64_t len, uint64_t offset);
 
+/* ---- sinks (native/device_sink.c, ...) ---------------------------------------------------
+ * Consumers of the engine's output ring on the consumer clock (see streamcore/sinks/base.py).
+ * The device sink is a PortAudio stream callback written in C: sounddevice hands PortAudio
+ * &sc_device_sink_callback with an sc_device_sink * as userdata, so no Python runs in the
+ * audio thread.  PortAudio's own types are spelled out here without portaudio.h (only the
+ * library is installed): PaStreamCallbackTimeInfo is three doubles, the status flags an
+ * unsigned long (the PortAudio ABI, hence not a fixed-width type), the return paContinue (0).
+ */
+
+/* PaStreamCallbackFlags bits (portaudio.h). */
+#define SC_PA_INPUT_UNDERFLOW 1
+#define SC_PA_INPUT_OVERFLOW 2
+#define SC_PA_OUTPUT_UNDERFLOW 4
+#define SC_PA_OUTPUT_OVERFLOW 8
+#define SC_PA_PRIMING_OUTPUT 16
+/* PaStreamCallbackResult */
+#define SC_PA_CONTINUE 0
+/* Callback-duration histogram buckets (same rule as the engine's SC_HIST_BUCKETS). */
+#define SC_HIST_BUCKETS_SINK 40
+
+/* Same layout as PaStreamCallbackTimeInfo. */
+typedef struct sc_pa_time_info {
+    double input_adc_time;
+    double current_time;
+    double output_dac_time;
+} sc_pa_time_info;
+
+typedef struct sc_device_sink sc_device_sink;
+/* The engine (its typedef is in the engine section below). */
+struct sc_engine;
+
+typedef struct sc_device_sink_stats {
+    uint64_t callbacks;        /* callbacks that ran (active or not) */
+    uint64_t frames;           /* frames handed to PortAudio while active */
+    uint64_t ring_frames;      /* of which came from the output ring (the rest: silence) */
+    uint64_t periods;          /* whole periods taken (sc_engine_period_consumed calls) */
+    uint64_t underruns;        /* callbacks that found the ring short (zeros played) */
+    uint64_t underrun_frames;  /* silent frames played because of them */
+    uint64_t partial_callbacks;/* callbacks whose frame count was not the blocksize */
+    uint64_t output_underflows;/* PortAudio status: paOutputUnderflow */
+    uint64_t output_overflows; /* PortAudio status: paOutputOverflow */
+    uint64_t priming;          /* PortAudio status: paPrimingOutput */
+    uint64_t xruns;            /* callbacks with an underflow or overflow flag */
+    uint64_t frames_min, frames_max; /* frame counts PortAudio asked for (0 before any) */
+    int64_t duration_min, duration_max, duration_sum; /* the callback's own time, ns */
+    uint64_t duration_hist[SC_HIST_BUCKETS_SINK];     /* bucket b: 2^b <= ns < 2^(b+1) */
+    int64_t last_callback_ns;  /* CLOCK_MONOTONIC at the last callback's start, 0 before */
+    double last_output_dac_time, last_current_time;   /* PortAudio's clock, last callback */
+    int64_t callback_tid;      /* kernel tid of the audio thread (read at its first call) */
+    int32_t active;
+    int32_t finished;          /* PortAudio called sc_device_sink_finished */
+} sc_device_sink_stats;
+
+/* A device sink reading periods of `blocksize` frames from `ring` (the engine's output ring)
+ * and signalling `engine` (consumer clock).  Memory is mmap'ed, mlocked when possible and
+ * prefaulted.  Starts inactive (the callback plays silence and leaves the ring alone).
+ * 0, -EINVAL, -ENOMEM. */
+int sc_device_sink_create(sc_device_sink **out, struct sc_engine *engine, sc_ring *ring,
+                          uint32_t blocksize);
+/* Free it (NULL is accepted).  Only after PortAudio closed the stream. */
+void sc_device_sink_destroy(sc_device_sink *sink);
+/* Start (1) or stop (0) consuming the ring.  After setting 0, wait for the stream to stop
+ * (Pa_StopStream) before another reader touches the ring. */
+void sc_device_sink_set_active(sc_device_sink *sink, int32_t active);
+/* Copy the counters (relaxed reads, each value whole). */
+void sc_device_sink_get_stats(const sc_device_sink *sink, sc_device_sink_stats *out);
+/* The PortAudio stream callback (PaStreamCallback); userdata is the sc_device_sink *.
+ * Realtime-safe: copies, atomics, the clock (vDSO), and the engine's futex wake. */
+int sc_device_sink_callback(const void *input, void *output, unsigned long frames,
+                            const sc_pa_time_info *time_info, unsigned long status,
+                            void *userdata);
+/* PaStreamFinishedCallback: records that the stream finished (server gone, stopped). */
+void sc_device_sink_finished(void *userdata);
+
 /* ---- engine: mixer, voices, watchdog, telemetry (native/mixer.c, watchdog.c, ...) -------
  */
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import math
 import os
 import select
@@ -53,7 +54,7 @@ __all__ = ["MAX_VOICES", "Engine"]
 MAX_VOICES = _lib.SC_MAX_VOICES
 
 _FORMATS = {"float32": _lib.SC_OUT_F32, "int16": _lib.SC_OUT_S16, "int32": _lib.SC_OUT_S32}
-_SINKS = ("null", "manual", "external")
+_SINKS = ("null", "manual", "external", "device")
 
 
 def _positive_int(name: str, value: Any, lo: int, hi: int) -> int:
@@ -91,7 +92,7 @@ class Engine:
     _subscriber_thread: threading.Thread | None = None
 
     def __init__(self, samplerate: int = 48000, blocksize: int = 128, channels: int = 2,
-                 periods: int = 2, sink: str = "null", dtype: str = "float32",
+                 periods: int = 2, sink: Any = "null", dtype: str = "float32",
                  realtime: bool = True, priority: int = 10, lock_memory: bool = True,
                  watchdog: Watchdog | bool | None = None) -> None:
         samplerate = _positive_int("samplerate", samplerate, _lib.SC_MIN_SAMPLERATE,
@@ -101,8 +102,7 @@ class Engine:
         channels = _positive_int("channels", channels, 1, _lib.SC_MAX_CHANNELS)
         periods = _positive_int("periods", periods, 2, 64)
         priority = _positive_int("priority", priority, 1, 98)
-        if sink not in _SINKS:
-            raise ValueError(f"sink must be one of {_SINKS}, not {sink!r}")
+        sink, self.sink_object = _sink_hook(sink)
         dtype = _np.dtype(dtype).name if not isinstance(dtype, str) else dtype
         if dtype not in _FORMATS:
             raise TypeError(f"dtype must be one of {tuple(_FORMATS)}, not {dtype!r}")
@@ -154,6 +154,7 @@ class Engine:
         self._started = False
         self._closed = False
         self._stream_rings: list[Any] = []
+        self._sink_opened = False
         self._subscriber_thread: threading.Thread | None = None
         self._subscriber_stop = (-1, -1)
         self.mixer_tid = self.watchdog_tid = self.canary_tid = 0  #: kernel tids, once started
@@ -201,10 +202,12 @@ class Engine:
                 return
             if self.output is None:
                 self.output = self._make_output()
+            self._open_sink()
             check(_lib.sc_engine_start(self._engine, self.output._ring), "starting the mixer")
             self._started = True
             self.mixer_tid, self.watchdog_tid, self.canary_tid = _tids(self._engine)
             self._acquire_realtime()
+            self._start_sink()
 
     def _make_output(self):
         with warnings.catch_warnings():
@@ -234,8 +237,12 @@ class Engine:
             if self._engine == _ffi.NULL:
                 return
             if self._started:
-                check(_lib.sc_engine_stop(self._engine), "stopping the mixer")
-                self._started = False
+                try:
+                    self._stop_sink()
+                finally:
+                    check(_lib.sc_engine_stop(self._engine), "stopping the mixer")
+                    self._started = False
+                    self._drain_sink()
             check(_lib.sc_engine_flush(self._engine), "sc_engine_flush")
             self._reap()
             self._poll_events()
@@ -247,15 +254,20 @@ class Engine:
             if self._engine == _ffi.NULL:
                 self._closed = True
                 return
-            self.stop()
-            _lib.sc_engine_destroy(self._engine)
-            self._engine = _ffi.NULL
-            self._closed = True
-            if self.output is not None:
-                self.output.close()
-            for ring in self._stream_rings:
-                ring.close()
-            self._stream_rings.clear()
+            try:
+                self.stop()
+            finally:
+                try:
+                    self._close_sink()
+                finally:
+                    _lib.sc_engine_destroy(self._engine)
+                    self._engine = _ffi.NULL
+                    self._closed = True
+                    if self.output is not None:
+                        self.output.close()
+                    for ring in self._stream_rings:
+                        ring.close()
+                    self._stream_rings.clear()
 
     @property
     def running(self) -> bool:
@@ -480,7 +492,10 @@ class Engine:
                 if isinstance(voice, StreamVoice):
                     _lib.sc_engine_voice_stats(self._engine, slot, s)
                     per_voice[voice.id] = s.underruns
-            return _telemetry.read_stats(self._engine, per_voice)
+            stats = _telemetry.read_stats(self._engine, per_voice)
+            if self.sink_object is not None:
+                stats = dataclasses.replace(stats, sink=self.sink_object.stats())
+            return stats
 
     def trace(self, max_records: int = _lib.SC_TRACE_SLOTS) -> _np.ndarray:
         """The most recent per-cycle records (oldest first), a telemetry.TRACE_DTYPE array."""
@@ -584,6 +599,72 @@ class Engine:
             self._acquire_realtime()  # the mixer, and the watchdog (the canary rule demotes it)
             _lib.sc_engine_rearm(self._engine)
             return self.grant
+
+
+    # ---- sink objects (streamcore.sinks; the hook of the sinks branch) -----------------------
+    # A Sink object runs the engine on the consumer clock ('external'): open() once the output
+    # ring exists, start() once the mixer has filled it, stop() before the mixer stops,
+    # drain() (optional) after it stopped, close() with the engine.  See streamcore/sinks/base.py.
+
+    def _open_sink(self) -> None:
+        if self.sink_object is None or self._sink_opened:
+            return
+        try:
+            self.sink_object.open(self)
+        except BaseException:
+            self.sink_object.close()
+            raise
+        self._sink_opened = True
+
+    def _start_sink(self) -> None:
+        if self.sink_object is None:
+            return
+        try:
+            self.sink_object.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _stop_sink(self) -> None:
+        if self.sink_object is not None and self._sink_opened:
+            self.sink_object.stop()
+
+    def _drain_sink(self) -> None:
+        drain = getattr(self.sink_object, "drain", None)
+        if drain is not None and self._sink_opened:
+            drain()
+
+    def _close_sink(self) -> None:
+        if self.sink_object is not None:
+            self.sink_object.close()
+
+    def _sink_failed(self, sink, abandon: threading.Event) -> None:
+        """Called from a sink's own Python thread when it failed for good (``sink.error`` is
+        set): stop the engine, unless ``abandon`` is set first (someone else is stopping it)."""
+        while not abandon.is_set():
+            if self._lock.acquire(timeout=0.05):
+                try:
+                    if self._engine != _ffi.NULL and sink is self.sink_object:
+                        self.stop()
+                finally:
+                    self._lock.release()
+                return
+
+
+def _sink_hook(sink: Any) -> tuple[str, Any]:
+    """('null' | 'manual' | 'external', Sink object or None) for ``Engine(sink=...)``."""
+    from streamcore.sinks.base import Sink
+
+    if isinstance(sink, str) and sink == "device":
+        from streamcore.sinks.device import DeviceSink
+
+        sink = DeviceSink()
+    if isinstance(sink, Sink):
+        return "external", sink
+    if sink not in _SINKS:
+        raise ValueError(f"sink must be one of {_SINKS} or a streamcore.sinks.Sink, "
+                         f"not {sink!r}")
+    return sink, None
 
 
 def _tids(engine_ptr) -> tuple[int, int, int]:

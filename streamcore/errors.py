@@ -12,13 +12,17 @@ import os as _os
 
 __all__ = [
     "CommandQueueFullError",
+    "DeviceNotFoundError",
+    "DeviceSettingsError",
     "EngineClosedError",
     "MemoryLockError",
     "MemoryLockWarning",
     "NativeError",
+    "NoDeviceError",
     "RepromoteRefusedError",
     "RingCorruptedError",
     "RingFormatError",
+    "SinkError",
     "StreamcoreError",
     "VoiceLimitError",
     "check",
@@ -86,3 +90,19 @@ class CommandQueueFullError(StreamcoreError, RuntimeError):
 
 class RepromoteRefusedError(StreamcoreError, RuntimeError):
     """Re-promotion to realtime was refused (within the watchdog's cool-down)."""
+
+
+class DeviceNotFoundError(StreamcoreError, ValueError):
+    """No output device matches what was asked; the message lists the output devices."""
+
+
+class NoDeviceError(StreamcoreError, RuntimeError):
+    """PortAudio lists no output device at all (no sound card, no audio server running)."""
+
+
+class DeviceSettingsError(StreamcoreError, ValueError):
+    """The device refused the stream's samplerate, channels or sample format."""
+
+
+class SinkError(StreamcoreError, RuntimeError):
+    """A sink failed while running (audio server gone, disk full, reader gone)."""

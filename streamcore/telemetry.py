@@ -112,6 +112,7 @@ class EngineStats:
     mix_time: Histogram
     taints: frozenset[str]
     underruns_per_voice: dict[int, int] = field(default_factory=dict)  #: voice id -> underruns
+    sink: dict = field(default_factory=dict)  #: the sink object's figures (Sink.stats())
 
     @property
     def clean(self) -> bool:

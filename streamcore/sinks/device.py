@@ -1,0 +1,295 @@
+"""The device sink: any PortAudio output device, fed by a stream callback written in C.
+
+:class:`DeviceSink` opens the stream through sounddevice but hands PortAudio
+``sc_device_sink_callback`` (native/device_sink.c) as the callback and an ``sc_device_sink *``
+as userdata (sounddevice's ``_StreamBase`` casts a cdata function pointer to
+``PaStreamCallback*``; python-rtmixer uses the same door).  No Python runs in the audio thread:
+the callback copies frames from the engine's output ring, advances it and wakes the mixer.
+
+A normal Python thread (the monitor) watches the stream: when PortAudio reports it finished
+or stopped, or the callback has not run for ``stall_timeout`` seconds (the audio server died),
+the sink records :attr:`error`, stops consuming and stops the engine.
+
+Concurrency: the engine drives open/start/stop/close from one Python thread; the callback is
+the output ring's single reader from start() to stop(); the monitor only reads counters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from typing import Any
+
+from streamcore._native import ffi as _ffi
+from streamcore._native import lib as _lib
+from streamcore.errors import (
+    DeviceNotFoundError,
+    DeviceSettingsError,
+    NoDeviceError,
+    SinkError,
+    check,
+)
+from streamcore.sinks.base import Sink
+
+__all__ = ["DeviceSink", "output_devices", "resolve_output_device"]
+
+_DTYPES = {"float32": "float32", "int16": "int16", "int32": "int32"}
+_NO_DEVICE_HINT = ("use sink='null' (a timer clock, no device), sink='manual' (offline "
+                   "rendering) or a pipe sink (e.g. sink='stdout' into aplay or sox), or start "
+                   "an audio server (e.g. jackd -d dummy)")
+
+
+def _sd():
+    import sounddevice
+
+    return sounddevice
+
+
+def output_devices(devices: list[dict], hostapis: list[dict]) -> list[tuple[int, str]]:
+    """``(index, 'name (host API)')`` of every device with output channels."""
+    return [(i, f"{d['name']} ({hostapis[d['hostapi']]['name']})")
+            for i, d in enumerate(devices) if d["max_output_channels"] > 0]
+
+
+def resolve_output_device(device: int | str | None, devices: list[dict],
+                          hostapis: list[dict], default: int) -> int:
+    """The index of the output device ``device`` names (pure: tested on data).
+
+    ``None``: ``default`` (PortAudio's default output), else the first output device.
+    An int: that index, which must have output channels.  A str: the one output device whose
+    'name (host API)' contains it (case-insensitive); an exact name wins over substrings.
+    Raises :class:`NoDeviceError` when there is no output device at all, and
+    :class:`DeviceNotFoundError` (listing the output devices) when nothing matches.
+    """
+    outputs = output_devices(devices, hostapis)
+    if not outputs:
+        raise NoDeviceError("PortAudio lists no output device (no sound card and no audio "
+                            "server running); " + _NO_DEVICE_HINT)
+    listing = "; ".join(f"{i}: {label}" for i, label in outputs)
+    if device is None:
+        if 0 <= default < len(devices) and devices[default]["max_output_channels"] > 0:
+            return default
+        return outputs[0][0]
+    if isinstance(device, bool) or not isinstance(device, int | str):
+        raise TypeError(f"device must be an int, a str or None, not {type(device).__name__}")
+    if isinstance(device, int):
+        if any(i == device for i, _ in outputs):
+            return device
+        raise DeviceNotFoundError(f"no output device has index {device}; output devices: "
+                                  f"{listing}")
+    wanted = device.lower()
+    exact = [i for i, _ in outputs if devices[i]["name"].lower() == wanted]
+    if len(exact) == 1:
+        return exact[0]
+    matches = [i for i, label in outputs if wanted in label.lower()]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise DeviceNotFoundError(f"no output device matches {device!r}; output devices: "
+                                  f"{listing}")
+    raise DeviceNotFoundError(f"{device!r} matches several output devices ("
+                              + ", ".join(str(i) for i in matches)
+                              + f"); give an index or a longer name; output devices: {listing}")
+
+
+class DeviceSink(Sink):
+    """Play the engine's output on a PortAudio device (``Engine(sink=DeviceSink(...))``).
+
+    ``device``: index, name substring (as sounddevice accepts) or None for the default output.
+    ``latency``: 'low', 'high' or seconds, passed to PortAudio.  ``extra_settings``: as in
+    sounddevice.  ``frames_per_buffer``: what PortAudio is asked to call back with (default:
+    the engine's blocksize; 0: whatever the host API prefers).  ``stall_timeout``: seconds
+    without a callback while playing after which the device is considered gone (default: the
+    larger of 0.5 s, 20 periods and 4 latencies).
+
+    The stream has the engine's samplerate, channels, dtype and blocksize; PortAudio may still
+    call back with other frame counts, which the callback serves frame-exactly.
+    """
+
+    name = "device"
+    _state = _ffi.NULL   # class-level NULL: close() is safe after a failed open()
+    _stream: Any = None
+
+    def __init__(self, device: int | str | None = None, latency: str | float = "low",
+                 extra_settings: Any = None, frames_per_buffer: int | None = None,
+                 stall_timeout: float | None = None) -> None:
+        if stall_timeout is not None and not stall_timeout > 0:
+            raise ValueError(f"stall_timeout must be > 0 seconds, not {stall_timeout!r}")
+        self.device = device
+        self.latency = latency
+        self.extra_settings = extra_settings
+        self.stall_timeout = stall_timeout
+        if frames_per_buffer is not None and (isinstance(frames_per_buffer, bool) or not
+                                              isinstance(frames_per_buffer, int) or
+                                              frames_per_buffer < 0):
+            raise ValueError(f"frames_per_buffer must be an int >= 0 or None, not "
+                             f"{frames_per_buffer!r}")
+        self.frames_per_buffer = frames_per_buffer
+        self._last_stats: dict[str, Any] = {}
+        self.error: str | None = None
+        self.device_index: int | None = None
+        self.device_name = ""
+        self.hostapi = ""
+        self._monitor: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._started = False
+        self._closed = False
+
+    # ---- life cycle (driven by the engine) --------------------------------------------------
+
+    def open(self, engine) -> None:
+        """Find the device, check the settings and open (not start) the stream."""
+        sd = _sd()
+        self.engine = engine
+        dtype = _DTYPES[engine.dtype.name]
+        index = resolve_output_device(self.device, list(sd.query_devices()),
+                                      list(sd.query_hostapis()), sd.default.device[1])
+        info = sd.query_devices(index)
+        self.device_index = index
+        self.device_name = info["name"]
+        self.hostapi = sd.query_hostapis(info["hostapi"])["name"]
+        asked = (f"samplerate {engine.samplerate} Hz, {engine.channels} channels, {dtype}, "
+                 f"blocksize {engine.blocksize} on device {index} '{self.device_name}' "
+                 f"({self.hostapi}, max {info['max_output_channels']} output channels, "
+                 f"default samplerate {info['default_samplerate']:g} Hz)")
+        try:
+            sd.check_output_settings(device=index, channels=engine.channels, dtype=dtype,
+                                     extra_settings=self.extra_settings,
+                                     samplerate=engine.samplerate)
+        except sd.PortAudioError as e:
+            raise DeviceSettingsError(f"the device refused {asked}: PortAudio: {e}") from e
+        out = _ffi.new("sc_device_sink **")
+        check(_lib.sc_device_sink_create(out, engine._engine, engine.output._ring,
+                                         engine.blocksize), "sc_device_sink_create")
+        self._state = out[0]
+        try:
+            # The stream keeps both function pointers; _state lives until close(), after the
+            # stream is closed, so the callback never sees freed memory.
+            self._stream = sd._StreamBase(
+                kind="output", samplerate=engine.samplerate,
+                blocksize=(engine.blocksize if self.frames_per_buffer is None
+                           else self.frames_per_buffer),
+                device=index, channels=engine.channels, dtype=dtype, latency=self.latency,
+                extra_settings=self.extra_settings,
+                callback=_ffi.addressof(_lib, "sc_device_sink_callback"),
+                finished_callback=sd._ffi.cast("PaStreamFinishedCallback *", _ffi.addressof(
+                    _lib, "sc_device_sink_finished")),
+                userdata=_ffi.cast("void *", self._state), wrap_callback=None)
+        except sd.PortAudioError as e:
+            raise DeviceSettingsError(f"could not open {asked}: PortAudio: {e}") from e
+
+    def start(self) -> None:
+        """Start the PortAudio stream (the ring is full) and the monitor thread."""
+        if self._started or self._stream is None:
+            return
+        self._stopping.clear()
+        _lib.sc_device_sink_set_active(self._state, 1)
+        self._stream.start()
+        self._started = True
+        self._monitor = threading.Thread(target=self._watch, name="streamcore-device-monitor",
+                                         daemon=True)
+        self._monitor.start()
+
+    def stop(self) -> None:
+        """Stop consuming (what is queued in the ring is dropped), stop the stream, end the
+        monitor.  Idempotent; the monitor itself may call it (through the engine)."""
+        self._stopping.set()
+        if self._state != _ffi.NULL:
+            _lib.sc_device_sink_set_active(self._state, 0)
+        monitor, self._monitor = self._monitor, None
+        if monitor is not None and monitor is not threading.current_thread():
+            monitor.join()
+        if self._started and self._stream is not None:
+            self._started = False
+            if self.error is None:
+                self._stream.stop()   # Pa_StopStream: waits for the last callback
+            else:
+                with contextlib.suppress(Exception):
+                    self._stream.abort()  # the server is gone: do not wait for it
+
+    def close(self) -> None:
+        """Close the stream and free the native state (idempotent)."""
+        self.stop()
+        if self._state != _ffi.NULL:
+            self._last_stats = self.stats()  # the figures stay readable after close
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                stream.close()
+        if self._state != _ffi.NULL:
+            _lib.sc_device_sink_destroy(self._state)
+            self._state = _ffi.NULL
+        self._closed = True
+
+    def __del__(self) -> None:
+        if self._state != _ffi.NULL:
+            import warnings
+
+            warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=2)
+            self.close()
+
+    # ---- failure detection (a normal Python thread) -----------------------------------------
+
+    def _stall_limit(self) -> float:
+        if self.stall_timeout is not None:
+            return self.stall_timeout
+        period = self.engine.blocksize / self.engine.samplerate
+        latency = float(self._stream.latency) if self._stream is not None else 0.0
+        return max(0.5, 20 * period, 4 * latency)
+
+    def _watch(self) -> None:
+        limit = self._stall_limit()
+        s = _ffi.new("sc_device_sink_stats *")
+        started = time.monotonic_ns()
+        while not self._stopping.wait(0.05):
+            _lib.sc_device_sink_get_stats(self._state, s)
+            now = time.monotonic_ns()
+            last = s.last_callback_ns or started
+            reason = None
+            if s.finished:
+                reason = "PortAudio ended the stream (the audio server stopped or went away)"
+            elif (now - last) / 1e9 > limit:
+                reason = (f"the device stopped calling back for {(now - last) / 1e9:.2f} s "
+                          f"(the audio server died or hangs)")
+            if reason is None:
+                continue
+            self.error = f"device {self.device_index} '{self.device_name}' ({self.hostapi}): " \
+                         + reason
+            _lib.sc_device_sink_set_active(self._state, 0)
+            self.engine._sink_failed(self, self._stopping)
+            return
+
+    # ---- figures ----------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Device, host API, PortAudio's latency and samplerate, and the callback's figures:
+        frames, periods, underruns (ring short), xruns (PortAudio output under/overflow
+        flags), the frame counts asked for and the callback's duration (ns)."""
+        out: dict[str, Any] = {"name": self.name, "error": self.error,
+                               "device": self.device_index, "device_name": self.device_name,
+                               "hostapi": self.hostapi}
+        if self._stream is not None:
+            out["latency"] = float(self._stream.latency)
+            out["samplerate"] = float(self._stream.samplerate)
+        if self._state == _ffi.NULL:
+            return {**self._last_stats, **out, "error": self.error}
+        s = _ffi.new("sc_device_sink_stats *")
+        _lib.sc_device_sink_get_stats(self._state, s)
+        hist = [int(v) for v in s.duration_hist]
+        out.update(
+            callbacks=s.callbacks, frames=s.frames, ring_frames=s.ring_frames,
+            periods=s.periods, underruns=s.underruns, underrun_frames=s.underrun_frames,
+            partial_callbacks=s.partial_callbacks, output_underflows=s.output_underflows,
+            output_overflows=s.output_overflows, priming=s.priming, xruns=s.xruns,
+            frames_min=s.frames_min, frames_max=s.frames_max,
+            callback_ns={"min": s.duration_min, "max": s.duration_max,
+                         "mean": s.duration_sum / max(1, sum(hist)),
+                         "histogram": hist},
+            callback_tid=s.callback_tid, active=bool(s.active), finished=bool(s.finished))
+        return out
+
+    def raise_for_error(self) -> None:
+        """Raise :class:`SinkError` if the device failed while playing."""
+        if self.error is not None:
+            raise SinkError(self.error)
