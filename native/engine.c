@@ -26,7 +26,7 @@ static int check_config(const sc_engine_config *c)
         return -EINVAL;
     if (c->channels < 1 || c->channels > SC_MAX_CHANNELS)
         return -EINVAL;
-    if (c->periods < 2 || c->periods > 64)
+    if (c->periods < 2 || c->periods > SC_MAX_PERIODS)
         return -EINVAL;
     if (c->format != SC_OUT_F32 && c->format != SC_OUT_S16 && c->format != SC_OUT_S32)
         return -EINVAL;

@@ -217,12 +217,11 @@ static void *sink_main(void *arg)
     return NULL;
 }
 
-int sc_pipe_sink_create(sc_pipe_sink **out, sc_engine *engine, int fd, int onward_fd,
-                        uint64_t half_frames, uint32_t blocksize, int zero_copy)
+int sc_pipe_sink_create(sc_pipe_sink **out, sc_engine *engine, sc_ring *ring, int fd,
+                        int onward_fd, uint64_t half_frames, uint32_t blocksize, int zero_copy)
 {
     *out = NULL;
-    sc_ring *ring = engine ? sc_engine_output(engine) : NULL;
-    if (!ring || fd < 0 || blocksize == 0)
+    if (!engine || !ring || fd < 0 || blocksize == 0)
         return -EINVAL;
     uint32_t fb = sc_ring_frame_bytes(ring);
     int64_t pipe_bytes = fcntl(fd, F_GETPIPE_SZ);

@@ -292,6 +292,9 @@ void sc_device_sink_finished(void *userdata);
 typedef struct sc_engine sc_engine;
 
 #define SC_MAX_VOICES 256
+/* Periods in the output ring: a pipe sink needs two pipe-sized halves, which at small
+ * blocksizes and a 1 MiB pipe are thousands of periods. */
+#define SC_MAX_PERIODS 8192
 #define SC_MAX_CHANNELS 32
 #define SC_MIN_BLOCKSIZE 16
 #define SC_MAX_BLOCKSIZE 8192
@@ -546,8 +549,9 @@ typedef struct sc_pipe_sink_stats {
     int32_t finished;          /* the thread ended (error, or stopped) */
 } sc_pipe_sink_stats;
 
-int sc_pipe_sink_create(sc_pipe_sink **out, sc_engine *engine, int fd, int onward_fd,
-                        uint64_t half_frames, uint32_t blocksize, int zero_copy);
+/* `ring` is the engine's output ring (the sink is its single reader from start to stop). */
+int sc_pipe_sink_create(sc_pipe_sink **out, sc_engine *engine, sc_ring *ring, int fd,
+                        int onward_fd, uint64_t half_frames, uint32_t blocksize, int zero_copy);
 /* Write `len` bytes (a stream header) before the first period; call before start. */
 int sc_pipe_sink_prefix(sc_pipe_sink *sink, const void *data, uint64_t len);
 int sc_pipe_sink_start(sc_pipe_sink *sink);

@@ -81,7 +81,8 @@ class Engine:
 
     Parameters: ``samplerate`` (8000..384000), ``blocksize`` (frames per period, 16..8192),
     ``channels`` (1..32), ``periods`` (periods in the output ring, >= 2), ``sink`` ('null',
-    'external' or 'manual'), ``dtype`` of the output ('float32', 'int16', 'int32'),
+    'external', 'manual', 'device' or a :class:`~streamcore.sinks.Sink`), ``dtype`` of the output
+    ('float32', 'int16', 'int32'; default: what the sink carries, else float32),
     ``realtime`` (acquire realtime for the mixer at ``priority``; refused or unavailable, or
     realtime=False: the engine runs at normal priority with the RT_DENIED taint),
     ``lock_memory`` (mlock; failure: MLOCK_FAILED taint), ``watchdog`` (a :class:`Watchdog`,
@@ -92,7 +93,7 @@ class Engine:
     _subscriber_thread: threading.Thread | None = None
 
     def __init__(self, samplerate: int = 48000, blocksize: int = 128, channels: int = 2,
-                 periods: int = 2, sink: Any = "null", dtype: str = "float32",
+                 periods: int = 2, sink: Any = "null", dtype: str | None = None,
                  realtime: bool = True, priority: int = 10, lock_memory: bool = True,
                  watchdog: Watchdog | bool | None = None) -> None:
         samplerate = _positive_int("samplerate", samplerate, _lib.SC_MIN_SAMPLERATE,
@@ -100,9 +101,12 @@ class Engine:
         blocksize = _positive_int("blocksize", blocksize, _lib.SC_MIN_BLOCKSIZE,
                                   _lib.SC_MAX_BLOCKSIZE)
         channels = _positive_int("channels", channels, 1, _lib.SC_MAX_CHANNELS)
-        periods = _positive_int("periods", periods, 2, 64)
+        periods = _positive_int("periods", periods, 2, _lib.SC_MAX_PERIODS)
         priority = _positive_int("priority", priority, 1, 98)
         sink, self.sink_object = _sink_hook(sink)
+        if self.sink_object is not None:
+            dtype, periods = _sink_format(self.sink_object, blocksize, channels, dtype, periods)
+        dtype = "float32" if dtype is None else dtype
         dtype = _np.dtype(dtype).name if not isinstance(dtype, str) else dtype
         if dtype not in _FORMATS:
             raise TypeError(f"dtype must be one of {tuple(_FORMATS)}, not {dtype!r}")
@@ -649,6 +653,21 @@ class Engine:
                 finally:
                     self._lock.release()
                 return
+
+
+def _sink_format(sink, blocksize: int, channels: int, dtype: Any,
+                 periods: int) -> tuple[Any, int]:
+    """The dtype and periods a sink object needs (Sink.output_format), checked against what
+    the caller asked: a dtype the sink cannot carry is an error, not a silent conversion."""
+    wanted_dtype, wanted_periods = sink.output_format(blocksize, channels)
+    if wanted_dtype is not None:
+        if dtype is not None and _np.dtype(dtype).name != wanted_dtype:
+            raise ValueError(f"{sink!r} carries {wanted_dtype}, not {_np.dtype(dtype).name}: "
+                             f"leave dtype out or pass dtype={wanted_dtype!r}")
+        dtype = wanted_dtype
+    if wanted_periods is not None:
+        periods = _positive_int("the sink's periods", wanted_periods, 2, _lib.SC_MAX_PERIODS)
+    return dtype, periods
 
 
 def _sink_hook(sink: Any) -> tuple[str, Any]:

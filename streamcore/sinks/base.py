@@ -42,6 +42,13 @@ class Sink:
     error: str | None = None
     engine: Any = None
 
+    def output_format(self, blocksize: int, channels: int) -> tuple[str | None, int | None]:
+        """(dtype, periods) the engine's output ring must have for this sink, each None where
+        the sink has no need; asked once, when the engine is constructed, before its ring
+        exists.  The pipe sink needs its own dtype (no conversion, so no copy) and exactly
+        two pipe-sized halves."""
+        return None, None
+
     def open(self, engine) -> None:
         """Bind to ``engine`` (its ``output`` ring exists, the mixer is not running)."""
         self.engine = engine

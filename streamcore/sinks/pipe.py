@@ -192,8 +192,10 @@ class PipeSink(Sink):
                 f"the engine's output ring holds {engine.output.capacity} frames; the pipe "
                 f"sink needs exactly {2 * self.half_frames} (two pipe-sized halves)")
         out = _ffi.new("sc_pipe_sink **")
-        check(_lib.sc_pipe_sink_create(out, engine._engine, pipe_fd, onward, self.half_frames,
-                                       engine.blocksize, int(self.zero_copy)),
+        # The ring handle stays valid while _ring_keepalive is referenced (Ring contract).
+        ring, self._ring_keepalive = engine.output._native_handle()
+        check(_lib.sc_pipe_sink_create(out, engine._engine, ring, pipe_fd, onward,
+                                       self.half_frames, engine.blocksize, int(self.zero_copy)),
               "creating the pipe sink")
         self._native = out[0]
         if self.format == "wav":
