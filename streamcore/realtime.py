@@ -239,7 +239,7 @@ def explain_direct_failure(code: int, policy: str, priority: int, *, rtprio_hard
     what = f"sched_setscheduler({_KERNEL_NAMES[policy]}, priority {priority}) refused " \
            f"({_errno_name(code)})"
     if budget is not None and budget[1] == 0 and code == _errno.EPERM:
-        return (f"{what}: RT group scheduling gives this process's cgroup no realtime budget "
+        return (f"{what}: RT group scheduling gives this thread's cgroup no realtime budget "
                 f"({budget[0]} is 0; common in containers): write e.g. 950000 there, or run "
                 "the container with --cpu-rt-runtime=950000")
     if code == _errno.EPERM and cap_sys_nice:
@@ -278,11 +278,13 @@ def _cap_sys_nice() -> bool | None:
     return None
 
 
-def rt_budget() -> tuple[str, int] | None:
-    """``(path, value)`` of this process's cgroup ``cpu.rt_runtime_us`` when the kernel has RT
-    group scheduling (the file exists), else None.  0 means: no realtime for this cgroup."""
+def rt_budget(tid: int | None = None) -> tuple[str, int] | None:
+    """``(path, value)`` of the ``cpu.rt_runtime_us`` of the cgroup of thread ``tid`` (default:
+    the process's) when the kernel has RT group scheduling (the file exists), else None.
+    0 means: no thread of that cgroup may run realtime, not even root's."""
+    source = "/proc/self/cgroup" if tid is None else f"/proc/self/task/{tid}/cgroup"
     try:
-        text = Path("/proc/self/cgroup").read_text()
+        text = Path(source).read_text()
     except OSError:
         return None
     for controllers, path in parse_cgroups(text):
@@ -390,7 +392,7 @@ def _try_direct(tid: int, policy: str, priority: int, reasons: list[str],
             return True
     reasons.append("direct: " + explain_direct_failure(
         code, policy, priority, rtprio_hard=rtprio_hard, cap_sys_nice=_cap_sys_nice(),
-        budget=rt_budget()))
+        budget=rt_budget(tid)))
     return False
 
 
@@ -428,7 +430,7 @@ def _try_rtkit(bus: BusConnection, limits: _rtkit.RtkitLimits, tid: int, priorit
         _rtkit.make_thread_realtime(tid, clamped, bus=bus)
     except BusError as e:
         reasons.append("rtkit: " + _rtkit.explain(
-            e, priority=clamped, limits=limits, rttime_hard_us=new_hard, budget=rt_budget(),
+            e, priority=clamped, limits=limits, rttime_hard_us=new_hard, budget=rt_budget(tid),
             polkit=_polkit_after(e, bus, _rtkit.POLKIT_ACTION_REALTIME)))
         return False
     now = current_scheduling(tid)

@@ -231,4 +231,10 @@ def explain(error: BusError, *, priority: int | None = None,
                 "per-user burst/thread limits were hit, or rtkit refuses requests for 5 minutes "
                 "after its canary watchdog fired")
         return "rtkit refused: " + "; or ".join(causes)
+    if name == "org.freedesktop.DBus.Error.Failed":
+        return (f"rtkit could not act on the thread ({error.args[1]}): it exited, or this "
+                "process runs in its own PID namespace (a container or sandbox) so its thread "
+                "ids mean nothing to rtkit: use the realtime portal or run rtkit inside")
+    if name == "org.freedesktop.DBus.Error.UnknownMethod":
+        return f"this rtkit lacks the method ({error.args[1]}): update rtkit"
     return f"rtkit failed: {error}"

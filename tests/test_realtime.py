@@ -3,6 +3,7 @@ a real rtkit behind a real polkit, no bus, a bus without rtkit and a bus that ne
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import resource
@@ -20,7 +21,13 @@ import streamcore
 from streamcore import realtime, rtkit
 from streamcore.bus import BusError
 from streamcore.realtime import ProbeThread
-from tests.services.common import Service, require_program, require_root, wait_until
+from tests.services.common import (
+    Service,
+    require_program,
+    require_root,
+    unavailable,
+    wait_until,
+)
 
 RTTIME_MAX = 200_000  # rtkit's default RTTimeUSecMax, which the fixture's daemon publishes
 RTKIT_MAX_PRIORITY = 20
@@ -52,6 +59,12 @@ def _acquire_probe(priority: int, policy: str = "fifo", address: str | None = No
         out["demoted"] = realtime.demote(probe.tid)
         out["kernel_policy_after_demote"] = os.sched_getscheduler(probe.tid)
         return out
+
+
+def _acquire_probe_in_cgroup(procs: str, priority: int) -> dict:
+    """Move this whole process into the cgroup whose cgroup.procs is ``procs``, then promote."""
+    Path(procs).write_text(str(os.getpid()))
+    return _acquire_probe(priority)
 
 
 def _acquire_calling_thread(priority: int) -> dict:
@@ -192,6 +205,10 @@ class TestExplanations:
         text = rtkit.explain(error, priority=10, limits=rtkit.RtkitLimits(20, -15, RTTIME_MAX),
                              rttime_hard_us=RTTIME_MAX, polkit=answer)
         assert "burst" in text and "canary" in text and "polkit refused" not in text
+
+    def test_failed_names_the_thread_or_a_pid_namespace(self):
+        error = BusError("org.freedesktop.DBus.Error.Failed", "No such file or directory")
+        assert "PID namespace" in rtkit.explain(error)
 
     def test_unlimited_rttime_is_named(self):
         error = BusError("org.freedesktop.DBus.Error.AccessDenied", "denied")
@@ -339,6 +356,7 @@ class TestRtkit:
         assert result["kernel_policy"] & ~os.SCHED_RESET_ON_FORK == os.SCHED_OTHER
         rtkit_line = next(r for r in grant.reasons if r.startswith("rtkit: "))
         assert "polkit refused" in rtkit_line, str(grant)
+        assert all("\n" not in r for r in grant.reasons)
         assert any(r.startswith("direct: ") for r in grant.reasons)
         assert any(r.startswith("nice: ") or r.startswith("rtkit-nice: ")
                    for r in grant.reasons)
@@ -435,3 +453,55 @@ class TestWithoutRtkit:
         with pytest.raises(BusError) as caught:
             rtkit.read_limits(timeout=2)
         assert caught.value.errno == errno.ENOENT
+
+
+@pytest.fixture
+def zero_budget_cgroup():
+    """A fresh cgroup v1 'cpu' group: its cpu.rt_runtime_us starts at 0, as in a container
+    that was given no realtime budget.  The test user may move itself in."""
+    require_root("the RT group scheduling fixture")
+    mount = None
+    for controllers, _path in realtime.parse_cgroups(Path("/proc/self/cgroup").read_text()):
+        if "cpu" in controllers.split(","):
+            mount = Path("/sys/fs/cgroup") / controllers
+    if mount is None or not (mount / "cpu.rt_runtime_us").exists():
+        unavailable("no cgroup v1 cpu controller with RT group scheduling on this kernel")
+    group = mount / f"streamcore-test-{os.getpid()}"
+    group.mkdir()
+    try:
+        assert int((group / "cpu.rt_runtime_us").read_text()) == 0
+        for name in ("cgroup.procs", "tasks"):
+            (group / name).chmod(0o666)
+        yield group
+    finally:
+        for tid in (group / "tasks").read_text().split():  # threads still alive go home
+            with contextlib.suppress(OSError):
+                (mount / "tasks").write_text(tid)
+        group.rmdir()
+
+
+class TestZeroRtBudget:
+    """RT group scheduling with no budget: refused even to root, and said so."""
+
+    def test_root_is_refused_and_told_why(self, zero_budget_cgroup):
+        with ProbeThread() as probe:
+            (zero_budget_cgroup / "tasks").write_text(str(probe.tid))
+            grant = realtime.acquire_realtime(probe.tid, timeout=1.0)
+            seen = probe.scheduling()
+        assert grant.method in ("rtkit-nice", "nice") and not grant.realtime
+        assert seen.policy == "other" and seen.nice < 0
+        assert grant.reasons[0].startswith("direct: ")
+        assert "no realtime budget" in grant.reasons[0]
+        assert str(zero_budget_cgroup / "cpu.rt_runtime_us") in grant.reasons[0]
+
+    def test_rtkit_refusal_names_the_budget_and_nice_follows(self, rtkit_bus, unprivileged,
+                                                            zero_budget_cgroup):
+        """rtkit cannot make the thread realtime either; its nice level is the fallback."""
+        procs = str(zero_budget_cgroup / "cgroup.procs")
+        result = unprivileged.run(_acquire_probe_in_cgroup, procs, 5).unwrap()
+        grant = result["grant"]
+        assert grant.method == "rtkit-nice", str(grant)
+        assert result["self_view"].policy == "other" and result["self_view"].nice == -11
+        rtkit_line = next(r for r in grant.reasons if r.startswith("rtkit: "))
+        assert "no realtime budget" in rtkit_line
+        assert result["child"].nice >= 0  # RESET_ON_FORK resets a negative nice too
