@@ -13,6 +13,7 @@ import pytest
 
 from streamcore import doctor
 from streamcore.doctor import CHECK_IDS, run_checks, validate_report
+from tests.test_realtime import zero_budget_cgroup  # noqa: F401 (a fixture used below)
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -22,6 +23,12 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
 def by_id(report: dict) -> dict[str, dict]:
     return {c["id"]: c for c in report["checks"]}
+
+
+def _doctor_in_cgroup(procs: str) -> dict:
+    """Run in the unprivileged child: move into the cgroup, then every check."""
+    Path(procs).write_text(str(os.getpid()))
+    return _doctor_as_user(None)
 
 
 def _doctor_as_user(address: str | None) -> dict:
@@ -214,3 +221,18 @@ class TestAsUnprivileged:
         assert checks["realtime"]["status"] == "fail"
         assert checks["rtkit"]["status"] == "fail" and "no system bus" in checks["rtkit"]["detail"]
         assert checks["polkit"]["status"] == "unknown"
+
+    def test_in_a_cgroup_without_rt_budget(self, rtkit_bus, unprivileged,
+                                           zero_budget_cgroup):  # noqa: F811 (the fixture)
+        """The container failure: doctor names the zero budget and its file."""
+        procs = str(zero_budget_cgroup / "cgroup.procs")
+        report = unprivileged.run(_doctor_in_cgroup, procs).unwrap()
+        assert validate_report(report) == []
+        checks = by_id(report)
+        budget = checks["rt-group-budget"]
+        assert budget["status"] == "fail"
+        assert budget["data"]["path"] == str(zero_budget_cgroup / "cpu.rt_runtime_us")
+        realtime = checks["realtime"]
+        assert realtime["status"] == "warn"  # rtkit's nice level still works
+        assert realtime["data"]["grant"]["method"] == "rtkit-nice"
+        assert "no realtime budget" in realtime["fix"]
