@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_demo)
     doctor = sub.add_parser("doctor", help="check this machine and user for realtime audio")
     doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+    doctor.add_argument("--bus-timeout", type=float, default=argparse.SUPPRESS, metavar="SECONDS",
+                        help="bound for each bus step (default 1)")
     doctor.set_defaults(run=_doctor)
     return parser
 

@@ -136,8 +136,8 @@ def current_scheduling(tid: int | None = None) -> Scheduling:
     """The scheduling of thread ``tid`` (default: the calling thread), read from the kernel.
 
     Use it to notice a demotion from outside (rtkit's canary, suspend/resume, our watchdog)
-    and re-request with :func:`acquire_realtime`.  A thread that has exited raises
-    ProcessLookupError.
+    and re-request with :func:`acquire_realtime`.  A tid that is not (or no longer) a thread
+    of this process raises ValueError (ProcessLookupError if it exits during the call).
     """
     tid = _own_tid(tid)
     policy = os.sched_getscheduler(tid)
@@ -375,7 +375,10 @@ def _try_direct(tid: int, policy: str, priority: int, reasons: list[str],
                 notes: list[str]) -> bool:
     code = _set_realtime(tid, POLICIES[policy], priority)
     if code == 0:
-        return current_scheduling(tid).realtime
+        now = current_scheduling(tid)
+        if not now.realtime:
+            reasons.append(f"direct: the kernel accepted but the thread reads back as {now}")
+        return now.realtime
     rtprio_soft, rtprio_hard = _rlimit(resource.RLIMIT_RTPRIO)
     retry = direct_retry(priority, rtprio_soft, rtprio_hard) if code == _errno.EPERM else None
     if retry is not None:
@@ -408,8 +411,8 @@ def _polkit_after(error: BusError, bus: BusConnection,
         return None
 
 
-def _try_rtkit(bus: BusConnection, limits: _rtkit.RtkitLimits, tid: int, priority: int,
-               reasons: list[str], notes: list[str]) -> bool:
+def _try_rtkit(bus: BusConnection, limits: _rtkit.RtkitLimits, tid: int, policy: str,
+               priority: int, reasons: list[str], notes: list[str]) -> bool:
     problems = limits.problems()
     if problems:
         reasons.append("rtkit: skipped: " + ", ".join(problems) +
@@ -440,6 +443,9 @@ def _try_rtkit(bus: BusConnection, limits: _rtkit.RtkitLimits, tid: int, priorit
         return False
     if clamped != priority:
         notes.append(f"priority {priority} clamped to rtkit's MaxRealtimePriority {clamped}")
+    if now.policy != policy:
+        notes.append(f"rtkit grants {_KERNEL_NAMES[now.policy]}, not the "
+                     f"{_KERNEL_NAMES[policy]} asked for")
     return True
 
 
@@ -534,7 +540,7 @@ def acquire_realtime(tid: int | None = None, priority: int = 10, policy: str = "
                 reasons.append("rtkit: " + _rtkit.explain(e))
                 reasons.append("rtkit-nice: skipped: rtkit unreachable (see above)")
             else:
-                if _try_rtkit(bus, limits, tid, priority, reasons, notes):
+                if _try_rtkit(bus, limits, tid, policy, priority, reasons, notes):
                     return _grant("rtkit", tid, priority, reasons, notes)
                 if nice >= 0:
                     reasons.append(f"rtkit-nice: skipped: nice {nice} is not a raise")
