@@ -8,6 +8,7 @@ import errno
 import os
 import resource
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -419,6 +420,44 @@ def hung_bus(world_dir):
     path.unlink()
 
 
+HUNG_SERVICE = """
+import sys, time
+from jeepney import message_bus
+from jeepney.io.blocking import open_dbus_connection
+conn = open_dbus_connection(bus="SYSTEM")
+conn.send_and_get_reply(message_bus.RequestName(sys.argv[1]), timeout=5)
+time.sleep(600)  # owns the name, never reads a request: a hung daemon
+"""
+
+
+@pytest.fixture
+def hung_rtkit(bare_bus, world_dir):
+    """A peer on the bare bus that owns org.freedesktop.RealtimeKit1 and never answers."""
+    from jeepney import message_bus
+
+    from streamcore.bus import BusConnection
+
+    env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": bare_bus}
+    service = Service("hung-rtkit", [sys.executable, "-c", HUNG_SERVICE,
+                                     "org.freedesktop.RealtimeKit1"],
+                      world_dir / "hung-rtkit.log", env=env)
+
+    def owned() -> bool:
+        os.environ["DBUS_SYSTEM_BUS_ADDRESS"], saved = bare_bus, os.environ.get(
+            "DBUS_SYSTEM_BUS_ADDRESS", "")
+        try:
+            with BusConnection(1.0) as bus:
+                return bool(bus.call(message_bus.NameHasOwner("org.freedesktop.RealtimeKit1"))[0])
+        finally:
+            os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = saved
+
+    try:
+        assert wait_until(owned, 15, 0.1), service.describe_failure("the hung peer did not start")
+        yield bare_bus
+    finally:
+        service.stop()
+
+
 MARGIN = 1.5  # seconds of slack on a shared, noisy machine
 
 
@@ -446,7 +485,17 @@ class TestWithoutRtkit:
         grant = result["grant"]
         assert 0.9 < result["elapsed"] < 1.0 + MARGIN
         assert grant.method == "none"
-        assert any("did not answer in time" in r for r in grant.reasons), str(grant)
+        line = next(r for r in grant.reasons if r.startswith("rtkit: "))
+        assert "did not answer in time" in line and "authenticate" in line, line
+
+    def test_hung_rtkit(self, unprivileged, hung_rtkit):
+        """rtkit owns its name but never answers: one deadline for everything."""
+        result = unprivileged.run(_acquire_probe, 5, "fifo", hung_rtkit, 1.0).unwrap()
+        grant = result["grant"]
+        assert 0.9 < result["elapsed"] < 1.0 + MARGIN
+        assert grant.method == "none"
+        line = next(r for r in grant.reasons if r.startswith("rtkit: "))
+        assert "did not answer in time" in line and "no reply" in line, line
 
     def test_read_limits_raise_without_rtkit(self, bare_bus, monkeypatch):
         monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", bare_bus)
