@@ -53,28 +53,33 @@ class TestVerdicts:
     """Each judge turns facts into pass / warn / fail / unknown with a fix."""
 
     def test_realtime_pass_needs_a_sched_other_child(self):
+        """Realtime passes only when a forked child ran SCHED_OTHER."""
         assert doctor.judge_realtime(GRANT, CHILD_OTHER, None).status == "pass"
         leaked = {**CHILD_OTHER, "policy": "fifo", "priority": 10}
         check = doctor.judge_realtime(GRANT, leaked, None)
         assert check.status == "fail" and "RESET-ON-FORK" in check.detail
 
     def test_realtime_none_fails_with_the_rtkit_reason_as_fix(self):
+        """No realtime fails, and the rtkit reason is the fix."""
         grant = {**GRANT, "method": "none", "policy": "other", "priority": 0,
                  "reasons": ["direct: refused", "rtkit: rtkit refused: polkit refused: ..."]}
         check = doctor.judge_realtime(grant, None, None)
         assert check.status == "fail" and check.fix.startswith("rtkit: ")
 
     def test_nice_only_is_a_warning(self):
+        """Only a nice level is a warning."""
         grant = {**GRANT, "method": "nice", "policy": "other", "priority": 0, "nice": -11,
                  "reasons": ["direct: refused"]}
         assert doctor.judge_realtime(grant, None, None).status == "warn"
 
     def test_zero_rt_budget_fails(self):
+        """A zero cgroup RT budget fails with the file to write; none at all passes."""
         check = doctor.judge_rt_budget(("/sys/fs/cgroup/cpu/docker/x/cpu.rt_runtime_us", 0))
         assert check.status == "fail" and "cpu.rt_runtime_us" in check.fix
         assert doctor.judge_rt_budget(None).status == "pass"
 
     def test_absent_cpufreq_is_unknown_with_why(self):
+        """No cpufreq (a VM) is unknown with why; governors are judged."""
         check = doctor.judge_governor({"cpu0": None, "cpu1": None})
         assert check.status == "unknown" and "no cpufreq" in check.detail
         assert doctor.judge_governor({"cpu0": "powersave"}).status == "warn"
@@ -89,15 +94,18 @@ class TestVerdicts:
         ("#1 SMP PREEMPT", "quiet", None, None, "pass"),
     ])
     def test_preemption(self, version, cmdline, config, debugfs, status):
+        """PREEMPT_RT, debugfs, preempt= and the config default decide the mode."""
         assert doctor.judge_preempt(version, None, cmdline, config, debugfs).status == status
 
     def test_throttling(self):
+        """RT throttling on passes, off warns, zero runtime fails, unreadable is unknown."""
         assert doctor.judge_throttling(950000, 1000000).status == "pass"
         assert doctor.judge_throttling(-1, 1000000).status == "warn"
         assert doctor.judge_throttling(0, 1000000).status == "fail"
         assert doctor.judge_throttling(None, None).status == "unknown"
 
     def test_missing_device_files_are_unknown(self):
+        """Absent sysfs/proc/dev files give unknown, never a crash."""
         assert doctor.judge_dma_latency(False, False).status == "unknown"
         assert doctor.judge_dma_latency(True, False).status == "warn"
         assert doctor.judge_smt(None, None).status == "unknown"
@@ -105,11 +113,13 @@ class TestVerdicts:
         assert doctor.judge_swappiness(None).status == "unknown"
 
     def test_memlock_below_the_engines_need(self):
+        """A failed mlock of the engine's size fails with a limits.d fix."""
         check = doctor.judge_memlock({"soft": 65536, "hard": 65536}, False, 4 << 20,
                                      "Cannot allocate memory")
         assert check.status == "fail" and "memlock" in check.fix
 
     def test_rttime_soft_equal_hard_warns(self):
+        """Soft == hard RLIMIT_RTTIME leaves no SIGXCPU before SIGKILL."""
         assert doctor.judge_rttime({"soft": 200000, "hard": 200000}, 200000).status == "warn"
         assert doctor.judge_rttime({"soft": None, "hard": None}, 200000).status == "pass"
 
@@ -126,6 +136,7 @@ class TestSchema:
                 "checks": checks}
 
     def test_a_conforming_report(self):
+        """A report of the documented shape validates."""
         assert validate_report(self._report()) == []
 
     @pytest.mark.parametrize("spoil", [
@@ -137,6 +148,7 @@ class TestSchema:
         lambda r: r["user"].update(uid="0"),
     ])
     def test_departures_are_found(self, spoil):
+        """Each kind of departure from the documented fields is reported."""
         report = self._report()
         spoil(report)
         assert validate_report(report) != []
@@ -149,6 +161,7 @@ class TestAsRoot:
     """`python -m streamcore doctor` as root on this machine."""
 
     def test_json_validates_and_realtime_is_direct(self):
+        """--json validates; root gets direct realtime, a SCHED_OTHER child."""
         done = run_cli("doctor", "--json")
         assert done.returncode == 0, done.stderr
         report = json.loads(done.stdout)
@@ -166,6 +179,7 @@ class TestAsRoot:
         assert checks["high-res-timers"]["status"] == "pass"
 
     def test_text_has_one_line_per_check_and_a_summary(self):
+        """A line per check, then the summary."""
         done = run_cli("doctor")
         assert done.returncode == 0, done.stderr
         lines = done.stdout.splitlines()
@@ -174,6 +188,7 @@ class TestAsRoot:
         assert lines[-1].startswith("summary: ")
 
     def test_dead_bus_is_reported_within_the_timeout(self, tmp_path):
+        """No bus: rtkit warns (direct works), polkit unknown, no hang."""
         env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={tmp_path}/none.sock"}
         start = time.monotonic()
         done = run_cli("--bus-timeout", "0.5", "doctor", "--json", env=env)
@@ -190,6 +205,7 @@ class TestAsUnprivileged:
     """The same checks as the unprivileged test user (in process: it cannot exec Python)."""
 
     def test_in_the_group_with_rtkit(self, rtkit_bus, unprivileged):
+        """Realtime from rtkit; rtkit and polkit pass; RLIMIT_RTPRIO warns."""
         report = unprivileged.run(_doctor_as_user, None).unwrap()
         assert validate_report(report) == []
         assert report["user"]["uid"] == unprivileged.member.pw_uid
@@ -207,6 +223,7 @@ class TestAsUnprivileged:
         assert checks["rlimit-rttime"]["data"]["hard"] is None
 
     def test_outside_the_group(self, rtkit_bus, unprivileged):
+        """The outsider: realtime fails with polkit's refusal as the fix."""
         report = unprivileged.run(_doctor_as_user, None, in_rt_group=False).unwrap()
         assert validate_report(report) == []
         checks = by_id(report)
@@ -215,6 +232,7 @@ class TestAsUnprivileged:
         assert checks["polkit"]["status"] == "fail"
 
     def test_without_a_bus(self, unprivileged, tmp_path):
+        """No bus for the test user: realtime and rtkit fail, polkit unknown."""
         report = unprivileged.run(_doctor_as_user, "unix:path=/nonexistent/bus.sock").unwrap()
         assert validate_report(report) == []
         checks = by_id(report)

@@ -148,6 +148,7 @@ class TestDirectRetry:
 
     @given(priority=st.integers(1, 99), soft=st.integers(0, 99), hard=st.integers(0, 99))
     def test_retry_never_exceeds_the_hard_limit(self, priority, soft, hard):
+        """A retry stays within the hard limit and only ever raises the soft one."""
         soft = min(soft, hard)
         retry = realtime.direct_retry(priority, soft, hard)
         if retry is not None:
@@ -159,11 +160,13 @@ class TestClamps:
     """Clamping to rtkit's limits and RLIMIT_NICE."""
 
     def test_priority(self):
+        """Priorities are lowered to rtkit's maximum, never below 1."""
         assert realtime.clamp_priority(50, 20) == 20
         assert realtime.clamp_priority(5, 20) == 5
         assert realtime.clamp_priority(5, 0) == 1
 
     def test_nice(self):
+        """Nice levels are raised to rtkit's MinNiceLevel."""
         assert realtime.clamp_nice(-20, -15) == -15
         assert realtime.clamp_nice(-11, -15) == -11
 
@@ -186,6 +189,7 @@ class TestExplanations:
         assert "no realtime budget" in text and "cpu.rt_runtime_us" in text
 
     def test_rtprio_zero_is_named(self):
+        """EPERM without CAP_SYS_NICE and with RLIMIT_RTPRIO 0 names limits.d."""
         text = realtime.explain_direct_failure(errno.EPERM, "rr", 10, rtprio_hard=0,
                                                cap_sys_nice=False)
         assert "SCHED_RR" in text and "RLIMIT_RTPRIO is 0" in text and "limits.d" in text
@@ -208,24 +212,29 @@ class TestExplanations:
         assert "burst" in text and "canary" in text and "polkit refused" not in text
 
     def test_failed_names_the_thread_or_a_pid_namespace(self):
+        """rtkit's Failed points at an exited thread or a PID namespace."""
         error = BusError("org.freedesktop.DBus.Error.Failed", "No such file or directory")
         assert "PID namespace" in rtkit.explain(error)
 
     def test_unlimited_rttime_is_named(self):
+        """AccessDenied with an unlimited RLIMIT_RTTIME names that cause."""
         error = BusError("org.freedesktop.DBus.Error.AccessDenied", "denied")
         assert "RLIMIT_RTTIME is unlimited" in rtkit.explain(error, rttime_hard_us=None)
 
     def test_missing_or_zero_limits_are_problems(self):
+        """A 0 or missing rtkit property makes the limits unusable."""
         assert rtkit.RtkitLimits(20, -15, 0).problems() == ["RTTimeUSecMax is 0"]
         assert rtkit.RtkitLimits(None, -15, RTTIME_MAX).problems() == \
             ["MaxRealtimePriority is missing"]
 
     def test_cgroup_lines(self):
+        """/proc/self/cgroup lines split into controllers and path (v1 and v2)."""
         text = "4:memory:/a/b\n1:cpu,cpuacct:/docker/x\n0::/user.slice\n"
         assert realtime.parse_cgroups(text) == [("memory", "/a/b"), ("cpu,cpuacct", "/docker/x"),
                                                 ("", "/user.slice")]
 
     def test_grant_is_one_readable_line(self):
+        """str(grant) is one line with the method, the state and the reasons."""
         grant = realtime.RealtimeGrant("nice", "other", 0, -11, 160_000, 200_000, True,
                                        ("direct: refused", "rtkit: polkit refused"), tid=7)
         text = str(grant)
@@ -240,6 +249,7 @@ class TestArguments:
     @pytest.mark.parametrize("kwargs", [{"priority": 0}, {"priority": 100}, {"policy": "other"},
                                         {"nice": -21}, {"timeout": 0}, {"tid": -3}])
     def test_bad_arguments(self, kwargs):
+        """Out-of-range priority, nice, timeout, tid or an unknown policy."""
         with pytest.raises(ValueError):
             realtime.acquire_realtime(**kwargs)
 
@@ -281,6 +291,7 @@ class TestDirect:
         assert child.nice >= 0
 
     def test_rr_policy(self):
+        """policy='rr' gives SCHED_RR with RESET_ON_FORK."""
         result = _acquire_probe(3, policy="rr")
         assert result["kernel_policy"] == os.SCHED_RR | os.SCHED_RESET_ON_FORK
         assert result["grant"].policy == "rr"
@@ -318,6 +329,7 @@ class TestRtkit:
     """An unprivileged user in the polkit-allowed group gets SCHED_RR from rtkit."""
 
     def test_granted_rr_with_rttime_set(self, rtkit_bus, unprivileged):
+        """SCHED_RR from rtkit, RLIMIT_RTTIME 160000/200000 µs, direct's refusal kept."""
         result = unprivileged.run(_acquire_probe, 5).unwrap()
         grant = result["grant"]
         assert grant.method == "rtkit", f"{grant}\n{rtkit_bus.logs()}"
@@ -330,6 +342,7 @@ class TestRtkit:
         assert result["self_view"].policy == "rr"
 
     def test_priority_clamped_to_rtkits_maximum(self, rtkit_bus, unprivileged):
+        """Asking 50 gets rtkit's MaxRealtimePriority (20), with a note."""
         result = unprivileged.run(_acquire_probe, 50).unwrap()
         grant = result["grant"]
         assert grant.method == "rtkit", str(grant)
@@ -338,6 +351,7 @@ class TestRtkit:
         assert any("MaxRealtimePriority" in note for note in grant.notes)
 
     def test_existing_lower_rttime_is_not_raised(self, rtkit_bus, unprivileged):
+        """A lower hard RLIMIT_RTTIME stays; soft becomes 0.8 x that."""
         rlimits = {resource.RLIMIT_RTTIME: (100_000, 100_000)}
         result = unprivileged.run(_acquire_probe, 5, rlimits=rlimits).unwrap()
         assert result["grant"].method == "rtkit"
@@ -351,6 +365,7 @@ class TestRtkit:
         assert result["kernel_policy_after_demote"] == os.SCHED_OTHER | os.SCHED_RESET_ON_FORK
 
     def test_outside_the_group_polkit_refusal_is_named(self, rtkit_bus, unprivileged):
+        """Not in the group: no realtime; the reasons name polkit's refusal."""
         result = unprivileged.run(_acquire_probe, 5, in_rt_group=False).unwrap()
         grant = result["grant"]
         assert grant.method in ("nice", "none")
@@ -465,6 +480,7 @@ class TestWithoutRtkit:
     """No bus, no rtkit, or a hung bus: bounded in time, and the reasons say why."""
 
     def test_dead_socket(self, unprivileged, world_dir):
+        """An address with no socket: 'no system bus', at once."""
         address = f"unix:path={world_dir}/nothing.sock"
         result = unprivileged.run(_acquire_probe, 5, "fifo", address, 1.0).unwrap()
         grant = result["grant"]
@@ -473,6 +489,7 @@ class TestWithoutRtkit:
         assert any(r.startswith("rtkit: no system bus") for r in grant.reasons), str(grant)
 
     def test_bus_without_rtkit(self, unprivileged, bare_bus):
+        """A real bus where nobody owns RealtimeKit1: 'rtkit is not running'."""
         result = unprivileged.run(_acquire_probe, 5, "fifo", bare_bus, 1.0).unwrap()
         grant = result["grant"]
         assert result["elapsed"] < 1.0 + MARGIN
@@ -481,6 +498,7 @@ class TestWithoutRtkit:
             str(grant)
 
     def test_hung_bus(self, unprivileged, hung_bus):
+        """A socket that accepts and never speaks: one timeout, then a reason."""
         result = unprivileged.run(_acquire_probe, 5, "fifo", hung_bus, 1.0).unwrap()
         grant = result["grant"]
         assert 0.9 < result["elapsed"] < 1.0 + MARGIN
@@ -498,6 +516,7 @@ class TestWithoutRtkit:
         assert "did not answer in time" in line and "no reply" in line, line
 
     def test_read_limits_raise_without_rtkit(self, bare_bus, monkeypatch):
+        """rtkit.read_limits raises BusError ENOENT when rtkit is absent."""
         monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", bare_bus)
         with pytest.raises(BusError) as caught:
             rtkit.read_limits(timeout=2)
@@ -533,6 +552,7 @@ class TestZeroRtBudget:
     """RT group scheduling with no budget: refused even to root, and said so."""
 
     def test_root_is_refused_and_told_why(self, zero_budget_cgroup):
+        """EPERM even for root; the reason names cpu.rt_runtime_us; nice follows."""
         with ProbeThread() as probe:
             (zero_budget_cgroup / "tasks").write_text(str(probe.tid))
             grant = realtime.acquire_realtime(probe.tid, timeout=1.0)
