@@ -13,6 +13,7 @@ Every function takes a ``timeout``: with no bus, no rtkit, or a hung daemon it r
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 
@@ -192,7 +193,7 @@ def explain(error: BusError, *, priority: int | None = None,
                 "on the system bus): install the 'rtkit' package and start rtkit-daemon")
     if name == "streamcore.NoBus":
         return f"no system bus to ask rtkit: {error.args[1]} (is dbus-daemon running?)"
-    if name == "streamcore.Timeout" or error.errno == 110:
+    if name == "streamcore.Timeout" or error.errno == errno.ETIMEDOUT:
         return (f"the system bus or rtkit did not answer in time ({error.args[1]}); "
                 "a hung rtkit-daemon or polkitd is the usual cause")
     if name == "org.freedesktop.DBus.Error.AccessDenied":
