@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -219,8 +220,13 @@ class TestAsUnprivileged:
         assert checks["polkit"]["status"] == "pass"
         assert checks["rlimit-rtprio"]["status"] == "warn"  # 0 and no CAP_SYS_NICE
         assert checks["capabilities"]["data"] == {"CAP_SYS_NICE": False, "CAP_IPC_LOCK": False}
-        # The limits are the user's own, read before the realtime try lowered RLIMIT_RTTIME.
-        assert checks["rlimit-rttime"]["data"]["hard"] is None
+        # The limits are the user's own (inherited from this process), read before the
+        # realtime try lowered RLIMIT_RTTIME for rtkit.
+        inherited = resource.getrlimit(resource.RLIMIT_RTTIME)[1]
+        if inherited == resource.RLIM_INFINITY:
+            inherited = None
+        assert checks["rlimit-rttime"]["data"]["hard"] == inherited
+        assert realtime["data"]["grant"]["rttime_hard_us"] == min(inherited or 200_000, 200_000)
 
     def test_outside_the_group(self, rtkit_bus, unprivileged):
         """The outsider: realtime fails with polkit's refusal as the fix."""

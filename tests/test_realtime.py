@@ -6,12 +6,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import pickle
 import resource
 import socket
 import sys
 import tempfile
 import threading
 import time
+import traceback
 from pathlib import Path
 
 import pytest
@@ -66,6 +68,34 @@ def _acquire_probe_in_cgroup(procs: str, priority: int) -> dict:
     """Move this whole process into the cgroup whose cgroup.procs is ``procs``, then promote."""
     Path(procs).write_text(str(os.getpid()))
     return _acquire_probe(priority)
+
+
+def _root_in_zero_budget(tasks: str) -> tuple:
+    """Put a probe thread alone into the cgroup whose tasks file is ``tasks``, then promote."""
+    with ProbeThread() as probe:
+        Path(tasks).write_text(str(probe.tid))
+        grant = realtime.acquire_realtime(probe.tid, timeout=1.0)
+        return grant, probe.scheduling()
+
+
+def _in_child(func, *args):
+    """``func(*args)`` in a forked child (as root), so that it cannot change this process."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            payload = pickle.dumps((func(*args), None))
+        except BaseException:
+            payload = pickle.dumps((None, traceback.format_exc()))
+        os.write(write_end, payload)
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        data = pipe.read()
+    os.waitpid(pid, 0)
+    value, error = pickle.loads(data)
+    assert error is None, error
+    return value
 
 
 def _acquire_calling_thread(priority: int) -> dict:
@@ -553,10 +583,9 @@ class TestZeroRtBudget:
 
     def test_root_is_refused_and_told_why(self, zero_budget_cgroup):
         """EPERM even for root; the reason names cpu.rt_runtime_us; nice follows."""
-        with ProbeThread() as probe:
-            (zero_budget_cgroup / "tasks").write_text(str(probe.tid))
-            grant = realtime.acquire_realtime(probe.tid, timeout=1.0)
-            seen = probe.scheduling()
+        # In a child: the rtkit step would lower the RLIMIT_RTTIME of the test process itself
+        # (root has no CAP_SYS_RESOURCE here to raise it back), changing later tests.
+        grant, seen = _in_child(_root_in_zero_budget, str(zero_budget_cgroup / "tasks"))
         assert grant.method in ("rtkit-nice", "nice") and not grant.realtime
         assert seen.policy == "other" and seen.nice < 0
         assert grant.reasons[0].startswith("direct: ")
