@@ -6,6 +6,9 @@ Errors
     :class:`StreamcoreError` and its subclasses (``streamcore.errors``).
 System facts
     :func:`system_report` (what ``python -m streamcore`` prints).
+Realtime scheduling (``streamcore.realtime``)
+    :func:`acquire_realtime` -> :class:`RealtimeGrant` (direct, rtkit, nice or none, with the
+    reasons), :func:`current_scheduling` -> :class:`Scheduling`, :func:`demote`.
 
 The realtime path is C (``native/``); Python sets things up, feeds audio and reads figures.
 """
@@ -14,13 +17,25 @@ from __future__ import annotations
 
 from streamcore._version import __version__
 from streamcore.errors import MemoryLockError, NativeError, RingCorruptedError, StreamcoreError
+from streamcore.realtime import (
+    RealtimeGrant,
+    Scheduling,
+    acquire_realtime,
+    current_scheduling,
+    demote,
+)
 from streamcore.system import system_report
 
 __all__ = [
     "MemoryLockError",
     "NativeError",
+    "RealtimeGrant",
     "RingCorruptedError",
+    "Scheduling",
     "StreamcoreError",
     "__version__",
+    "acquire_realtime",
+    "current_scheduling",
+    "demote",
     "system_report",
 ]

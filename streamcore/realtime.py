@@ -1,0 +1,616 @@
+"""Realtime scheduling for any thread of this process: acquire, read back, demote.
+
+:func:`acquire_realtime` walks a fallback chain and stops at the first step that the kernel
+confirms (every result is read back from the kernel, never assumed):
+
+1. ``direct``: ``sched_setscheduler(tid, policy | SCHED_RESET_ON_FORK, priority)``; on EPERM
+   with a non-zero RLIMIT_RTPRIO, once more clamped to it.
+2. ``rtkit``: RealtimeKit on the system bus (``DBUS_SYSTEM_BUS_ADDRESS`` is honoured): its
+   three limits are read, RLIMIT_RTTIME is set within ``RTTimeUSecMax`` (hard) and at 0.8 x
+   that (soft), the priority is clamped, then ``MakeThreadRealtimeWithPID``.  rtkit always
+   grants SCHED_RR.
+3. ``rtkit-nice`` / ``nice``: a negative nice level from rtkit (clamped to ``MinNiceLevel``),
+   else from ``setpriority`` directly.
+4. ``none``: normal scheduling.
+
+Each failed step leaves one line in :attr:`RealtimeGrant.reasons` saying why, in words a person
+can act on; a partial result is never silent.  Every bus step shares one deadline, ``timeout``:
+no bus, no rtkit, a hung rtkit or polkit cost at most that long.
+
+The decisions (clamping, which RLIMIT_RTTIME to set, what an errno means) are plain functions
+on data (:func:`direct_retry`, :func:`rttime_limits`, :func:`clamp_priority`,
+:func:`clamp_nice`, :func:`nice_retry`, :func:`explain_direct_failure`, :func:`parse_cgroups`);
+the functions that touch the kernel or the bus are thin around them.
+
+Concurrency: any Python thread may call these functions about any thread of this process (by
+kernel tid).  They block on the bus for up to ``timeout``: never call them from a thread whose
+deadlines matter.  The rtkit path changes the *process's* RLIMIT_RTTIME (a per-process limit)
+and leaves it lowered even when rtkit then refuses (a hard limit cannot be raised back without
+privileges).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno as _errno
+import os
+import resource
+import threading
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from streamcore import rtkit as _rtkit
+from streamcore.bus import BusConnection, BusError
+from streamcore.errors import check as _check
+
+__all__ = [
+    "POLICIES",
+    "ProbeThread",
+    "RealtimeGrant",
+    "Scheduling",
+    "acquire_realtime",
+    "clamp_nice",
+    "clamp_priority",
+    "current_scheduling",
+    "demote",
+    "direct_retry",
+    "explain_direct_failure",
+    "nice_retry",
+    "parse_cgroups",
+    "rt_budget",
+    "rttime_limits",
+]
+
+POLICIES = {"fifo": os.SCHED_FIFO, "rr": os.SCHED_RR}
+"""The realtime policies :func:`acquire_realtime` accepts, by name."""
+
+_POLICY_NAMES = {
+    os.SCHED_OTHER: "other",
+    os.SCHED_FIFO: "fifo",
+    os.SCHED_RR: "rr",
+    os.SCHED_BATCH: "batch",
+    os.SCHED_IDLE: "idle",
+    6: "deadline",  # SCHED_DEADLINE: os has no constant for it
+}
+_KERNEL_NAMES = {"other": "SCHED_OTHER", "fifo": "SCHED_FIFO", "rr": "SCHED_RR",
+                 "batch": "SCHED_BATCH", "idle": "SCHED_IDLE", "deadline": "SCHED_DEADLINE"}
+_CAP_SYS_NICE = 23  # bit number in /proc/<pid>/status CapEff
+_RESET = os.SCHED_RESET_ON_FORK
+
+
+def _unlimited_as_none(value: int) -> int | None:
+    return None if value == resource.RLIM_INFINITY else int(value)
+
+
+def _errno_name(code: int | None) -> str:
+    return _errno.errorcode.get(code or 0, str(code))
+
+
+# ---- what a thread's scheduling is ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scheduling:
+    """How one thread is scheduled, as the kernel reports it."""
+
+    tid: int
+    """The kernel thread id (0 for a forked child that has exited, see ProbeThread)."""
+    policy: str
+    """'other', 'fifo', 'rr', 'batch', 'idle' or 'deadline'."""
+    priority: int
+    """sched_priority: 1..99 for 'fifo'/'rr', 0 otherwise."""
+    nice: int
+    """The thread's nice level (-20..19); matters for the normal policies only."""
+    reset_on_fork: bool
+    """SCHED_RESET_ON_FORK is set: a child forked by this thread starts SCHED_OTHER, nice >= 0."""
+
+    @property
+    def realtime(self) -> bool:
+        return self.policy in ("fifo", "rr")
+
+    def __str__(self) -> str:
+        text = _KERNEL_NAMES.get(self.policy, self.policy)
+        text += f" priority {self.priority}" if self.realtime else f" nice {self.nice}"
+        return text + (", reset-on-fork" if self.reset_on_fork else ", NO reset-on-fork")
+
+    @classmethod
+    def _from_kernel(cls, tid: int, policy: int, priority: int, nice: int) -> Scheduling:
+        base = policy & ~_RESET
+        return cls(tid, _POLICY_NAMES.get(base, str(base)), priority, nice,
+                   bool(policy & _RESET))
+
+
+def _own_tid(tid: int | None) -> int:
+    """``tid`` checked to be a thread of this process; None is the calling thread."""
+    if tid is None:
+        return threading.get_native_id()
+    if isinstance(tid, bool) or not isinstance(tid, int) or tid <= 0:
+        raise ValueError(f"tid must be a positive kernel thread id, not {tid!r}")
+    if not os.path.exists(f"/proc/self/task/{tid}"):
+        raise ValueError(f"thread {tid} is not a thread of this process (pid {os.getpid()})")
+    return tid
+
+
+def current_scheduling(tid: int | None = None) -> Scheduling:
+    """The scheduling of thread ``tid`` (default: the calling thread), read from the kernel.
+
+    Use it to notice a demotion from outside (rtkit's canary, suspend/resume, our watchdog)
+    and re-request with :func:`acquire_realtime`.  A tid that is not (or no longer) a thread
+    of this process raises ValueError (ProcessLookupError if it exits during the call).
+    """
+    tid = _own_tid(tid)
+    policy = os.sched_getscheduler(tid)
+    priority = os.sched_getparam(tid).sched_priority
+    nice = os.getpriority(os.PRIO_PROCESS, tid)  # PRIO_PROCESS with a tid: that thread only
+    return Scheduling._from_kernel(tid, policy, priority, nice)
+
+
+def demote(tid: int | None = None) -> Scheduling:
+    """Put thread ``tid`` back to SCHED_OTHER, keeping SCHED_RESET_ON_FORK, and undo a negative
+    nice (back to 0, as rtkit's canary does).  Returns the scheduling read back.
+
+    Any user may do this to its own threads (the kernel refuses to *clear* RESET_ON_FORK
+    without CAP_SYS_NICE, which is why it is kept).  The opposite of :func:`acquire_realtime`.
+    """
+    tid = _own_tid(tid)
+    os.sched_setscheduler(tid, os.SCHED_OTHER | _RESET, os.sched_param(0))
+    if os.getpriority(os.PRIO_PROCESS, tid) < 0:
+        os.setpriority(os.PRIO_PROCESS, tid, 0)
+    return current_scheduling(tid)
+
+
+# ---- the decisions, on data alone -------------------------------------------------------
+
+
+def direct_retry(priority: int, rtprio_soft: int | None,
+                 rtprio_hard: int | None) -> tuple[int, int | None] | None:
+    """After ``sched_setscheduler`` answered EPERM: ``(priority to retry at, soft
+    RLIMIT_RTPRIO to set first or None)``, or None when no retry can succeed.
+
+    The kernel lets a process without CAP_SYS_NICE use realtime priorities up to its soft
+    RLIMIT_RTPRIO, and the soft limit may be raised up to the hard one without privileges.
+    ``None`` limits are "unlimited": refused although unlimited is not a limit problem.
+    """
+    if rtprio_hard is None or rtprio_hard <= 0:
+        return None
+    retry = min(priority, rtprio_hard)
+    new_soft = None if rtprio_soft is None or rtprio_soft >= retry else retry
+    if retry == priority and new_soft is None:
+        return None  # asked within the limit and still refused: the limit is not the cause
+    return retry, new_soft
+
+
+def rttime_limits(soft: int | None, hard: int | None, rttime_usec_max: int) -> tuple[int, int]:
+    """The ``(soft, hard)`` RLIMIT_RTTIME (µs) to set before asking rtkit.
+
+    rtkit refuses a caller whose hard limit is unlimited or above ``RTTimeUSecMax``.  The hard
+    limit becomes ``RTTimeUSecMax``, or stays at an existing lower one (never raised); the
+    soft limit is 0.8 x hard, so SIGXCPU arrives before the kernel's SIGKILL at the hard limit,
+    or stays at an existing lower soft limit.  ``None`` means unlimited.
+    """
+    if rttime_usec_max <= 0:
+        raise ValueError(f"RTTimeUSecMax must be positive, not {rttime_usec_max}")
+    new_hard = rttime_usec_max if hard is None else min(hard, rttime_usec_max)
+    new_soft = new_hard * 4 // 5
+    if soft is not None:
+        new_soft = min(new_soft, soft)
+    return new_soft, new_hard
+
+
+def clamp_priority(priority: int, maximum: int) -> int:
+    """``priority`` lowered to rtkit's MaxRealtimePriority (and at least 1)."""
+    return max(1, min(priority, maximum))
+
+
+def clamp_nice(nice: int, minimum: int) -> int:
+    """``nice`` raised to rtkit's MinNiceLevel (the most favourable level it grants)."""
+    return max(nice, minimum)
+
+
+def nice_retry(nice: int, rlimit_nice_soft: int | None) -> int | None:
+    """After ``setpriority`` was refused: the nice level RLIMIT_NICE allows instead, or None.
+
+    The kernel allows lowering nice to ``20 - RLIMIT_NICE`` without CAP_SYS_NICE.
+    """
+    floor = -20 if rlimit_nice_soft is None else 20 - rlimit_nice_soft
+    retry = max(nice, floor)
+    return retry if retry != nice and retry < 0 else None
+
+
+def parse_cgroups(proc_self_cgroup: str) -> list[tuple[str, str]]:
+    """``(controllers, path)`` pairs of /proc/self/cgroup text; cgroup v2 has controllers ''."""
+    out = []
+    for line in proc_self_cgroup.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) == 3:
+            out.append((parts[1], parts[2]))
+    return out
+
+
+def explain_direct_failure(code: int, policy: str, priority: int, *, rtprio_hard: int | None,
+                           cap_sys_nice: bool | None,
+                           budget: tuple[str, int] | None = None) -> str:
+    """Why ``sched_setscheduler`` refused, as one line with the fix.
+
+    ``budget`` is ``(path of cpu.rt_runtime_us, value)`` for this process's cgroup when RT
+    group scheduling exists (see :func:`rt_budget`).
+    """
+    what = f"sched_setscheduler({_KERNEL_NAMES[policy]}, priority {priority}) refused " \
+           f"({_errno_name(code)})"
+    if budget is not None and budget[1] == 0 and code == _errno.EPERM:
+        return (f"{what}: RT group scheduling gives this thread's cgroup no realtime budget "
+                f"({budget[0]} is 0; common in containers): write e.g. 950000 there, or run "
+                "the container with --cpu-rt-runtime=950000")
+    if code == _errno.EPERM and cap_sys_nice:
+        return (f"{what} although the process has CAP_SYS_NICE: RT group scheduling without "
+                "a budget for this cgroup, or a seccomp/LSM policy, is the likely cause")
+    if code == _errno.EPERM:
+        if not rtprio_hard:
+            return (f"{what}: no CAP_SYS_NICE and RLIMIT_RTPRIO is 0: allow your group "
+                    "realtime (e.g. '@audio - rtprio 95' in /etc/security/limits.d/audio.conf, "
+                    "then log in again) or use rtkit")
+        return (f"{what}: RLIMIT_RTPRIO {rtprio_hard} and no CAP_SYS_NICE: raise the "
+                "rtprio limit in /etc/security/limits.d or ask for a lower priority")
+    if code == _errno.EINVAL:
+        return f"{what}: the priority is out of range for the policy (1..99)"
+    if code == _errno.ESRCH:
+        return f"{what}: the thread has exited"
+    return f"{what}: {os.strerror(code)}"
+
+
+# ---- facts of this process (I/O) --------------------------------------------------------
+
+
+def _rlimit(which: int) -> tuple[int | None, int | None]:
+    soft, hard = resource.getrlimit(which)
+    return _unlimited_as_none(soft), _unlimited_as_none(hard)
+
+
+def _cap_sys_nice() -> bool | None:
+    try:
+        with open("/proc/thread-self/status") as status:
+            for line in status:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> _CAP_SYS_NICE & 1)
+    except OSError:
+        return None
+    return None
+
+
+def rt_budget(tid: int | None = None) -> tuple[str, int] | None:
+    """``(path, value)`` of the ``cpu.rt_runtime_us`` of the cgroup of thread ``tid`` (default:
+    the process's) when the kernel has RT group scheduling (the file exists), else None.
+    0 means: no thread of that cgroup may run realtime, not even root's."""
+    source = "/proc/self/cgroup" if tid is None else f"/proc/self/task/{tid}/cgroup"
+    try:
+        text = Path(source).read_text()
+    except OSError:
+        return None
+    for controllers, path in parse_cgroups(text):
+        names = controllers.split(",")
+        if controllers and "cpu" not in names:
+            continue
+        mounts = ["/sys/fs/cgroup"] if not controllers else \
+            [f"/sys/fs/cgroup/{controllers}", "/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpu,cpuacct"]
+        for mount in mounts:
+            candidate = Path(mount + path.rstrip("/")) / "cpu.rt_runtime_us"
+            try:
+                return str(candidate), int(candidate.read_text().strip())
+            except (OSError, ValueError):
+                continue
+    return None
+
+
+# ---- the grant and the chain ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RealtimeGrant:
+    """What :func:`acquire_realtime` obtained, read back from the kernel."""
+
+    method: str
+    """'direct', 'rtkit', 'rtkit-nice', 'nice' or 'none'."""
+    policy: str
+    """The thread's policy now: 'fifo', 'rr', 'other', ..."""
+    priority: int
+    """Its realtime priority now (0 when not realtime)."""
+    nice: int
+    """Its nice level now."""
+    rttime_soft_us: int | None
+    """The process's soft RLIMIT_RTTIME now (µs; None = unlimited): SIGXCPU when an RT thread
+    runs this long without blocking."""
+    rttime_hard_us: int | None
+    """The hard RLIMIT_RTTIME now (µs; None = unlimited): SIGKILL at this point."""
+    reset_on_fork: bool
+    """SCHED_RESET_ON_FORK read back from the kernel."""
+    reasons: tuple[str, ...]
+    """One line per failed step: why each better method did not work."""
+    tid: int = 0
+    requested_priority: int = 0
+    notes: tuple[str, ...] = field(default=())
+    """Adjustments made on the way (a clamped priority, the RLIMIT_RTTIME set for rtkit)."""
+
+    @property
+    def realtime(self) -> bool:
+        """True when the thread now runs a realtime policy."""
+        return self.policy in ("fifo", "rr")
+
+    def __str__(self) -> str:
+        state = "realtime" if self.realtime else "NOT realtime"
+        sched = f"{_KERNEL_NAMES.get(self.policy, self.policy)} "
+        sched += f"priority {self.priority}" if self.realtime else f"nice {self.nice}"
+        rttime = "unlimited" if self.rttime_hard_us is None else \
+            f"soft {self.rttime_soft_us} / hard {self.rttime_hard_us} µs"
+        line = (f"thread {self.tid}: {state} via {self.method}: {sched}, "
+                f"{'reset-on-fork' if self.reset_on_fork else 'NO reset-on-fork'}, "
+                f"RLIMIT_RTTIME {rttime}")
+        if self.notes:
+            line += " (" + "; ".join(self.notes) + ")"
+        if self.reasons:
+            line += "; failed: " + " | ".join(self.reasons)
+        return line
+
+
+def _grant(method: str, tid: int, requested: int, reasons: list[str],
+           notes: list[str]) -> RealtimeGrant:
+    now = current_scheduling(tid)
+    soft, hard = _rlimit(resource.RLIMIT_RTTIME)
+    return RealtimeGrant(method=method, policy=now.policy, priority=now.priority, nice=now.nice,
+                         rttime_soft_us=soft, rttime_hard_us=hard,
+                         reset_on_fork=now.reset_on_fork, reasons=tuple(reasons), tid=tid,
+                         requested_priority=requested, notes=tuple(notes))
+
+
+def _set_realtime(tid: int, policy: int, priority: int) -> int:
+    """0, or the errno of sched_setscheduler."""
+    try:
+        os.sched_setscheduler(tid, policy | _RESET, os.sched_param(priority))
+    except OSError as e:
+        return e.errno or _errno.EPERM
+    return 0
+
+
+def _try_direct(tid: int, policy: str, priority: int, reasons: list[str],
+                notes: list[str]) -> bool:
+    code = _set_realtime(tid, POLICIES[policy], priority)
+    if code == 0:
+        now = current_scheduling(tid)
+        if not now.realtime:
+            reasons.append(f"direct: the kernel accepted but the thread reads back as {now}")
+        return now.realtime
+    rtprio_soft, rtprio_hard = _rlimit(resource.RLIMIT_RTPRIO)
+    retry = direct_retry(priority, rtprio_soft, rtprio_hard) if code == _errno.EPERM else None
+    if retry is not None:
+        clamped, new_soft = retry
+        try:
+            if new_soft is not None:
+                resource.setrlimit(resource.RLIMIT_RTPRIO,
+                                   (new_soft, resource.getrlimit(resource.RLIMIT_RTPRIO)[1]))
+            retry_code = _set_realtime(tid, POLICIES[policy], clamped)
+        except (OSError, ValueError) as e:
+            retry_code = getattr(e, "errno", None) or _errno.EPERM
+        if retry_code == 0 and current_scheduling(tid).realtime:
+            notes.append(f"priority {priority} clamped to RLIMIT_RTPRIO {clamped}")
+            return True
+    reasons.append("direct: " + explain_direct_failure(
+        code, policy, priority, rtprio_hard=rtprio_hard, cap_sys_nice=_cap_sys_nice(),
+        budget=rt_budget(tid)))
+    return False
+
+
+def _polkit_after(error: BusError, bus: BusConnection,
+                  action: str) -> _rtkit.PolkitAnswer | None:
+    """After rtkit's AccessDenied, polkit's own answer (within the same deadline) tells a
+    polkit refusal apart from rtkit's limits; None when polkit cannot be asked."""
+    if error.name != "org.freedesktop.DBus.Error.AccessDenied":
+        return None
+    try:
+        return _rtkit.polkit_check(action, bus=bus)
+    except (BusError, OSError, ValueError):
+        return None
+
+
+def _try_rtkit(bus: BusConnection, limits: _rtkit.RtkitLimits, tid: int, policy: str,
+               priority: int, reasons: list[str], notes: list[str]) -> bool:
+    problems = limits.problems()
+    if problems:
+        reasons.append("rtkit: skipped: " + ", ".join(problems) +
+                       " (rtkit publishes no usable limit; check its configuration)")
+        return False
+    soft, hard = _rlimit(resource.RLIMIT_RTTIME)
+    new_soft, new_hard = rttime_limits(soft, hard, limits.rttime_usec_max)
+    if (new_soft, new_hard) != (soft, hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_RTTIME, (new_soft, new_hard))
+        except (OSError, ValueError) as e:
+            reasons.append(f"rtkit: skipped: cannot set RLIMIT_RTTIME to soft {new_soft} / "
+                           f"hard {new_hard} µs, which rtkit requires: {e}")
+            return False
+        notes.append(f"RLIMIT_RTTIME set to soft {new_soft} / hard {new_hard} µs for rtkit")
+    clamped = clamp_priority(priority, limits.max_realtime_priority)
+    try:
+        _rtkit.make_thread_realtime(tid, clamped, bus=bus)
+    except BusError as e:
+        reasons.append("rtkit: " + _rtkit.explain(
+            e, priority=clamped, limits=limits, rttime_hard_us=new_hard, budget=rt_budget(tid),
+            polkit=_polkit_after(e, bus, _rtkit.POLKIT_ACTION_REALTIME)))
+        return False
+    now = current_scheduling(tid)
+    if not now.realtime:
+        reasons.append(f"rtkit: answered yes but the thread reads back as {now} "
+                       "(demoted at once from outside?)")
+        return False
+    if clamped != priority:
+        notes.append(f"priority {priority} clamped to rtkit's MaxRealtimePriority {clamped}")
+    if now.policy != policy:
+        notes.append(f"rtkit grants {_KERNEL_NAMES[now.policy]}, not the "
+                     f"{_KERNEL_NAMES[policy]} asked for")
+    return True
+
+
+def _try_rtkit_nice(bus: BusConnection, limits: _rtkit.RtkitLimits, tid: int, nice: int,
+                    reasons: list[str], notes: list[str]) -> bool:
+    if limits.min_nice_level is None:
+        reasons.append("rtkit-nice: skipped: rtkit publishes no MinNiceLevel")
+        return False
+    clamped = clamp_nice(nice, limits.min_nice_level)
+    if clamped >= 0:
+        reasons.append(f"rtkit-nice: skipped: rtkit's MinNiceLevel is {limits.min_nice_level}")
+        return False
+    try:
+        _rtkit.make_thread_high_priority(tid, clamped, bus=bus)
+    except BusError as e:
+        reasons.append("rtkit-nice: " + _rtkit.explain(
+            e, rttime_hard_us=_rlimit(resource.RLIMIT_RTTIME)[1],
+            polkit=_polkit_after(e, bus, _rtkit.POLKIT_ACTION_HIGH_PRIORITY)))
+        return False
+    now = current_scheduling(tid)
+    if now.nice > clamped:
+        reasons.append(f"rtkit-nice: answered yes but the thread reads back as {now}")
+        return False
+    if clamped != nice:
+        notes.append(f"nice {nice} clamped to rtkit's MinNiceLevel {clamped}")
+    return True
+
+
+def _try_nice(tid: int, nice: int, reasons: list[str], notes: list[str]) -> bool:
+    # Children of this thread must not inherit the favourable nice either.
+    with contextlib.suppress(OSError):
+        if os.sched_getscheduler(tid) == os.SCHED_OTHER:
+            os.sched_setscheduler(tid, os.SCHED_OTHER | _RESET, os.sched_param(0))
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, nice)
+        return True
+    except OSError as e:
+        first = e
+    retry = nice_retry(nice, _rlimit(resource.RLIMIT_NICE)[0])
+    if retry is not None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, retry)
+            notes.append(f"nice {nice} clamped to {retry} by RLIMIT_NICE")
+            return True
+        except OSError:
+            pass
+    reasons.append(f"nice: setpriority({nice}) refused ({_errno_name(first.errno)}): no "
+                   "CAP_SYS_NICE and RLIMIT_NICE too low (e.g. '@audio - nice -15' in "
+                   "/etc/security/limits.d)")
+    return False
+
+
+def _check_arguments(priority: int, policy: str, nice: int, timeout: float) -> None:
+    if policy not in POLICIES:
+        raise ValueError(f"policy must be one of {sorted(POLICIES)}, not {policy!r}")
+    if isinstance(priority, bool) or not isinstance(priority, int) or not 1 <= priority <= 99:
+        raise ValueError(f"priority must be an integer from 1 to 99, not {priority!r}")
+    if isinstance(nice, bool) or not isinstance(nice, int) or not -20 <= nice <= 19:
+        raise ValueError(f"nice must be an integer from -20 to 19, not {nice!r}")
+    if not (isinstance(timeout, int | float) and timeout > 0):
+        raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+
+
+def acquire_realtime(tid: int | None = None, priority: int = 10, policy: str = "fifo",
+                     nice: int = -11, timeout: float = 2.0) -> RealtimeGrant:
+    """Make thread ``tid`` (default: the calling thread) realtime by the best method allowed.
+
+    ``priority`` 1..99 and ``policy`` ('fifo' or 'rr') are for the direct path; rtkit grants
+    SCHED_RR at most at its MaxRealtimePriority.  ``nice`` is the fallback when no realtime
+    policy is allowed.  ``timeout`` bounds all the bus traffic together.
+
+    Never raises for a refusal: the grant says which method worked (``method``) and why the
+    better ones did not (``reasons``).  Raises ValueError for bad arguments or a tid that is
+    not a thread of this process.  See :func:`current_scheduling` and :func:`demote`.
+    """
+    _check_arguments(priority, policy, nice, timeout)
+    tid = _own_tid(tid)
+    reasons: list[str] = []
+    notes: list[str] = []
+    if _try_direct(tid, policy, priority, reasons, notes):
+        return _grant("direct", tid, priority, reasons, notes)
+    try:
+        bus = BusConnection(timeout)
+    except BusError as e:
+        reasons.append("rtkit: " + _rtkit.explain(e))
+        reasons.append("rtkit-nice: skipped: rtkit unreachable (see above)")
+    else:
+        with bus:
+            try:
+                limits = _rtkit.read_limits(bus=bus)
+            except BusError as e:
+                reasons.append("rtkit: " + _rtkit.explain(e))
+                reasons.append("rtkit-nice: skipped: rtkit unreachable (see above)")
+            else:
+                if _try_rtkit(bus, limits, tid, policy, priority, reasons, notes):
+                    return _grant("rtkit", tid, priority, reasons, notes)
+                if nice >= 0:
+                    reasons.append(f"rtkit-nice: skipped: nice {nice} is not a raise")
+                elif _try_rtkit_nice(bus, limits, tid, nice, reasons, notes):
+                    return _grant("rtkit-nice", tid, priority, reasons, notes)
+    if nice >= 0:
+        reasons.append(f"nice: skipped: nice {nice} is not a raise")
+    elif _try_nice(tid, nice, reasons, notes):
+        return _grant("nice", tid, priority, reasons, notes)
+    return _grant("none", tid, priority, reasons, notes)
+
+
+# ---- a native thread to promote ---------------------------------------------------------
+
+
+class ProbeThread:
+    """A C thread that waits for requests: promote it by :attr:`tid`, then let it read its own
+    scheduling (:meth:`scheduling`) or fork a child that reads its (:meth:`child_scheduling`).
+
+    Doctor uses it as its scratch thread; tests use it to prove that a thread created in C is
+    promoted by tid and that RESET_ON_FORK holds.  Requests are serialised in C, so any thread
+    may call the methods.  Close it once (``close()`` or ``with``).
+    """
+
+    # Class-level None so close() is safe when __init__ failed half-way.
+    _probe = None
+
+    def __init__(self) -> None:
+        # Imported here so that `import streamcore` works (and `streamcore info` can say why)
+        # when the native core failed to build.
+        from streamcore._native import ffi as _ffi
+        from streamcore._native import lib as _lib
+
+        self._ffi, self._lib = _ffi, _lib
+        out = _ffi.new("sc_probe_thread **")
+        _check(_lib.sc_probe_thread_start(out), "starting the native probe thread")
+        self._probe = out[0]  # owned: freed by sc_probe_thread_stop in close()
+        self.tid = int(_lib.sc_probe_thread_tid(self._probe))
+
+    def _ask(self, request, operation: str, tid: int) -> Scheduling:
+        if self._probe is None:
+            raise ValueError("the probe thread is closed")
+        info = self._ffi.new("sc_sched_info *")
+        _check(request(self._probe, info), operation)
+        policy = info.policy | (_RESET if info.reset_on_fork else 0)
+        return Scheduling._from_kernel(tid, policy, info.priority, info.nice)
+
+    def scheduling(self) -> Scheduling:
+        """The probe's scheduling as the probe itself reads it."""
+        return self._ask(self._lib.sc_probe_thread_read, "reading the probe's scheduling",
+                         self.tid)
+
+    def child_scheduling(self) -> Scheduling:
+        """The scheduling a child forked by the probe starts with (tid 0: it has exited)."""
+        return self._ask(self._lib.sc_probe_thread_fork_read, "forking from the probe thread",
+                         0)
+
+    def close(self) -> None:
+        """Stop and free the native thread; safe to call again."""
+        probe, self._probe = self._probe, None
+        if probe is not None:
+            self._lib.sc_probe_thread_stop(probe)
+
+    def __enter__(self) -> ProbeThread:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if self._probe is not None:
+            warnings.warn("ProbeThread was not closed", ResourceWarning, stacklevel=2)
+            self.close()
