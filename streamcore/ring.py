@@ -76,6 +76,8 @@ class RingStats:
 
 def _count(value: Any, what: str) -> int:
     """A frame count: an integer >= 0."""
+    if type(value) is int and value >= 0:  # the common case, first and cheap
+        return value
     if isinstance(value, bool):
         raise TypeError(f"{what} must be an integer number of frames, not a bool")
     try:
@@ -246,7 +248,7 @@ class Ring:
         self._dtype = _DTYPES[int(_lib.sc_ring_format(handle))]
         self._frame_bytes = int(_lib.sc_ring_frame_bytes(handle))
         base = _lib.sc_ring_data(handle)
-        self._base = int(_ffi.cast("uintptr_t", base))
+        self._base = _ffi.cast("char *", base)  # region pointers are measured from here
         # The keeper destroys the handle (unmap, close fd) when it is collected.  It is kept
         # alive by the buffer over it, which the array below holds, which every view handed
         # out holds as its base: the mapping outlives close() for as long as any view lives.
@@ -255,8 +257,12 @@ class Ring:
         self._mirror = _np.frombuffer(_ffi.buffer(keeper, nbytes), dtype=self._dtype).reshape(
             2 * self._capacity, self._channels)
         # Out-parameters, one per side so the writer and the reader thread never share one.
-        self._write_ptr = _ffi.new("void **")
-        self._read_ptr = _ffi.new("void **")
+        # Typed char ** so that `pointer - base` is a plain byte offset (no ffi.cast per call);
+        # the void ** casts are what the C functions take, and need the char ** kept alive.
+        self._write_ptr = _ffi.new("char **")
+        self._read_ptr = _ffi.new("char **")
+        self._write_arg = _ffi.cast("void **", self._write_ptr)
+        self._read_arg = _ffi.cast("void **", self._read_ptr)
         self._granted_write = 0  # frames the last write_view handed out, not yet committed
         self._granted_read = 0
         self._closed = False
@@ -288,8 +294,12 @@ class Ring:
 
     def __del__(self) -> None:
         if not self._closed:
-            _warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=2, source=self)
-            self.close()
+            # Plain text, no C call: this may run while the interpreter shuts down.
+            try:
+                _warnings.warn(f"unclosed Ring of {self._capacity} frames", ResourceWarning,
+                               stacklevel=2, source=self)
+            finally:
+                self.close()
 
     def __repr__(self) -> str:
         if self._closed:
@@ -346,9 +356,12 @@ class Ring:
 
         The view is the writer's until committed; a new write_view replaces the grant.
         """
-        ring, mirror = self._live()
+        mirror = self._mirror  # keeps the handle alive through the call
+        if mirror is None:
+            raise ValueError("the ring is closed")
+        ring = self._ring
         n = _count(n, "n")
-        k = _lib.sc_ring_write_region(ring, n, self._write_ptr)
+        k = _lib.sc_ring_write_region(ring, n, self._write_arg)
         if k < 0:
             self._fail(k, "write_view")
         start = self._frame_index(self._write_ptr[0])
@@ -369,12 +382,19 @@ class Ring:
 
     def write(self, frames: Any) -> int:
         """Writer: copy as many of ``frames`` (shape ``(m, channels)``, or ``(m,)`` for one
-        channel, of the ring's dtype) as fit; returns how many were written."""
+        channel, of the ring's dtype) as fit and publish them; returns how many were written.
+        The copying twin of :meth:`write_view` + :meth:`commit` (one C call)."""
+        mirror = self._mirror  # keeps the handle alive through the call
+        if mirror is None:
+            raise ValueError("the ring is closed")
         array = self._frames_arg(frames, "write()")
-        view = self.write_view(array.shape[0])
-        k = view.shape[0]
-        view[:] = array[:k]
-        self.commit(k)
+        if not array.flags.c_contiguous:
+            array = _np.ascontiguousarray(array)
+        # The from_buffer cdata keeps `array` alive for the call, which is all C needs.
+        k = _lib.sc_ring_write_frames(self._ring, _ffi.from_buffer(array), array.shape[0])
+        if k < 0:
+            self._fail(k, "write")
+        self._granted_write = 0  # the ring moved past any earlier write_view
         return k
 
     # ---- the reading side ------------------------------------------------------------------
@@ -382,9 +402,12 @@ class Ring:
     def read_view(self, n: int) -> _np.ndarray:
         """Reader: a read-only array ``(k, channels)``, k = min(n, :attr:`readable`), of the
         ring's own memory; use it, then :meth:`release` the frames to the writer."""
-        ring, mirror = self._live()
+        mirror = self._mirror  # keeps the handle alive through the call
+        if mirror is None:
+            raise ValueError("the ring is closed")
+        ring = self._ring
         n = _count(n, "n")
-        k = _lib.sc_ring_read_region(ring, n, self._read_ptr)
+        k = _lib.sc_ring_read_region(ring, n, self._read_arg)
         if k < 0:
             self._fail(k, "read_view")
         start = self._frame_index(self._read_ptr[0])
@@ -407,23 +430,27 @@ class Ring:
 
     def read(self, n: int, out: _np.ndarray | None = None) -> _np.ndarray:
         """Reader: copy out and release up to ``n`` frames; returns them as ``(k, channels)``.
+        The copying twin of :meth:`read_view` + :meth:`release` (one C call).
 
-        With ``out`` (an array ``(m, channels)`` of the ring's dtype) at most ``m`` frames go
-        into it and ``out[:k]`` is returned.
+        With ``out`` (a C-contiguous array ``(m, channels)`` of the ring's dtype) at most ``m``
+        frames go into it and ``out[:k]`` is returned.
         """
+        mirror = self._mirror  # keeps the handle alive through the call
+        if mirror is None:
+            raise ValueError("the ring is closed")
         n = _count(n, "n")
-        if out is not None:
-            out = self._frames_arg(out, "read(out=...)")
-            n = min(n, out.shape[0])
-        view = self.read_view(n)
-        k = view.shape[0]
         if out is None:
-            result = view.copy()
+            out = _np.empty((min(n, self._capacity), self._channels), self._dtype)
         else:
-            out[:k] = view
-            result = out[:k]
-        self.release(k)
-        return result
+            out = self._frames_arg(out, "read(out=...)")
+            if not out.flags.c_contiguous:
+                raise ValueError("read(out=...) needs a C-contiguous array to copy into")
+            n = min(n, out.shape[0])
+        k = _lib.sc_ring_read_frames(self._ring, _ffi.from_buffer(out), n)
+        if k < 0:
+            self._fail(k, "read")
+        self._granted_read = 0
+        return out[:k]
 
     # ---- figures ---------------------------------------------------------------------------
 
@@ -507,8 +534,7 @@ class Ring:
 
     def _frame_index(self, pointer: Any) -> int:
         """Where a region pointer from C starts in the mirror array, checked to be inside."""
-        offset = int(_ffi.cast("uintptr_t", pointer)) - self._base
-        index, rest = divmod(offset, self._frame_bytes)
+        index, rest = divmod(pointer - self._base, self._frame_bytes)
         if rest or not 0 <= index < self._capacity:  # the C side guarantees it; keep it checked
             raise RingCorruptedError(f"a region pointer fell outside the ring (frame {index})")
         return index
