@@ -191,8 +191,7 @@ class Ring:
         self._adopt(out[0])
         if not inherit:
             self._keep_from_children()
-        if mode is not None:
-            self.lock(required=mode == "required")
+        self._lock_on_open(mode)
 
     @classmethod
     def attach(cls, fd: int, *, channels: int | None = None, dtype: Any = None,
@@ -236,8 +235,7 @@ class Ring:
             raise RingFormatError(f"fd {fd} holds a ring of {found}, expected {want}")
         if not inherit:
             self._keep_from_children()
-        if mode is not None:
-            self.lock(required=mode == "required")
+        self._lock_on_open(mode)
         return self
 
     def _adopt(self, handle: Any) -> None:
@@ -327,6 +325,16 @@ class Ring:
 
     # ---- locking ---------------------------------------------------------------------------
 
+    def _lock_on_open(self, mode: str | None) -> None:
+        """The constructor's lock step: a required lock that fails closes the new ring."""
+        if mode is None:
+            return
+        try:
+            self.lock(required=mode == "required")
+        except MemoryLockError:
+            self.close()
+            raise
+
     def lock(self, required: bool = True) -> bool:
         """mlock the ring's pages (each physical page once) and prefault both mappings.
 
@@ -343,7 +351,6 @@ class Ring:
         needed = (self._capacity * self._frame_bytes) + _os.sysconf("SC_PAGE_SIZE")
         text = _lock_failure_text(needed, -status)
         if required:
-            self.close()
             raise MemoryLockError(text) from NativeError("mlock", -status)
         _warnings.warn(text, MemoryLockWarning, stacklevel=3)
         return False

@@ -89,6 +89,27 @@ def fork_child(func, *args) -> int:
     return pid
 
 
+class TestInheritance:
+    """inherit=False keeps a ring out of forked children; the default shares it."""
+
+    @pytest.mark.parametrize("inherit", [False, True])
+    def test_fork_sees_the_ring_only_when_inherited(self, inherit):
+        with Ring(64, CHANNELS, "int32", lock=False, name=f"inherit-{inherit}",
+                  inherit=inherit) as ring:
+            ring.write(expected(0, 5))
+
+            def child_main() -> None:
+                with open("/proc/self/maps") as maps:
+                    mapped = f"streamcore-ring:inherit-{inherit}" in maps.read()
+                assert mapped == inherit, f"mapped in the child: {mapped}"
+                assert ring.closed == (not inherit)
+                if inherit:  # the inherited handle reads the parent's frames
+                    assert np.array_equal(ring.read(5), expected(0, 5))
+
+            assert reap(fork_child(child_main)) == 0
+            assert not ring.closed
+
+
 class TestCrossProcess:
     """A producer process writes into memory the consumer process reads."""
 

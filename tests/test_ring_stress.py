@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
+import numpy as np
 import pytest
 
 from streamcore import Ring
@@ -67,6 +71,53 @@ class TestTwoThreadStress:
         assert hot.producer_minflt + hot.producer_majflt == 0
         assert hot.consumer_minflt + hot.consumer_majflt == 0
         assert cold.producer_minflt + cold.consumer_minflt > 0
+
+
+class TestPythonThreads:
+    """The Python API under its contract: one writer thread, one reader thread."""
+
+    def test_writer_and_reader_threads(self):
+        """A thread writes 10^6 frames through write_view/commit while another reads them
+        with read_view/release and read(); every frame arrives in order."""
+        total, errors = 10**6, []
+
+        def writer(ring: Ring) -> None:
+            try:
+                write_all(ring)
+            except BaseException as e:  # reported by the main thread's assertion
+                errors.append(e)
+
+        def write_all(ring: Ring) -> None:
+            done, deadline = 0, time.monotonic() + 60
+            while done < total and time.monotonic() < deadline:
+                view = ring.write_view(min(3001, total - done))
+                view[:, 0] = np.arange(done, done + view.shape[0])
+                view[:, 1] = -view[:, 0]
+                ring.commit(view.shape[0])
+                done += view.shape[0]
+                if view.shape[0] == 0:
+                    time.sleep(0.0001)
+
+        with Ring(4096, 2, "int32", lock=True) as ring:
+            thread = threading.Thread(target=writer, args=(ring,))
+            thread.start()
+            done, bad, deadline = 0, 0, time.monotonic() + 60
+            while done < total and time.monotonic() < deadline:
+                use_view = done % 2 == 0  # alternate the zero-copy and the copying reader
+                got = ring.read_view(1999) if use_view else ring.read(2000)
+                want = np.arange(done, done + got.shape[0])
+                bad += int(np.count_nonzero(got[:, 0] != want))
+                bad += int(np.count_nonzero(got[:, 1] != -want))
+                if use_view:
+                    ring.release(got.shape[0])
+                done += got.shape[0]
+                if got.shape[0] == 0:
+                    time.sleep(0.0001)
+            thread.join(60)
+            assert not errors
+            assert (done, bad) == (total, 0)
+            s = ring.stats
+            assert (s.frames_written, s.frames_read, s.corruptions) == (total, total, 0)
 
 
 class TestPump:
