@@ -170,6 +170,7 @@ class Ring:
     # half-way (before any of these was set on the instance).
     _ring = _ffi.NULL
     _mirror: _np.ndarray | None = None
+    _readonly: _np.ndarray | None = None
     _closed = True
 
     def __init__(self, frames: int, channels: int = 2, dtype: Any = "float32",
@@ -254,6 +255,9 @@ class Ring:
         nbytes = 2 * self._capacity * self._frame_bytes
         self._mirror = _np.frombuffer(_ffi.buffer(keeper, nbytes), dtype=self._dtype).reshape(
             2 * self._capacity, self._channels)
+        # The reader's views are sliced from a read-only view of the same memory.
+        self._readonly = self._mirror.view()
+        self._readonly.flags.writeable = False
         # Out-parameters, one per side so the writer and the reader thread never share one.
         # Typed char ** so that `pointer - base` is a plain byte offset (no ffi.cast per call);
         # the void ** casts are what the C functions take, and need the char ** kept alive.
@@ -262,7 +266,6 @@ class Ring:
         self._write_arg = _ffi.cast("void **", self._write_ptr)
         self._read_arg = _ffi.cast("void **", self._read_ptr)
         self._granted_write = 0  # frames the last write_view handed out, not yet committed
-        self._granted_read = 0
         self._closed = False
 
     def _keep_from_children(self) -> None:
@@ -278,7 +281,7 @@ class Ring:
         self._closed = True
         _private_rings.discard(self)
         self._ring = _ffi.NULL
-        self._mirror = None  # drops the keeper unless a view still holds it
+        self._mirror = self._readonly = None  # drops the keeper unless a view still holds it
 
     @property
     def closed(self) -> bool:
@@ -363,26 +366,30 @@ class Ring:
 
         The view is the writer's until committed; a new write_view replaces the grant.
         """
+        # The hot path is written out flat: on a slow machine each Python call costs ~100 ns.
         mirror = self._mirror  # keeps the handle alive through the call
         if mirror is None:
             raise ValueError("the ring is closed")
-        ring = self._ring
-        n = _count(n, "n")
-        k = _lib.sc_ring_write_region(ring, n, self._write_arg)
+        if type(n) is not int or n < 0:
+            n = _count(n, "n")
+        k = _lib.sc_ring_write_region(self._ring, n, self._write_arg)
         if k < 0:
             self._fail(k, "write_view")
-        start = self._frame_index(self._write_ptr[0])
+        start = self._region_start(self._write_ptr[0])
         self._granted_write = k
         return mirror[start:start + k]
 
     def commit(self, k: int) -> None:
         """Writer: publish the first ``k`` frames of the last :meth:`write_view` to the reader."""
-        ring, _mirror = self._live()
-        k = _count(k, "k")
+        mirror = self._mirror  # keeps the handle alive through the call
+        if mirror is None:
+            raise ValueError("the ring is closed")
+        if type(k) is not int or k < 0:
+            k = _count(k, "k")
         if k > self._granted_write:
             raise ValueError(f"commit({k}) is more than the {self._granted_write} frames "
                              f"write_view handed out: commit at most what it returned")
-        status = _lib.sc_ring_write_advance(ring, k)
+        status = _lib.sc_ring_write_advance(self._ring, k)
         if status < 0:
             self._fail(status, "commit")
         self._granted_write -= k
@@ -409,31 +416,31 @@ class Ring:
     def read_view(self, n: int) -> _np.ndarray:
         """Reader: a read-only array ``(k, channels)``, k = min(n, :attr:`readable`), of the
         ring's own memory; use it, then :meth:`release` the frames to the writer."""
-        mirror = self._mirror  # keeps the handle alive through the call
-        if mirror is None:
+        readonly = self._readonly  # keeps the handle alive through the call
+        if readonly is None:
             raise ValueError("the ring is closed")
-        ring = self._ring
-        n = _count(n, "n")
-        k = _lib.sc_ring_read_region(ring, n, self._read_arg)
+        if type(n) is not int or n < 0:
+            n = _count(n, "n")
+        k = _lib.sc_ring_read_region(self._ring, n, self._read_arg)
         if k < 0:
             self._fail(k, "read_view")
-        start = self._frame_index(self._read_ptr[0])
-        self._granted_read = k
-        view = mirror[start:start + k]
-        view.flags.writeable = False
-        return view
+        start = self._region_start(self._read_ptr[0])
+        return readonly[start:start + k]
 
     def release(self, k: int) -> None:
         """Reader: hand ``k`` frames (the first of the last :meth:`read_view`, or unread ones to
         skip) back to the writer; more than :attr:`readable` raises ValueError."""
-        ring, _mirror = self._live()
-        k = _count(k, "k")
-        status = _lib.sc_ring_read_advance(ring, k)
-        if status == -_errno.EINVAL:
-            raise ValueError(f"release({k}) is more than the {self.readable} readable frames")
+        mirror = self._mirror  # keeps the handle alive through the call
+        if mirror is None:
+            raise ValueError("the ring is closed")
+        if type(k) is not int or k < 0:
+            k = _count(k, "k")
+        status = _lib.sc_ring_read_advance(self._ring, k)
         if status < 0:
+            if status == -_errno.EINVAL:
+                raise ValueError(f"release({k}) is more than the {self.readable} "
+                                 f"readable frames")
             self._fail(status, "release")
-        self._granted_read = max(0, self._granted_read - k)
 
     def read(self, n: int, out: _np.ndarray | None = None) -> _np.ndarray:
         """Reader: copy out and release up to ``n`` frames; returns them as ``(k, channels)``.
@@ -456,7 +463,6 @@ class Ring:
         k = _lib.sc_ring_read_frames(self._ring, _ffi.from_buffer(out), n)
         if k < 0:
             self._fail(k, "read")
-        self._granted_read = 0
         return out[:k]
 
     # ---- figures ---------------------------------------------------------------------------
@@ -537,9 +543,19 @@ class Ring:
             locked=bool(raw.locked), locked_bytes=raw.locked_bytes, lock_errno=raw.lock_errno,
             broken=bool(raw.broken))
 
+    def _native_handle(self) -> tuple[Any, object]:
+        """For streamcore's own C users (the engine): ``(sc_ring *, keepalive)``.
+
+        The handle stays valid, even after :meth:`close`, for as long as ``keepalive`` is
+        referenced: hold it as long as C code may use the handle.  The C side must keep to
+        the ring's contract (one writer, one reader), like any other user.
+        """
+        ring, mirror = self._live()
+        return ring, mirror
+
     # ---- helpers ---------------------------------------------------------------------------
 
-    def _frame_index(self, pointer: Any) -> int:
+    def _region_start(self, pointer: Any) -> int:
         """Where a region pointer from C starts in the mirror array, checked to be inside."""
         index, rest = divmod(pointer - self._base, self._frame_bytes)
         if rest or not 0 <= index < self._capacity:  # the C side guarantees it; keep it checked

@@ -406,6 +406,21 @@ class TestLifetime:
         with pytest.raises(OSError):
             os.fstat(fd)
 
+    def test_native_handle_outlives_close_while_kept(self):
+        """The engine's (handle, keepalive) pair keeps the C handle usable after close()."""
+        r = Ring(8, 2, "int32", lock=False)
+        r.write(pattern(0, 3, 2))
+        handle, keepalive = r._native_handle()
+        fd = r.fd
+        r.close()
+        gc.collect()
+        assert lib.sc_ring_readable(handle) == 3
+        assert lib.sc_ring_fd(handle) == fd
+        del keepalive
+        gc.collect()
+        with pytest.raises(OSError):
+            os.fstat(fd)
+
     def test_collected_open_ring_warns(self):
         """Dropping an open ring emits a ResourceWarning (and still unmaps it)."""
         r = Ring(8, lock=False)
