@@ -666,15 +666,21 @@ static void thread_faults(uint64_t *minflt, uint64_t *majflt)
     *majflt = (uint64_t)ru.ru_majflt;
 }
 
-/* Spin politely while the other side catches up; both threads share two cores with others. */
-static inline void wait_a_little(uint64_t *waits, uint32_t *spins)
+/* Wait for the other side: spin briefly (it is likely running on the other core), then
+ * yield, then sleep 20 µs at a time so that on a busy machine, where both threads may share
+ * one core, the waiting thread gives the core to the one it waits for.  `idle` counts the
+ * waits since the last progress; the caller resets it. */
+static void wait_a_little(uint64_t *waits, uint32_t *idle)
 {
     ++*waits;
-    if (++*spins < 64)
+    uint32_t n = (*idle)++;
+    if (n < 64)
         cpu_relax();
-    else {
-        *spins = 0;
+    else if (n < 64 + 16)
         sched_yield();
+    else {
+        struct timespec pause = {0, 20000};
+        nanosleep(&pause, NULL);
     }
 }
 
@@ -714,7 +720,7 @@ static void *producer(void *arg)
     uint32_t sbytes = ring->frame_bytes / ring->channels;
     uint64_t state = run->seed | 1, done = 0, waits = 0, src_off = 0;
     uint64_t src_frames = ring->capacity;
-    uint32_t spins = 0;
+    uint32_t idle = 0;
     uint64_t flt0, maj0;
     prefault_stack();
     thread_faults(&flt0, &maj0);
@@ -729,7 +735,7 @@ static void *producer(void *arg)
             break;
         }
         if (k == 0) {
-            wait_a_little(&waits, &spins);
+            wait_a_little(&waits, &idle);
             if ((waits & 1023) == 0 && now_ns() > run->deadline_ns)
                 break;
             continue;
@@ -748,6 +754,7 @@ static void *producer(void *arg)
             break;
         }
         done += (uint64_t)k;
+        idle = 0;
     }
     uint64_t flt1, maj1;
     thread_faults(&flt1, &maj1);
@@ -767,7 +774,7 @@ static void *consumer(void *arg)
     uint32_t sbytes = ring->frame_bytes / ring->channels;
     uint64_t state = (run->seed * 0x9E3779B97F4A7C15u) | 1, done = 0, waits = 0, bad = 0;
     uint64_t dst_off = 0, dst_frames = ring->capacity;
-    uint32_t spins = 0;
+    uint32_t idle = 0;
     uint64_t flt0, maj0;
     prefault_stack();
     thread_faults(&flt0, &maj0);
@@ -780,7 +787,7 @@ static void *consumer(void *arg)
             break;
         }
         if (k == 0) {
-            wait_a_little(&waits, &spins);
+            wait_a_little(&waits, &idle);
             if ((waits & 1023) == 0 && now_ns() > run->deadline_ns)
                 break;
             continue;
@@ -800,6 +807,7 @@ static void *consumer(void *arg)
             break;
         }
         done += (uint64_t)k;
+        idle = 0;
     }
     uint64_t flt1, maj1;
     thread_faults(&flt1, &maj1);
