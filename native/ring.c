@@ -655,7 +655,7 @@ struct run {
     uint8_t *src, *dst; /* pump buffers, allocated before the threads start */
     _Atomic int stop;
     /* results, each written by its own thread */
-    uint64_t written, read, mismatches, minflt[2], majflt[2], waits[2];
+    uint64_t written, read, mismatches, minflt[2], majflt[2], waits[2], cpu_ns[2];
     int32_t status[2];
 };
 
@@ -665,6 +665,13 @@ static __attribute__((noinline)) void prefault_stack(void)
     volatile uint8_t pad[32768];
     for (size_t i = 0; i < sizeof(pad); i += 1024)
         pad[i] = 0;
+}
+
+static uint64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 static void thread_faults(uint64_t *minflt, uint64_t *majflt)
@@ -733,6 +740,7 @@ static void *producer(void *arg)
     uint64_t flt0, maj0;
     prefault_stack();
     thread_faults(&flt0, &maj0);
+    uint64_t cpu0 = thread_cpu_ns();
     while (done < run->frames && !atomic_load_explicit(&run->stop, memory_order_relaxed)) {
         uint64_t want = run->verify ? 1 + xorshift64(&state) % run->max_chunk : run->max_chunk;
         if (want > run->frames - done)
@@ -767,6 +775,7 @@ static void *producer(void *arg)
     }
     uint64_t flt1, maj1;
     thread_faults(&flt1, &maj1);
+    run->cpu_ns[0] = thread_cpu_ns() - cpu0;
     run->minflt[0] = flt1 - flt0;
     run->majflt[0] = maj1 - maj0;
     run->waits[0] = waits;
@@ -787,6 +796,7 @@ static void *consumer(void *arg)
     uint64_t flt0, maj0;
     prefault_stack();
     thread_faults(&flt0, &maj0);
+    uint64_t cpu0 = thread_cpu_ns();
     while (done < run->frames && !atomic_load_explicit(&run->stop, memory_order_relaxed)) {
         uint64_t want = run->verify ? 1 + xorshift64(&state) % run->max_chunk : run->max_chunk;
         void *data;
@@ -820,6 +830,7 @@ static void *consumer(void *arg)
     }
     uint64_t flt1, maj1;
     thread_faults(&flt1, &maj1);
+    run->cpu_ns[1] = thread_cpu_ns() - cpu0;
     run->minflt[1] = flt1 - flt0;
     run->majflt[1] = maj1 - maj0;
     run->waits[1] = waits;
@@ -855,6 +866,8 @@ static int run_pair(struct run *run, uint64_t timeout_ns, sc_ring_run_result *ou
     out->consumer_minflt = run->minflt[1];
     out->producer_majflt = run->majflt[0];
     out->consumer_majflt = run->majflt[1];
+    out->producer_cpu_ns = run->cpu_ns[0];
+    out->consumer_cpu_ns = run->cpu_ns[1];
     out->producer_waits = run->waits[0];
     out->consumer_waits = run->waits[1];
     out->status = run->status[0] < 0 ? run->status[0] : run->status[1];
