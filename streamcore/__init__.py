@@ -2,6 +2,9 @@
 
 Map of the API
 --------------
+Rings
+    :class:`Ring`: the mlocked, mirrored single-producer / single-consumer frame queue, shared
+    between threads or processes (``streamcore.ring``); :class:`RingStats` its counters.
 Errors
     :class:`StreamcoreError` and its subclasses (``streamcore.errors``).
 System facts
@@ -16,7 +19,14 @@ The realtime path is C (``native/``); Python sets things up, feeds audio and rea
 from __future__ import annotations
 
 from streamcore._version import __version__
-from streamcore.errors import MemoryLockError, NativeError, RingCorruptedError, StreamcoreError
+from streamcore.errors import (
+    MemoryLockError,
+    MemoryLockWarning,
+    NativeError,
+    RingCorruptedError,
+    RingFormatError,
+    StreamcoreError,
+)
 from streamcore.realtime import (
     RealtimeGrant,
     Scheduling,
@@ -24,13 +34,18 @@ from streamcore.realtime import (
     current_scheduling,
     demote,
 )
+from streamcore.ring import Ring, RingStats
 from streamcore.system import system_report
 
 __all__ = [
     "MemoryLockError",
+    "MemoryLockWarning",
     "NativeError",
     "RealtimeGrant",
+    "Ring",
     "RingCorruptedError",
+    "RingFormatError",
+    "RingStats",
     "Scheduling",
     "StreamcoreError",
     "__version__",

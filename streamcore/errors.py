@@ -12,8 +12,10 @@ import os as _os
 
 __all__ = [
     "MemoryLockError",
+    "MemoryLockWarning",
     "NativeError",
     "RingCorruptedError",
+    "RingFormatError",
     "StreamcoreError",
     "check",
 ]
@@ -55,3 +57,12 @@ def check(status: int, operation: str, detail: str = "") -> int:
     if status >= 0:
         return status
     raise NativeError(operation, -status, detail)
+
+
+class RingFormatError(StreamcoreError, ValueError):
+    """A file descriptor given to ``Ring.attach`` is not a ring this build can use, or holds
+    another sample format or channel count than the caller expected."""
+
+
+class MemoryLockWarning(RuntimeWarning):
+    """Memory could not be locked and the caller allowed running unlocked (``lock='try'``)."""

@@ -1,0 +1,582 @@
+"""The mlocked mirrored ring: :class:`Ring`, a single-producer / single-consumer queue of audio
+frames whose memory numpy sees directly.
+
+One memfd holds a control page (format, the two free-running indices) and the data, and the
+data is mapped twice back to back, so any run of up to ``capacity`` frames is one contiguous
+numpy array: :meth:`Ring.write_view` hands out the ring's own memory to fill,
+:meth:`Ring.commit` publishes it; :meth:`Ring.read_view` / :meth:`Ring.release` are the same
+on the reading side.  The fd (:attr:`Ring.fd`) can travel to another process (fork, or
+SCM_RIGHTS), which calls :meth:`Ring.attach` to read or write the same frames.
+
+Concurrency contract
+--------------------
+- One writer and one reader: at most one thread (in any process) calls the writing methods
+  (:meth:`~Ring.write_view`, :meth:`~Ring.commit`, :meth:`~Ring.write`) and at most one calls
+  the reading methods (:meth:`~Ring.read_view`, :meth:`~Ring.release`, :meth:`~Ring.read`);
+  the two may be the same thread, two threads of one process, or two processes.
+- Fill levels, :attr:`~Ring.stats` and the other properties may be read from any thread.
+- :meth:`~Ring.close` belongs to the owner, once no thread is inside a writing or reading call.
+- The other side is not trusted: every index it stores is checked before use.  A value no
+  honest peer writes marks the ring broken, and every later call on either side raises
+  :class:`~streamcore.errors.RingCorruptedError`; no view ever reaches outside the mapping.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import operator as _operator
+import os as _os
+import resource as _resource
+import warnings as _warnings
+import weakref as _weakref
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as _np
+
+from streamcore._native import ffi as _ffi
+from streamcore._native import lib as _lib
+from streamcore.errors import (
+    MemoryLockError,
+    MemoryLockWarning,
+    NativeError,
+    RingCorruptedError,
+    RingFormatError,
+)
+from streamcore.errors import check as _check
+
+__all__ = ["Ring", "RingStats"]
+
+_FORMATS = {
+    _np.dtype("float32"): _lib.SC_FORMAT_F32,
+    _np.dtype("int16"): _lib.SC_FORMAT_S16,
+    _np.dtype("int32"): _lib.SC_FORMAT_S32,
+}
+_DTYPES = {code: dtype for dtype, code in _FORMATS.items()}
+
+# Rings made with inherit=False are not mapped in a forked child (MADV_DONTFORK): the child's
+# copies of their Ring objects are closed right after fork so nothing touches the hole.
+_private_rings: _weakref.WeakSet[Ring] = _weakref.WeakSet()
+
+
+@dataclass(frozen=True)
+class RingStats:
+    """A snapshot of a ring's counters (:attr:`Ring.stats`)."""
+
+    frames_written: int  #: total frames committed (the shared write index)
+    frames_read: int  #: total frames released (the shared read index)
+    overruns: int  #: write requests that got fewer frames than asked: the ring was full
+    underruns: int  #: read requests that got fewer frames than asked: the ring was empty
+    corruptions: int  #: inconsistent indices this handle found
+    locked: bool  #: the ring's pages are mlocked (and prefaulted)
+    locked_bytes: int  #: bytes locked: each physical page once, the mirror not again
+    lock_errno: int  #: errno of the failed mlock when ``lock='try'`` went on unlocked, else 0
+    broken: bool  #: the ring was marked broken by this side or the other
+
+
+def _count(value: Any, what: str) -> int:
+    """A frame count: an integer >= 0."""
+    if type(value) is int and value >= 0:  # the common case, first and cheap
+        return value
+    if isinstance(value, bool):
+        raise TypeError(f"{what} must be an integer number of frames, not a bool")
+    try:
+        n = _operator.index(value)
+    except TypeError:
+        raise TypeError(f"{what} must be an integer number of frames, "
+                        f"not {type(value).__name__}") from None
+    if n < 0:
+        raise ValueError(f"{what} must be 0 or more frames, not {n}")
+    return n
+
+
+def _positive(value: Any, what: str) -> int:
+    n = _count(value, what)
+    if n == 0:
+        raise ValueError(f"{what} must be at least 1, not 0")
+    return n
+
+
+def _dtype_of(dtype: Any) -> _np.dtype:
+    try:
+        dt = _np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt is None or dt not in _FORMATS:
+        raise ValueError(f"dtype must be one of float32, int16, int32, not {dtype!r}")
+    return dt
+
+
+def _lock_mode(lock: Any) -> str | None:
+    if lock is True:
+        return "required"
+    if lock is False or lock is None:
+        return None
+    if lock == "try":
+        return "try"
+    raise ValueError(f"lock must be True, False or 'try', not {lock!r}")
+
+
+def _vmlck_kib() -> int | None:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmLck:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _limit_text(value: int) -> str:
+    return "unlimited" if value == _resource.RLIM_INFINITY else f"{value} bytes"
+
+
+def _lock_failure_text(needed: int, code: int) -> str:
+    soft, hard = _resource.getrlimit(_resource.RLIMIT_MEMLOCK)
+    already = _vmlck_kib()
+    held = f"; this process already holds {already} KiB locked" if already else ""
+    return (f"mlock of the ring's {needed} bytes failed: {_os.strerror(code)} "
+            f"({_errno.errorcode.get(code, code)}). RLIMIT_MEMLOCK is {_limit_text(soft)} "
+            f"(hard {_limit_text(hard)}){held}. Raise it (`ulimit -l` in the shell that starts "
+            f"the program, `memlock` in /etc/security/limits.conf, LimitMEMLOCK= in a systemd "
+            f"unit) or grant CAP_IPC_LOCK; or pass lock='try' to run unlocked (page faults may "
+            f"then glitch the audio).")
+
+
+class Ring:
+    """A single-producer / single-consumer ring of ``frames`` × ``channels`` samples.
+
+    ``Ring(frames, channels=2, dtype='float32', lock=True, name=None, inherit=True)``
+
+    - ``frames`` is rounded up: the capacity (:attr:`capacity`) is a power of two and the data
+      a whole number of pages.
+    - ``dtype``: ``'float32'``, ``'int16'`` or ``'int32'`` (anything :func:`numpy.dtype` reads
+      as one of them).
+    - ``lock=True`` mlocks and prefaults the pages, raising
+      :class:`~streamcore.errors.MemoryLockError` when the kernel refuses; ``lock='try'`` goes
+      on unlocked with a :class:`~streamcore.errors.MemoryLockWarning` and says so in
+      :attr:`stats`; ``lock=False`` does not lock.
+    - ``name`` labels the memfd (``/proc/PID/fd`` shows ``memfd:streamcore-ring:NAME``).
+    - ``inherit=False``: a forked child does not get the mapping (MADV_DONTFORK), and the
+      child's copy of this object is closed; keep the default for rings shared by fork.
+
+    One writer, one reader: see the module docstring for who may call what.  Closing is
+    idempotent; a ring collected while open warns (ResourceWarning).  The memory stays mapped
+    while any view handed out by the ring is alive, so a kept view never dangles.
+    """
+
+    # Class-level defaults: close() and __del__ work on an object whose constructor failed
+    # half-way (before any of these was set on the instance).
+    _ring = _ffi.NULL
+    _mirror: _np.ndarray | None = None
+    _readonly: _np.ndarray | None = None
+    _closed = True
+
+    def __init__(self, frames: int, channels: int = 2, dtype: Any = "float32",
+                 lock: bool | str = True, name: str | None = None, inherit: bool = True) -> None:
+        frames = _positive(frames, "frames")
+        channels = _positive(channels, "channels")
+        dt = _dtype_of(dtype)
+        mode = _lock_mode(lock)
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str or None, not {type(name).__name__}")
+        out = _ffi.new("sc_ring **")
+        # The encoded name only needs to live through the call (the kernel copies it).
+        c_name = _ffi.new("char[]", name.encode()) if name else _ffi.NULL
+        status = _lib.sc_ring_create(out, frames, channels, _FORMATS[dt], c_name)
+        if status == -_errno.EINVAL:
+            raise ValueError(f"a ring of {frames} frames × {channels} channels of {dt} is larger "
+                             f"than the {_lib.SC_RING_MAX_BYTES} bytes a ring may hold")
+        _check(status, "creating a ring (memfd_create, ftruncate, mmap)")
+        self._adopt(out[0])
+        self._finish_open(inherit, mode)
+
+    @classmethod
+    def attach(cls, fd: int, *, channels: int | None = None, dtype: Any = None,
+               lock: bool | str = True, inherit: bool = True) -> Ring:
+        """Open the ring whose memfd is ``fd`` (a :attr:`fd` from another process, received by
+        fork or SCM_RIGHTS), to read or write the same frames.
+
+        ``fd`` is duplicated: the caller keeps its own and may close it.  The shared header is
+        validated (magic, version, format, sizes) and refused with
+        :class:`~streamcore.errors.RingFormatError`; given ``channels`` or ``dtype`` must match
+        the ring's.  ``lock`` and ``inherit`` as for the constructor (locking here prefaults
+        this process's own mappings).
+        """
+        fd = _count(fd, "fd")
+        expected_dtype = None if dtype is None else _dtype_of(dtype)
+        expected_channels = None if channels is None else _positive(channels, "channels")
+        mode = _lock_mode(lock)
+        out = _ffi.new("sc_ring **")
+        status = _lib.sc_ring_attach(out, fd)
+        if status < 0:
+            refusal = {
+                _errno.EINVAL: "it is not a size-sealed memfd of the size its header states",
+                _errno.EPROTO: "its header has no streamcore ring magic",
+                _errno.EPROTONOSUPPORT: f"its header version is not {_lib.SC_RING_VERSION}, "
+                                        "the one this build speaks",
+                _errno.EBADMSG: "its header is inconsistent (format, channels, capacity, size)",
+            }.get(-status)
+            if refusal is not None:
+                raise RingFormatError(f"fd {fd} is not a ring this build can attach: {refusal}")
+            if status == -_errno.EPIPE:
+                raise RingCorruptedError(f"fd {fd} is a ring already marked broken")
+            _check(status, f"attaching the ring of fd {fd}")
+        self = cls.__new__(cls)
+        self._adopt(out[0])
+        if (expected_dtype is not None and expected_dtype != self._dtype) or (
+                expected_channels is not None and expected_channels != self._channels):
+            found = f"{self._channels} channels of {self._dtype}"
+            want = (f"{expected_channels or self._channels} channels of "
+                    f"{expected_dtype or self._dtype}")
+            self.close()
+            raise RingFormatError(f"fd {fd} holds a ring of {found}, expected {want}")
+        self._finish_open(inherit, mode)
+        return self
+
+    def _adopt(self, handle: Any) -> None:
+        """Take ownership of a new C handle and build the numpy array over its mapping."""
+        self._ring = handle
+        self._capacity = int(_lib.sc_ring_capacity(handle))
+        self._channels = int(_lib.sc_ring_channels(handle))
+        self._dtype = _DTYPES[int(_lib.sc_ring_format(handle))]
+        self._frame_bytes = int(_lib.sc_ring_frame_bytes(handle))
+        base = _lib.sc_ring_data(handle)
+        self._base = _ffi.cast("char *", base)  # region pointers are measured from here
+        # The keeper destroys the handle (unmap, close fd) when it is collected.  It is kept
+        # alive by the buffer over it, which the array below holds, which every view handed
+        # out holds as its base: the mapping outlives close() for as long as any view lives.
+        keeper = _ffi.gc(_ffi.cast("char *", base), lambda _p, h=handle: _lib.sc_ring_destroy(h))
+        nbytes = 2 * self._capacity * self._frame_bytes
+        self._mirror = _np.frombuffer(_ffi.buffer(keeper, nbytes), dtype=self._dtype).reshape(
+            2 * self._capacity, self._channels)
+        # The reader's views are sliced from a read-only view of the same memory.
+        self._readonly = self._mirror.view()
+        self._readonly.flags.writeable = False
+        # Out-parameters, one per side so the writer and the reader thread never share one.
+        # Typed char ** so that `pointer - base` is a plain byte offset (no ffi.cast per call);
+        # the void ** casts are what the C functions take, and need the char ** kept alive.
+        self._write_ptr = _ffi.new("char **")
+        self._read_ptr = _ffi.new("char **")
+        self._write_arg = _ffi.cast("void **", self._write_ptr)
+        self._read_arg = _ffi.cast("void **", self._read_ptr)
+        self._granted_write = 0  # frames the last write_view handed out, not yet committed
+        self._closed = False
+
+    def _keep_from_children(self) -> None:
+        _check(_lib.sc_ring_dontfork(self._ring), "madvise(MADV_DONTFORK) of the ring")
+        _private_rings.add(self)
+
+    # ---- lifetime --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Give up this handle; idempotent.  The mapping and fd go when the last view does."""
+        if self._closed:
+            return
+        self._closed = True
+        _private_rings.discard(self)
+        self._ring = _ffi.NULL
+        self._mirror = self._readonly = None  # drops the keeper unless a view still holds it
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> Ring:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not self._closed:
+            # Plain text, no C call: this may run while the interpreter shuts down.
+            try:
+                _warnings.warn(f"unclosed Ring of {self._capacity} frames", ResourceWarning,
+                               stacklevel=2, source=self)
+            finally:
+                self.close()
+
+    def __repr__(self) -> str:
+        if self._closed:
+            return "<Ring closed>"
+        return (f"<Ring {self._capacity} frames × {self._channels} channels {self._dtype}, "
+                f"fd {self.fd}{', locked' if self.locked else ''}>")
+
+    def _live(self) -> tuple[Any, _np.ndarray]:
+        """The C handle and the array that keeps it alive for the duration of a call."""
+        mirror = self._mirror
+        if self._closed or mirror is None:
+            raise ValueError("the ring is closed")
+        return self._ring, mirror
+
+    def _fail(self, status: int, operation: str) -> None:
+        if status == -_errno.EPIPE:
+            s = self.stats
+            raise RingCorruptedError(
+                f"{operation}: the ring is broken: its shared indices were found inconsistent "
+                f"(write index {s.frames_written}, read index {s.frames_read}, capacity "
+                f"{self._capacity}; {s.corruptions} corruption(s) seen here), so the other side "
+                f"wrote values no honest peer writes or marked it broken. Nothing more is read "
+                f"or written; make a new ring.")
+        _check(status, operation)
+
+    # ---- locking ---------------------------------------------------------------------------
+
+    def _finish_open(self, inherit: bool, mode: str | None) -> None:
+        """The constructors' last steps; a failure closes the new ring before it propagates."""
+        try:
+            if not inherit:
+                self._keep_from_children()
+            if mode is not None:
+                self.lock(required=mode == "required")
+        except BaseException:
+            self.close()
+            raise
+
+    def lock(self, required: bool = True) -> bool:
+        """mlock the ring's pages (each physical page once) and prefault both mappings.
+
+        Returns True when locked.  On failure raises
+        :class:`~streamcore.errors.MemoryLockError` (with the bytes needed, the limit, and how
+        to raise it), or with ``required=False`` warns
+        (:class:`~streamcore.errors.MemoryLockWarning`), records it in :attr:`stats` and
+        returns False.
+        """
+        ring, _mirror = self._live()
+        status = _lib.sc_ring_lock(ring)
+        if status == 0:
+            return True
+        needed = (self._capacity * self._frame_bytes) + _os.sysconf("SC_PAGE_SIZE")
+        text = _lock_failure_text(needed, -status)
+        if required:
+            raise MemoryLockError(text) from NativeError("mlock", -status)
+        _warnings.warn(text, MemoryLockWarning, stacklevel=3)
+        return False
+
+    # ---- the writing side ------------------------------------------------------------------
+
+    def write_view(self, n: int) -> _np.ndarray:
+        """Writer: an array of shape ``(k, channels)``, k = min(n, :attr:`writable`), that IS
+        the ring's memory (no copy, never split at the wrap).  Fill it, then :meth:`commit`.
+
+        The view is the writer's until committed; a new write_view replaces the grant.
+        """
+        # The hot path is written out flat: on a slow machine each Python call costs ~100 ns.
+        mirror = self._mirror  # keeps the handle alive through the call
+        if mirror is None:
+            raise ValueError("the ring is closed")
+        if type(n) is not int or n < 0:
+            n = _count(n, "n")
+        k = _lib.sc_ring_write_region(self._ring, n, self._write_arg)
+        if k < 0:
+            self._fail(k, "write_view")
+        start = self._region_start(self._write_ptr[0])
+        self._granted_write = k
+        return mirror[start:start + k]
+
+    def commit(self, k: int) -> None:
+        """Writer: publish the first ``k`` frames of the last :meth:`write_view` to the reader."""
+        mirror = self._mirror  # keeps the handle alive through the call
+        if mirror is None:
+            raise ValueError("the ring is closed")
+        if type(k) is not int or k < 0:
+            k = _count(k, "k")
+        if k > self._granted_write:
+            raise ValueError(f"commit({k}) is more than the {self._granted_write} frames "
+                             f"write_view handed out: commit at most what it returned")
+        status = _lib.sc_ring_write_advance(self._ring, k)
+        if status < 0:
+            self._fail(status, "commit")
+        self._granted_write -= k
+
+    def write(self, frames: Any) -> int:
+        """Writer: copy as many of ``frames`` (shape ``(m, channels)``, or ``(m,)`` for one
+        channel, of the ring's dtype) as fit and publish them; returns how many were written.
+        The copying twin of :meth:`write_view` + :meth:`commit` (one C call)."""
+        mirror = self._mirror  # keeps the handle alive through the call
+        if mirror is None:
+            raise ValueError("the ring is closed")
+        array = self._frames_arg(frames, "write()")
+        if not array.flags.c_contiguous:
+            array = _np.ascontiguousarray(array)
+        # The from_buffer cdata keeps `array` alive for the call, which is all C needs.
+        k = _lib.sc_ring_write_frames(self._ring, _ffi.from_buffer(array), array.shape[0])
+        if k < 0:
+            self._fail(k, "write")
+        self._granted_write = 0  # the ring moved past any earlier write_view
+        return k
+
+    # ---- the reading side ------------------------------------------------------------------
+
+    def read_view(self, n: int) -> _np.ndarray:
+        """Reader: a read-only array ``(k, channels)``, k = min(n, :attr:`readable`), of the
+        ring's own memory; use it, then :meth:`release` the frames to the writer."""
+        readonly = self._readonly  # keeps the handle alive through the call
+        if readonly is None:
+            raise ValueError("the ring is closed")
+        if type(n) is not int or n < 0:
+            n = _count(n, "n")
+        k = _lib.sc_ring_read_region(self._ring, n, self._read_arg)
+        if k < 0:
+            self._fail(k, "read_view")
+        start = self._region_start(self._read_ptr[0])
+        return readonly[start:start + k]
+
+    def release(self, k: int) -> None:
+        """Reader: hand ``k`` frames (the first of the last :meth:`read_view`, or unread ones to
+        skip) back to the writer; more than :attr:`readable` raises ValueError."""
+        mirror = self._mirror  # keeps the handle alive through the call
+        if mirror is None:
+            raise ValueError("the ring is closed")
+        if type(k) is not int or k < 0:
+            k = _count(k, "k")
+        status = _lib.sc_ring_read_advance(self._ring, k)
+        if status < 0:
+            if status == -_errno.EINVAL:
+                raise ValueError(f"release({k}) is more than the {self.readable} "
+                                 f"readable frames")
+            self._fail(status, "release")
+
+    def read(self, n: int, out: _np.ndarray | None = None) -> _np.ndarray:
+        """Reader: copy out and release up to ``n`` frames; returns them as ``(k, channels)``.
+        The copying twin of :meth:`read_view` + :meth:`release` (one C call).
+
+        With ``out`` (a C-contiguous array ``(m, channels)`` of the ring's dtype) at most ``m``
+        frames go into it and ``out[:k]`` is returned.
+        """
+        mirror = self._mirror  # keeps the handle alive through the call
+        if mirror is None:
+            raise ValueError("the ring is closed")
+        n = _count(n, "n")
+        if out is None:
+            out = _np.empty((min(n, self._capacity), self._channels), self._dtype)
+        else:
+            out = self._frames_arg(out, "read(out=...)")
+            if not out.flags.c_contiguous:
+                raise ValueError("read(out=...) needs a C-contiguous array to copy into")
+            n = min(n, out.shape[0])
+        k = _lib.sc_ring_read_frames(self._ring, _ffi.from_buffer(out), n)
+        if k < 0:
+            self._fail(k, "read")
+        return out[:k]
+
+    # ---- figures ---------------------------------------------------------------------------
+
+    @property
+    def readable(self) -> int:
+        """Frames the reader can take now (any thread may ask)."""
+        ring, _mirror = self._live()
+        n = _lib.sc_ring_readable(ring)
+        if n < 0:
+            self._fail(n, "readable")
+        return n
+
+    @property
+    def writable(self) -> int:
+        """Frames the writer can fill now (any thread may ask)."""
+        ring, _mirror = self._live()
+        n = _lib.sc_ring_writable(ring)
+        if n < 0:
+            self._fail(n, "writable")
+        return n
+
+    @property
+    def capacity(self) -> int:
+        """Frames the ring holds (a power of two, the data a whole number of pages)."""
+        self._live()
+        return self._capacity
+
+    @property
+    def channels(self) -> int:
+        self._live()
+        return self._channels
+
+    @property
+    def dtype(self) -> _np.dtype:
+        self._live()
+        return self._dtype
+
+    @property
+    def frame_bytes(self) -> int:
+        self._live()
+        return self._frame_bytes
+
+    @property
+    def fd(self) -> int:
+        """The memfd (close-on-exec; pass it by fork, SCM_RIGHTS or ``pass_fds``); owned by
+        the ring: do not close it, dup it if you need your own."""
+        ring, _mirror = self._live()
+        return int(_lib.sc_ring_fd(ring))
+
+    @property
+    def buffer(self) -> _np.ndarray:
+        """The whole data, ``(capacity, channels)``, each frame once: the first mapping."""
+        _ring, mirror = self._live()
+        return mirror[:self._capacity]
+
+    @property
+    def locked(self) -> bool:
+        return self.stats.locked
+
+    @property
+    def locked_bytes(self) -> int:
+        return self.stats.locked_bytes
+
+    @property
+    def broken(self) -> bool:
+        return self.stats.broken
+
+    @property
+    def stats(self) -> RingStats:
+        """Counters of both sides (they live in the shared page) and this handle's own."""
+        ring, _mirror = self._live()
+        raw = _ffi.new("sc_ring_stats *")
+        _lib.sc_ring_get_stats(ring, raw)
+        return RingStats(
+            frames_written=raw.frames_written, frames_read=raw.frames_read,
+            overruns=raw.overruns, underruns=raw.underruns, corruptions=raw.corruptions,
+            locked=bool(raw.locked), locked_bytes=raw.locked_bytes, lock_errno=raw.lock_errno,
+            broken=bool(raw.broken))
+
+    def _native_handle(self) -> tuple[Any, object]:
+        """For streamcore's own C users (the engine): ``(sc_ring *, keepalive)``.
+
+        The handle stays valid, even after :meth:`close`, for as long as ``keepalive`` is
+        referenced: hold it as long as C code may use the handle.  The C side must keep to
+        the ring's contract (one writer, one reader), like any other user.
+        """
+        ring, mirror = self._live()
+        return ring, mirror
+
+    # ---- helpers ---------------------------------------------------------------------------
+
+    def _region_start(self, pointer: Any) -> int:
+        """Where a region pointer from C starts in the mirror array, checked to be inside."""
+        index, rest = divmod(pointer - self._base, self._frame_bytes)
+        if rest or not 0 <= index < self._capacity:  # the C side guarantees it; keep it checked
+            raise RingCorruptedError(f"a region pointer fell outside the ring (frame {index})")
+        return index
+
+    def _frames_arg(self, frames: Any, what: str) -> _np.ndarray:
+        if not isinstance(frames, _np.ndarray):
+            raise TypeError(f"{what} takes a numpy array of {self._dtype}, "
+                            f"not {type(frames).__name__}")
+        if frames.dtype != self._dtype:
+            raise TypeError(f"{what} takes {self._dtype} frames for this ring, got "
+                            f"{frames.dtype}: convert with .astype('{self._dtype}') first")
+        if frames.ndim == 1 and self._channels == 1:
+            frames = frames.reshape(-1, 1)
+        if frames.ndim != 2 or frames.shape[1] != self._channels:
+            raise ValueError(f"{what} takes frames of shape (n, {self._channels}), "
+                             f"got shape {frames.shape}")
+        return frames
+
+
+def _close_private_rings_in_child() -> None:
+    for ring in list(_private_rings):
+        ring.close()
+
+
+_os.register_at_fork(after_in_child=_close_private_rings_in_child)
