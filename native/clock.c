@@ -299,10 +299,15 @@ void sc_engine_free_stack(sc_engine *e)
 
 void sc_engine_period_consumed(sc_engine *e, int32_t underrun)
 {
+    sc_engine_periods_consumed(e, 1, underrun);
+}
+
+void sc_engine_periods_consumed(sc_engine *e, uint32_t periods, int32_t underrun)
+{
     if (underrun)
         atomic_fetch_add_explicit(&e->consumer_underruns, 1, memory_order_relaxed);
     atomic_store_explicit(&e->consumed_at_ns, sc_now_ns(), memory_order_release);
-    sc_count(&e->consumed, 1);
+    sc_count(&e->consumed, periods);
     atomic_fetch_add_explicit(&e->consumed_seq, 1, memory_order_release);
     futex_wake(&e->consumed_seq);
 }

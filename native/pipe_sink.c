@@ -18,7 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <limits.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -29,12 +30,16 @@ struct sc_pipe_sink {
     sc_engine *engine;
     sc_ring *ring;
     int fd;                 /* the pipe we vmsplice/write into */
-    int onward_fd;          /* -1, or the file every half is spliced on to */
+    int relay_fd;           /* -1, or the read end of our relay pipe (fd is its write end) */
+    int onward_fd;          /* -1, or the file every half is spliced on to from relay_fd */
     int stop_fd;            /* eventfd: stop() makes it readable */
     uint64_t half_frames;
     uint32_t blocksize;
     uint32_t frame_bytes;
     int zero_copy;
+    int nowait_ok;          /* pwritev2(RWF_NOWAIT) works on fd (pipes); else poll + PIPE_BUF */
+    int plain_write;        /* a regular file: blocking write() of everything */
+    int flushing;           /* the final flush runs: waits are bounded, stop is ignored */
     int64_t pipe_bytes;     /* F_GETPIPE_SZ of fd */
     int64_t period_ns;      /* a sleep while the mixer catches up */
     char *prefix;           /* a header written before the first period */
@@ -57,18 +62,23 @@ static int stop_requested(const sc_pipe_sink *s)
     return poll(&p, 1, 0) > 0;
 }
 
-/* Wait until `fd` takes more data, or stop.  0: writable; 1: stop asked; -errno. */
+/* Wait until `fd` takes more data, or stop.  0: writable; 1: stop asked; -errno.  While the
+ * final flush runs (stop already asked) it waits at most FLUSH_STALL_MS instead: a reader that
+ * stalls then gets -ETIMEDOUT, never a hang. */
+#define FLUSH_STALL_MS 2000
 static int wait_writable(sc_pipe_sink *s, int fd)
 {
     struct pollfd p[2] = {{.fd = fd, .events = POLLOUT}, {.fd = s->stop_fd, .events = POLLIN}};
     for (;;) {
-        int n = poll(p, 2, -1);
+        int n = s->flushing ? poll(p, 1, FLUSH_STALL_MS) : poll(p, 2, -1);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
             return -errno;
         }
-        if (p[1].revents & POLLIN)
+        if (n == 0)
+            return -ETIMEDOUT;
+        if (!s->flushing && (p[1].revents & POLLIN))
             return 1;
         if (p[0].revents & (POLLERR | POLLHUP))
             return -EPIPE;
@@ -88,17 +98,21 @@ static int transfer(sc_pipe_sink *s, int fd, const char *data, uint64_t len, int
             struct iovec iov = {.iov_base = (void *)(data + done), .iov_len = len - done};
             n = vmsplice(fd, &iov, 1, SPLICE_F_NONBLOCK);
         } else {
-            /* write() to a blocking pipe blocks until ALL is written: ask only for what fits. */
-            int fill = 0;
-            uint64_t room = len - done;
-            if (ioctl(fd, FIONREAD, &fill) == 0 && s->pipe_bytes > 0) {
-                int64_t free_bytes = s->pipe_bytes - fill;
-                if (free_bytes < 4096)
-                    free_bytes = 4096; /* POLLOUT promised a free page */
-                if ((uint64_t)free_bytes < room)
-                    room = (uint64_t)free_bytes;
+            /* write() to a blocking pipe blocks until ALL is written; RWF_NOWAIT writes what
+             * fits and says EAGAIN (the caller's descriptor stays blocking, as it may share it). */
+            struct iovec iov = {.iov_base = (void *)(data + done), .iov_len = len - done};
+            n = s->plain_write ? write(fd, iov.iov_base, iov.iov_len)
+                : s->nowait_ok ? pwritev2(fd, &iov, 1, -1, RWF_NOWAIT) : -1;
+            if (n < 0 && s->nowait_ok && errno == EOPNOTSUPP)
+                s->nowait_ok = 0; /* an old kernel: see below */
+            if (!s->nowait_ok && !s->plain_write) {
+                /* After POLLOUT a pipe or socket takes PIPE_BUF bytes without blocking. */
+                iov.iov_len = iov.iov_len < PIPE_BUF ? iov.iov_len : PIPE_BUF;
+                int w = wait_writable(s, fd);
+                if (w != 0)
+                    return w;
+                n = write(fd, iov.iov_base, iov.iov_len);
             }
-            n = write(fd, data + done, room);
             if (n > 0)
                 count(&s->writes, 1);
         }
@@ -118,11 +132,11 @@ static int transfer(sc_pipe_sink *s, int fd, const char *data, uint64_t len, int
     return 0;
 }
 
-/* Move `len` bytes from our pipe on to the file, until all moved. */
+/* Move `len` bytes from our relay pipe on to the file, until all moved. */
 static int splice_onward(sc_pipe_sink *s, uint64_t len)
 {
     while (len > 0) {
-        ssize_t n = splice(s->fd, NULL, s->onward_fd, NULL, len, SPLICE_F_MOVE);
+        ssize_t n = splice(s->relay_fd, NULL, s->onward_fd, NULL, len, SPLICE_F_MOVE);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -150,8 +164,7 @@ static void release(sc_pipe_sink *s, uint64_t frames)
     sc_ring_read_advance(s->ring, frames);
     uint64_t periods = frames / s->blocksize;
     count(&s->periods, periods);
-    for (uint64_t i = 0; i < periods; i++)
-        sc_engine_period_consumed(s->engine, 0);
+    sc_engine_periods_consumed(s->engine, (uint32_t)periods, 0); /* one wake for them all */
 }
 
 static void nap(const sc_pipe_sink *s)
@@ -213,21 +226,26 @@ static void *sink_main(void *arg)
         rc = step(s);
     if (rc < 0)
         atomic_store_explicit(&s->error, -rc, memory_order_release);
+    atomic_store_explicit(&s->running, 0, memory_order_release);
     atomic_store_explicit(&s->finished, 1, memory_order_release);
     return NULL;
 }
 
 int sc_pipe_sink_create(sc_pipe_sink **out, sc_engine *engine, sc_ring *ring, int fd,
-                        int onward_fd, uint64_t half_frames, uint32_t blocksize, int zero_copy)
+                        int relay_fd, int onward_fd, uint64_t half_frames, uint32_t blocksize,
+                        int zero_copy)
 {
     *out = NULL;
-    if (!engine || !ring || fd < 0 || blocksize == 0)
+    if (!engine || !ring || fd < 0 || blocksize == 0 || (onward_fd >= 0) != (relay_fd >= 0))
         return -EINVAL;
     uint32_t fb = sc_ring_frame_bytes(ring);
-    int64_t pipe_bytes = fcntl(fd, F_GETPIPE_SZ);
-    if (pipe_bytes < 0)
+    struct stat st;
+    if (fstat(fd, &st) < 0)
         return -errno;
+    int64_t pipe_bytes = fcntl(fd, F_GETPIPE_SZ); /* -1 for a file, socket or tty */
     if (zero_copy) {
+        if (pipe_bytes < 0)
+            return -errno;
         /* The rule needs halves of exactly the pipe's size, two of them filling the ring, in
          * whole periods. */
         if (half_frames == 0 || half_frames * fb != (uint64_t)pipe_bytes
@@ -247,10 +265,13 @@ int sc_pipe_sink_create(sc_pipe_sink **out, sc_engine *engine, sc_ring *ring, in
     s->ring = ring;
     s->fd = fd;
     s->onward_fd = onward_fd;
+    s->relay_fd = relay_fd;
     s->half_frames = half_frames;
     s->blocksize = blocksize;
     s->frame_bytes = fb;
     s->zero_copy = zero_copy;
+    s->nowait_ok = S_ISFIFO(st.st_mode);
+    s->plain_write = S_ISREG(st.st_mode); /* a disk does not stall forever: write it all */
     s->pipe_bytes = pipe_bytes;
     s->period_ns = 1000000; /* refined by Python through the blocksize; 1 ms is a safe nap */
     *out = s;
@@ -297,17 +318,14 @@ int sc_pipe_sink_stop(sc_pipe_sink *s, int flush)
     atomic_store_explicit(&s->running, 0, memory_order_release);
     int rc = 0;
     if (flush && !atomic_load_explicit(&s->error, memory_order_acquire)) {
-        /* Past the held half (already in the pipe), what is rendered goes out by copy.  The
-         * stop eventfd stays readable, so a stalled reader ends this with rc 1, not a hang. */
+        /* Past the held half (already in the pipe), what is rendered goes out by copy; a
+         * reader that stalls for FLUSH_STALL_MS ends it with ETIMEDOUT, not a hang. */
         int64_t readable = sc_ring_readable(s->ring);
         if (readable > (int64_t)s->held) {
             void *p;
             sc_ring_read_region(s->ring, (uint64_t)readable, &p);
             uint64_t extra = (uint64_t)readable - s->held;
-            uint64_t eventfd_value;
-            if (read(s->stop_fd, &eventfd_value, sizeof eventfd_value) < 0) {
-                /* nothing to clear */
-            }
+            s->flushing = 1;
             rc = hand_over(s, (const char *)p + s->held * s->frame_bytes,
                            extra * s->frame_bytes, 0);
             if (rc < 0)

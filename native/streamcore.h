@@ -503,6 +503,9 @@ int sc_engine_stop(sc_engine *engine);
 /* RT-safe, for sinks on the consumer clock: a period was taken from the output ring
  * (underrun: it held less than a period).  Wakes the mixer now (futex). */
 void sc_engine_period_consumed(sc_engine *engine, int32_t underrun);
+/* The same for `periods` periods taken at once, with one wake (a pipe sink hands over halves
+ * of many periods). */
+void sc_engine_periods_consumed(sc_engine *engine, uint32_t periods, int32_t underrun);
 /* The output ring given to sc_engine_start (NULL before). */
 sc_ring *sc_engine_output(const sc_engine *engine);
 /* Not running: hand every active voice back with SC_END_FLUSHED.  -EBUSY if running. */
@@ -556,9 +559,12 @@ typedef struct sc_pipe_sink_stats {
     int32_t finished;          /* the thread ended (error, or stopped) */
 } sc_pipe_sink_stats;
 
-/* `ring` is the engine's output ring (the sink is its single reader from start to stop). */
+/* `ring` is the engine's output ring (the sink is its single reader from start to stop).
+   For a file target, `fd` is the write end of the sink's relay pipe, `relay_fd` its read end
+   and `onward_fd` the file; otherwise both are -1. */
 int sc_pipe_sink_create(sc_pipe_sink **out, sc_engine *engine, sc_ring *ring, int fd,
-                        int onward_fd, uint64_t half_frames, uint32_t blocksize, int zero_copy);
+                        int relay_fd, int onward_fd, uint64_t half_frames, uint32_t blocksize,
+                        int zero_copy);
 /* Write `len` bytes (a stream header) before the first period; call before start. */
 int sc_pipe_sink_prefix(sc_pipe_sink *sink, const void *data, uint64_t len);
 int sc_pipe_sink_start(sc_pipe_sink *sink);

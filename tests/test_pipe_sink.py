@@ -98,28 +98,28 @@ class TestFormats:
         tone = (0.5 * np.sin(np.arange(48000) * 2 * np.pi * 440 / 48000)).astype(np.float32)
         sink = PipeSink(proc.stdin, format="wav", dtype="int16")
         with Engine(blocksize=256, channels=CHANNELS, sink=sink, realtime=False) as engine:
-            engine.play(np.column_stack([tone, tone])).wait(timeout=30)
-        proc.stdin.close()
-        _, err = proc.communicate(timeout=60)
-        assert proc.returncode == 0, err
+            assert engine.play(np.column_stack([tone, tone])).wait(timeout=30)
+        proc.stdin.close()  # end of the stream: sox prints its figures and exits
+        err = proc.stderr.read()
+        assert proc.wait(timeout=60) == 0, err
         maximum = float(next(line.split(":")[1] for line in err.splitlines()
                              if line.startswith("Maximum amplitude")))
         assert maximum == pytest.approx(0.5, abs=0.01)
 
     def test_s16le_decodes_to_the_expected_samples(self, tmp_path):
-        """Into a regular file (internal pipe + splice): int16 samples equal round(x * 32767)
-        within one step of dither-free conversion."""
+        """Into a regular file (internal pipe + splice): int16 samples equal the engine's
+        conversion, x * 32768 rounded (native/mixer.c), within one step."""
         values = np.linspace(-0.9, 0.9, 4096, dtype=np.float32)
         path = tmp_path / "out.s16"
         with open(path, "wb") as f:
             sink = PipeSink(f, format="s16le")
             with Engine(blocksize=256, channels=CHANNELS, sink=sink, realtime=False) as engine:
-                engine.play(np.column_stack([values, -values])).wait(timeout=30)
+                assert engine.play(np.column_stack([values, -values])).wait(timeout=30)
                 assert sink.stats()["target"] == "file" and sink.stats()["zero_copy"]
         data = np.fromfile(path, dtype="<i2").reshape(-1, CHANNELS)
         start = int(np.flatnonzero(data[:, 0])[0])
         got = data[start:start + values.size]
-        expected = np.column_stack([values, -values]) * 32767
+        expected = np.column_stack([values, -values]) * 32768
         assert np.max(np.abs(got - expected)) <= 1.0
 
     def test_wav_header_fields(self):

@@ -184,9 +184,10 @@ class PipeSink(Sink):
         if engine.dtype.name != self.dtype:
             raise ValueError(f"the engine renders {engine.dtype.name} but this {self.format} "
                              f"stream carries {self.dtype}: Engine(dtype={self.dtype!r})")
-        pipe_fd, onward = self.fd, -1
+        pipe_fd, relay, onward = self.fd, -1, -1
         if self._internal is not None:
-            pipe_fd, onward = self._internal[1], self.fd
+            relay, pipe_fd = self._internal
+            onward = self.fd
         if self.zero_copy and engine.output.capacity != 2 * self.half_frames:
             raise StreamcoreError(
                 f"the engine's output ring holds {engine.output.capacity} frames; the pipe "
@@ -194,7 +195,7 @@ class PipeSink(Sink):
         out = _ffi.new("sc_pipe_sink **")
         # The ring handle stays valid while _ring_keepalive is referenced (Ring contract).
         ring, self._ring_keepalive = engine.output._native_handle()
-        check(_lib.sc_pipe_sink_create(out, engine._engine, ring, pipe_fd, onward,
+        check(_lib.sc_pipe_sink_create(out, engine._engine, ring, pipe_fd, relay, onward,
                                        self.half_frames, engine.blocksize, int(self.zero_copy)),
               "creating the pipe sink")
         self._native = out[0]
