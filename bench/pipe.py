@@ -4,7 +4,8 @@ For pipe sizes 64 KiB and 1 MiB, and drains (a) splice to /dev/null and (b) read
 buffer, it measures GB/s and CPU seconds per GB of:
 - the bare loop (two halves of a buffer sent alternately, untouched): the machine's limit;
 - the same with write() instead of vmsplice: the reference the zero-copy path is compared to.
-The engine's pipe sink rows join these when the sink exists (issue 6).
+- the engine's PipeSink (the mixer renders, the sink hands the output ring's pages over) with
+  zero_copy on (vmsplice) and off (write()), over the same drains: the figure users get.
 
     python -m bench.pipe [--quick] [--out FILE]
 """
@@ -52,6 +53,42 @@ def _measure(pipe_bytes: int, total: int, zero_copy: bool, drain_splice: bool) -
             "pipe_size": size}
 
 
+def _measure_sink(pipe_bytes: int, seconds: float, zero_copy: bool, drain_splice: bool) -> dict:
+    """The engine (no voices: it renders silence; realtime if granted) into a PipeSink for
+    ``seconds``."""
+    import time
+
+    from streamcore import Engine
+    from streamcore.sinks.pipe import PipeSink
+
+    read_end, write_end = os.pipe()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    drained: list[int] = []
+    drain = threading.Thread(
+        target=lambda: drained.append(_lib.sc_pipe_drain(read_end, int(drain_splice), devnull)))
+    try:
+        sink = PipeSink(write_end, format="f32le", pipe_size=pipe_bytes, zero_copy=zero_copy)
+        engine = Engine(blocksize=8192, channels=2, sink=sink, watchdog=False)
+        try:
+            drain.start()
+            with CpuClock() as clock:
+                engine.start()
+                time.sleep(seconds)
+                sent = engine.stats().sink["bytes"]
+            stats = engine.stats().sink
+        finally:
+            engine.close()
+    finally:
+        os.close(write_end)
+        drain.join()
+        os.close(read_end)
+        os.close(devnull)
+    if stats["error"]:
+        raise RuntimeError(stats["error"])
+    return {"gbps": sent / clock.wall / GB, "cpu_s_per_gb": clock.cpu / (sent / GB),
+            "pipe_size": stats["pipe_bytes"], "zero_copy": stats["zero_copy"]}
+
+
 def run(quick: bool = False, smoke: bool = False) -> Report:
     """Measure; ``quick`` sends 256 MiB per case instead of 2 GiB, ``smoke`` 8 MiB (only to
     prove the harness works: its figures mean little)."""
@@ -74,6 +111,27 @@ def run(quick: bool = False, smoke: bool = False) -> Report:
             report.add(f"bare vmsplice loop CPU, {label}", z.get("cpu_s_per_gb"), "CPU s/GB",
                        reference=("bare write() loop", w.get("cpu_s_per_gb")),
                        reference_error=ref_error, higher_is_better=False)
+            seconds = 0.2 if smoke else 0.5 if quick else 2.0
+            sink = {}
+            for zero_copy in (True, False):
+                try:
+                    sink[zero_copy] = _measure_sink(pipe_bytes, seconds, zero_copy, drain_splice)
+                except Exception as e:
+                    sink[zero_copy] = {"error": str(e)}
+            sz, sw = sink[True], sink[False]
+            big_splice = pipe_bytes == 1024 * 1024 and drain_splice
+            report.add(f"PipeSink vmsplice path, {label}", sz.get("gbps"), "GB/s",
+                       reference=("PipeSink write() path", sw.get("gbps")),
+                       reference_error=sw.get("error"), note=sz.get("error"),
+                       goal=">= 3x" if big_splice else None)
+            report.add(f"PipeSink vmsplice path vs the bare loop, {label}", sz.get("gbps"),
+                       "GB/s", reference=("bare vmsplice loop", z.get("gbps")),
+                       reference_error=z.get("error"), note=sz.get("error"),
+                       goal=">= 0.8x" if big_splice else None)
+            report.add(f"PipeSink vmsplice path CPU, {label}", sz.get("cpu_s_per_gb"),
+                       "CPU s/GB", reference=("PipeSink write() path", sw.get("cpu_s_per_gb")),
+                       reference_error=sw.get("error"), higher_is_better=False,
+                       note="whole process: mixer, sink and drain threads")
     return report
 
 

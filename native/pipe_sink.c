@@ -41,7 +41,7 @@ struct sc_pipe_sink {
     int plain_write;        /* a regular file: blocking write() of everything */
     int flushing;           /* the final flush runs: waits are bounded, stop is ignored */
     int64_t pipe_bytes;     /* F_GETPIPE_SZ of fd */
-    int64_t period_ns;      /* a sleep while the mixer catches up */
+    long nap_ns;            /* the next sleep while the mixer catches up (see nap) */
     char *prefix;           /* a header written before the first period */
     uint64_t prefix_len;
     pthread_t thread;
@@ -167,10 +167,16 @@ static void release(sc_pipe_sink *s, uint64_t frames)
     sc_engine_periods_consumed(s->engine, (uint32_t)periods, 0); /* one wake for them all */
 }
 
-static void nap(const sc_pipe_sink *s)
+/* The mixer renders a released half within microseconds of its wake, so the first naps are
+ * short; they double up to NAP_MAX_NS while it stays behind (starved, demoted), so a late
+ * mixer does not make this thread spin. */
+#define NAP_MIN_NS 20000
+#define NAP_MAX_NS 1000000
+static void nap(sc_pipe_sink *s)
 {
-    struct timespec t = {0, s->period_ns / 4 > 0 ? s->period_ns / 4 : 100000};
+    struct timespec t = {0, s->nap_ns};
     nanosleep(&t, NULL);
+    s->nap_ns = s->nap_ns * 2 > NAP_MAX_NS ? NAP_MAX_NS : s->nap_ns * 2;
 }
 
 /* One step: 0 went on, 1 stopped, -errno failed. */
@@ -185,11 +191,14 @@ static int step(sc_pipe_sink *s)
             nap(s);
             return stop_requested(s);
         }
+        s->nap_ns = NAP_MIN_NS;
+        /* Every whole period rendered goes in one write: copied, so it may be released at once. */
+        uint64_t frames = (uint64_t)readable - (uint64_t)readable % s->blocksize;
         void *p;
-        sc_ring_read_region(s->ring, s->blocksize, &p);
-        int rc = hand_over(s, p, (uint64_t)s->blocksize * s->frame_bytes, 0);
+        sc_ring_read_region(s->ring, frames, &p);
+        int rc = hand_over(s, p, frames * s->frame_bytes, 0);
         if (rc == 0)
-            release(s, s->blocksize);
+            release(s, frames);
         return rc;
     }
     uint64_t need = s->held + s->half_frames;
@@ -198,6 +207,7 @@ static int step(sc_pipe_sink *s)
         nap(s);
         return stop_requested(s);
     }
+    s->nap_ns = NAP_MIN_NS;
     void *p;
     sc_ring_read_region(s->ring, need, &p);
     const char *fresh = (const char *)p + s->held * s->frame_bytes;
@@ -273,7 +283,7 @@ int sc_pipe_sink_create(sc_pipe_sink **out, sc_engine *engine, sc_ring *ring, in
     s->nowait_ok = S_ISFIFO(st.st_mode);
     s->plain_write = S_ISREG(st.st_mode); /* a disk does not stall forever: write it all */
     s->pipe_bytes = pipe_bytes;
-    s->period_ns = 1000000; /* refined by Python through the blocksize; 1 ms is a safe nap */
+    s->nap_ns = NAP_MIN_NS;
     *out = s;
     return 0;
 }
