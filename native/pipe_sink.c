@@ -31,7 +31,9 @@ struct sc_pipe_sink {
     sc_ring *ring;
     int fd;                 /* the pipe we vmsplice/write into */
     int relay_fd;           /* -1, or the read end of our relay pipe (fd is its write end) */
-    int onward_fd;          /* -1, or the file every half is spliced on to from relay_fd */
+    int onward_fd;          /* -1, or where every half goes on from relay_fd (file or pipe) */
+    int tee_fd;             /* -1, or a second consumer that gets the same bytes */
+    int tee_by_tee;         /* tee_fd is a pipe fed by tee() from the relay (zero copy) */
     int stop_fd;            /* eventfd: stop() makes it readable */
     uint64_t half_frames;
     uint32_t blocksize;
@@ -132,28 +134,67 @@ static int transfer(sc_pipe_sink *s, int fd, const char *data, uint64_t len, int
     return 0;
 }
 
-/* Move `len` bytes from our relay pipe on to the file, until all moved. */
-static int splice_onward(sc_pipe_sink *s, uint64_t len)
+/* One splice or tee step out of the relay: 0 with *moved > 0 on progress, 0 with *moved == 0
+ * to try again (the output became writable), 1 when stop was asked, -errno on failure. */
+static int move_step(sc_pipe_sink *s, int to, uint64_t len, int duplicate, uint64_t *moved)
+{
+    *moved = 0;
+    ssize_t n = duplicate ? tee(s->relay_fd, to, len, SPLICE_F_NONBLOCK)
+                          : splice(s->relay_fd, NULL, to, NULL, len,
+                                   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (n > 0) {
+        *moved = (uint64_t)n;
+        return 0;
+    }
+    if (n == 0)
+        return -EIO; /* the relay ran dry: cannot happen while `len` bytes are in it */
+    if (errno == EINTR)
+        return 0;
+    if (errno != EAGAIN)
+        return -errno;
+    count(&s->reader_waits, 1);
+    return wait_writable(s, to);
+}
+
+/* Move `len` bytes from the relay pipe on to onward_fd, tee-ing each piece into tee_fd first.
+ * tee() leaves the relay as it is, so exactly what was tee'd is then spliced on: both
+ * consumers get the same bytes, and once the relay is empty each holds the whole half, so (both
+ * being exactly a half in size) neither can still hold a page of the previous one. */
+static int relay_onward(sc_pipe_sink *s, uint64_t len)
 {
     while (len > 0) {
-        ssize_t n = splice(s->relay_fd, NULL, s->onward_fd, NULL, len, SPLICE_F_MOVE);
-        if (n < 0) {
-            if (errno == EINTR)
+        uint64_t piece = len;
+        if (s->tee_by_tee) {
+            int rc = move_step(s, s->tee_fd, len, 1, &piece);
+            if (rc)
+                return rc;
+            if (piece == 0)
                 continue;
-            return -errno;
         }
-        if (n == 0)
-            return -EIO;
-        len -= (uint64_t)n;
+        while (piece > 0) {
+            uint64_t n;
+            int rc = move_step(s, s->onward_fd, piece, 0, &n);
+            if (rc)
+                return rc;
+            piece -= n;
+            len -= n;
+        }
     }
     return 0;
 }
 
 static int hand_over(sc_pipe_sink *s, const char *data, uint64_t len, int splice_pages)
 {
-    int rc = transfer(s, s->fd, data, len, splice_pages);
-    if (rc == 0 && s->onward_fd >= 0)
-        rc = splice_onward(s, len);
+    int rc;
+    if (splice_pages && s->relay_fd >= 0) {
+        rc = transfer(s, s->fd, data, len, 1); /* into our relay: empty, exactly a half */
+        if (rc == 0)
+            rc = relay_onward(s, len);
+    } else {
+        rc = transfer(s, s->relay_fd >= 0 ? s->onward_fd : s->fd, data, len, splice_pages);
+    }
+    if (rc == 0 && s->tee_fd >= 0 && !(splice_pages && s->tee_by_tee))
+        rc = transfer(s, s->tee_fd, data, len, 0); /* the tee branch gets a copy */
     if (rc == 0)
         count(&s->bytes, len);
     return rc;
@@ -241,9 +282,17 @@ static void *sink_main(void *arg)
     return NULL;
 }
 
+/* Is `fd` a pipe of exactly `bytes`?  (The double-buffer rule needs every pipe a half goes
+ * through to hold no more than the half.) */
+static int is_pipe_of(int fd, int64_t bytes)
+{
+    struct stat st;
+    return fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode) && fcntl(fd, F_GETPIPE_SZ) == bytes;
+}
+
 int sc_pipe_sink_create(sc_pipe_sink **out, sc_engine *engine, sc_ring *ring, int fd,
-                        int relay_fd, int onward_fd, uint64_t half_frames, uint32_t blocksize,
-                        int zero_copy)
+                        int relay_fd, int onward_fd, int tee_fd, uint64_t half_frames,
+                        uint32_t blocksize, int zero_copy)
 {
     *out = NULL;
     if (!engine || !ring || fd < 0 || blocksize == 0 || (onward_fd >= 0) != (relay_fd >= 0))
@@ -261,6 +310,11 @@ int sc_pipe_sink_create(sc_pipe_sink **out, sc_engine *engine, sc_ring *ring, in
         if (half_frames == 0 || half_frames * fb != (uint64_t)pipe_bytes
             || half_frames % blocksize || sc_ring_capacity(ring) != 2 * half_frames)
             return -EINVAL;
+        /* A pipe that a half goes on to from the relay must not hold more than a half. */
+        struct stat onward;
+        if (onward_fd >= 0 && fstat(onward_fd, &onward) == 0 && S_ISFIFO(onward.st_mode)
+            && !is_pipe_of(onward_fd, pipe_bytes))
+            return -EINVAL;
     }
     sc_pipe_sink *s = calloc(1, sizeof *s);
     if (!s)
@@ -276,6 +330,8 @@ int sc_pipe_sink_create(sc_pipe_sink **out, sc_engine *engine, sc_ring *ring, in
     s->fd = fd;
     s->onward_fd = onward_fd;
     s->relay_fd = relay_fd;
+    s->tee_fd = tee_fd;
+    s->tee_by_tee = zero_copy && relay_fd >= 0 && tee_fd >= 0 && is_pipe_of(tee_fd, pipe_bytes);
     s->half_frames = half_frames;
     s->blocksize = blocksize;
     s->frame_bytes = fb;

@@ -540,8 +540,8 @@ void sc_engine_test_spin(sc_engine *engine, int64_t spin_ns, uint32_t cycles);
  * the output ring holds exactly two halves of `half_frames` (each exactly the pipe's size);
  * the sink vmsplices a half, and releases the PREVIOUS half to the mixer only once this
  * vmsplice completed, so no page the pipe still holds is ever rewritten.  With `onward_fd`
- * >= 0, `fd` is the sink's own pipe and every half is spliced on to `onward_fd` (a regular
- * file).  Copy mode (`zero_copy` 0) write()s each period instead.  Stopping never hangs on a
+ * >= 0, `fd` is the sink's own relay pipe and every half goes on to `onward_fd` (a regular
+ * file, or a pipe when a tee pipe gets a copy by tee()).  Copy mode (`zero_copy` 0) write()s each period instead.  Stopping never hangs on a
  * stalled reader: all waits poll a stop eventfd too.
  */
 typedef struct sc_pipe_sink sc_pipe_sink;
@@ -560,11 +560,13 @@ typedef struct sc_pipe_sink_stats {
 } sc_pipe_sink_stats;
 
 /* `ring` is the engine's output ring (the sink is its single reader from start to stop).
-   For a file target, `fd` is the write end of the sink's relay pipe, `relay_fd` its read end
-   and `onward_fd` the file; otherwise both are -1. */
+   With a relay (a file target, or a tee): `fd` is the write end of the sink's relay pipe,
+   `relay_fd` its read end and `onward_fd` the target; otherwise both are -1.  `tee_fd` (or -1)
+   gets the same bytes: by tee() from the relay with zero copy (then it must be a pipe of the
+   same size), else by a second write(). */
 int sc_pipe_sink_create(sc_pipe_sink **out, sc_engine *engine, sc_ring *ring, int fd,
-                        int relay_fd, int onward_fd, uint64_t half_frames, uint32_t blocksize,
-                        int zero_copy);
+                        int relay_fd, int onward_fd, int tee_fd, uint64_t half_frames,
+                        uint32_t blocksize, int zero_copy);
 /* Write `len` bytes (a stream header) before the first period; call before start. */
 int sc_pipe_sink_prefix(sc_pipe_sink *sink, const void *data, uint64_t len);
 int sc_pipe_sink_start(sc_pipe_sink *sink);

@@ -186,3 +186,52 @@ class TestArguments:
         with pytest.raises(TypeError):
             PipeSink(3.5)  # type: ignore[arg-type]
 
+
+
+class TestTee:
+    """A second consumer gets the same bytes, by tee() when both are pipes, never corrupted."""
+
+    @pytest.mark.parametrize("tee_kind", ["pipe", "file"])
+    def test_both_consumers_get_every_word(self, tee_kind, tmp_path):
+        """16 MiB to a slow read() reader and, at the same time, to a tee: a second slow reader
+        (by tee(), zero copy) or a file (a copy for that branch).  Both see the pattern whole."""
+        frames = 16 * 1024 * 1024 // (4 * CHANNELS)
+        words = frames * CHANNELS
+        r, w = os.pipe()
+        main = reader(str(HELPERS / "pattern_reader.py"), "--float-words", str(words),
+                      "--max-sleep", "0.001", stdin=r)
+        os.close(r)
+        tee_file = None
+        if tee_kind == "pipe":
+            tr, tw = os.pipe()
+            second = reader(str(HELPERS / "pattern_reader.py"), "--float-words", str(words),
+                            "--max-sleep", "0.002", "--seed", "7", stdin=tr)
+            os.close(tr)
+            tee_target = tw
+        else:
+            tee_file = open(tmp_path / "tee.f32", "wb")  # noqa: SIM115 (closed below)
+            tee_target = tee_file.fileno()
+        try:
+            sink = PipeSink(w, format="f32le", pipe_size=64 * 1024, tee=tee_target)
+            with Engine(blocksize=256, channels=CHANNELS, sink=sink, realtime=False) as engine:
+                engine.play(float_pattern(frames))
+                seen = json.loads(main.communicate(timeout=240)[0])
+                if tee_kind == "pipe":
+                    seen_tee = json.loads(second.communicate(timeout=240)[0])
+                else:
+                    assert wait_until(lambda: engine.stats().sink["bytes"] > 4 * words + 65536,
+                                      60)
+                stats = engine.stats().sink
+        finally:
+            os.close(w)
+            if tee_kind == "pipe":
+                os.close(tee_target)
+        assert seen == {"words": words, "mismatches": 0, "skipped": seen["skipped"]}
+        assert stats["zero_copy"] and stats["tee_copy"] is (tee_kind != "pipe")
+        if tee_kind == "pipe":
+            assert seen_tee == {"words": words, "mismatches": 0, "skipped": seen_tee["skipped"]}
+        else:
+            tee_file.close()
+            data = np.fromfile(tmp_path / "tee.f32", dtype="<f4")
+            start = int(np.flatnonzero(data)[0])
+            assert np.array_equal(data[start:start + words], float_pattern(frames).reshape(-1))

@@ -11,9 +11,14 @@ file or socket, ``tee``) can keep references to them after they left our pipe, a
 later audio in those pages.  Readers that read() (aplay, sox, ffmpeg, Python) are safe.  For
 the others pass ``zero_copy=False``: every period is then copied with write().
 
-A regular file as target gets the same pages through an internal pipe and ``splice`` on to
-the file.  Any other target (a socket, a terminal, a character device) is written with
-write(): the kernel may hold spliced pages in a socket until the peer acknowledges them.
+A regular file as target gets the same pages through an internal relay pipe and ``splice``
+on to the file.  ``tee=`` names a second consumer (record while playing): when it and the
+target are pipes, the relay's pages are duplicated into it with ``tee()`` (no copy) and moved
+on to the target; both pipes are sized to the half, so the rule holds for both.  A tee that
+is not a pipe gets a copy (``stats()['tee_copy']``).
+
+Any other target (a socket, a terminal, a character device) is written with write(): the
+kernel may hold spliced pages in a socket until the peer acknowledges them.
 ``stats()['zero_copy']`` and ``['copy_reason']`` say which path runs and why.
 """
 
@@ -70,6 +75,8 @@ class PipeSink(Sink):
         engine's output latency is two pipe sizes.
     zero_copy : bool
         False: write() every period (for readers that splice or tee the pages onward).
+    tee : int or file object, optional
+        A second consumer of the same bytes (see above).  Never closed by the sink.
 
     Threads: a C thread of the sink writes; stop() wakes it even if the reader stalls.
     A reader that goes away (EPIPE) ends the sink: ``error`` says so, the process lives.
@@ -80,7 +87,7 @@ class PipeSink(Sink):
 
     def __init__(self, target: int | IO[Any] | str = "stdout", format: str = "wav",
                  dtype: str | None = None, pipe_size: int | None = None,
-                 zero_copy: bool = True) -> None:
+                 zero_copy: bool = True, tee: int | IO[Any] | None = None) -> None:
         if format in _RAW:
             if dtype is not None and _np.dtype(dtype).name != _RAW[format]:
                 raise ValueError(f"format {format!r} carries {_RAW[format]}, not {dtype}")
@@ -98,6 +105,9 @@ class PipeSink(Sink):
         self.requested_pipe_size = pipe_size
         self.fd = self._resolve(target)
         self.kind = self._kind(self.fd)
+        self.tee_fd = None if tee is None else self._resolve(tee)
+        if self.tee_fd is not None and self.tee_fd == self.fd:
+            raise ValueError("tee must be another descriptor than the target")
         self.zero_copy = bool(zero_copy)
         self.copy_reason = None if zero_copy else "zero_copy=False was asked"
         if self.zero_copy and self.kind == "other":
@@ -153,9 +163,10 @@ class PipeSink(Sink):
         frame_bytes = channels * _np.dtype(self.dtype).itemsize
         if not self.zero_copy:
             return self.dtype, None
+        tee_is_pipe = self.tee_fd is not None and self._kind(self.tee_fd) == "pipe"
         pipe_fd = self.fd
-        if self.kind == "file":
-            self._internal = os.pipe()
+        if self.kind == "file" or tee_is_pipe:
+            self._internal = os.pipe()  # the relay: our pages go in here, then on
             pipe_fd = self._internal[1]
         wanted = self.requested_pipe_size or max(PAGE_SIZE, blocksize * frame_bytes)
         try:
@@ -167,10 +178,22 @@ class PipeSink(Sink):
             note = f" (F_SETPIPE_SZ to {wanted} failed: {e})"
         else:
             note = ""
-        if got % frame_bytes or (got // frame_bytes) % blocksize:
+        # Every pipe a half passes through must be exactly a half: the target behind the relay,
+        # and the tee pipe (else the tee gets copies; C checks the size too).
+        for other in ([self.fd] if self._internal and self.kind == "pipe" else []) + \
+                ([self.tee_fd] if tee_is_pipe else []):
+            try:
+                size = set_pipe_size(other, got)
+            except StreamcoreError as e:
+                size, note = -1, note + f" (sizing descriptor {other}: {e})"
+            if size != got and other == self.fd:
+                note += f" (the target pipe came out {size} B, not {got} B)"
+                got = -1
+        if got < 0 or got % frame_bytes or (got // frame_bytes) % blocksize:
             self.zero_copy = False
             self.copy_reason = (f"the pipe's size {got} B is not a whole number of "
-                                f"{blocksize}-frame periods of {frame_bytes} B frames{note}")
+                                f"{blocksize}-frame periods of {frame_bytes} B frames{note}"
+                                if got >= 0 else f"the pipes could not be sized alike{note}")
             return self.dtype, None
         self.pipe_bytes = got
         self.half_frames = got // frame_bytes
@@ -185,9 +208,10 @@ class PipeSink(Sink):
             raise ValueError(f"the engine renders {engine.dtype.name} but this {self.format} "
                              f"stream carries {self.dtype}: Engine(dtype={self.dtype!r})")
         pipe_fd, relay, onward = self.fd, -1, -1
-        if self._internal is not None:
+        if self._internal is not None and self.zero_copy:
             relay, pipe_fd = self._internal
             onward = self.fd
+        tee = -1 if self.tee_fd is None else self.tee_fd
         if self.zero_copy and engine.output.capacity != 2 * self.half_frames:
             raise StreamcoreError(
                 f"the engine's output ring holds {engine.output.capacity} frames; the pipe "
@@ -195,7 +219,7 @@ class PipeSink(Sink):
         out = _ffi.new("sc_pipe_sink **")
         # The ring handle stays valid while _ring_keepalive is referenced (Ring contract).
         ring, self._ring_keepalive = engine.output._native_handle()
-        check(_lib.sc_pipe_sink_create(out, engine._engine, ring, pipe_fd, relay, onward,
+        check(_lib.sc_pipe_sink_create(out, engine._engine, ring, pipe_fd, relay, onward, tee,
                                        self.half_frames, engine.blocksize, int(self.zero_copy)),
               "creating the pipe sink")
         self._native = out[0]
@@ -238,7 +262,11 @@ class PipeSink(Sink):
 
     def stats(self) -> dict[str, Any]:
         figures = self._read_stats() if self._native != _ffi.NULL else (self._final or {})
+        tee_copy = None
+        if self.tee_fd is not None:
+            tee_copy = not (self.zero_copy and self._kind(self.tee_fd) == "pipe"
+                            and pipe_size(self.tee_fd) == self.pipe_bytes)
         return {**super().stats(), **figures, "format": self.format, "dtype": self.dtype,
-                "target": self.kind, "zero_copy": self.zero_copy,
+                "target": self.kind, "zero_copy": self.zero_copy, "tee_copy": tee_copy,
                 "copy_reason": self.copy_reason, "pipe_bytes": self.pipe_bytes,
                 "error": self.error}
