@@ -22,7 +22,8 @@ def main() -> int:
     fd = os.open(args.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         while moved < args.bytes:
-            n = os.splice(sys.stdin.fileno(), fd, min(args.bytes - moved, rng.randrange(4096, 1 << 18)))
+            want = min(args.bytes - moved, rng.randrange(4096, 1 << 18))
+            n = os.splice(sys.stdin.fileno(), fd, want)
             if n == 0:
                 break
             moved += n
