@@ -104,6 +104,11 @@ int sc_ring_read_advance(sc_ring *ring, uint64_t frames);
 /* Fill levels, from either side: frames readable / writable now, or -EPIPE when broken. */
 int64_t sc_ring_readable(const sc_ring *ring);
 int64_t sc_ring_writable(const sc_ring *ring);
+/* Copying conveniences (realtime-safe): copy up to `frames` frames from `src` into the ring and
+ * publish them / copy up to `frames` out into `dst` and release them.  The count moved, or
+ * -EPIPE; a short count is an overrun / underrun like a short region. */
+int64_t sc_ring_write_frames(sc_ring *ring, const void *src, uint64_t frames);
+int64_t sc_ring_read_frames(sc_ring *ring, void *dst, uint64_t frames);
 /* Mark the ring broken (locally and in the shared header), e.g. when a side gives up. */
 void sc_ring_mark_broken(sc_ring *ring);
 void sc_ring_get_stats(const sc_ring *ring, sc_ring_stats *out);
