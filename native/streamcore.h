@@ -156,8 +156,8 @@ typedef struct {
 
 /* A native probe thread: a C thread that only waits for requests.  It exists so that Python
  * can promote a thread it did not create (by kernel tid) and let that thread report its own
- * scheduling and fork.  One Python thread at a time drives one probe (requests are serialised
- * by a mutex; the probe is not a realtime-safe object, it is a diagnostic). */
+ * scheduling and fork.  Any thread may send requests; they are serialised by a mutex (the
+ * probe is a diagnostic, not a realtime-safe object). */
 typedef struct sc_probe_thread sc_probe_thread;
 
 /* Start a probe; *out receives it once its tid is known.  0 or -errno. */
