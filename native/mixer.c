@@ -155,7 +155,20 @@ static void add_segment(sc_engine *e, sc_voice *v, const float *src, uint32_t at
 
     if (!ramp && !fade_in && !fading) {
         /* Steady state: the common case, and the bit-exact one. */
-        if (vch == ch) {
+        if (ch == 2) { /* stereo engine: fixed-stride loops the compiler can vectorise */
+            const float g0 = v->current[0], g1 = v->current[1];
+            if (vch == 2) {
+                for (uint32_t i = 0; i < k; i++) {
+                    out[2 * i] += src[2 * i] * g0;
+                    out[2 * i + 1] += src[2 * i + 1] * g1;
+                }
+            } else {
+                for (uint32_t i = 0; i < k; i++) {
+                    out[2 * i] += src[i] * g0;
+                    out[2 * i + 1] += src[i] * g1;
+                }
+            }
+        } else if (vch == ch) {
             for (uint32_t i = 0; i < k; i++)
                 for (uint32_t c = 0; c < ch; c++)
                     out[i * ch + c] += src[i * ch + c] * v->current[c];

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno as _errno
 import math
 import os
 import select
@@ -382,7 +383,7 @@ class Engine:
         deadline = time.monotonic() + 1.0
         while True:
             status = _lib.sc_engine_command(self._engine, cmd)
-            if status != -11:  # -EAGAIN: full
+            if status != -_errno.EAGAIN:  # full: wait for the mixer
                 check(status, "sc_engine_command")
                 return
             if not self._started or time.monotonic() > deadline:
