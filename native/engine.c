@@ -59,6 +59,7 @@ int sc_engine_create(sc_engine **out, const sc_engine_config *config)
     e->mix = (float *)((char *)p + head);
     e->period_ns = (int64_t)config->blocksize * 1000000000 / config->samplerate;
     e->target_fill = config->periods * config->blocksize;
+    e->rng = config->seed ? config->seed : 0x9E3779B9u;
     e->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (e->event_fd < 0) {
         rc = -errno;

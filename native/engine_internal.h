@@ -145,6 +145,7 @@ struct sc_engine {
     int64_t period_ns;
     uint32_t target_fill;      /* periods * blocksize */
     float *mix;                /* blocksize * channels floats, after this struct */
+    uint32_t rng;              /* xorshift32 state for the dither (mixer-private) */
 
     /* Command queue: Python -> mixer. */
     sc_spsc commands;

@@ -279,7 +279,18 @@ static uint32_t mix_voice(sc_engine *e, sc_voice *v, uint64_t t0)
     return 0;
 }
 
-static uint64_t convert(const sc_engine *e, void *dst)
+/* Uniform in [0, 1): xorshift32, cheap and allocation-free. */
+static inline float uniform(uint32_t *state)
+{
+    uint32_t x = *state;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    *state = x;
+    return (float)(x >> 8) * (1.0f / 16777216.0f);
+}
+
+static uint64_t convert(sc_engine *e, void *dst)
 {
     const size_t count = (size_t)e->config.blocksize * e->config.channels;
     const float *mix = e->mix;
@@ -296,6 +307,8 @@ static uint64_t convert(const sc_engine *e, void *dst)
             float x = mix[i];
             clipped += x > 1.0f || x < -1.0f;
             float s = x * 32768.0f;
+            if (e->config.dither) /* TPDF: two uniforms, triangular over ±1 LSB */
+                s += uniform(&e->rng) - uniform(&e->rng);
             out[i] = s >= 32767.0f ? 32767 : s <= -32768.0f ? -32768
                                                              : (int16_t)(s < 0 ? s - 0.5f : s + 0.5f);
         }

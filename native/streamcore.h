@@ -256,6 +256,8 @@ typedef struct sc_engine_config {
     int64_t hard_limit_ns;     /* one cycle longer than this demotes */
     int64_t canary_ns;         /* canary silent this long: demote every RT thread */
     int64_t watchdog_interval_ns; /* how often the watchdog looks */
+    int32_t dither;            /* int16 output: add TPDF dither (±1 LSB triangular) */
+    uint32_t seed;             /* the dither's generator seed (0: a fixed default) */
 } sc_engine_config;
 
 /* A command for the mixer (Python fills it; unused fields are ignored). */

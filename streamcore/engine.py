@@ -85,7 +85,8 @@ class Engine:
     ``realtime`` (acquire realtime for the mixer at ``priority``; refused or unavailable, or
     realtime=False: the engine runs at normal priority with the RT_DENIED taint),
     ``lock_memory`` (mlock; failure: MLOCK_FAILED taint), ``watchdog`` (a :class:`Watchdog`,
-    or None for the defaults, or False for none).
+    or None for the defaults, or False for none), ``dither`` (int16 output: TPDF dither of
+    ±1 LSB before rounding).
     """
 
     _engine = _ffi.NULL  # class-level NULL: close() is safe after a failed __init__
@@ -94,7 +95,7 @@ class Engine:
     def __init__(self, samplerate: int = 48000, blocksize: int = 128, channels: int = 2,
                  periods: int = 2, sink: str = "null", dtype: str = "float32",
                  realtime: bool = True, priority: int = 10, lock_memory: bool = True,
-                 watchdog: Watchdog | bool | None = None) -> None:
+                 watchdog: Watchdog | bool | None = None, dither: bool = False) -> None:
         samplerate = _positive_int("samplerate", samplerate, _lib.SC_MIN_SAMPLERATE,
                                    _lib.SC_MAX_SAMPLERATE)
         blocksize = _positive_int("blocksize", blocksize, _lib.SC_MIN_BLOCKSIZE,
@@ -138,6 +139,10 @@ class Engine:
                         "external": _lib.SC_CLOCK_CONSUMER}[sink]
         config.sink = _lib.SC_SINK_NULL if sink == "null" else _lib.SC_SINK_NONE
         config.lock_memory = 1 if lock_memory else 0
+        if dither and dtype != "int16":
+            raise ValueError("dither is for int16 output")
+        config.dither = 1 if dither else 0
+        self.dither = bool(dither)
         watchdog._fill(config, self.period_ns)
         if manual:
             config.watchdog = 0

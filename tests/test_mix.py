@@ -344,3 +344,24 @@ class TestStreamVoice:
             e.stream(ring=Ring(64, 2, "int16", lock=False))
         ring.close()
         attached.close()
+
+
+class TestDither:
+    """int16 TPDF dither: ±1 LSB of triangular noise, so levels below 1 LSB survive on average."""
+
+    def test_sub_lsb_level_survives_on_average(self):
+        level = 0.3 / 32768  # 0.3 LSB: rounds to 0 without dither
+        data = np.full(N * 200, level, dtype=np.float32)
+        with manual(channels=1, dtype="int16") as e:
+            e.play(data)
+            plain = e.render(200)[:, 0]
+        with manual(channels=1, dtype="int16", dither=True) as e:
+            e.play(data)
+            dithered = e.render(200)[:, 0]
+        assert not plain.any()
+        assert set(np.unique(dithered)) <= {-1, 0, 1}
+        assert abs(dithered.mean() - 0.3) < 0.05
+
+    def test_dither_is_for_int16(self):
+        with pytest.raises(ValueError):
+            Engine(sink="manual", dither=True)
