@@ -65,6 +65,10 @@ static void hand_back(sc_engine *e, sc_voice *v, uint32_t slot, uint32_t reason)
 
 static void apply(sc_engine *e, const sc_command *cmd)
 {
+    if (cmd->op == SC_CMD_SNAPSHOT) {
+        e->snapshot_wanted = cmd->generation;
+        return;
+    }
     if (cmd->slot >= SC_MAX_VOICES)
         return;
     sc_voice *v = &e->voices[cmd->slot];

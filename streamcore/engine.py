@@ -40,6 +40,7 @@ from streamcore._native import lib as _lib
 from streamcore.errors import (
     CommandQueueFullError,
     EngineClosedError,
+    EngineTimeoutError,
     RepromoteRefusedError,
     StreamcoreError,
     VoiceLimitError,
@@ -160,6 +161,7 @@ class Engine:
         self._started = False
         self._closed = False
         self._stream_rings: list[Any] = []
+        self._snapshot_token = 0
         self._subscriber_thread: threading.Thread | None = None
         self._subscriber_stop = (-1, -1)
         self.mixer_tid = self.watchdog_tid = self.canary_tid = 0  #: kernel tids, once started
@@ -475,8 +477,14 @@ class Engine:
 
     # ---- figures ----------------------------------------------------------------------------
 
-    def stats(self) -> _telemetry.EngineStats:
-        """Counters, histograms, taints and demotions, read live (see EngineStats)."""
+    def stats(self, consistent: bool = False, timeout: float = 1.0) -> _telemetry.EngineStats:
+        """Counters, histograms, taints and demotions (see EngineStats), read live without
+        stopping the engine.
+
+        By default the figures are read one by one while the mixer runs (two figures may be
+        one cycle apart).  ``consistent=True`` asks the mixer through the command queue for a
+        copy taken at the end of one cycle (histogram counts then equal ``cycles`` exactly);
+        it waits up to ``timeout`` s (EngineTimeoutError if the mixer does not answer)."""
         self._check_open()
         with self._lock:
             self._reap()
@@ -486,7 +494,24 @@ class Engine:
                 if isinstance(voice, StreamVoice):
                     _lib.sc_engine_voice_stats(self._engine, slot, s)
                     per_voice[voice.id] = s.underruns
+            if consistent and self._started:
+                return _telemetry.EngineStats._from_native(self._snapshot(timeout), per_voice)
             return _telemetry.read_stats(self._engine, per_voice)
+
+    def _snapshot(self, timeout: float):
+        """Ask the mixer for a one-cycle-consistent copy (caller holds _lock)."""
+        self._snapshot_token = (self._snapshot_token + 1) & 0xFFFFFFFF or 1
+        cmd = self._cmd
+        cmd.op, cmd.slot, cmd.generation = _lib.SC_CMD_SNAPSHOT, 0, self._snapshot_token
+        self._send(cmd)
+        out = _ffi.new("sc_engine_stats *")
+        deadline = time.monotonic() + timeout
+        while _lib.sc_engine_get_snapshot(self._engine, out) != self._snapshot_token:
+            if time.monotonic() > deadline:
+                raise EngineTimeoutError(f"the mixer did not answer a stats request within "
+                                         f"{timeout} s (stuck or demoted and starved?)")
+            time.sleep(0.0005)
+        return out
 
     def trace(self, max_records: int = _lib.SC_TRACE_SLOTS) -> _np.ndarray:
         """The most recent per-cycle records (oldest first), a telemetry.TRACE_DTYPE array."""

@@ -13,6 +13,7 @@ import os as _os
 __all__ = [
     "CommandQueueFullError",
     "EngineClosedError",
+    "EngineTimeoutError",
     "MemoryLockError",
     "MemoryLockWarning",
     "NativeError",
@@ -86,3 +87,7 @@ class CommandQueueFullError(StreamcoreError, RuntimeError):
 
 class RepromoteRefusedError(StreamcoreError, RuntimeError):
     """Re-promotion to realtime was refused (within the watchdog's cool-down)."""
+
+
+class EngineTimeoutError(StreamcoreError, TimeoutError):
+    """The mixer did not answer in time (it is stuck, or stopped)."""

@@ -235,3 +235,18 @@ class TestConsumerClock:
                 time.sleep(0.001)
             s = e.stats()
             assert s.xruns == 1 and "XRUN" in s.taints
+
+
+class TestConsistentStats:
+    """stats(consistent=True) goes through the command queue and is exact to one cycle."""
+
+    def test_snapshot_while_running(self):
+        with Engine() as e:
+            time.sleep(0.2)
+            for _ in range(20):
+                s = e.stats(consistent=True)
+                assert s.wake_latency.count == s.mix_time.count == s.cycles > 0
+                assert s.running
+            later = e.stats(consistent=True)
+            assert later.cycles > s.cycles
+            assert later.commands >= 21  # each request is one command
