@@ -29,6 +29,7 @@ import select
 import threading
 import time
 import warnings
+import weakref
 from typing import Any
 
 import numpy as _np
@@ -150,6 +151,7 @@ class Engine:
         out = _ffi.new("sc_engine **")
         check(_lib.sc_engine_create(out, config), "sc_engine_create")
         self._engine = out[0]
+        _engines.add(self)
 
         self._lock = threading.RLock()
         self._free = collections.deque(range(MAX_VOICES))
@@ -615,6 +617,24 @@ class Engine:
             self._acquire_realtime()  # the mixer, and the watchdog (the canary rule demotes it)
             _lib.sc_engine_rearm(self._engine)
             return self.grant
+
+
+_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _disown_engines_in_child() -> None:
+    """After fork: the child has a copy of each engine's memory but none of its threads.
+    Closing the copy would join threads that do not exist, so the child's engines are only
+    marked closed (the parent's engines are unaffected)."""
+    for engine in list(_engines):
+        engine._engine = _ffi.NULL
+        engine._started = False
+        engine._closed = True
+        engine._lock = threading.RLock()  # a lock held by a parent thread stays held otherwise
+        engine._subscriber_thread = None
+
+
+os.register_at_fork(after_in_child=_disown_engines_in_child)
 
 
 def _tids(engine_ptr) -> tuple[int, int, int]:

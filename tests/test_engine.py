@@ -89,6 +89,31 @@ class TestLifeCycle:
             assert policy == os.SCHED_OTHER
 
 
+    def test_forked_child_does_not_touch_the_engine(self):
+        with Engine() as e:
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    e.close()  # must not join the parent's threads
+                    try:
+                        e.stats()
+                        answer = b"open"
+                    except EngineClosedError:
+                        answer = b"closed"
+                    os.write(w, answer)
+                finally:
+                    os._exit(0)
+            os.close(w)
+            answer = os.read(r, 16)
+            os.close(r)
+            _, status = os.waitpid(pid, 0)
+            assert answer == b"closed" and status == 0
+            cycles = e.stats().cycles
+            time.sleep(0.05)
+            assert e.stats().cycles > cycles  # the parent's engine runs on
+
+
 class TestVoicesLive:
     """Voices play on the running engine and come back through the return queue."""
 
