@@ -275,3 +275,22 @@ class TestConsistentStats:
             later = e.stats(consistent=True)
             assert later.cycles > s.cycles
             assert later.commands >= 21  # each request is one command
+
+
+class TestIntegerOutputLive:
+    """The output ring carries the engine's dtype."""
+
+    def test_int16_output_ring(self):
+        n = 128
+        with Engine(sink="external", blocksize=n, dtype="int16") as e:
+            assert e.output.dtype == np.int16
+            e.play(np.full((n * 4, 2), 0.5, dtype=np.float32), at=2 * n)
+            got = []
+            for _ in range(6):
+                got.append(e.output.read(n))
+                e.period_consumed()
+                deadline = time.monotonic() + 2
+                while e.output.readable < 2 * n and time.monotonic() < deadline:
+                    time.sleep(0.0005)
+        out = np.concatenate(got)
+        assert not out[: 2 * n].any() and (out[2 * n:] == 16384).all()
