@@ -329,6 +329,27 @@ class TestStreamVoice:
             e.render(4)
             assert v.stats()["underruns"] == 0
 
+    def test_ring_written_by_another_process(self):
+        import os
+
+        from streamcore import Ring
+
+        data = noise(N * 3, seed=13)
+        with manual() as e, Ring(1024, 2, "float32", lock=False) as ring:
+            e.stream(ring=ring)
+            pid = os.fork()
+            if pid == 0:  # the writer: attaches by fd, as a separate program would
+                status = 1
+                try:
+                    with Ring.attach(ring.fd, lock=False) as mine:
+                        status = 0 if mine.write(data) == len(data) else 2
+                finally:
+                    os._exit(status)
+            _, status = os.waitpid(pid, 0)
+            assert status == 0
+            out = e.render(3)
+        assert np.array_equal(out, data)
+
     def test_ring_from_elsewhere(self):
         from streamcore import Ring
 
