@@ -9,11 +9,13 @@
  * Indices: free-running uint64 frame counts in the control page, the write index and the read
  * index on cache lines of their own (128 bytes apart, so the adjacent-line prefetcher does not
  * pair them either).  Each side keeps its own index in its handle and only stores it to shared
- * memory; the value it loads from the peer is validated before any pointer is computed from
- * it, and geometry (capacity, frame size) comes from the handle, never again from shared
- * memory after sc_ring_create / sc_ring_attach checked it.  A peer value that cannot be right
- * (the write index behind the read index or more than `capacity` ahead of it, or our own
- * index changed under us) marks the ring broken: -EPIPE from then on, on both sides.
+ * memory; it caches the peer's index and loads it again only when the cached value leaves too
+ * little room (one cross-core miss saved per call).  Every value loaded from the peer is
+ * validated before any pointer is computed from it, and geometry (capacity, frame size) comes
+ * from the handle, never again from shared memory after sc_ring_create / sc_ring_attach
+ * checked it.  A peer value that cannot be right (the write index behind the read index or
+ * more than `capacity` ahead of it, a peer index going backwards, or our own index changed
+ * under us) marks the ring broken: -EPIPE from then on, on both sides.
  *
  * Memory orders, the pairing in one place:
  *   writer: fill frames, then store_release(write_index)  -> reader: load_acquire(write_index),
@@ -303,6 +305,9 @@ int sc_ring_attach(sc_ring **out, int fd)
     uint64_t capacity = h->capacity, data_offset = h->data_offset;
     data_bytes = h->data_bytes;
     uint32_t broken = atomic_load_explicit(&h->broken, memory_order_relaxed);
+    /* r, w, r again, each acquire to keep the order: valid for honest peers that are running
+     * right now too (see fill_level) */
+    uint64_t r1 = atomic_load_explicit(&h->read_index, memory_order_acquire);
     uint64_t w = atomic_load_explicit(&h->write_index, memory_order_acquire);
     uint64_t r = atomic_load_explicit(&h->read_index, memory_order_acquire);
     munmap(head, header_bytes);
@@ -325,7 +330,7 @@ int sc_ring_attach(sc_ring **out, int fd)
         rc = -EBADMSG;
         goto fail;
     }
-    if (broken || w - r > capacity) {
+    if (broken || r < r1 || w < r1 || w - r1 > capacity + (r - r1)) {
         rc = -EPIPE;
         goto fail;
     }
@@ -337,8 +342,12 @@ int sc_ring_attach(sc_ring **out, int fd)
         goto fail;
     set_geometry(ring, map, header_bytes, capacity, channels, format, frame_bytes);
     ring->fd = own;
-    ring->write_local = ring->write_seen = w;
-    ring->read_local = ring->read_seen = r;
+    /* Whichever side this handle becomes, its caches must not exceed the peer's true index:
+     * the reader may already be past the w loaded above, never past the true one. */
+    ring->write_local = w;
+    ring->write_seen = w > r ? w : r;
+    ring->read_local = r;
+    ring->read_seen = r < w ? r : w;
     *out = ring;
     return 0;
 fail:
@@ -646,7 +655,7 @@ struct run {
     uint8_t *src, *dst; /* pump buffers, allocated before the threads start */
     _Atomic int stop;
     /* results, each written by its own thread */
-    uint64_t written, read, mismatches, minflt[2], majflt[2], waits[2];
+    uint64_t written, read, mismatches, minflt[2], majflt[2], waits[2], cpu_ns[2];
     int32_t status[2];
 };
 
@@ -656,6 +665,13 @@ static __attribute__((noinline)) void prefault_stack(void)
     volatile uint8_t pad[32768];
     for (size_t i = 0; i < sizeof(pad); i += 1024)
         pad[i] = 0;
+}
+
+static uint64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 static void thread_faults(uint64_t *minflt, uint64_t *majflt)
@@ -724,6 +740,7 @@ static void *producer(void *arg)
     uint64_t flt0, maj0;
     prefault_stack();
     thread_faults(&flt0, &maj0);
+    uint64_t cpu0 = thread_cpu_ns();
     while (done < run->frames && !atomic_load_explicit(&run->stop, memory_order_relaxed)) {
         uint64_t want = run->verify ? 1 + xorshift64(&state) % run->max_chunk : run->max_chunk;
         if (want > run->frames - done)
@@ -758,6 +775,7 @@ static void *producer(void *arg)
     }
     uint64_t flt1, maj1;
     thread_faults(&flt1, &maj1);
+    run->cpu_ns[0] = thread_cpu_ns() - cpu0;
     run->minflt[0] = flt1 - flt0;
     run->majflt[0] = maj1 - maj0;
     run->waits[0] = waits;
@@ -778,6 +796,7 @@ static void *consumer(void *arg)
     uint64_t flt0, maj0;
     prefault_stack();
     thread_faults(&flt0, &maj0);
+    uint64_t cpu0 = thread_cpu_ns();
     while (done < run->frames && !atomic_load_explicit(&run->stop, memory_order_relaxed)) {
         uint64_t want = run->verify ? 1 + xorshift64(&state) % run->max_chunk : run->max_chunk;
         void *data;
@@ -811,6 +830,7 @@ static void *consumer(void *arg)
     }
     uint64_t flt1, maj1;
     thread_faults(&flt1, &maj1);
+    run->cpu_ns[1] = thread_cpu_ns() - cpu0;
     run->minflt[1] = flt1 - flt0;
     run->majflt[1] = maj1 - maj0;
     run->waits[1] = waits;
@@ -846,6 +866,8 @@ static int run_pair(struct run *run, uint64_t timeout_ns, sc_ring_run_result *ou
     out->consumer_minflt = run->minflt[1];
     out->producer_majflt = run->majflt[0];
     out->consumer_majflt = run->majflt[1];
+    out->producer_cpu_ns = run->cpu_ns[0];
+    out->consumer_cpu_ns = run->cpu_ns[1];
     out->producer_waits = run->waits[0];
     out->consumer_waits = run->waits[1];
     out->status = run->status[0] < 0 ? run->status[0] : run->status[1];

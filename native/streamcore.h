@@ -122,6 +122,8 @@ typedef struct sc_ring_run_result {
     uint64_t producer_minflt, consumer_minflt;  /* page faults taken inside the two loops */
     uint64_t producer_majflt, consumer_majflt;
     uint64_t producer_waits, consumer_waits;    /* times a side found the ring full / empty */
+    uint64_t producer_cpu_ns, consumer_cpu_ns;  /* CPU time of each loop (vs elapsed_ns: how
+                                                   much of the run each thread was on a core) */
     int32_t completed;         /* 1 when every frame moved before the deadline */
     int32_t status;            /* 0, or the -errno a ring call or pthread_create returned */
 } sc_ring_run_result;

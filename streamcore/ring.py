@@ -190,9 +190,7 @@ class Ring:
                              f"than the {_lib.SC_RING_MAX_BYTES} bytes a ring may hold")
         _check(status, "creating a ring (memfd_create, ftruncate, mmap)")
         self._adopt(out[0])
-        if not inherit:
-            self._keep_from_children()
-        self._lock_on_open(mode)
+        self._finish_open(inherit, mode)
 
     @classmethod
     def attach(cls, fd: int, *, channels: int | None = None, dtype: Any = None,
@@ -234,9 +232,7 @@ class Ring:
                     f"{expected_dtype or self._dtype}")
             self.close()
             raise RingFormatError(f"fd {fd} holds a ring of {found}, expected {want}")
-        if not inherit:
-            self._keep_from_children()
-        self._lock_on_open(mode)
+        self._finish_open(inherit, mode)
         return self
 
     def _adopt(self, handle: Any) -> None:
@@ -328,13 +324,14 @@ class Ring:
 
     # ---- locking ---------------------------------------------------------------------------
 
-    def _lock_on_open(self, mode: str | None) -> None:
-        """The constructor's lock step: a required lock that fails closes the new ring."""
-        if mode is None:
-            return
+    def _finish_open(self, inherit: bool, mode: str | None) -> None:
+        """The constructors' last steps; a failure closes the new ring before it propagates."""
         try:
-            self.lock(required=mode == "required")
-        except MemoryLockError:
+            if not inherit:
+                self._keep_from_children()
+            if mode is not None:
+                self.lock(required=mode == "required")
+        except BaseException:
             self.close()
             raise
 
