@@ -13,6 +13,11 @@ from streamcore.errors import EngineClosedError
 from streamcore.telemetry import TRACE_DTYPE
 
 
+def timer_slack_ns(tid: int) -> int:
+    with open(f"/proc/{tid}/timerslack_ns") as f:
+        return int(f.read())
+
+
 def read_comm(tid: int) -> str:
     with open(f"/proc/self/task/{tid}/comm") as f:
         return f.read().strip()
@@ -67,12 +72,14 @@ class TestLifeCycle:
             assert watchdog.realtime and watchdog.priority == 11
             assert current_scheduling(e.canary_tid).policy == "other"
             assert "RT_DENIED" not in e.stats().taints
+            assert timer_slack_ns(e.mixer_tid) <= 1
 
     def test_realtime_off_is_a_taint(self):
         with Engine(realtime=False) as e:
             assert e.grant is None
             assert current_scheduling(e.mixer_tid).policy == "other"
             assert "RT_DENIED" in e.stats().taints and not e.stats().clean
+            assert timer_slack_ns(e.mixer_tid) == 1  # (realtime threads report 0)
 
     def test_children_forked_while_running_are_sched_other(self):
         with Engine() as e:
