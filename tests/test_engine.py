@@ -74,6 +74,14 @@ class TestLifeCycle:
             assert "RT_DENIED" not in e.stats().taints
             assert timer_slack_ns(e.mixer_tid) <= 1
 
+    def test_without_watchdog(self):
+        with Engine(watchdog=False) as e:
+            time.sleep(0.05)
+            assert e.watchdog_tid == 0 and e.canary_tid == 0 and e.watchdog_grant is None
+            e._test_spin(0.05)
+            time.sleep(0.15)
+            assert e.events() == [] and e.stats().cycles > 10
+
     def test_realtime_off_is_a_taint(self):
         with Engine(realtime=False) as e:
             assert e.grant is None
