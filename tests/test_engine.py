@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from streamcore import Engine, current_scheduling
-from streamcore.errors import EngineClosedError
+from streamcore.errors import EngineClosedError, VoiceLimitError
 from streamcore.telemetry import TRACE_DTYPE
 
 
@@ -309,3 +309,40 @@ class TestIntegerOutputLive:
                     time.sleep(0.0005)
         out = np.concatenate(got)
         assert not out[: 2 * n].any() and (out[2 * n:] == 16384).all()
+
+
+class TestConcurrentCallers:
+    """Several Python threads add, change and stop voices at once: every voice comes back."""
+
+    def test_threads_play_and_stop(self):
+        import threading
+
+        data = np.full(960, 0.001, dtype=np.float32)
+        errors = []
+        voices = []
+        with Engine() as e:
+            def worker(k):
+                try:
+                    for i in range(150):
+                        while True:  # all slots busy on a slow machine: wait for one
+                            try:
+                                v = e.play(data, loop=(i % 3 == 0), pan=((i + k) % 5 - 2) / 2)
+                                break
+                            except VoiceLimitError:
+                                time.sleep(0.01)
+                        v.gain = 0.5
+                        if i % 3 == 0:
+                            v.stop(fade=0.001)
+                        voices.append(v)
+                except Exception as exc:  # reported below, with the thread's context
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert errors == []
+            assert all(v.wait(10.0) for v in voices)
+            assert len(e._free) == 256 and e.voices == []
+            assert e.stats(consistent=True).voices == 0
