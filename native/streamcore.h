@@ -215,3 +215,249 @@ uint64_t sc_pattern_mismatches(const void *data, uint64_t len, uint64_t offset);
 /* ---- engine: mixer, voices, watchdog, telemetry (native/mixer.c, watchdog.c, ...) -------
  */
 
+/* One engine = one mixer (voices, command and return queues), its clock, its telemetry and its
+ * watchdog.  Python (streamcore/engine.py) is the only caller of the control functions; the
+ * mixer thread and the sinks call only what is marked RT-safe.  Concurrency: the command
+ * queue has ONE producer (Python serialises its threads with a lock) and one consumer (the
+ * mixer); the return, trace and event queues have one producer (mixer, mixer, watchdog) and
+ * one consumer (Python). */
+
+typedef struct sc_engine sc_engine;
+
+#define SC_MAX_VOICES 256
+#define SC_MAX_CHANNELS 32
+#define SC_MIN_BLOCKSIZE 16
+#define SC_MAX_BLOCKSIZE 8192
+#define SC_MIN_SAMPLERATE 8000
+#define SC_MAX_SAMPLERATE 384000
+#define SC_COMMAND_SLOTS 1024
+#define SC_TRACE_SLOTS 8192
+#define SC_EVENT_SLOTS 64
+/* Histogram bucket b counts values v (ns) with 2^b <= v < 2^(b+1); bucket 0 also holds 0. */
+#define SC_HIST_BUCKETS 40
+
+/* Output sample formats (same values as the ring's SC_FORMAT_*). */
+#define SC_OUT_F32 1
+#define SC_OUT_S16 2
+#define SC_OUT_S32 3
+
+/* What wakes the mixer. */
+#define SC_CLOCK_MANUAL 0    /* no thread: sc_engine_render() renders in the caller */
+#define SC_CLOCK_TIMER 1     /* clock_nanosleep(TIMER_ABSTIME, CLOCK_MONOTONIC) every period */
+#define SC_CLOCK_CONSUMER 2  /* a sink calls sc_engine_period_consumed() */
+
+/* Sinks driven by the timer clock. */
+#define SC_SINK_NONE 0
+#define SC_SINK_NULL 1       /* consumes (discards) one period per timer tick */
+
+#define SC_VOICE_BUFFER 1    /* frames read in place from caller memory (float32) */
+#define SC_VOICE_STREAM 2    /* frames read from an sc_ring (float32) */
+
+#define SC_CMD_ADD 1
+#define SC_CMD_STOP 2        /* fade out over fade_frames, then return */
+#define SC_CMD_SET 3         /* new gain and pan, ramped over one block */
+#define SC_CMD_SNAPSHOT 4    /* copy the stats at the end of this cycle; token in `generation` */
+
+#define SC_END_FINISHED 1    /* a one-shot buffer played to its end */
+#define SC_END_STOPPED 2     /* stopped (after its fade) */
+#define SC_END_FLUSHED 3     /* the engine stopped while the voice was active */
+
+/* Taints: set once, never cleared for the engine's life. */
+#define SC_TAINT_RT_DENIED 1
+#define SC_TAINT_MLOCK_FAILED 2
+#define SC_TAINT_WATCHDOG_DEMOTED 4
+#define SC_TAINT_RTTIME_SIGNAL 8
+#define SC_TAINT_XRUN 16
+#define SC_TAINT_CLIPPED 32
+
+/* Why the watchdog demoted. */
+#define SC_DEMOTE_NONE 0
+#define SC_DEMOTE_OVERRUNS 1   /* budget exceeded overruns_in_row cycles in a row */
+#define SC_DEMOTE_HARD_LIMIT 2 /* one cycle longer than the hard limit (also while still running) */
+#define SC_DEMOTE_CANARY 3     /* the SCHED_OTHER canary starved for canary_ns */
+#define SC_DEMOTE_RTTIME 4     /* SIGXCPU: soft RLIMIT_RTTIME reached */
+
+/* Per-period trace flags. */
+#define SC_TRACE_XRUN 1
+#define SC_TRACE_DEMOTED 2
+
+typedef struct sc_engine_config {
+    uint32_t samplerate;
+    uint32_t blocksize;        /* frames per period */
+    uint32_t channels;
+    uint32_t periods;          /* periods kept in the output ring (>= 2) */
+    uint32_t format;           /* SC_OUT_* */
+    uint32_t clock;            /* SC_CLOCK_* */
+    uint32_t sink;             /* SC_SINK_* (timer clock only) */
+    int32_t lock_memory;       /* mlock the engine's memory and the mixer's stack */
+    int32_t watchdog;          /* start the watchdog and canary threads */
+    uint32_t overruns_in_row;  /* demote after this many over-budget cycles in a row */
+    int64_t budget_ns;         /* a cycle longer than this is an overrun */
+    int64_t hard_limit_ns;     /* one cycle longer than this demotes */
+    int64_t canary_ns;         /* canary silent this long: demote every RT thread */
+    int64_t watchdog_interval_ns; /* how often the watchdog looks */
+    int32_t dither;            /* int16 output: add TPDF dither (±1 LSB triangular) */
+    uint32_t seed;             /* the dither's generator seed (0: a fixed default) */
+} sc_engine_config;
+
+/* A command for the mixer (Python fills it; unused fields are ignored). */
+typedef struct sc_command {
+    uint32_t op;               /* SC_CMD_* */
+    uint32_t slot;             /* voice slot, 0 .. SC_MAX_VOICES-1, owned by Python until returned */
+    uint32_t generation;       /* Python's counter for the slot: stale commands are ignored */
+    uint32_t kind;             /* SC_VOICE_* (ADD) */
+    uint32_t channels;         /* the voice's channels: 1 or the engine's (ADD) */
+    uint32_t loop;             /* buffer voices: loop forever (ADD) */
+    const float *data;         /* buffer voices: interleaved float32, kept alive by Python (ADD) */
+    uint64_t frames;           /* buffer voices: frames in data (ADD) */
+    sc_ring *ring;             /* stream voices: the ring to read, kept open by Python (ADD) */
+    int64_t start_frame;       /* output frame to start at; negative: the next period (ADD) */
+    uint64_t fade_frames;      /* fade-in (ADD) or fade-out (STOP) length in frames */
+    float gain;                /* ADD, SET */
+    float pan;                 /* -1 left .. +1 right (ADD, SET) */
+} sc_command;
+
+/* A voice handed back to Python: the slot (and its memory) is Python's again. */
+typedef struct sc_voice_return {
+    uint32_t slot;
+    uint32_t generation;
+    uint32_t reason;           /* SC_END_* */
+    uint32_t pad;
+    uint64_t frames_played;
+    uint64_t underruns;        /* stream voices: periods that found too few frames */
+    uint64_t underrun_frames;  /* silent frames played because of them */
+    uint64_t nonfinite;        /* blocks silenced because the source held NaN/Inf */
+} sc_voice_return;
+
+/* Live counters of one voice slot (read while the mixer runs; relaxed). */
+typedef struct sc_voice_stats {
+    uint32_t generation;
+    uint32_t active;
+    uint64_t frames_played;
+    uint64_t underruns;
+    uint64_t underrun_frames;
+    uint64_t nonfinite;
+} sc_voice_stats;
+
+/* One record per mixer cycle. */
+typedef struct sc_trace_record {
+    uint64_t cycle;
+    int64_t wake_ns;           /* CLOCK_MONOTONIC when the mixer woke */
+    int64_t late_ns;           /* wake_ns minus the deadline (or the consumer's signal time) */
+    int64_t mix_ns;            /* time from wake-up to the end of the cycle's work */
+    uint32_t fill;             /* frames in the output ring after the cycle */
+    uint32_t voices;           /* voices active at the end of the cycle */
+    uint32_t flags;            /* SC_TRACE_* */
+    uint32_t rendered;         /* periods rendered in this cycle */
+} sc_trace_record;
+
+typedef struct sc_engine_stats {
+    uint64_t cycles;           /* mixer wake-ups that did work (== histogram counts) */
+    uint64_t periods;          /* periods rendered (prefill included) */
+    uint64_t consumed;         /* periods the sink took */
+    uint64_t skipped;          /* timer periods missed entirely (the mixer woke > 1 period late) */
+    uint64_t xruns;            /* cycles where the sink found less than a period, or skipped */
+    uint64_t frames;           /* output frames rendered: the engine's frame clock */
+    uint64_t clipped;          /* output samples outside [-1, 1] */
+    uint64_t nonfinite;        /* voice blocks silenced because of NaN/Inf */
+    uint64_t underruns;        /* stream-voice underruns (all voices) */
+    uint64_t late_starts;      /* voices whose start frame had already passed */
+    uint64_t commands;         /* commands applied */
+    uint64_t overruns;         /* cycles longer than the budget */
+    uint64_t sigxcpu;          /* SIGXCPU signals caught */
+    uint64_t demotions;
+    int64_t start_ns;          /* the timer clock's origin: deadline k is start_ns + k*period */
+    int64_t late_min, late_max, late_sum;
+    int64_t mix_min, mix_max, mix_sum;
+    uint64_t late_hist[SC_HIST_BUCKETS];
+    uint64_t mix_hist[SC_HIST_BUCKETS];
+    uint32_t voices;           /* active now */
+    uint32_t taints;           /* SC_TAINT_* */
+    uint32_t fill;             /* output frames buffered after the last cycle */
+    uint32_t running;
+    int64_t mixer_tid, watchdog_tid, canary_tid;
+} sc_engine_stats;
+
+/* A watchdog demotion. */
+typedef struct sc_event {
+    int64_t time_ns;
+    uint32_t reason;           /* SC_DEMOTE_* */
+    int32_t policy_before;     /* the thread's sched policy before (sched_getscheduler) */
+    int64_t tid;               /* the demoted thread (the mixer; CANARY demotes all RT threads) */
+    int64_t busy_ns;           /* how long the current cycle had run, 0 if idle */
+    uint64_t streak;           /* over-budget cycles in a row */
+    int64_t canary_age_ns;     /* time since the canary last ran */
+    uint64_t cycle;            /* the mixer's cycle count then */
+    int32_t result;            /* 0 or -errno of the demotion */
+    uint32_t threads;          /* how many threads were demoted */
+} sc_event;
+
+/* The watchdog's state machine, pure (tested on data; the thread calls it each look). */
+typedef struct sc_watchdog_input {
+    int64_t now_ns;
+    int64_t busy_since_ns;     /* start of the mixer's current cycle, 0 if it is waiting */
+    int64_t canary_ns;         /* the canary's last cheep */
+    uint64_t streak;           /* the mixer's over-budget cycles in a row */
+    uint64_t sigxcpu;          /* SIGXCPU signals so far */
+    uint64_t hard_overruns;    /* completed cycles longer than the hard limit so far */
+} sc_watchdog_input;
+
+typedef struct sc_watchdog_state {
+    int32_t mixer_demoted;     /* set by a demotion, cleared by sc_engine_rearm() */
+    int32_t canary_tripped;    /* set by a canary demotion, cleared by rearm */
+    uint64_t sigxcpu_seen;
+    uint64_t hard_overruns_seen;
+} sc_watchdog_state;
+
+/* The reason (SC_DEMOTE_*) to demote now, updating the state; SC_DEMOTE_NONE otherwise.
+ * Each reason fires once until rearmed, so a demoted engine is not demoted again. */
+uint32_t sc_watchdog_decide(const sc_engine_config *config, sc_watchdog_state *state,
+                            const sc_watchdog_input *input);
+
+/* Validate the config, allocate (and, with lock_memory, mlock and prefault) the engine.
+ * 0, -EINVAL (a field out of range), -ENOMEM.  A failed mlock sets SC_TAINT_MLOCK_FAILED. */
+int sc_engine_create(sc_engine **out, const sc_engine_config *config);
+/* Stops it if running, then frees it.  NULL is accepted. */
+void sc_engine_destroy(sc_engine *engine);
+/* Start the mixer (and the watchdog and canary when configured), writing into `output`
+ * (a ring of the engine's channels and format, capacity >= periods*blocksize).  Returns once
+ * the threads have published their tids.  -EINVAL for the manual clock or a wrong ring,
+ * -EALREADY if running, -errno of pthread_create. */
+int sc_engine_start(sc_engine *engine, sc_ring *output);
+/* Ask the threads to finish and join them; active voices stay (see sc_engine_flush). */
+int sc_engine_stop(sc_engine *engine);
+/* RT-safe, for sinks on the consumer clock: a period was taken from the output ring
+ * (underrun: it held less than a period).  Wakes the mixer now (futex). */
+void sc_engine_period_consumed(sc_engine *engine, int32_t underrun);
+/* The output ring given to sc_engine_start (NULL before). */
+sc_ring *sc_engine_output(const sc_engine *engine);
+/* Not running: hand every active voice back with SC_END_FLUSHED.  -EBUSY if running. */
+int sc_engine_flush(sc_engine *engine);
+/* Manual clock: render `periods` periods into dst (periods*blocksize frames of the output
+ * format), in the calling thread.  Returns periods rendered; -EINVAL if not manual. */
+int64_t sc_engine_render(sc_engine *engine, void *dst, uint32_t periods);
+/* Queue a command (single producer).  0, -EAGAIN when the queue is full, -EINVAL. */
+int sc_engine_command(sc_engine *engine, const sc_command *command);
+/* Take one returned voice: 1 (out filled) or 0 (none). */
+int sc_engine_poll_return(sc_engine *engine, sc_voice_return *out);
+/* Copy the live counters of one slot.  0 or -EINVAL. */
+int sc_engine_voice_stats(const sc_engine *engine, uint32_t slot, sc_voice_stats *out);
+/* Copy the aggregates (relaxed reads: consistent once the engine is stopped). */
+void sc_engine_get_stats(const sc_engine *engine, sc_engine_stats *out);
+/* The stats the mixer copied at the end of the cycle that applied an SC_CMD_SNAPSHOT: a
+ * readout consistent to one cycle.  Returns the token of the copy in out (0: none yet).
+ * One requester at a time (Python's lock): the mixer writes a copy only when asked. */
+uint32_t sc_engine_get_snapshot(const sc_engine *engine, sc_engine_stats *out);
+/* Copy the most recent trace records (oldest first), at most max.  Returns the count. */
+int64_t sc_engine_trace(const sc_engine *engine, sc_trace_record *out, uint64_t max);
+/* Take one watchdog event: 1 or 0. */
+int sc_engine_poll_event(sc_engine *engine, sc_event *out);
+/* An eventfd (nonblocking) the watchdog writes once per event: poll/select it to subscribe. */
+int sc_engine_event_fd(const sc_engine *engine);
+/* Set taint bits (Python sets RT_DENIED). */
+void sc_engine_taint(sc_engine *engine, uint32_t taints);
+/* After a re-promotion: let the watchdog demote again. */
+void sc_engine_rearm(sc_engine *engine);
+/* Test hook: the next `cycles` cycles busy-loop for `spin_ns` each before mixing. */
+void sc_engine_test_spin(sc_engine *engine, int64_t spin_ns, uint32_t cycles);
+

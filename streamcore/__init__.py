@@ -7,6 +7,9 @@ Rings
     between threads or processes (``streamcore.ring``); :class:`RingStats` its counters.
 Errors
     :class:`StreamcoreError` and its subclasses (``streamcore.errors``).
+Engine
+    :class:`Engine` mixes :class:`Voice` and :class:`StreamVoice` objects in a realtime C
+    thread; :class:`Watchdog` configures its watchdog; ``streamcore.telemetry`` reads figures.
 System facts
     :func:`system_report` (what ``python -m streamcore`` prints).
 Realtime scheduling (``streamcore.realtime``)
@@ -19,6 +22,7 @@ The realtime path is C (``native/``); Python sets things up, feeds audio and rea
 from __future__ import annotations
 
 from streamcore._version import __version__
+from streamcore.engine import Engine
 from streamcore.errors import (
     MemoryLockError,
     MemoryLockWarning,
@@ -36,8 +40,11 @@ from streamcore.realtime import (
 )
 from streamcore.ring import Ring, RingStats
 from streamcore.system import system_report
+from streamcore.voice import StreamVoice, Voice
+from streamcore.watchdog import Watchdog
 
 __all__ = [
+    "Engine",
     "MemoryLockError",
     "MemoryLockWarning",
     "NativeError",
@@ -47,7 +54,10 @@ __all__ = [
     "RingFormatError",
     "RingStats",
     "Scheduling",
+    "StreamVoice",
     "StreamcoreError",
+    "Voice",
+    "Watchdog",
     "__version__",
     "acquire_realtime",
     "current_scheduling",

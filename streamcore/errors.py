@@ -11,12 +11,17 @@ import errno as _errno
 import os as _os
 
 __all__ = [
+    "CommandQueueFullError",
+    "EngineClosedError",
+    "EngineTimeoutError",
     "MemoryLockError",
     "MemoryLockWarning",
     "NativeError",
+    "RepromoteRefusedError",
     "RingCorruptedError",
     "RingFormatError",
     "StreamcoreError",
+    "VoiceLimitError",
     "check",
 ]
 
@@ -66,3 +71,23 @@ class RingFormatError(StreamcoreError, ValueError):
 
 class MemoryLockWarning(RuntimeWarning):
     """Memory could not be locked and the caller allowed running unlocked (``lock='try'``)."""
+
+
+class EngineClosedError(StreamcoreError, RuntimeError):
+    """The engine was closed; create a new one."""
+
+
+class VoiceLimitError(StreamcoreError, RuntimeError):
+    """Every voice slot of the engine is busy: stop a voice or wait for one to finish."""
+
+
+class CommandQueueFullError(StreamcoreError, RuntimeError):
+    """The mixer did not take commands fast enough (or the engine is not running)."""
+
+
+class RepromoteRefusedError(StreamcoreError, RuntimeError):
+    """Re-promotion to realtime was refused (within the watchdog's cool-down)."""
+
+
+class EngineTimeoutError(StreamcoreError, TimeoutError):
+    """The mixer did not answer in time (it is stuck, or stopped)."""

@@ -1,0 +1,230 @@
+/*
+ * engine_internal.h: the engine's memory layout and the helpers its C files share
+ * (mixer.c, telemetry.c, watchdog.c, engine.c).  Not part of the Python contract.
+ *
+ * Everything the mixer thread touches lives in one mmap'ed, mlocked, prefaulted block (struct
+ * sc_engine followed by the mix buffer), so its cycle cannot fault a page.
+ */
+#ifndef STREAMCORE_ENGINE_INTERNAL_H
+#define STREAMCORE_ENGINE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "streamcore.h"
+
+#define SC_CACHELINE 64
+
+/* ---- single-producer single-consumer queue of fixed-size records --------------------------
+ * Free-running 32-bit indices (capacity a power of two, so wrap-around is harmless).  The
+ * producer publishes with a release store of head after writing the record; the consumer
+ * reads head with acquire, copies, then releases the slot with a release store of tail. */
+typedef struct sc_spsc {
+    _Alignas(SC_CACHELINE) _Atomic uint32_t head; /* written by the producer */
+    _Alignas(SC_CACHELINE) _Atomic uint32_t tail; /* written by the consumer */
+} sc_spsc;
+
+static inline uint32_t sc_spsc_used(sc_spsc *q)
+{
+    return atomic_load_explicit(&q->head, memory_order_acquire) -
+           atomic_load_explicit(&q->tail, memory_order_acquire);
+}
+
+/* Producer: the slot index to fill, or -1 when full. */
+static inline int64_t sc_spsc_reserve(sc_spsc *q, uint32_t capacity)
+{
+    uint32_t head = atomic_load_explicit(&q->head, memory_order_relaxed);
+    uint32_t tail = atomic_load_explicit(&q->tail, memory_order_acquire);
+    if (head - tail >= capacity)
+        return -1;
+    return head & (capacity - 1);
+}
+
+static inline void sc_spsc_publish(sc_spsc *q)
+{
+    uint32_t head = atomic_load_explicit(&q->head, memory_order_relaxed);
+    atomic_store_explicit(&q->head, head + 1, memory_order_release);
+}
+
+/* Consumer: the slot index to read, or -1 when empty. */
+static inline int64_t sc_spsc_peek(sc_spsc *q, uint32_t capacity)
+{
+    uint32_t tail = atomic_load_explicit(&q->tail, memory_order_relaxed);
+    uint32_t head = atomic_load_explicit(&q->head, memory_order_acquire);
+    if (head == tail)
+        return -1;
+    return tail & (capacity - 1);
+}
+
+static inline void sc_spsc_consume(sc_spsc *q)
+{
+    uint32_t tail = atomic_load_explicit(&q->tail, memory_order_relaxed);
+    atomic_store_explicit(&q->tail, tail + 1, memory_order_release);
+}
+
+/* ---- counters written by one thread, read by others -------------------------------------
+ * Single writer: a relaxed load + store is enough (no read-modify-write needed) and readers
+ * see each value whole. */
+typedef _Atomic uint64_t sc_counter;
+typedef _Atomic int64_t sc_scounter;
+
+static inline void sc_count(sc_counter *c, uint64_t n)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
+
+static inline uint64_t sc_read(const sc_counter *c)
+{
+    return atomic_load_explicit((sc_counter *)c, memory_order_relaxed);
+}
+
+static inline int64_t sc_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts); /* vDSO: no syscall */
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* ---- voices ------------------------------------------------------------------------------ */
+enum sc_voice_phase { SC_PHASE_FREE = 0, SC_PHASE_WAITING, SC_PHASE_PLAYING, SC_PHASE_FADING };
+
+typedef struct sc_voice {
+    uint32_t phase;            /* sc_voice_phase; mixer-private */
+    uint32_t generation;
+    uint32_t kind;
+    uint32_t channels;
+    uint32_t loop;
+    uint32_t primed;           /* stream voices: data has arrived once (underruns count after) */
+    const float *data;
+    uint64_t frames;
+    sc_ring *ring;
+    uint64_t position;         /* next source frame (buffer voices) */
+    int64_t start_frame;
+    uint64_t fade_in_frames;   /* 0: none */
+    uint64_t since_start;      /* frames played, for the fade-in envelope */
+    uint64_t fade_total;       /* fade-out length */
+    uint64_t fade_left;        /* frames of fade-out still to play */
+    float gain, pan;
+    float current[SC_MAX_CHANNELS]; /* per output channel gain now */
+    float target[SC_MAX_CHANNELS];  /* ... and at the end of the ramp */
+    /* Read live by Python (relaxed). */
+    _Atomic uint32_t live_generation;
+    _Atomic uint32_t active;
+    sc_counter frames_played;
+    sc_counter underruns;
+    sc_counter underrun_frames;
+    sc_counter nonfinite;
+} sc_voice;
+
+/* ---- telemetry (telemetry.c) --------------------------------------------------------------- */
+typedef struct sc_histogram {
+    sc_counter count;
+    sc_scounter min, max, sum;
+    sc_counter buckets[SC_HIST_BUCKETS];
+} sc_histogram;
+
+typedef struct sc_telemetry {
+    sc_histogram late;
+    sc_histogram mix;
+    _Alignas(SC_CACHELINE) _Atomic uint64_t written; /* records ever written */
+    sc_trace_record records[SC_TRACE_SLOTS];
+} sc_telemetry;
+
+void sc_telemetry_reset(sc_telemetry *t);
+void sc_histogram_add(sc_histogram *h, int64_t value);
+void sc_telemetry_record(sc_telemetry *t, const sc_trace_record *r);
+/* End of a cycle: answer a pending snapshot request (mixer thread). */
+void sc_telemetry_answer_snapshot(sc_engine *e);
+
+/* ---- the engine ---------------------------------------------------------------------------- */
+struct sc_engine {
+    sc_engine_config config;
+    size_t map_bytes;          /* the whole mapping: this struct + mix buffer */
+    int64_t period_ns;
+    uint32_t target_fill;      /* periods * blocksize */
+    float *mix;                /* blocksize * channels floats, after this struct */
+    uint32_t rng;              /* xorshift32 state for the dither (mixer-private) */
+
+    /* Command queue: Python -> mixer. */
+    sc_spsc commands;
+    sc_command command_slots[SC_COMMAND_SLOTS];
+    /* Return queue: mixer -> Python.  Each slot is returned once per ADD, so it never fills. */
+    sc_spsc returns;
+    sc_voice_return return_slots[SC_MAX_VOICES];
+    /* Event queue: watchdog -> Python. */
+    sc_spsc events;
+    sc_event event_slots[SC_EVENT_SLOTS];
+    int event_fd;
+
+    sc_voice voices[SC_MAX_VOICES];
+    uint32_t active_voices;    /* mixer-private; mirrored into voices_now */
+
+    /* Counters (single writer: the mixer, except where noted). */
+    sc_counter cycles, periods, consumed, skipped, xruns, frames, clipped, nonfinite,
+        underruns, late_starts, commands_done, overruns, hard_overruns;
+    sc_counter sigxcpu;        /* written by the signal handler (atomic add) */
+    sc_counter demotions;      /* written by the watchdog */
+    _Atomic uint32_t voices_now, fill_now;
+    _Atomic uint32_t taints;   /* atomic OR from any thread */
+    int64_t start_ns;
+
+    /* Mixer <-> watchdog. */
+    _Atomic int64_t busy_since_ns;
+    _Atomic uint64_t streak;
+    _Atomic int64_t canary_ns;
+    _Atomic int32_t rearm_request;
+    _Atomic int32_t demoted;   /* the mixer runs demoted (trace flag) */
+    sc_watchdog_state wd_state; /* watchdog-private */
+
+    /* Consumer clock. */
+    _Atomic uint32_t consumed_seq; /* futex word */
+    _Atomic int64_t consumed_at_ns;
+    _Atomic uint32_t consumer_underruns;
+
+    /* Consistent stats on request (SC_CMD_SNAPSHOT). */
+    uint32_t snapshot_wanted;  /* mixer-private: token to answer at the end of the cycle */
+    _Atomic uint32_t snapshot_token; /* token of the copy in `snapshot`, release-published */
+    sc_engine_stats snapshot;
+
+    /* Test hook. */
+    _Atomic int64_t spin_ns;
+    _Atomic uint32_t spin_cycles;
+
+    /* Threads. */
+    sc_ring *output;
+    _Atomic int32_t running;
+    int32_t started;
+    pthread_t mixer_thread, watchdog_thread, canary_thread;
+    int32_t watchdog_started, canary_started;
+    _Atomic int64_t mixer_tid, watchdog_tid, canary_tid;
+    void *mixer_stack;
+    size_t mixer_stack_bytes;
+
+    sc_telemetry telemetry;
+};
+
+/* mixer.c */
+void sc_mixer_apply_commands(sc_engine *e);
+/* Render one period into dst (output format); returns clipped sample count. */
+void sc_mixer_render_period(sc_engine *e, void *dst);
+void sc_mixer_flush(sc_engine *e);
+
+/* clock.c */
+void sc_engine_free_stack(sc_engine *e);
+
+/* watchdog.c */
+int sc_watchdog_start(sc_engine *e);
+void sc_watchdog_stop(sc_engine *e);
+void sc_watchdog_register(sc_engine *e);
+void sc_watchdog_unregister(sc_engine *e);
+
+static inline void sc_taint(sc_engine *e, uint32_t bits)
+{
+    atomic_fetch_or_explicit(&e->taints, bits, memory_order_relaxed);
+}
+
+#endif

@@ -1,0 +1,365 @@
+/*
+ * mixer.c: the mix kernel.  Applies queued commands, mixes every active voice into a float32
+ * period, converts it to the output format, and hands finished voices back.
+ *
+ * Runs in the mixer thread (or in the caller for the manual clock): no allocation, no lock,
+ * no syscall, no logging.  Problems are counted and left for the watchdog and Python.
+ *
+ * Pan law (documented in streamcore/voice.py too):
+ *   - a voice with the engine's channel count, on a stereo engine: balance.  pan <= 0 keeps
+ *     the left channel at `gain` and scales the right by (1 + pan); pan >= 0 the reverse.
+ *     At pan 0 both gains are exactly `gain`, so gain 1.0 passes samples through bit-exact.
+ *   - a mono voice on a stereo engine: constant power, L = gain*cos(θ), R = gain*sin(θ) with
+ *     θ = (pan + 1)·π/4 (-3 dB each at the centre).
+ *   - any other layout (mono engine, or more than two channels): every channel gets `gain`;
+ *     pan must be 0 (Python checks).
+ */
+#define _GNU_SOURCE
+#include <math.h>
+#include <stdbool.h>
+#include <string.h>
+
+#include "engine_internal.h"
+
+static void compute_gains(const sc_engine *e, const sc_voice *v, float *out)
+{
+    uint32_t ch = e->config.channels;
+    float g = v->gain, p = v->pan;
+    for (uint32_t c = 0; c < ch; c++)
+        out[c] = g;
+    if (ch != 2)
+        return;
+    if (v->channels == 2) {
+        if (p > 0.0f)
+            out[0] = g * (1.0f - p);
+        else if (p < 0.0f)
+            out[1] = g * (1.0f + p);
+    } else {
+        float theta = (p + 1.0f) * (float)M_PI_4;
+        out[0] = g * cosf(theta);
+        out[1] = g * sinf(theta);
+    }
+}
+
+static void hand_back(sc_engine *e, sc_voice *v, uint32_t slot, uint32_t reason)
+{
+    int64_t i = sc_spsc_reserve(&e->returns, SC_MAX_VOICES);
+    if (i >= 0) { /* always true: one return per ADD, and a slot is reused only after */
+        sc_voice_return *r = &e->return_slots[i];
+        r->slot = slot;
+        r->generation = v->generation;
+        r->reason = reason;
+        r->pad = 0;
+        r->frames_played = sc_read(&v->frames_played);
+        r->underruns = sc_read(&v->underruns);
+        r->underrun_frames = sc_read(&v->underrun_frames);
+        r->nonfinite = sc_read(&v->nonfinite);
+        sc_spsc_publish(&e->returns);
+    }
+    v->phase = SC_PHASE_FREE;
+    v->data = NULL;
+    v->ring = NULL;
+    atomic_store_explicit(&v->active, 0, memory_order_release);
+    e->active_voices--;
+}
+
+static void apply(sc_engine *e, const sc_command *cmd)
+{
+    if (cmd->op == SC_CMD_SNAPSHOT) {
+        e->snapshot_wanted = cmd->generation;
+        return;
+    }
+    if (cmd->slot >= SC_MAX_VOICES)
+        return;
+    sc_voice *v = &e->voices[cmd->slot];
+    if (cmd->op == SC_CMD_ADD) {
+        if (v->phase != SC_PHASE_FREE)
+            return; /* Python never does this: the slot is still ours */
+        v->generation = cmd->generation;
+        v->kind = cmd->kind;
+        v->channels = cmd->channels;
+        v->loop = cmd->loop;
+        v->data = cmd->data;
+        v->frames = cmd->frames;
+        v->ring = cmd->ring;
+        v->position = 0;
+        v->primed = 0;
+        uint64_t now = sc_read(&e->frames);
+        if (cmd->start_frame < 0) {
+            v->start_frame = (int64_t)now;
+        } else {
+            v->start_frame = cmd->start_frame;
+            if ((uint64_t)cmd->start_frame < now)
+                sc_count(&e->late_starts, 1);
+        }
+        v->fade_in_frames = cmd->fade_frames;
+        v->since_start = 0;
+        v->fade_total = v->fade_left = 0;
+        v->gain = cmd->gain;
+        v->pan = cmd->pan;
+        compute_gains(e, v, v->target);
+        memcpy(v->current, v->target, sizeof v->current);
+        atomic_store_explicit(&v->frames_played, 0, memory_order_relaxed);
+        atomic_store_explicit(&v->underruns, 0, memory_order_relaxed);
+        atomic_store_explicit(&v->underrun_frames, 0, memory_order_relaxed);
+        atomic_store_explicit(&v->nonfinite, 0, memory_order_relaxed);
+        atomic_store_explicit(&v->live_generation, cmd->generation, memory_order_relaxed);
+        atomic_store_explicit(&v->active, 1, memory_order_release);
+        v->phase = SC_PHASE_WAITING;
+        e->active_voices++;
+        return;
+    }
+    if (v->phase == SC_PHASE_FREE || v->generation != cmd->generation)
+        return; /* already finished: a stale command */
+    if (cmd->op == SC_CMD_SET) {
+        v->gain = cmd->gain;
+        v->pan = cmd->pan;
+        compute_gains(e, v, v->target);
+        if (v->phase == SC_PHASE_WAITING)
+            memcpy(v->current, v->target, sizeof v->current);
+    } else if (cmd->op == SC_CMD_STOP) {
+        if (v->phase == SC_PHASE_FADING && v->fade_left <= cmd->fade_frames)
+            return; /* already fading out at least as fast */
+        if (v->phase == SC_PHASE_WAITING || cmd->fade_frames == 0) {
+            hand_back(e, v, cmd->slot, SC_END_STOPPED);
+            return;
+        }
+        v->phase = SC_PHASE_FADING;
+        v->fade_total = v->fade_left = cmd->fade_frames;
+    }
+}
+
+void sc_mixer_apply_commands(sc_engine *e)
+{
+    int64_t i;
+    while ((i = sc_spsc_peek(&e->commands, SC_COMMAND_SLOTS)) >= 0) {
+        apply(e, &e->command_slots[i]);
+        sc_spsc_consume(&e->commands);
+        sc_count(&e->commands_done, 1);
+    }
+}
+
+static bool all_finite(const float *src, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        if (!isfinite(src[i]))
+            return false;
+    return true;
+}
+
+/* Add k source frames at block frame `at`, with the voice's gains, ramp and envelopes. */
+static void add_segment(sc_engine *e, sc_voice *v, const float *src, uint32_t at, uint32_t k,
+                        bool ramp)
+{
+    const uint32_t ch = e->config.channels, n = e->config.blocksize;
+    const uint32_t vch = v->channels;
+    float *out = e->mix + (size_t)at * ch;
+    const bool fade_in = v->fade_in_frames > v->since_start;
+    const bool fading = v->phase == SC_PHASE_FADING;
+
+    if (!ramp && !fade_in && !fading) {
+        /* Steady state: the common case, and the bit-exact one. */
+        if (ch == 2) { /* stereo engine: fixed-stride loops the compiler can vectorise */
+            const float g0 = v->current[0], g1 = v->current[1];
+            if (vch == 2) {
+                for (uint32_t i = 0; i < k; i++) {
+                    out[2 * i] += src[2 * i] * g0;
+                    out[2 * i + 1] += src[2 * i + 1] * g1;
+                }
+            } else {
+                for (uint32_t i = 0; i < k; i++) {
+                    out[2 * i] += src[i] * g0;
+                    out[2 * i + 1] += src[i] * g1;
+                }
+            }
+        } else if (vch == ch) {
+            for (uint32_t i = 0; i < k; i++)
+                for (uint32_t c = 0; c < ch; c++)
+                    out[i * ch + c] += src[i * ch + c] * v->current[c];
+        } else { /* mono voice */
+            for (uint32_t i = 0; i < k; i++)
+                for (uint32_t c = 0; c < ch; c++)
+                    out[i * ch + c] += src[i] * v->current[c];
+        }
+        return;
+    }
+    for (uint32_t i = 0; i < k; i++) {
+        float env = 1.0f;
+        uint64_t played = v->since_start + i;
+        if (fade_in && played < v->fade_in_frames)
+            env = (float)(played + 1) / (float)v->fade_in_frames;
+        if (fading)
+            env *= (float)(v->fade_left - 1 - i) / (float)v->fade_total;
+        float frac = (float)(at + i + 1) / (float)n;
+        for (uint32_t c = 0; c < ch; c++) {
+            float g = ramp ? v->current[c] + (v->target[c] - v->current[c]) * frac : v->current[c];
+            float x = vch == ch ? src[i * ch + c] : src[i];
+            out[i * ch + c] += x * g * env;
+        }
+    }
+}
+
+/* A contiguous run of source frames for this block: pointer and count (0 when none now). */
+static uint32_t source_frames(sc_voice *v, uint32_t want, const float **src)
+{
+    if (v->kind == SC_VOICE_STREAM) {
+        void *region = NULL;
+        int64_t k = sc_ring_read_region(v->ring, want, &region);
+        if (k <= 0)
+            return 0; /* empty, or -EPIPE (broken): silence, counted as an underrun */
+        *src = region;
+        v->primed = 1;
+        return (uint32_t)k;
+    }
+    if (v->position >= v->frames) {
+        if (!v->loop)
+            return 0;
+        v->position = 0;
+    }
+    uint64_t left = v->frames - v->position;
+    *src = v->data + v->position * v->channels;
+    return left < want ? (uint32_t)left : want;
+}
+
+static void consume_source(sc_voice *v, uint32_t k)
+{
+    if (v->kind == SC_VOICE_STREAM)
+        sc_ring_read_advance(v->ring, k);
+    else
+        v->position += k;
+}
+
+/* Mix one voice into the block starting at output frame t0; true when it is finished. */
+static uint32_t mix_voice(sc_engine *e, sc_voice *v, uint64_t t0)
+{
+    const uint32_t n = e->config.blocksize;
+    uint32_t at = 0;
+    if (v->phase == SC_PHASE_WAITING) {
+        if (v->start_frame >= (int64_t)(t0 + n))
+            return 0;
+        if (v->start_frame > (int64_t)t0)
+            at = (uint32_t)(v->start_frame - (int64_t)t0);
+        v->phase = SC_PHASE_PLAYING;
+    }
+    uint32_t want = n - at;
+    if (v->phase == SC_PHASE_FADING && v->fade_left < want)
+        want = (uint32_t)v->fade_left;
+    const bool ramp = memcmp(v->current, v->target, sizeof(float) * e->config.channels) != 0;
+    bool nonfinite = false;
+    uint32_t done = 0;
+    while (done < want) {
+        const float *src = NULL;
+        uint32_t k = source_frames(v, want - done, &src);
+        if (k == 0)
+            break;
+        if (all_finite(src, (size_t)k * v->channels))
+            add_segment(e, v, src, at + done, k, ramp);
+        else
+            nonfinite = true;
+        consume_source(v, k);
+        done += k;
+        v->since_start += k;
+        if (v->phase == SC_PHASE_FADING)
+            v->fade_left -= k;
+    }
+    if (v->phase == SC_PHASE_FADING && done < want)
+        v->fade_left -= want - done; /* the fade is time: silence (an underrun) fades too */
+    if (ramp)
+        memcpy(v->current, v->target, sizeof(float) * e->config.channels);
+    sc_count(&v->frames_played, done);
+    if (nonfinite) {
+        sc_count(&v->nonfinite, 1);
+        sc_count(&e->nonfinite, 1);
+    }
+    if (v->phase == SC_PHASE_FADING && v->fade_left == 0)
+        return SC_END_STOPPED;
+    if (v->kind == SC_VOICE_BUFFER && !v->loop && v->position >= v->frames)
+        return SC_END_FINISHED;
+    if (done < want && v->kind == SC_VOICE_STREAM && v->primed) {
+        sc_count(&v->underruns, 1);
+        sc_count(&v->underrun_frames, want - done);
+        sc_count(&e->underruns, 1);
+    }
+    return 0;
+}
+
+/* Uniform in [0, 1): xorshift32, cheap and allocation-free. */
+static inline float uniform(uint32_t *state)
+{
+    uint32_t x = *state;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    *state = x;
+    return (float)(x >> 8) * (1.0f / 16777216.0f);
+}
+
+static uint64_t convert(sc_engine *e, void *dst)
+{
+    const size_t count = (size_t)e->config.blocksize * e->config.channels;
+    const float *mix = e->mix;
+    uint64_t clipped = 0;
+    switch (e->config.format) {
+    case SC_OUT_F32:
+        for (size_t i = 0; i < count; i++)
+            clipped += mix[i] > 1.0f || mix[i] < -1.0f;
+        memcpy(dst, mix, count * sizeof(float));
+        break;
+    case SC_OUT_S16: {
+        int16_t *out = dst;
+        for (size_t i = 0; i < count; i++) {
+            float x = mix[i];
+            clipped += x > 1.0f || x < -1.0f;
+            float s = x * 32768.0f;
+            if (e->config.dither) /* TPDF: two uniforms, triangular over ±1 LSB */
+                s += uniform(&e->rng) - uniform(&e->rng);
+            out[i] = s >= 32767.0f ? 32767 : s <= -32768.0f ? -32768
+                                                             : (int16_t)(s < 0 ? s - 0.5f : s + 0.5f);
+        }
+        break;
+    }
+    case SC_OUT_S32: {
+        int32_t *out = dst;
+        for (size_t i = 0; i < count; i++) {
+            float x = mix[i];
+            clipped += x > 1.0f || x < -1.0f;
+            double s = (double)x * 2147483648.0;
+            out[i] = s >= 2147483647.0    ? INT32_MAX
+                     : s <= -2147483648.0 ? INT32_MIN
+                                          : (int32_t)(s < 0 ? s - 0.5 : s + 0.5);
+        }
+        break;
+    }
+    }
+    return clipped;
+}
+
+void sc_mixer_render_period(sc_engine *e, void *dst)
+{
+    const uint64_t t0 = sc_read(&e->frames);
+    memset(e->mix, 0, sizeof(float) * e->config.blocksize * e->config.channels);
+    for (uint32_t s = 0; s < SC_MAX_VOICES && e->active_voices; s++) {
+        sc_voice *v = &e->voices[s];
+        if (v->phase == SC_PHASE_FREE)
+            continue;
+        uint32_t end = mix_voice(e, v, t0);
+        if (end)
+            hand_back(e, v, s, end);
+    }
+    uint64_t clipped = convert(e, dst);
+    if (clipped) {
+        sc_count(&e->clipped, clipped);
+        sc_taint(e, SC_TAINT_CLIPPED);
+    }
+    sc_count(&e->frames, e->config.blocksize);
+    sc_count(&e->periods, 1);
+    atomic_store_explicit(&e->voices_now, e->active_voices, memory_order_relaxed);
+}
+
+void sc_mixer_flush(sc_engine *e)
+{
+    for (uint32_t s = 0; s < SC_MAX_VOICES; s++)
+        if (e->voices[s].phase != SC_PHASE_FREE)
+            hand_back(e, &e->voices[s], s, SC_END_FLUSHED);
+    atomic_store_explicit(&e->voices_now, 0, memory_order_relaxed);
+}

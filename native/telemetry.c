@@ -1,0 +1,146 @@
+/*
+ * telemetry.c: per-cycle trace records and log2 histograms, written by the mixer thread only
+ * and read live by Python.
+ *
+ * The trace is an overwrite ring: the mixer never waits for a reader.  It writes a record,
+ * then publishes the count with a release store; a reader copies the newest records and then
+ * re-reads the count to drop any that the mixer may have overwritten during the copy
+ * (sc_engine_trace), so a reader never returns a torn record.
+ */
+#define _GNU_SOURCE
+#include <string.h>
+
+#include "engine_internal.h"
+
+static void histogram_reset(sc_histogram *h)
+{
+    atomic_store_explicit(&h->count, 0, memory_order_relaxed);
+    atomic_store_explicit(&h->min, INT64_MAX, memory_order_relaxed);
+    atomic_store_explicit(&h->max, INT64_MIN, memory_order_relaxed);
+    atomic_store_explicit(&h->sum, 0, memory_order_relaxed);
+    for (int b = 0; b < SC_HIST_BUCKETS; b++)
+        atomic_store_explicit(&h->buckets[b], 0, memory_order_relaxed);
+}
+
+void sc_telemetry_reset(sc_telemetry *t)
+{
+    histogram_reset(&t->late);
+    histogram_reset(&t->mix);
+    atomic_store_explicit(&t->written, 0, memory_order_relaxed);
+}
+
+static inline int bucket_of(int64_t value)
+{
+    if (value <= 1)
+        return 0; /* 0 and 1 ns, and negative values (an early wake-up) */
+    int b = 63 - __builtin_clzll((uint64_t)value);
+    return b < SC_HIST_BUCKETS ? b : SC_HIST_BUCKETS - 1;
+}
+
+void sc_histogram_add(sc_histogram *h, int64_t value)
+{
+    /* Single writer: plain relaxed load/store pairs; readers see whole values. */
+    if (value < atomic_load_explicit(&h->min, memory_order_relaxed))
+        atomic_store_explicit(&h->min, value, memory_order_relaxed);
+    if (value > atomic_load_explicit(&h->max, memory_order_relaxed))
+        atomic_store_explicit(&h->max, value, memory_order_relaxed);
+    atomic_store_explicit(&h->sum, atomic_load_explicit(&h->sum, memory_order_relaxed) + value,
+                          memory_order_relaxed);
+    sc_count(&h->buckets[bucket_of(value)], 1);
+    /* count last, with release: a reader that sees count n sees the n-th sample's bucket */
+    atomic_store_explicit(&h->count, atomic_load_explicit(&h->count, memory_order_relaxed) + 1,
+                          memory_order_release);
+}
+
+void sc_telemetry_record(sc_telemetry *t, const sc_trace_record *r)
+{
+    uint64_t w = atomic_load_explicit(&t->written, memory_order_relaxed);
+    t->records[w & (SC_TRACE_SLOTS - 1)] = *r;
+    atomic_store_explicit(&t->written, w + 1, memory_order_release);
+}
+
+int64_t sc_engine_trace(const sc_engine *e, sc_trace_record *out, uint64_t max)
+{
+    sc_telemetry *t = (sc_telemetry *)&e->telemetry;
+    uint64_t end = atomic_load_explicit(&t->written, memory_order_acquire);
+    /* Leave a margin of slots the mixer may be writing while we copy. */
+    uint64_t window = SC_TRACE_SLOTS - 64;
+    uint64_t n = end < window ? end : window;
+    if (n > max)
+        n = max;
+    uint64_t begin = end - n;
+    for (uint64_t i = begin; i < end; i++)
+        out[i - begin] = t->records[i & (SC_TRACE_SLOTS - 1)];
+    atomic_thread_fence(memory_order_acquire);
+    uint64_t after = atomic_load_explicit(&t->written, memory_order_relaxed);
+    /* Records older than after - SC_TRACE_SLOTS + 1 may have been overwritten mid-copy. */
+    uint64_t oldest_safe = after >= SC_TRACE_SLOTS ? after - SC_TRACE_SLOTS + 1 : 0;
+    if (oldest_safe > begin) {
+        uint64_t drop = oldest_safe - begin;
+        if (drop >= n)
+            return 0;
+        memmove(out, out + drop, (n - drop) * sizeof *out);
+        n -= drop;
+    }
+    return (int64_t)n;
+}
+
+static void copy_histogram(const sc_histogram *h, uint64_t *buckets, int64_t *min, int64_t *max,
+                           int64_t *sum)
+{
+    for (int b = 0; b < SC_HIST_BUCKETS; b++)
+        buckets[b] = sc_read(&h->buckets[b]);
+    *min = atomic_load_explicit((sc_scounter *)&h->min, memory_order_relaxed);
+    *max = atomic_load_explicit((sc_scounter *)&h->max, memory_order_relaxed);
+    *sum = atomic_load_explicit((sc_scounter *)&h->sum, memory_order_relaxed);
+}
+
+void sc_engine_get_stats(const sc_engine *e, sc_engine_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    out->cycles = sc_read(&e->cycles);
+    out->periods = sc_read(&e->periods);
+    out->consumed = sc_read(&e->consumed);
+    out->skipped = sc_read(&e->skipped);
+    out->xruns = sc_read(&e->xruns);
+    out->frames = sc_read(&e->frames);
+    out->clipped = sc_read(&e->clipped);
+    out->nonfinite = sc_read(&e->nonfinite);
+    out->underruns = sc_read(&e->underruns);
+    out->late_starts = sc_read(&e->late_starts);
+    out->commands = sc_read(&e->commands_done);
+    out->overruns = sc_read(&e->overruns);
+    out->sigxcpu = sc_read(&e->sigxcpu);
+    out->demotions = sc_read(&e->demotions);
+    out->start_ns = e->start_ns;
+    copy_histogram(&e->telemetry.late, out->late_hist, &out->late_min, &out->late_max,
+                   &out->late_sum);
+    copy_histogram(&e->telemetry.mix, out->mix_hist, &out->mix_min, &out->mix_max,
+                   &out->mix_sum);
+    out->voices = atomic_load_explicit((_Atomic uint32_t *)&e->voices_now, memory_order_relaxed);
+    out->taints = atomic_load_explicit((_Atomic uint32_t *)&e->taints, memory_order_relaxed);
+    out->fill = atomic_load_explicit((_Atomic uint32_t *)&e->fill_now, memory_order_relaxed);
+    out->running = (uint32_t)atomic_load_explicit((_Atomic int32_t *)&e->running,
+                                                  memory_order_relaxed);
+    out->mixer_tid = atomic_load_explicit((_Atomic int64_t *)&e->mixer_tid, memory_order_relaxed);
+    out->watchdog_tid =
+        atomic_load_explicit((_Atomic int64_t *)&e->watchdog_tid, memory_order_relaxed);
+    out->canary_tid = atomic_load_explicit((_Atomic int64_t *)&e->canary_tid, memory_order_relaxed);
+}
+
+void sc_telemetry_answer_snapshot(sc_engine *e)
+{
+    uint32_t wanted = e->snapshot_wanted;
+    if (wanted == atomic_load_explicit(&e->snapshot_token, memory_order_relaxed))
+        return;
+    sc_engine_get_stats(e, &e->snapshot); /* plain copies into locked memory: RT-safe */
+    atomic_store_explicit(&e->snapshot_token, wanted, memory_order_release);
+}
+
+uint32_t sc_engine_get_snapshot(const sc_engine *e, sc_engine_stats *out)
+{
+    uint32_t token = atomic_load_explicit((_Atomic uint32_t *)&e->snapshot_token,
+                                          memory_order_acquire);
+    *out = e->snapshot;
+    return token;
+}

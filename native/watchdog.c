@@ -1,0 +1,249 @@
+/*
+ * watchdog.c: the watchdog's decision (a pure function of what it sees, tested on data).
+ */
+#define _GNU_SOURCE
+#include "engine_internal.h"
+
+uint32_t sc_watchdog_decide(const sc_engine_config *c, sc_watchdog_state *st,
+                            const sc_watchdog_input *in)
+{
+    /* SIGXCPU first: the kernel is counting down to SIGKILL. */
+    if (in->sigxcpu != st->sigxcpu_seen) {
+        st->sigxcpu_seen = in->sigxcpu;
+        st->mixer_demoted = 1;
+        return SC_DEMOTE_RTTIME;
+    }
+    /* The canary: the whole machine (or our CPU) is starved by realtime threads. */
+    if (!st->canary_tripped && in->canary_ns > 0 && in->now_ns - in->canary_ns > c->canary_ns) {
+        st->canary_tripped = 1;
+        st->mixer_demoted = 1;
+        return SC_DEMOTE_CANARY;
+    }
+    const int hard_done = in->hard_overruns != st->hard_overruns_seen;
+    st->hard_overruns_seen = in->hard_overruns;
+    if (st->mixer_demoted)
+        return SC_DEMOTE_NONE;
+    /* A cycle still running past the hard limit (a busy loop never ends on its own). */
+    if (hard_done || (in->busy_since_ns > 0 && in->now_ns - in->busy_since_ns > c->hard_limit_ns)) {
+        st->mixer_demoted = 1;
+        return SC_DEMOTE_HARD_LIMIT;
+    }
+    if (in->streak >= c->overruns_in_row) {
+        st->mixer_demoted = 1;
+        return SC_DEMOTE_OVERRUNS;
+    }
+    return SC_DEMOTE_NONE;
+}
+
+/*
+ * The watchdog thread (realtime, above the mixer: Python promotes it by its tid) looks every
+ * watchdog_interval_ns at what the mixer and the canary published and acts on
+ * sc_watchdog_decide.  The canary thread stays SCHED_OTHER and cheeps (stores the time)
+ * every few ms.  A SIGXCPU handler (RLIMIT_RTTIME's soft limit) demotes at once and leaves
+ * the event to the watchdog.
+ */
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static int demote_tid(int64_t tid, int32_t *policy_before)
+{
+    if (tid <= 0)
+        return -ESRCH;
+    int before = sched_getscheduler((pid_t)tid);
+    if (policy_before)
+        *policy_before = before < 0 ? -errno : (before & ~SCHED_RESET_ON_FORK);
+    struct sched_param p = {0};
+    if (sched_setscheduler((pid_t)tid, SCHED_OTHER | SCHED_RESET_ON_FORK, &p) != 0)
+        return -errno;
+    return 0;
+}
+
+/* ---- SIGXCPU: engines with a watchdog register here; the handler demotes their mixers ---- */
+#define SC_MAX_ENGINES 16
+static _Atomic(sc_engine *) registry[SC_MAX_ENGINES];
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER; /* not RT: start/stop only */
+static int registered;
+static struct sigaction previous_action;
+
+static void on_sigxcpu(int sig)
+{
+    (void)sig;
+    int saved = errno;
+    for (int i = 0; i < SC_MAX_ENGINES; i++) {
+        sc_engine *e = atomic_load_explicit(&registry[i], memory_order_acquire);
+        if (e == NULL)
+            continue;
+        /* async-signal-safe: an atomic add and the sched_setscheduler syscall */
+        atomic_fetch_add_explicit(&e->sigxcpu, 1, memory_order_relaxed);
+        demote_tid(atomic_load_explicit(&e->mixer_tid, memory_order_relaxed), NULL);
+    }
+    errno = saved;
+}
+
+void sc_watchdog_register(sc_engine *e)
+{
+    pthread_mutex_lock(&registry_lock);
+    for (int i = 0; i < SC_MAX_ENGINES; i++) {
+        if (atomic_load_explicit(&registry[i], memory_order_relaxed) == NULL) {
+            atomic_store_explicit(&registry[i], e, memory_order_release);
+            if (registered++ == 0) {
+                struct sigaction sa;
+                memset(&sa, 0, sizeof sa);
+                sa.sa_handler = on_sigxcpu;
+                sa.sa_flags = SA_RESTART;
+                sigemptyset(&sa.sa_mask);
+                sigaction(SIGXCPU, &sa, &previous_action);
+            }
+            break;
+        }
+    }
+    pthread_mutex_unlock(&registry_lock);
+}
+
+void sc_watchdog_unregister(sc_engine *e)
+{
+    pthread_mutex_lock(&registry_lock);
+    for (int i = 0; i < SC_MAX_ENGINES; i++) {
+        if (atomic_load_explicit(&registry[i], memory_order_relaxed) == e) {
+            atomic_store_explicit(&registry[i], NULL, memory_order_release);
+            if (--registered == 0)
+                sigaction(SIGXCPU, &previous_action, NULL);
+        }
+    }
+    pthread_mutex_unlock(&registry_lock);
+}
+
+/* ---- the threads ---------------------------------------------------------------------- */
+static void sleep_ns(int64_t ns)
+{
+    struct timespec ts = {ns / 1000000000, ns % 1000000000};
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+        ;
+}
+
+static void *canary_main(void *arg)
+{
+    sc_engine *e = arg;
+    prctl(PR_SET_NAME, "sc-canary", 0, 0, 0);
+    atomic_store_explicit(&e->canary_ns, sc_now_ns(), memory_order_release);
+    atomic_store_explicit(&e->canary_tid, (int64_t)syscall(SYS_gettid), memory_order_release);
+    int64_t every = e->config.canary_ns / 10;
+    if (every > 20000000)
+        every = 20000000;
+    while (atomic_load_explicit(&e->running, memory_order_acquire)) {
+        atomic_store_explicit(&e->canary_ns, sc_now_ns(), memory_order_release);
+        sleep_ns(every);
+    }
+    return NULL;
+}
+
+static void record_event(sc_engine *e, const sc_event *ev)
+{
+    int64_t i = sc_spsc_reserve(&e->events, SC_EVENT_SLOTS);
+    if (i >= 0) {
+        e->event_slots[i] = *ev;
+        sc_spsc_publish(&e->events);
+    }
+    uint64_t one = 1;
+    ssize_t ignored = write(e->event_fd, &one, sizeof one);
+    (void)ignored;
+}
+
+static void act(sc_engine *e, uint32_t reason, const sc_watchdog_input *in)
+{
+    sc_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.time_ns = in->now_ns;
+    ev.reason = reason;
+    ev.tid = atomic_load_explicit(&e->mixer_tid, memory_order_relaxed);
+    ev.busy_ns = in->busy_since_ns ? in->now_ns - in->busy_since_ns : 0;
+    ev.streak = in->streak;
+    ev.canary_age_ns = in->now_ns - in->canary_ns;
+    ev.cycle = sc_read(&e->cycles);
+    ev.result = demote_tid(ev.tid, &ev.policy_before);
+    ev.threads = ev.result == 0 ? 1 : 0;
+    if (reason == SC_DEMOTE_CANARY) {
+        /* Starvation: every realtime thread of the engine goes, the watchdog (this thread)
+         * too; it keeps looking at normal priority until repromote() promotes both again. */
+        int64_t self = atomic_load_explicit(&e->watchdog_tid, memory_order_relaxed);
+        if (demote_tid(self, NULL) == 0)
+            ev.threads++;
+    }
+    uint32_t taints = SC_TAINT_WATCHDOG_DEMOTED;
+    if (reason == SC_DEMOTE_RTTIME)
+        taints |= SC_TAINT_RTTIME_SIGNAL;
+    sc_taint(e, taints);
+    atomic_store_explicit(&e->demoted, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&e->demotions, 1, memory_order_relaxed);
+    record_event(e, &ev);
+}
+
+static void *watchdog_main(void *arg)
+{
+    sc_engine *e = arg;
+    prctl(PR_SET_NAME, "sc-watchdog", 0, 0, 0);
+    prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0);
+    atomic_store_explicit(&e->watchdog_tid, (int64_t)syscall(SYS_gettid), memory_order_release);
+    int64_t next = sc_now_ns();
+    while (atomic_load_explicit(&e->running, memory_order_acquire)) {
+        next += e->config.watchdog_interval_ns;
+        struct timespec ts = {next / 1000000000, next % 1000000000};
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+            ;
+        sc_watchdog_input in;
+        in.now_ns = sc_now_ns();
+        if (in.now_ns - next > e->config.watchdog_interval_ns)
+            next = in.now_ns; /* we were late ourselves: do not try to catch up */
+        if (atomic_exchange_explicit(&e->rearm_request, 0, memory_order_acq_rel)) {
+            e->wd_state.mixer_demoted = 0;
+            e->wd_state.canary_tripped = 0;
+            atomic_store_explicit(&e->demoted, 0, memory_order_relaxed);
+        }
+        in.busy_since_ns = atomic_load_explicit(&e->busy_since_ns, memory_order_acquire);
+        in.canary_ns = atomic_load_explicit(&e->canary_ns, memory_order_acquire);
+        in.streak = atomic_load_explicit(&e->streak, memory_order_acquire);
+        in.sigxcpu = sc_read(&e->sigxcpu);
+        in.hard_overruns = sc_read(&e->hard_overruns);
+        uint32_t reason = sc_watchdog_decide(&e->config, &e->wd_state, &in);
+        if (reason != SC_DEMOTE_NONE)
+            act(e, reason, &in);
+    }
+    return NULL;
+}
+
+int sc_watchdog_start(sc_engine *e)
+{
+    atomic_store_explicit(&e->watchdog_tid, 0, memory_order_relaxed);
+    atomic_store_explicit(&e->canary_tid, 0, memory_order_relaxed);
+    memset(&e->wd_state, 0, sizeof e->wd_state);
+    e->wd_state.sigxcpu_seen = sc_read(&e->sigxcpu);
+    e->wd_state.hard_overruns_seen = sc_read(&e->hard_overruns);
+    int rc = pthread_create(&e->canary_thread, NULL, canary_main, e);
+    if (rc)
+        return -rc;
+    e->canary_started = 1;
+    rc = pthread_create(&e->watchdog_thread, NULL, watchdog_main, e);
+    if (rc)
+        return -rc;
+    e->watchdog_started = 1;
+    while (atomic_load_explicit(&e->watchdog_tid, memory_order_acquire) == 0 ||
+           atomic_load_explicit(&e->canary_tid, memory_order_acquire) == 0)
+        sleep_ns(100000);
+    sc_watchdog_register(e);
+    return 0;
+}
+
+void sc_watchdog_stop(sc_engine *e)
+{
+    sc_watchdog_unregister(e);
+    if (e->watchdog_started)
+        pthread_join(e->watchdog_thread, NULL);
+    if (e->canary_started)
+        pthread_join(e->canary_thread, NULL);
+    e->watchdog_started = e->canary_started = 0;
+}

@@ -1,0 +1,120 @@
+"""The engine's watchdog: its configuration, its events, and its decision rule on data.
+
+The watchdog itself is a C thread (native/watchdog.c) at a realtime priority above the
+mixer, with a SCHED_OTHER canary thread beside it.  It demotes to SCHED_OTHER:
+
+- every realtime thread of the engine when the canary has not run for ``canary_ms``
+  (realtime threads starve the machine);
+- the mixer when ``overruns_in_row`` cycles in a row each took longer than ``budget`` x the
+  period, or one cycle ran longer than ``hard_limit_periods`` periods (also caught while that
+  cycle is still running);
+- the mixer on SIGXCPU, which the kernel sends at the soft RLIMIT_RTTIME, before its SIGKILL at
+  the hard limit.
+
+Each demotion is an :class:`Event` and sets taints.  Nothing re-promotes by itself:
+``Engine.repromote()`` does, and refuses within ``cooldown`` seconds of the last demotion.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from streamcore._native import ffi as _ffi
+from streamcore._native import lib as _lib
+
+__all__ = ["REASONS", "Event", "Watchdog", "WatchdogLogic"]
+
+REASONS = {
+    _lib.SC_DEMOTE_OVERRUNS: "overruns",
+    _lib.SC_DEMOTE_HARD_LIMIT: "hard_limit",
+    _lib.SC_DEMOTE_CANARY: "canary",
+    _lib.SC_DEMOTE_RTTIME: "rttime",
+}
+
+
+@dataclass(frozen=True)
+class Watchdog:
+    """Watchdog settings for an :class:`~streamcore.Engine` (``enabled=False``: none)."""
+
+    budget: float = 0.8               #: fraction of the period a cycle may take
+    overruns_in_row: int = 8          #: over-budget cycles in a row that demote
+    hard_limit_periods: float = 4.0   #: one cycle this many periods long demotes
+    canary_ms: float = 200.0          #: canary silence that demotes every RT thread
+    cooldown: float = 5.0             #: seconds after a demotion when repromote() refuses
+    interval_ms: float | None = None  #: how often it looks (default: a period, 1..5 ms)
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.budget > 0:
+            raise ValueError(f"budget must be a positive fraction of the period, not {self.budget}")
+        if not isinstance(self.overruns_in_row, int) or self.overruns_in_row < 1:
+            raise ValueError(f"overruns_in_row must be an int >= 1, not {self.overruns_in_row!r}")
+        if not self.hard_limit_periods > 0:
+            raise ValueError(f"hard_limit_periods must be > 0, not {self.hard_limit_periods}")
+        if not self.canary_ms > 0:
+            raise ValueError(f"canary_ms must be > 0, not {self.canary_ms}")
+        if not self.cooldown >= 0:
+            raise ValueError(f"cooldown must be >= 0, not {self.cooldown}")
+        if self.interval_ms is not None and not self.interval_ms > 0:
+            raise ValueError(f"interval_ms must be > 0, not {self.interval_ms}")
+
+    def _fill(self, config, period_ns: int) -> None:
+        """Write these settings into an ``sc_engine_config``."""
+        config.watchdog = 1 if self.enabled else 0
+        config.overruns_in_row = self.overruns_in_row
+        config.budget_ns = max(1, int(self.budget * period_ns))
+        config.hard_limit_ns = max(1, int(self.hard_limit_periods * period_ns))
+        config.canary_ns = int(self.canary_ms * 1e6)
+        if self.interval_ms is not None:
+            config.watchdog_interval_ns = int(self.interval_ms * 1e6)
+        else:
+            config.watchdog_interval_ns = min(max(period_ns, 1_000_000), 5_000_000)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One demotion by the watchdog."""
+
+    time_ns: int          #: CLOCK_MONOTONIC (time.monotonic_ns())
+    reason: str           #: "overruns", "hard_limit", "canary" or "rttime"
+    tid: int              #: the demoted thread (the mixer)
+    threads: int          #: threads demoted (the canary rule demotes every RT thread)
+    policy_before: int    #: the mixer's policy before (os.SCHED_*)
+    busy_ns: int          #: how long the mixer's current cycle had been running
+    streak: int           #: over-budget cycles in a row
+    canary_age_ns: int    #: time since the canary last ran
+    cycle: int            #: the mixer's cycle count
+    result: int           #: 0, or -errno of the demotion
+
+    @classmethod
+    def _from_native(cls, ev) -> Event:
+        return cls(time_ns=ev.time_ns, reason=REASONS.get(ev.reason, str(ev.reason)),
+                   tid=ev.tid, threads=ev.threads, policy_before=ev.policy_before,
+                   busy_ns=ev.busy_ns, streak=ev.streak, canary_age_ns=ev.canary_age_ns,
+                   cycle=ev.cycle, result=ev.result)
+
+
+class WatchdogLogic:
+    """The native decision rule (``sc_watchdog_decide``) driven by hand, for tests and what-ifs.
+
+    Not thread-safe; the engine's watchdog thread has its own.
+    """
+
+    def __init__(self, watchdog: Watchdog, period_ns: int) -> None:
+        self._config = _ffi.new("sc_engine_config *")  # kept alive: decide() reads it
+        watchdog._fill(self._config, period_ns)
+        self._state = _ffi.new("sc_watchdog_state *")
+        self._input = _ffi.new("sc_watchdog_input *")
+
+    def decide(self, now_ns: int, busy_since_ns: int = 0, canary_ns: int = 0, streak: int = 0,
+               sigxcpu: int = 0, hard_overruns: int = 0) -> str | None:
+        """The reason to demote at ``now_ns`` given what the watchdog sees, or None."""
+        i = self._input
+        i.now_ns, i.busy_since_ns, i.canary_ns = now_ns, busy_since_ns, canary_ns
+        i.streak, i.sigxcpu, i.hard_overruns = streak, sigxcpu, hard_overruns
+        return REASONS.get(_lib.sc_watchdog_decide(self._config, self._state, i))
+
+    def rearm(self) -> None:
+        """What a re-promotion does: demotions may happen again."""
+        self._state.mixer_demoted = 0
+        self._state.canary_tripped = 0
