@@ -333,6 +333,7 @@ typedef struct sc_engine sc_engine;
 #define SC_CMD_ADD 1
 #define SC_CMD_STOP 2        /* fade out over fade_frames, then return */
 #define SC_CMD_SET 3         /* new gain and pan, ramped over one block */
+#define SC_CMD_SNAPSHOT 4    /* copy the stats at the end of this cycle; token in `generation` */
 
 #define SC_END_FINISHED 1    /* a one-shot buffer played to its end */
 #define SC_END_STOPPED 2     /* stopped (after its fade) */
@@ -372,6 +373,8 @@ typedef struct sc_engine_config {
     int64_t hard_limit_ns;     /* one cycle longer than this demotes */
     int64_t canary_ns;         /* canary silent this long: demote every RT thread */
     int64_t watchdog_interval_ns; /* how often the watchdog looks */
+    int32_t dither;            /* int16 output: add TPDF dither (±1 LSB triangular) */
+    uint32_t seed;             /* the dither's generator seed (0: a fixed default) */
 } sc_engine_config;
 
 /* A command for the mixer (Python fills it; unused fields are ignored). */
@@ -521,6 +524,10 @@ int sc_engine_poll_return(sc_engine *engine, sc_voice_return *out);
 int sc_engine_voice_stats(const sc_engine *engine, uint32_t slot, sc_voice_stats *out);
 /* Copy the aggregates (relaxed reads: consistent once the engine is stopped). */
 void sc_engine_get_stats(const sc_engine *engine, sc_engine_stats *out);
+/* The stats the mixer copied at the end of the cycle that applied an SC_CMD_SNAPSHOT: a
+ * readout consistent to one cycle.  Returns the token of the copy in out (0: none yet).
+ * One requester at a time (Python's lock): the mixer writes a copy only when asked. */
+uint32_t sc_engine_get_snapshot(const sc_engine *engine, sc_engine_stats *out);
 /* Copy the most recent trace records (oldest first), at most max.  Returns the count. */
 int64_t sc_engine_trace(const sc_engine *engine, sc_trace_record *out, uint64_t max);
 /* Take one watchdog event: 1 or 0. */

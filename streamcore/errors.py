@@ -15,6 +15,7 @@ __all__ = [
     "DeviceNotFoundError",
     "DeviceSettingsError",
     "EngineClosedError",
+    "EngineTimeoutError",
     "MemoryLockError",
     "MemoryLockWarning",
     "NativeError",
@@ -106,3 +107,5 @@ class DeviceSettingsError(StreamcoreError, ValueError):
 
 class SinkError(StreamcoreError, RuntimeError):
     """A sink failed while running (audio server gone, disk full, reader gone)."""
+class EngineTimeoutError(StreamcoreError, TimeoutError):
+    """The mixer did not answer in time (it is stuck, or stopped)."""
