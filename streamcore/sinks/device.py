@@ -7,8 +7,16 @@ as userdata (sounddevice's ``_StreamBase`` casts a cdata function pointer to
 the callback copies frames from the engine's output ring, advances it and wakes the mixer.
 
 A normal Python thread (the monitor) watches the stream: when PortAudio reports it finished
-or stopped, or the callback has not run for ``stall_timeout`` seconds (the audio server died),
-the sink records :attr:`error`, stops consuming and stops the engine.
+or no longer active, or the callback has not run for ``stall_timeout`` seconds (the audio
+server died), the sink records :attr:`error`, stops consuming and stops the engine.
+
+The audio server dying leaves PortAudio unusable in this process (measured with
+libportaudio2 19.6 and jackd2 1.9): Pa_StopStream, Pa_AbortStream and Pa_CloseStream on the
+dead stream block, and Pa_Terminate aborts the process (an assertion in pa_jack.c's Terminate,
+whose own JACK client cannot be closed).  So after such a failure the sink never calls
+PortAudio on that stream again: the stream object is parked (never closed), sounddevice's exit
+handler is unregistered so the process can still exit normally, and :func:`portaudio_usable`
+turns False.  A new engine with a device sink needs a new process (the server may be back).
 
 Concurrency: the engine drives open/start/stop/close from one Python thread; the callback is
 the output ring's single reader from start() to stop(); the monitor only reads counters.
@@ -32,7 +40,25 @@ from streamcore.errors import (
 )
 from streamcore.sinks.base import Sink
 
-__all__ = ["DeviceSink", "output_devices", "resolve_output_device"]
+__all__ = ["DeviceSink", "output_devices", "portaudio_usable", "resolve_output_device"]
+
+# Streams whose audio server died: never closed (that would block), kept referenced so their
+# finalizer never runs.  Non-empty means PortAudio must not be terminated in this process.
+_PARKED_STREAMS: list[Any] = []
+
+
+def portaudio_usable() -> bool:
+    """False once an audio server died under a device sink in this process (see the module
+    docstring): PortAudio can then neither close that stream nor be re-initialised."""
+    return not _PARKED_STREAMS
+
+
+def _park(stream: Any) -> None:
+    import atexit
+
+    sd = _sd()
+    _PARKED_STREAMS.append(stream)
+    atexit.unregister(sd._exit_handler)  # Pa_Terminate would abort the process
 
 _DTYPES = {"float32": "float32", "int16": "int16", "int32": "int32"}
 _NO_DEVICE_HINT = ("use sink='null' (a timer clock, no device), sink='manual' (offline "
@@ -99,7 +125,8 @@ class DeviceSink(Sink):
     ``device``: index, name substring (as sounddevice accepts) or None for the default output.
     ``latency``: 'low', 'high' or seconds, passed to PortAudio.  ``extra_settings``: as in
     sounddevice.  ``frames_per_buffer``: what PortAudio is asked to call back with (default:
-    the engine's blocksize; 0: whatever the host API prefers).  ``stall_timeout``: seconds
+    the engine's blocksize; 0: whatever the host API prefers, then give the engine enough
+    ``periods`` to hold one host buffer plus a period, or the callback underruns).  ``stall_timeout``: seconds
     without a callback while playing after which the device is considered gone (default: the
     larger of 0.5 s, 20 periods and 4 latencies).
 
@@ -135,6 +162,7 @@ class DeviceSink(Sink):
         self._stopping = threading.Event()
         self._started = False
         self._closed = False
+        self._parked = False
 
     # ---- life cycle (driven by the engine) --------------------------------------------------
 
@@ -142,6 +170,10 @@ class DeviceSink(Sink):
         """Find the device, check the settings and open (not start) the stream."""
         sd = _sd()
         self.engine = engine
+        if not portaudio_usable():
+            raise SinkError("an audio server died under a device sink in this process; "
+                            "PortAudio cannot be re-initialised here: open the device from a "
+                            "new process")
         dtype = _DTYPES[engine.dtype.name]
         index = resolve_output_device(self.device, list(sd.query_devices()),
                                       list(sd.query_hostapis()), sd.default.device[1])
@@ -159,6 +191,12 @@ class DeviceSink(Sink):
                                      samplerate=engine.samplerate)
         except sd.PortAudioError as e:
             raise DeviceSettingsError(f"the device refused {asked}: PortAudio: {e}") from e
+        fpb = self.frames_per_buffer
+        if fpb and fpb > (engine.periods - 1) * engine.blocksize:
+            raise ValueError(
+                f"frames_per_buffer {fpb} needs an output ring of at least one period more "
+                f"(periods * blocksize >= {fpb + engine.blocksize}); this engine has "
+                f"{engine.periods} x {engine.blocksize}: raise periods")
         out = _ffi.new("sc_device_sink **")
         check(_lib.sc_device_sink_create(out, engine._engine, engine.output._ring,
                                          engine.blocksize), "sc_device_sink_create")
@@ -205,8 +243,9 @@ class DeviceSink(Sink):
             if self.error is None:
                 self._stream.stop()   # Pa_StopStream: waits for the last callback
             else:
-                with contextlib.suppress(Exception):
-                    self._stream.abort()  # the server is gone: do not wait for it
+                _park(self._stream)   # the server is gone: any PortAudio call would block
+                self._stream = None
+                self._parked = True
 
     def close(self) -> None:
         """Close the stream and free the native state (idempotent)."""
@@ -217,9 +256,9 @@ class DeviceSink(Sink):
         if stream is not None:
             with contextlib.suppress(Exception):
                 stream.close()
-        if self._state != _ffi.NULL:
+        if self._state != _ffi.NULL and not self._parked:
             _lib.sc_device_sink_destroy(self._state)
-            self._state = _ffi.NULL
+        self._state = _ffi.NULL  # a parked stream's state is leaked on purpose (one page)
         self._closed = True
 
     def __del__(self) -> None:
@@ -249,6 +288,8 @@ class DeviceSink(Sink):
             reason = None
             if s.finished:
                 reason = "PortAudio ended the stream (the audio server stopped or went away)"
+            elif not self._stream.active:
+                reason = "the stream stopped being active (the audio server shut down)"
             elif (now - last) / 1e9 > limit:
                 reason = (f"the device stopped calling back for {(now - last) / 1e9:.2f} s "
                           f"(the audio server died or hangs)")
