@@ -126,9 +126,9 @@ class DeviceSink(Sink):
     ``latency``: 'low', 'high' or seconds, passed to PortAudio.  ``extra_settings``: as in
     sounddevice.  ``frames_per_buffer``: what PortAudio is asked to call back with (default:
     the engine's blocksize; 0: whatever the host API prefers, then give the engine enough
-    ``periods`` to hold one host buffer plus a period, or the callback underruns).  ``stall_timeout``: seconds
-    without a callback while playing after which the device is considered gone (default: the
-    larger of 0.5 s, 20 periods and 4 latencies).
+    ``periods`` to hold one host buffer plus a period, or the callback underruns).
+    ``stall_timeout``: seconds without a callback while playing after which the device is
+    considered gone (default: the larger of 0.5 s, 20 periods and 4 latencies).
 
     The stream has the engine's samplerate, channels, dtype and blocksize; PortAudio may still
     call back with other frame counts, which the callback serves frame-exactly.
