@@ -134,6 +134,7 @@ static void end_cycle(sc_engine *e, int64_t woke, int64_t late, uint32_t flags,
     sc_telemetry_record(&e->telemetry, &r);
     atomic_store_explicit(&e->fill_now, r.fill, memory_order_relaxed);
     sc_count(&e->cycles, 1);
+    sc_telemetry_answer_snapshot(e);
 }
 
 static void timer_loop(sc_engine *e)

@@ -59,6 +59,7 @@ int sc_engine_create(sc_engine **out, const sc_engine_config *config)
     e->mix = (float *)((char *)p + head);
     e->period_ns = (int64_t)config->blocksize * 1000000000 / config->samplerate;
     e->target_fill = config->periods * config->blocksize;
+    e->rng = config->seed ? config->seed : 0x9E3779B9u;
     e->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (e->event_fd < 0) {
         rc = -errno;
@@ -105,13 +106,14 @@ int64_t sc_engine_render(sc_engine *e, void *dst, uint32_t periods)
         sc_histogram_add(&e->telemetry.mix, sc_now_ns() - t0);
         sc_histogram_add(&e->telemetry.late, 0);
         sc_count(&e->cycles, 1);
+        sc_telemetry_answer_snapshot(e);
     }
     return periods;
 }
 
 int sc_engine_command(sc_engine *e, const sc_command *cmd)
 {
-    if (cmd->slot >= SC_MAX_VOICES || cmd->op < SC_CMD_ADD || cmd->op > SC_CMD_SET)
+    if (cmd->slot >= SC_MAX_VOICES || cmd->op < SC_CMD_ADD || cmd->op > SC_CMD_SNAPSHOT)
         return -EINVAL;
     int64_t i = sc_spsc_reserve(&e->commands, SC_COMMAND_SLOTS);
     if (i < 0)

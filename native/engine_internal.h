@@ -137,6 +137,8 @@ typedef struct sc_telemetry {
 void sc_telemetry_reset(sc_telemetry *t);
 void sc_histogram_add(sc_histogram *h, int64_t value);
 void sc_telemetry_record(sc_telemetry *t, const sc_trace_record *r);
+/* End of a cycle: answer a pending snapshot request (mixer thread). */
+void sc_telemetry_answer_snapshot(sc_engine *e);
 
 /* ---- the engine ---------------------------------------------------------------------------- */
 struct sc_engine {
@@ -145,6 +147,7 @@ struct sc_engine {
     int64_t period_ns;
     uint32_t target_fill;      /* periods * blocksize */
     float *mix;                /* blocksize * channels floats, after this struct */
+    uint32_t rng;              /* xorshift32 state for the dither (mixer-private) */
 
     /* Command queue: Python -> mixer. */
     sc_spsc commands;
@@ -181,6 +184,11 @@ struct sc_engine {
     _Atomic uint32_t consumed_seq; /* futex word */
     _Atomic int64_t consumed_at_ns;
     _Atomic uint32_t consumer_underruns;
+
+    /* Consistent stats on request (SC_CMD_SNAPSHOT). */
+    uint32_t snapshot_wanted;  /* mixer-private: token to answer at the end of the cycle */
+    _Atomic uint32_t snapshot_token; /* token of the copy in `snapshot`, release-published */
+    sc_engine_stats snapshot;
 
     /* Test hook. */
     _Atomic int64_t spin_ns;

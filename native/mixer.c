@@ -65,6 +65,10 @@ static void hand_back(sc_engine *e, sc_voice *v, uint32_t slot, uint32_t reason)
 
 static void apply(sc_engine *e, const sc_command *cmd)
 {
+    if (cmd->op == SC_CMD_SNAPSHOT) {
+        e->snapshot_wanted = cmd->generation;
+        return;
+    }
     if (cmd->slot >= SC_MAX_VOICES)
         return;
     sc_voice *v = &e->voices[cmd->slot];
@@ -155,7 +159,20 @@ static void add_segment(sc_engine *e, sc_voice *v, const float *src, uint32_t at
 
     if (!ramp && !fade_in && !fading) {
         /* Steady state: the common case, and the bit-exact one. */
-        if (vch == ch) {
+        if (ch == 2) { /* stereo engine: fixed-stride loops the compiler can vectorise */
+            const float g0 = v->current[0], g1 = v->current[1];
+            if (vch == 2) {
+                for (uint32_t i = 0; i < k; i++) {
+                    out[2 * i] += src[2 * i] * g0;
+                    out[2 * i + 1] += src[2 * i + 1] * g1;
+                }
+            } else {
+                for (uint32_t i = 0; i < k; i++) {
+                    out[2 * i] += src[i] * g0;
+                    out[2 * i + 1] += src[i] * g1;
+                }
+            }
+        } else if (vch == ch) {
             for (uint32_t i = 0; i < k; i++)
                 for (uint32_t c = 0; c < ch; c++)
                     out[i * ch + c] += src[i * ch + c] * v->current[c];
@@ -266,7 +283,18 @@ static uint32_t mix_voice(sc_engine *e, sc_voice *v, uint64_t t0)
     return 0;
 }
 
-static uint64_t convert(const sc_engine *e, void *dst)
+/* Uniform in [0, 1): xorshift32, cheap and allocation-free. */
+static inline float uniform(uint32_t *state)
+{
+    uint32_t x = *state;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    *state = x;
+    return (float)(x >> 8) * (1.0f / 16777216.0f);
+}
+
+static uint64_t convert(sc_engine *e, void *dst)
 {
     const size_t count = (size_t)e->config.blocksize * e->config.channels;
     const float *mix = e->mix;
@@ -283,6 +311,8 @@ static uint64_t convert(const sc_engine *e, void *dst)
             float x = mix[i];
             clipped += x > 1.0f || x < -1.0f;
             float s = x * 32768.0f;
+            if (e->config.dither) /* TPDF: two uniforms, triangular over ±1 LSB */
+                s += uniform(&e->rng) - uniform(&e->rng);
             out[i] = s >= 32767.0f ? 32767 : s <= -32768.0f ? -32768
                                                              : (int16_t)(s < 0 ? s - 0.5f : s + 0.5f);
         }

@@ -104,6 +104,11 @@ int sc_ring_read_advance(sc_ring *ring, uint64_t frames);
 /* Fill levels, from either side: frames readable / writable now, or -EPIPE when broken. */
 int64_t sc_ring_readable(const sc_ring *ring);
 int64_t sc_ring_writable(const sc_ring *ring);
+/* Copying conveniences (realtime-safe): copy up to `frames` frames from `src` into the ring and
+ * publish them / copy up to `frames` out into `dst` and release them.  The count moved, or
+ * -EPIPE; a short count is an overrun / underrun like a short region. */
+int64_t sc_ring_write_frames(sc_ring *ring, const void *src, uint64_t frames);
+int64_t sc_ring_read_frames(sc_ring *ring, void *dst, uint64_t frames);
 /* Mark the ring broken (locally and in the shared header), e.g. when a side gives up. */
 void sc_ring_mark_broken(sc_ring *ring);
 void sc_ring_get_stats(const sc_ring *ring, sc_ring_stats *out);
@@ -117,6 +122,8 @@ typedef struct sc_ring_run_result {
     uint64_t producer_minflt, consumer_minflt;  /* page faults taken inside the two loops */
     uint64_t producer_majflt, consumer_majflt;
     uint64_t producer_waits, consumer_waits;    /* times a side found the ring full / empty */
+    uint64_t producer_cpu_ns, consumer_cpu_ns;  /* CPU time of each loop (vs elapsed_ns: how
+                                                   much of the run each thread was on a core) */
     int32_t completed;         /* 1 when every frame moved before the deadline */
     int32_t status;            /* 0, or the -errno a ring call or pthread_create returned */
 } sc_ring_run_result;
@@ -151,8 +158,8 @@ typedef struct {
 
 /* A native probe thread: a C thread that only waits for requests.  It exists so that Python
  * can promote a thread it did not create (by kernel tid) and let that thread report its own
- * scheduling and fork.  One Python thread at a time drives one probe (requests are serialised
- * by a mutex; the probe is not a realtime-safe object, it is a diagnostic). */
+ * scheduling and fork.  Any thread may send requests; they are serialised by a mutex (the
+ * probe is a diagnostic, not a realtime-safe object). */
 typedef struct sc_probe_thread sc_probe_thread;
 
 /* Start a probe; *out receives it once its tid is known.  0 or -errno. */
@@ -323,6 +330,7 @@ typedef struct sc_engine sc_engine;
 #define SC_CMD_ADD 1
 #define SC_CMD_STOP 2        /* fade out over fade_frames, then return */
 #define SC_CMD_SET 3         /* new gain and pan, ramped over one block */
+#define SC_CMD_SNAPSHOT 4    /* copy the stats at the end of this cycle; token in `generation` */
 
 #define SC_END_FINISHED 1    /* a one-shot buffer played to its end */
 #define SC_END_STOPPED 2     /* stopped (after its fade) */
@@ -362,6 +370,8 @@ typedef struct sc_engine_config {
     int64_t hard_limit_ns;     /* one cycle longer than this demotes */
     int64_t canary_ns;         /* canary silent this long: demote every RT thread */
     int64_t watchdog_interval_ns; /* how often the watchdog looks */
+    int32_t dither;            /* int16 output: add TPDF dither (±1 LSB triangular) */
+    uint32_t seed;             /* the dither's generator seed (0: a fixed default) */
 } sc_engine_config;
 
 /* A command for the mixer (Python fills it; unused fields are ignored). */
@@ -508,6 +518,10 @@ int sc_engine_poll_return(sc_engine *engine, sc_voice_return *out);
 int sc_engine_voice_stats(const sc_engine *engine, uint32_t slot, sc_voice_stats *out);
 /* Copy the aggregates (relaxed reads: consistent once the engine is stopped). */
 void sc_engine_get_stats(const sc_engine *engine, sc_engine_stats *out);
+/* The stats the mixer copied at the end of the cycle that applied an SC_CMD_SNAPSHOT: a
+ * readout consistent to one cycle.  Returns the token of the copy in out (0: none yet).
+ * One requester at a time (Python's lock): the mixer writes a copy only when asked. */
+uint32_t sc_engine_get_snapshot(const sc_engine *engine, sc_engine_stats *out);
 /* Copy the most recent trace records (oldest first), at most max.  Returns the count. */
 int64_t sc_engine_trace(const sc_engine *engine, sc_trace_record *out, uint64_t max);
 /* Take one watchdog event: 1 or 0. */

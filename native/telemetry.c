@@ -127,3 +127,20 @@ void sc_engine_get_stats(const sc_engine *e, sc_engine_stats *out)
         atomic_load_explicit((_Atomic int64_t *)&e->watchdog_tid, memory_order_relaxed);
     out->canary_tid = atomic_load_explicit((_Atomic int64_t *)&e->canary_tid, memory_order_relaxed);
 }
+
+void sc_telemetry_answer_snapshot(sc_engine *e)
+{
+    uint32_t wanted = e->snapshot_wanted;
+    if (wanted == atomic_load_explicit(&e->snapshot_token, memory_order_relaxed))
+        return;
+    sc_engine_get_stats(e, &e->snapshot); /* plain copies into locked memory: RT-safe */
+    atomic_store_explicit(&e->snapshot_token, wanted, memory_order_release);
+}
+
+uint32_t sc_engine_get_snapshot(const sc_engine *e, sc_engine_stats *out)
+{
+    uint32_t token = atomic_load_explicit((_Atomic uint32_t *)&e->snapshot_token,
+                                          memory_order_acquire);
+    *out = e->snapshot;
+    return token;
+}

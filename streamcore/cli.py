@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 
+from streamcore.doctor import run as _doctor
 from streamcore.system import format_report, system_report
 
 __all__ = ["main"]
@@ -43,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(run=_info)
     demo = sub.add_parser("demo", help="the main demo (what `make demo` runs)")
     demo.set_defaults(run=_demo)
+    doctor = sub.add_parser("doctor", help="check this machine and user for realtime audio")
+    doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+    doctor.add_argument("--bus-timeout", type=float, default=argparse.SUPPRESS, metavar="SECONDS",
+                        help="bound for each bus step (default 1)")
+    doctor.set_defaults(run=_doctor)
     return parser
 
 

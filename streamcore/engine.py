@@ -23,12 +23,14 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import errno as _errno
 import math
 import os
 import select
 import threading
 import time
 import warnings
+import weakref
 from typing import Any
 
 import numpy as _np
@@ -40,6 +42,7 @@ from streamcore._native import lib as _lib
 from streamcore.errors import (
     CommandQueueFullError,
     EngineClosedError,
+    EngineTimeoutError,
     RepromoteRefusedError,
     StreamcoreError,
     VoiceLimitError,
@@ -85,7 +88,8 @@ class Engine:
     ``realtime`` (acquire realtime for the mixer at ``priority``; refused or unavailable, or
     realtime=False: the engine runs at normal priority with the RT_DENIED taint),
     ``lock_memory`` (mlock; failure: MLOCK_FAILED taint), ``watchdog`` (a :class:`Watchdog`,
-    or None for the defaults, or False for none).
+    or None for the defaults, or False for none), ``dither`` (int16 output: TPDF dither of
+    ±1 LSB before rounding).
     """
 
     _engine = _ffi.NULL  # class-level NULL: close() is safe after a failed __init__
@@ -94,7 +98,7 @@ class Engine:
     def __init__(self, samplerate: int = 48000, blocksize: int = 128, channels: int = 2,
                  periods: int = 2, sink: Any = "null", dtype: str = "float32",
                  realtime: bool = True, priority: int = 10, lock_memory: bool = True,
-                 watchdog: Watchdog | bool | None = None) -> None:
+                 watchdog: Watchdog | bool | None = None, dither: bool = False) -> None:
         samplerate = _positive_int("samplerate", samplerate, _lib.SC_MIN_SAMPLERATE,
                                    _lib.SC_MAX_SAMPLERATE)
         blocksize = _positive_int("blocksize", blocksize, _lib.SC_MIN_BLOCKSIZE,
@@ -137,12 +141,17 @@ class Engine:
                         "external": _lib.SC_CLOCK_CONSUMER}[sink]
         config.sink = _lib.SC_SINK_NULL if sink == "null" else _lib.SC_SINK_NONE
         config.lock_memory = 1 if lock_memory else 0
+        if dither and dtype != "int16":
+            raise ValueError("dither is for int16 output")
+        config.dither = 1 if dither else 0
+        self.dither = bool(dither)
         watchdog._fill(config, self.period_ns)
         if manual:
             config.watchdog = 0
         out = _ffi.new("sc_engine **")
         check(_lib.sc_engine_create(out, config), "sc_engine_create")
         self._engine = out[0]
+        _engines.add(self)
 
         self._lock = threading.RLock()
         self._free = collections.deque(range(MAX_VOICES))
@@ -154,6 +163,7 @@ class Engine:
         self._started = False
         self._closed = False
         self._stream_rings: list[Any] = []
+        self._snapshot_token = 0
         self._sink_opened = False
         self._subscriber_thread: threading.Thread | None = None
         self._subscriber_stop = (-1, -1)
@@ -394,7 +404,7 @@ class Engine:
         deadline = time.monotonic() + 1.0
         while True:
             status = _lib.sc_engine_command(self._engine, cmd)
-            if status != -11:  # -EAGAIN: full
+            if status != -_errno.EAGAIN:  # full: wait for the mixer
                 check(status, "sc_engine_command")
                 return
             if not self._started or time.monotonic() > deadline:
@@ -481,8 +491,14 @@ class Engine:
 
     # ---- figures ----------------------------------------------------------------------------
 
-    def stats(self) -> _telemetry.EngineStats:
-        """Counters, histograms, taints and demotions, read live (see EngineStats)."""
+    def stats(self, consistent: bool = False, timeout: float = 1.0) -> _telemetry.EngineStats:
+        """Counters, histograms, taints and demotions (see EngineStats), read live without
+        stopping the engine.
+
+        By default the figures are read one by one while the mixer runs (two figures may be
+        one cycle apart).  ``consistent=True`` asks the mixer through the command queue for a
+        copy taken at the end of one cycle (histogram counts then equal ``cycles`` exactly);
+        it waits up to ``timeout`` s (EngineTimeoutError if the mixer does not answer)."""
         self._check_open()
         with self._lock:
             self._reap()
@@ -492,10 +508,28 @@ class Engine:
                 if isinstance(voice, StreamVoice):
                     _lib.sc_engine_voice_stats(self._engine, slot, s)
                     per_voice[voice.id] = s.underruns
-            stats = _telemetry.read_stats(self._engine, per_voice)
+            if consistent and self._started:
+                stats = _telemetry.EngineStats._from_native(self._snapshot(timeout), per_voice)
+            else:
+                stats = _telemetry.read_stats(self._engine, per_voice)
             if self.sink_object is not None:
                 stats = dataclasses.replace(stats, sink=self.sink_object.stats())
             return stats
+
+    def _snapshot(self, timeout: float):
+        """Ask the mixer for a one-cycle-consistent copy (caller holds _lock)."""
+        self._snapshot_token = (self._snapshot_token + 1) & 0xFFFFFFFF or 1
+        cmd = self._cmd
+        cmd.op, cmd.slot, cmd.generation = _lib.SC_CMD_SNAPSHOT, 0, self._snapshot_token
+        self._send(cmd)
+        out = _ffi.new("sc_engine_stats *")
+        deadline = time.monotonic() + timeout
+        while _lib.sc_engine_get_snapshot(self._engine, out) != self._snapshot_token:
+            if time.monotonic() > deadline:
+                raise EngineTimeoutError(f"the mixer did not answer a stats request within "
+                                         f"{timeout} s (stuck or demoted and starved?)")
+            time.sleep(0.0005)
+        return out
 
     def trace(self, max_records: int = _lib.SC_TRACE_SLOTS) -> _np.ndarray:
         """The most recent per-cycle records (oldest first), a telemetry.TRACE_DTYPE array."""
@@ -649,6 +683,24 @@ class Engine:
                 finally:
                     self._lock.release()
                 return
+
+
+_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _disown_engines_in_child() -> None:
+    """After fork: the child has a copy of each engine's memory but none of its threads.
+    Closing the copy would join threads that do not exist, so the child's engines are only
+    marked closed (the parent's engines are unaffected)."""
+    for engine in list(_engines):
+        engine._engine = _ffi.NULL
+        engine._started = False
+        engine._closed = True
+        engine._lock = threading.RLock()  # a lock held by a parent thread stays held otherwise
+        engine._subscriber_thread = None
+
+
+os.register_at_fork(after_in_child=_disown_engines_in_child)
 
 
 def _sink_hook(sink: Any) -> tuple[str, Any]:

@@ -15,6 +15,7 @@ __all__ = [
     "DeviceNotFoundError",
     "DeviceSettingsError",
     "EngineClosedError",
+    "EngineTimeoutError",
     "MemoryLockError",
     "MemoryLockWarning",
     "NativeError",
@@ -90,6 +91,10 @@ class CommandQueueFullError(StreamcoreError, RuntimeError):
 
 class RepromoteRefusedError(StreamcoreError, RuntimeError):
     """Re-promotion to realtime was refused (within the watchdog's cool-down)."""
+
+
+class EngineTimeoutError(StreamcoreError, TimeoutError):
+    """The mixer did not answer in time (it is stuck, or stopped)."""
 
 
 class DeviceNotFoundError(StreamcoreError, ValueError):

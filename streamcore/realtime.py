@@ -136,8 +136,8 @@ def current_scheduling(tid: int | None = None) -> Scheduling:
     """The scheduling of thread ``tid`` (default: the calling thread), read from the kernel.
 
     Use it to notice a demotion from outside (rtkit's canary, suspend/resume, our watchdog)
-    and re-request with :func:`acquire_realtime`.  A thread that has exited raises
-    ProcessLookupError.
+    and re-request with :func:`acquire_realtime`.  A tid that is not (or no longer) a thread
+    of this process raises ValueError (ProcessLookupError if it exits during the call).
     """
     tid = _own_tid(tid)
     policy = os.sched_getscheduler(tid)
@@ -239,7 +239,7 @@ def explain_direct_failure(code: int, policy: str, priority: int, *, rtprio_hard
     what = f"sched_setscheduler({_KERNEL_NAMES[policy]}, priority {priority}) refused " \
            f"({_errno_name(code)})"
     if budget is not None and budget[1] == 0 and code == _errno.EPERM:
-        return (f"{what}: RT group scheduling gives this process's cgroup no realtime budget "
+        return (f"{what}: RT group scheduling gives this thread's cgroup no realtime budget "
                 f"({budget[0]} is 0; common in containers): write e.g. 950000 there, or run "
                 "the container with --cpu-rt-runtime=950000")
     if code == _errno.EPERM and cap_sys_nice:
@@ -278,11 +278,13 @@ def _cap_sys_nice() -> bool | None:
     return None
 
 
-def rt_budget() -> tuple[str, int] | None:
-    """``(path, value)`` of this process's cgroup ``cpu.rt_runtime_us`` when the kernel has RT
-    group scheduling (the file exists), else None.  0 means: no realtime for this cgroup."""
+def rt_budget(tid: int | None = None) -> tuple[str, int] | None:
+    """``(path, value)`` of the ``cpu.rt_runtime_us`` of the cgroup of thread ``tid`` (default:
+    the process's) when the kernel has RT group scheduling (the file exists), else None.
+    0 means: no thread of that cgroup may run realtime, not even root's."""
+    source = "/proc/self/cgroup" if tid is None else f"/proc/self/task/{tid}/cgroup"
     try:
-        text = Path("/proc/self/cgroup").read_text()
+        text = Path(source).read_text()
     except OSError:
         return None
     for controllers, path in parse_cgroups(text):
@@ -373,7 +375,10 @@ def _try_direct(tid: int, policy: str, priority: int, reasons: list[str],
                 notes: list[str]) -> bool:
     code = _set_realtime(tid, POLICIES[policy], priority)
     if code == 0:
-        return current_scheduling(tid).realtime
+        now = current_scheduling(tid)
+        if not now.realtime:
+            reasons.append(f"direct: the kernel accepted but the thread reads back as {now}")
+        return now.realtime
     rtprio_soft, rtprio_hard = _rlimit(resource.RLIMIT_RTPRIO)
     retry = direct_retry(priority, rtprio_soft, rtprio_hard) if code == _errno.EPERM else None
     if retry is not None:
@@ -390,7 +395,7 @@ def _try_direct(tid: int, policy: str, priority: int, reasons: list[str],
             return True
     reasons.append("direct: " + explain_direct_failure(
         code, policy, priority, rtprio_hard=rtprio_hard, cap_sys_nice=_cap_sys_nice(),
-        budget=rt_budget()))
+        budget=rt_budget(tid)))
     return False
 
 
@@ -406,8 +411,8 @@ def _polkit_after(error: BusError, bus: BusConnection,
         return None
 
 
-def _try_rtkit(bus: BusConnection, limits: _rtkit.RtkitLimits, tid: int, priority: int,
-               reasons: list[str], notes: list[str]) -> bool:
+def _try_rtkit(bus: BusConnection, limits: _rtkit.RtkitLimits, tid: int, policy: str,
+               priority: int, reasons: list[str], notes: list[str]) -> bool:
     problems = limits.problems()
     if problems:
         reasons.append("rtkit: skipped: " + ", ".join(problems) +
@@ -428,7 +433,7 @@ def _try_rtkit(bus: BusConnection, limits: _rtkit.RtkitLimits, tid: int, priorit
         _rtkit.make_thread_realtime(tid, clamped, bus=bus)
     except BusError as e:
         reasons.append("rtkit: " + _rtkit.explain(
-            e, priority=clamped, limits=limits, rttime_hard_us=new_hard, budget=rt_budget(),
+            e, priority=clamped, limits=limits, rttime_hard_us=new_hard, budget=rt_budget(tid),
             polkit=_polkit_after(e, bus, _rtkit.POLKIT_ACTION_REALTIME)))
         return False
     now = current_scheduling(tid)
@@ -438,6 +443,9 @@ def _try_rtkit(bus: BusConnection, limits: _rtkit.RtkitLimits, tid: int, priorit
         return False
     if clamped != priority:
         notes.append(f"priority {priority} clamped to rtkit's MaxRealtimePriority {clamped}")
+    if now.policy != policy:
+        notes.append(f"rtkit grants {_KERNEL_NAMES[now.policy]}, not the "
+                     f"{_KERNEL_NAMES[policy]} asked for")
     return True
 
 
@@ -532,7 +540,7 @@ def acquire_realtime(tid: int | None = None, priority: int = 10, policy: str = "
                 reasons.append("rtkit: " + _rtkit.explain(e))
                 reasons.append("rtkit-nice: skipped: rtkit unreachable (see above)")
             else:
-                if _try_rtkit(bus, limits, tid, priority, reasons, notes):
+                if _try_rtkit(bus, limits, tid, policy, priority, reasons, notes):
                     return _grant("rtkit", tid, priority, reasons, notes)
                 if nice >= 0:
                     reasons.append(f"rtkit-nice: skipped: nice {nice} is not a raise")

@@ -76,6 +76,8 @@ class RingStats:
 
 def _count(value: Any, what: str) -> int:
     """A frame count: an integer >= 0."""
+    if type(value) is int and value >= 0:  # the common case, first and cheap
+        return value
     if isinstance(value, bool):
         raise TypeError(f"{what} must be an integer number of frames, not a bool")
     try:
@@ -168,6 +170,7 @@ class Ring:
     # half-way (before any of these was set on the instance).
     _ring = _ffi.NULL
     _mirror: _np.ndarray | None = None
+    _readonly: _np.ndarray | None = None
     _closed = True
 
     def __init__(self, frames: int, channels: int = 2, dtype: Any = "float32",
@@ -187,10 +190,7 @@ class Ring:
                              f"than the {_lib.SC_RING_MAX_BYTES} bytes a ring may hold")
         _check(status, "creating a ring (memfd_create, ftruncate, mmap)")
         self._adopt(out[0])
-        if not inherit:
-            self._keep_from_children()
-        if mode is not None:
-            self.lock(required=mode == "required")
+        self._finish_open(inherit, mode)
 
     @classmethod
     def attach(cls, fd: int, *, channels: int | None = None, dtype: Any = None,
@@ -232,10 +232,7 @@ class Ring:
                     f"{expected_dtype or self._dtype}")
             self.close()
             raise RingFormatError(f"fd {fd} holds a ring of {found}, expected {want}")
-        if not inherit:
-            self._keep_from_children()
-        if mode is not None:
-            self.lock(required=mode == "required")
+        self._finish_open(inherit, mode)
         return self
 
     def _adopt(self, handle: Any) -> None:
@@ -246,7 +243,7 @@ class Ring:
         self._dtype = _DTYPES[int(_lib.sc_ring_format(handle))]
         self._frame_bytes = int(_lib.sc_ring_frame_bytes(handle))
         base = _lib.sc_ring_data(handle)
-        self._base = int(_ffi.cast("uintptr_t", base))
+        self._base = _ffi.cast("char *", base)  # region pointers are measured from here
         # The keeper destroys the handle (unmap, close fd) when it is collected.  It is kept
         # alive by the buffer over it, which the array below holds, which every view handed
         # out holds as its base: the mapping outlives close() for as long as any view lives.
@@ -254,11 +251,17 @@ class Ring:
         nbytes = 2 * self._capacity * self._frame_bytes
         self._mirror = _np.frombuffer(_ffi.buffer(keeper, nbytes), dtype=self._dtype).reshape(
             2 * self._capacity, self._channels)
+        # The reader's views are sliced from a read-only view of the same memory.
+        self._readonly = self._mirror.view()
+        self._readonly.flags.writeable = False
         # Out-parameters, one per side so the writer and the reader thread never share one.
-        self._write_ptr = _ffi.new("void **")
-        self._read_ptr = _ffi.new("void **")
+        # Typed char ** so that `pointer - base` is a plain byte offset (no ffi.cast per call);
+        # the void ** casts are what the C functions take, and need the char ** kept alive.
+        self._write_ptr = _ffi.new("char **")
+        self._read_ptr = _ffi.new("char **")
+        self._write_arg = _ffi.cast("void **", self._write_ptr)
+        self._read_arg = _ffi.cast("void **", self._read_ptr)
         self._granted_write = 0  # frames the last write_view handed out, not yet committed
-        self._granted_read = 0
         self._closed = False
 
     def _keep_from_children(self) -> None:
@@ -274,7 +277,7 @@ class Ring:
         self._closed = True
         _private_rings.discard(self)
         self._ring = _ffi.NULL
-        self._mirror = None  # drops the keeper unless a view still holds it
+        self._mirror = self._readonly = None  # drops the keeper unless a view still holds it
 
     @property
     def closed(self) -> bool:
@@ -288,8 +291,12 @@ class Ring:
 
     def __del__(self) -> None:
         if not self._closed:
-            _warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=2, source=self)
-            self.close()
+            # Plain text, no C call: this may run while the interpreter shuts down.
+            try:
+                _warnings.warn(f"unclosed Ring of {self._capacity} frames", ResourceWarning,
+                               stacklevel=2, source=self)
+            finally:
+                self.close()
 
     def __repr__(self) -> str:
         if self._closed:
@@ -317,6 +324,17 @@ class Ring:
 
     # ---- locking ---------------------------------------------------------------------------
 
+    def _finish_open(self, inherit: bool, mode: str | None) -> None:
+        """The constructors' last steps; a failure closes the new ring before it propagates."""
+        try:
+            if not inherit:
+                self._keep_from_children()
+            if mode is not None:
+                self.lock(required=mode == "required")
+        except BaseException:
+            self.close()
+            raise
+
     def lock(self, required: bool = True) -> bool:
         """mlock the ring's pages (each physical page once) and prefault both mappings.
 
@@ -333,7 +351,6 @@ class Ring:
         needed = (self._capacity * self._frame_bytes) + _os.sysconf("SC_PAGE_SIZE")
         text = _lock_failure_text(needed, -status)
         if required:
-            self.close()
             raise MemoryLockError(text) from NativeError("mlock", -status)
         _warnings.warn(text, MemoryLockWarning, stacklevel=3)
         return False
@@ -346,35 +363,49 @@ class Ring:
 
         The view is the writer's until committed; a new write_view replaces the grant.
         """
-        ring, mirror = self._live()
-        n = _count(n, "n")
-        k = _lib.sc_ring_write_region(ring, n, self._write_ptr)
+        # The hot path is written out flat: on a slow machine each Python call costs ~100 ns.
+        mirror = self._mirror  # keeps the handle alive through the call
+        if mirror is None:
+            raise ValueError("the ring is closed")
+        if type(n) is not int or n < 0:
+            n = _count(n, "n")
+        k = _lib.sc_ring_write_region(self._ring, n, self._write_arg)
         if k < 0:
             self._fail(k, "write_view")
-        start = self._frame_index(self._write_ptr[0])
+        start = self._region_start(self._write_ptr[0])
         self._granted_write = k
         return mirror[start:start + k]
 
     def commit(self, k: int) -> None:
         """Writer: publish the first ``k`` frames of the last :meth:`write_view` to the reader."""
-        ring, _mirror = self._live()
-        k = _count(k, "k")
+        mirror = self._mirror  # keeps the handle alive through the call
+        if mirror is None:
+            raise ValueError("the ring is closed")
+        if type(k) is not int or k < 0:
+            k = _count(k, "k")
         if k > self._granted_write:
             raise ValueError(f"commit({k}) is more than the {self._granted_write} frames "
                              f"write_view handed out: commit at most what it returned")
-        status = _lib.sc_ring_write_advance(ring, k)
+        status = _lib.sc_ring_write_advance(self._ring, k)
         if status < 0:
             self._fail(status, "commit")
         self._granted_write -= k
 
     def write(self, frames: Any) -> int:
         """Writer: copy as many of ``frames`` (shape ``(m, channels)``, or ``(m,)`` for one
-        channel, of the ring's dtype) as fit; returns how many were written."""
+        channel, of the ring's dtype) as fit and publish them; returns how many were written.
+        The copying twin of :meth:`write_view` + :meth:`commit` (one C call)."""
+        mirror = self._mirror  # keeps the handle alive through the call
+        if mirror is None:
+            raise ValueError("the ring is closed")
         array = self._frames_arg(frames, "write()")
-        view = self.write_view(array.shape[0])
-        k = view.shape[0]
-        view[:] = array[:k]
-        self.commit(k)
+        if not array.flags.c_contiguous:
+            array = _np.ascontiguousarray(array)
+        # The from_buffer cdata keeps `array` alive for the call, which is all C needs.
+        k = _lib.sc_ring_write_frames(self._ring, _ffi.from_buffer(array), array.shape[0])
+        if k < 0:
+            self._fail(k, "write")
+        self._granted_write = 0  # the ring moved past any earlier write_view
         return k
 
     # ---- the reading side ------------------------------------------------------------------
@@ -382,48 +413,54 @@ class Ring:
     def read_view(self, n: int) -> _np.ndarray:
         """Reader: a read-only array ``(k, channels)``, k = min(n, :attr:`readable`), of the
         ring's own memory; use it, then :meth:`release` the frames to the writer."""
-        ring, mirror = self._live()
-        n = _count(n, "n")
-        k = _lib.sc_ring_read_region(ring, n, self._read_ptr)
+        readonly = self._readonly  # keeps the handle alive through the call
+        if readonly is None:
+            raise ValueError("the ring is closed")
+        if type(n) is not int or n < 0:
+            n = _count(n, "n")
+        k = _lib.sc_ring_read_region(self._ring, n, self._read_arg)
         if k < 0:
             self._fail(k, "read_view")
-        start = self._frame_index(self._read_ptr[0])
-        self._granted_read = k
-        view = mirror[start:start + k]
-        view.flags.writeable = False
-        return view
+        start = self._region_start(self._read_ptr[0])
+        return readonly[start:start + k]
 
     def release(self, k: int) -> None:
         """Reader: hand ``k`` frames (the first of the last :meth:`read_view`, or unread ones to
         skip) back to the writer; more than :attr:`readable` raises ValueError."""
-        ring, _mirror = self._live()
-        k = _count(k, "k")
-        status = _lib.sc_ring_read_advance(ring, k)
-        if status == -_errno.EINVAL:
-            raise ValueError(f"release({k}) is more than the {self.readable} readable frames")
+        mirror = self._mirror  # keeps the handle alive through the call
+        if mirror is None:
+            raise ValueError("the ring is closed")
+        if type(k) is not int or k < 0:
+            k = _count(k, "k")
+        status = _lib.sc_ring_read_advance(self._ring, k)
         if status < 0:
+            if status == -_errno.EINVAL:
+                raise ValueError(f"release({k}) is more than the {self.readable} "
+                                 f"readable frames")
             self._fail(status, "release")
-        self._granted_read = max(0, self._granted_read - k)
 
     def read(self, n: int, out: _np.ndarray | None = None) -> _np.ndarray:
         """Reader: copy out and release up to ``n`` frames; returns them as ``(k, channels)``.
+        The copying twin of :meth:`read_view` + :meth:`release` (one C call).
 
-        With ``out`` (an array ``(m, channels)`` of the ring's dtype) at most ``m`` frames go
-        into it and ``out[:k]`` is returned.
+        With ``out`` (a C-contiguous array ``(m, channels)`` of the ring's dtype) at most ``m``
+        frames go into it and ``out[:k]`` is returned.
         """
+        mirror = self._mirror  # keeps the handle alive through the call
+        if mirror is None:
+            raise ValueError("the ring is closed")
         n = _count(n, "n")
-        if out is not None:
-            out = self._frames_arg(out, "read(out=...)")
-            n = min(n, out.shape[0])
-        view = self.read_view(n)
-        k = view.shape[0]
         if out is None:
-            result = view.copy()
+            out = _np.empty((min(n, self._capacity), self._channels), self._dtype)
         else:
-            out[:k] = view
-            result = out[:k]
-        self.release(k)
-        return result
+            out = self._frames_arg(out, "read(out=...)")
+            if not out.flags.c_contiguous:
+                raise ValueError("read(out=...) needs a C-contiguous array to copy into")
+            n = min(n, out.shape[0])
+        k = _lib.sc_ring_read_frames(self._ring, _ffi.from_buffer(out), n)
+        if k < 0:
+            self._fail(k, "read")
+        return out[:k]
 
     # ---- figures ---------------------------------------------------------------------------
 
@@ -503,12 +540,21 @@ class Ring:
             locked=bool(raw.locked), locked_bytes=raw.locked_bytes, lock_errno=raw.lock_errno,
             broken=bool(raw.broken))
 
+    def _native_handle(self) -> tuple[Any, object]:
+        """For streamcore's own C users (the engine): ``(sc_ring *, keepalive)``.
+
+        The handle stays valid, even after :meth:`close`, for as long as ``keepalive`` is
+        referenced: hold it as long as C code may use the handle.  The C side must keep to
+        the ring's contract (one writer, one reader), like any other user.
+        """
+        ring, mirror = self._live()
+        return ring, mirror
+
     # ---- helpers ---------------------------------------------------------------------------
 
-    def _frame_index(self, pointer: Any) -> int:
+    def _region_start(self, pointer: Any) -> int:
         """Where a region pointer from C starts in the mirror array, checked to be inside."""
-        offset = int(_ffi.cast("uintptr_t", pointer)) - self._base
-        index, rest = divmod(offset, self._frame_bytes)
+        index, rest = divmod(pointer - self._base, self._frame_bytes)
         if rest or not 0 <= index < self._capacity:  # the C side guarantees it; keep it checked
             raise RingCorruptedError(f"a region pointer fell outside the ring (frame {index})")
         return index

@@ -13,6 +13,7 @@ Every function takes a ``timeout``: with no bus, no rtkit, or a hung daemon it r
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 
@@ -192,7 +193,7 @@ def explain(error: BusError, *, priority: int | None = None,
                 "on the system bus): install the 'rtkit' package and start rtkit-daemon")
     if name == "streamcore.NoBus":
         return f"no system bus to ask rtkit: {error.args[1]} (is dbus-daemon running?)"
-    if name == "streamcore.Timeout" or error.errno == 110:
+    if name == "streamcore.Timeout" or error.errno == errno.ETIMEDOUT:
         return (f"the system bus or rtkit did not answer in time ({error.args[1]}); "
                 "a hung rtkit-daemon or polkitd is the usual cause")
     if name == "org.freedesktop.DBus.Error.AccessDenied":
@@ -231,4 +232,10 @@ def explain(error: BusError, *, priority: int | None = None,
                 "per-user burst/thread limits were hit, or rtkit refuses requests for 5 minutes "
                 "after its canary watchdog fired")
         return "rtkit refused: " + "; or ".join(causes)
+    if name == "org.freedesktop.DBus.Error.Failed":
+        return (f"rtkit could not act on the thread ({error.args[1]}): it exited, or this "
+                "process runs in its own PID namespace (a container or sandbox) so its thread "
+                "ids mean nothing to rtkit: use the realtime portal or run rtkit inside")
+    if name == "org.freedesktop.DBus.Error.UnknownMethod":
+        return f"this rtkit lacks the method ({error.args[1]}): update rtkit"
     return f"rtkit failed: {error}"

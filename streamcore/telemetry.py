@@ -114,6 +114,23 @@ class EngineStats:
     underruns_per_voice: dict[int, int] = field(default_factory=dict)  #: voice id -> underruns
     sink: dict = field(default_factory=dict)  #: the sink object's figures (Sink.stats())
 
+    @classmethod
+    def _from_native(cls, s, underruns_per_voice: dict[int, int]) -> EngineStats:
+        """From an ``sc_engine_stats *``."""
+        return cls(
+            periods=s.periods, cycles=s.cycles, consumed=s.consumed, skipped=s.skipped,
+            xruns=s.xruns, frames=s.frames, clips=s.clipped, nans=s.nonfinite,
+            underruns=s.underruns, late_starts=s.late_starts, commands=s.commands,
+            overruns=s.overruns, sigxcpu=s.sigxcpu, demotions=s.demotions, voices=s.voices,
+            fill=s.fill, running=bool(s.running), start_ns=s.start_ns,
+            wake_latency=Histogram._from_native(sum(s.late_hist), s.late_min, s.late_max,
+                                                s.late_sum, s.late_hist),
+            mix_time=Histogram._from_native(sum(s.mix_hist), s.mix_min, s.mix_max, s.mix_sum,
+                                            s.mix_hist),
+            taints=taint_names(s.taints),
+            underruns_per_voice=underruns_per_voice,
+        )
+
     @property
     def clean(self) -> bool:
         """True when no taint is set: the run's numbers can be trusted as they are."""
@@ -130,22 +147,10 @@ class EngineStats:
 
 
 def read_stats(engine_ptr, underruns_per_voice: dict[int, int]) -> EngineStats:
-    """Copy the native aggregates of ``engine_ptr`` (an ``sc_engine *``)."""
+    """Copy the native aggregates of ``engine_ptr`` (an ``sc_engine *``), live."""
     s = _ffi.new("sc_engine_stats *")
     _lib.sc_engine_get_stats(engine_ptr, s)
-    return EngineStats(
-        periods=s.periods, cycles=s.cycles, consumed=s.consumed, skipped=s.skipped,
-        xruns=s.xruns, frames=s.frames, clips=s.clipped, nans=s.nonfinite,
-        underruns=s.underruns, late_starts=s.late_starts, commands=s.commands, overruns=s.overruns,
-        sigxcpu=s.sigxcpu, demotions=s.demotions, voices=s.voices, fill=s.fill,
-        running=bool(s.running), start_ns=s.start_ns,
-        wake_latency=Histogram._from_native(sum(s.late_hist), s.late_min, s.late_max,
-                                            s.late_sum, s.late_hist),
-        mix_time=Histogram._from_native(sum(s.mix_hist), s.mix_min, s.mix_max, s.mix_sum,
-                                        s.mix_hist),
-        taints=taint_names(s.taints),
-        underruns_per_voice=underruns_per_voice,
-    )
+    return EngineStats._from_native(s, underruns_per_voice)
 
 
 def read_trace(engine_ptr, max_records: int = _lib.SC_TRACE_SLOTS) -> _np.ndarray:

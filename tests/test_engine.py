@@ -89,6 +89,31 @@ class TestLifeCycle:
             assert policy == os.SCHED_OTHER
 
 
+    def test_forked_child_does_not_touch_the_engine(self):
+        with Engine() as e:
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    e.close()  # must not join the parent's threads
+                    try:
+                        e.stats()
+                        answer = b"open"
+                    except EngineClosedError:
+                        answer = b"closed"
+                    os.write(w, answer)
+                finally:
+                    os._exit(0)
+            os.close(w)
+            answer = os.read(r, 16)
+            os.close(r)
+            _, status = os.waitpid(pid, 0)
+            assert answer == b"closed" and status == 0
+            cycles = e.stats().cycles
+            time.sleep(0.05)
+            assert e.stats().cycles > cycles  # the parent's engine runs on
+
+
 class TestVoicesLive:
     """Voices play on the running engine and come back through the return queue."""
 
@@ -137,17 +162,19 @@ class TestTelemetry:
     """Per-period figures: counts match the clock, histograms match the cycles."""
 
     def test_period_count_matches_elapsed_time(self):
+        """Every deadline from start to stop is one cycle (or one skipped period)."""
         with Engine() as e:
             time.sleep(1.0)
             before = time.monotonic_ns()
-            s = e.stats()
+            e.stop()  # the mixer finishes the tick that is due, then exits
             after = time.monotonic_ns()
-            lo = (before - s.start_ns) // e.period_ns - 1
-            hi = (after - s.start_ns) // e.period_ns + 1
-            ticks = s.cycles + s.skipped  # every deadline passed is a cycle or a skip
-            assert lo <= ticks <= hi
-            assert s.periods == s.cycles + e.periods - s.skipped * 0  # prefill + one per cycle
-        assert s.wake_latency.count == s.cycles
+            s = e.stats()
+        ticks = s.cycles + s.skipped
+        assert (before - s.start_ns) // e.period_ns <= ticks
+        assert ticks <= (after - s.start_ns) // e.period_ns + 1
+        if s.skipped == 0:  # the prefill, then one per cycle
+            assert s.periods == e.periods + s.cycles
+        assert s.wake_latency.count == s.mix_time.count == s.cycles
 
     def test_histograms_and_trace_after_stop(self):
         e = Engine()
@@ -233,3 +260,37 @@ class TestConsumerClock:
                 time.sleep(0.001)
             s = e.stats()
             assert s.xruns == 1 and "XRUN" in s.taints
+
+
+class TestConsistentStats:
+    """stats(consistent=True) goes through the command queue and is exact to one cycle."""
+
+    def test_snapshot_while_running(self):
+        with Engine() as e:
+            time.sleep(0.2)
+            for _ in range(20):
+                s = e.stats(consistent=True)
+                assert s.wake_latency.count == s.mix_time.count == s.cycles > 0
+                assert s.running
+            later = e.stats(consistent=True)
+            assert later.cycles > s.cycles
+            assert later.commands >= 21  # each request is one command
+
+
+class TestIntegerOutputLive:
+    """The output ring carries the engine's dtype."""
+
+    def test_int16_output_ring(self):
+        n = 128
+        with Engine(sink="external", blocksize=n, dtype="int16") as e:
+            assert e.output.dtype == np.int16
+            e.play(np.full((n * 4, 2), 0.5, dtype=np.float32), at=2 * n)
+            got = []
+            for _ in range(6):
+                got.append(e.output.read(n))
+                e.period_consumed()
+                deadline = time.monotonic() + 2
+                while e.output.readable < 2 * n and time.monotonic() < deadline:
+                    time.sleep(0.0005)
+        out = np.concatenate(got)
+        assert not out[: 2 * n].any() and (out[2 * n:] == 16384).all()

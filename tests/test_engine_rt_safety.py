@@ -72,6 +72,20 @@ def run():
             "stats": stats_after, "events": events, "plays": k}
 
 
+class TestMeasurement:
+    """The counters read here do move for a thread that faults and sleeps (the method works)."""
+
+    def test_counters_move(self):
+        tid = threading.get_native_id()
+        before = thread_counters(tid)
+        fresh = np.ones(4 << 20, dtype=np.uint8)  # 4 MiB of new pages, touched here
+        time.sleep(0.01)
+        after = thread_counters(tid)
+        assert fresh.sum() == 4 << 20
+        assert after["minflt"] - before["minflt"] >= 1  # (huge pages make it few)
+        assert after["voluntary_ctxt_switches"] > before["voluntary_ctxt_switches"]
+
+
 class TestMixerThread:
     """Zero page faults and no voluntary context switch beyond its one wait per cycle."""
 

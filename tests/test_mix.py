@@ -329,6 +329,27 @@ class TestStreamVoice:
             e.render(4)
             assert v.stats()["underruns"] == 0
 
+    def test_ring_written_by_another_process(self):
+        import os
+
+        from streamcore import Ring
+
+        data = noise(N * 3, seed=13)
+        with manual() as e, Ring(1024, 2, "float32", lock=False) as ring:
+            e.stream(ring=ring)
+            pid = os.fork()
+            if pid == 0:  # the writer: attaches by fd, as a separate program would
+                status = 1
+                try:
+                    with Ring.attach(ring.fd, lock=False) as mine:
+                        status = 0 if mine.write(data) == len(data) else 2
+                finally:
+                    os._exit(status)
+            _, status = os.waitpid(pid, 0)
+            assert status == 0
+            out = e.render(3)
+        assert np.array_equal(out, data)
+
     def test_ring_from_elsewhere(self):
         from streamcore import Ring
 
@@ -344,3 +365,24 @@ class TestStreamVoice:
             e.stream(ring=Ring(64, 2, "int16", lock=False))
         ring.close()
         attached.close()
+
+
+class TestDither:
+    """int16 TPDF dither: ±1 LSB of triangular noise, so levels below 1 LSB survive on average."""
+
+    def test_sub_lsb_level_survives_on_average(self):
+        level = 0.3 / 32768  # 0.3 LSB: rounds to 0 without dither
+        data = np.full(N * 200, level, dtype=np.float32)
+        with manual(channels=1, dtype="int16") as e:
+            e.play(data)
+            plain = e.render(200)[:, 0]
+        with manual(channels=1, dtype="int16", dither=True) as e:
+            e.play(data)
+            dithered = e.render(200)[:, 0]
+        assert not plain.any()
+        assert set(np.unique(dithered)) <= {-1, 0, 1}
+        assert abs(dithered.mean() - 0.3) < 0.05
+
+    def test_dither_is_for_int16(self):
+        with pytest.raises(ValueError):
+            Engine(sink="manual", dither=True)

@@ -3,13 +3,17 @@ a real rtkit behind a real polkit, no bus, a bus without rtkit and a bus that ne
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import pickle
 import resource
 import socket
+import sys
 import tempfile
 import threading
 import time
+import traceback
 from pathlib import Path
 
 import pytest
@@ -20,7 +24,13 @@ import streamcore
 from streamcore import realtime, rtkit
 from streamcore.bus import BusError
 from streamcore.realtime import ProbeThread
-from tests.services.common import Service, require_program, require_root, wait_until
+from tests.services.common import (
+    Service,
+    require_program,
+    require_root,
+    unavailable,
+    wait_until,
+)
 
 RTTIME_MAX = 200_000  # rtkit's default RTTimeUSecMax, which the fixture's daemon publishes
 RTKIT_MAX_PRIORITY = 20
@@ -52,6 +62,40 @@ def _acquire_probe(priority: int, policy: str = "fifo", address: str | None = No
         out["demoted"] = realtime.demote(probe.tid)
         out["kernel_policy_after_demote"] = os.sched_getscheduler(probe.tid)
         return out
+
+
+def _acquire_probe_in_cgroup(procs: str, priority: int) -> dict:
+    """Move this whole process into the cgroup whose cgroup.procs is ``procs``, then promote."""
+    Path(procs).write_text(str(os.getpid()))
+    return _acquire_probe(priority)
+
+
+def _root_in_zero_budget(tasks: str) -> tuple:
+    """Put a probe thread alone into the cgroup whose tasks file is ``tasks``, then promote."""
+    with ProbeThread() as probe:
+        Path(tasks).write_text(str(probe.tid))
+        grant = realtime.acquire_realtime(probe.tid, timeout=1.0)
+        return grant, probe.scheduling()
+
+
+def _in_child(func, *args):
+    """``func(*args)`` in a forked child (as root), so that it cannot change this process."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            payload = pickle.dumps((func(*args), None))
+        except BaseException:
+            payload = pickle.dumps((None, traceback.format_exc()))
+        os.write(write_end, payload)
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        data = pipe.read()
+    os.waitpid(pid, 0)
+    value, error = pickle.loads(data)
+    assert error is None, error
+    return value
 
 
 def _acquire_calling_thread(priority: int) -> dict:
@@ -134,6 +178,7 @@ class TestDirectRetry:
 
     @given(priority=st.integers(1, 99), soft=st.integers(0, 99), hard=st.integers(0, 99))
     def test_retry_never_exceeds_the_hard_limit(self, priority, soft, hard):
+        """A retry stays within the hard limit and only ever raises the soft one."""
         soft = min(soft, hard)
         retry = realtime.direct_retry(priority, soft, hard)
         if retry is not None:
@@ -145,11 +190,13 @@ class TestClamps:
     """Clamping to rtkit's limits and RLIMIT_NICE."""
 
     def test_priority(self):
+        """Priorities are lowered to rtkit's maximum, never below 1."""
         assert realtime.clamp_priority(50, 20) == 20
         assert realtime.clamp_priority(5, 20) == 5
         assert realtime.clamp_priority(5, 0) == 1
 
     def test_nice(self):
+        """Nice levels are raised to rtkit's MinNiceLevel."""
         assert realtime.clamp_nice(-20, -15) == -15
         assert realtime.clamp_nice(-11, -15) == -11
 
@@ -172,6 +219,7 @@ class TestExplanations:
         assert "no realtime budget" in text and "cpu.rt_runtime_us" in text
 
     def test_rtprio_zero_is_named(self):
+        """EPERM without CAP_SYS_NICE and with RLIMIT_RTPRIO 0 names limits.d."""
         text = realtime.explain_direct_failure(errno.EPERM, "rr", 10, rtprio_hard=0,
                                                cap_sys_nice=False)
         assert "SCHED_RR" in text and "RLIMIT_RTPRIO is 0" in text and "limits.d" in text
@@ -193,21 +241,30 @@ class TestExplanations:
                              rttime_hard_us=RTTIME_MAX, polkit=answer)
         assert "burst" in text and "canary" in text and "polkit refused" not in text
 
+    def test_failed_names_the_thread_or_a_pid_namespace(self):
+        """rtkit's Failed points at an exited thread or a PID namespace."""
+        error = BusError("org.freedesktop.DBus.Error.Failed", "No such file or directory")
+        assert "PID namespace" in rtkit.explain(error)
+
     def test_unlimited_rttime_is_named(self):
+        """AccessDenied with an unlimited RLIMIT_RTTIME names that cause."""
         error = BusError("org.freedesktop.DBus.Error.AccessDenied", "denied")
         assert "RLIMIT_RTTIME is unlimited" in rtkit.explain(error, rttime_hard_us=None)
 
     def test_missing_or_zero_limits_are_problems(self):
+        """A 0 or missing rtkit property makes the limits unusable."""
         assert rtkit.RtkitLimits(20, -15, 0).problems() == ["RTTimeUSecMax is 0"]
         assert rtkit.RtkitLimits(None, -15, RTTIME_MAX).problems() == \
             ["MaxRealtimePriority is missing"]
 
     def test_cgroup_lines(self):
+        """/proc/self/cgroup lines split into controllers and path (v1 and v2)."""
         text = "4:memory:/a/b\n1:cpu,cpuacct:/docker/x\n0::/user.slice\n"
         assert realtime.parse_cgroups(text) == [("memory", "/a/b"), ("cpu,cpuacct", "/docker/x"),
                                                 ("", "/user.slice")]
 
     def test_grant_is_one_readable_line(self):
+        """str(grant) is one line with the method, the state and the reasons."""
         grant = realtime.RealtimeGrant("nice", "other", 0, -11, 160_000, 200_000, True,
                                        ("direct: refused", "rtkit: polkit refused"), tid=7)
         text = str(grant)
@@ -222,6 +279,7 @@ class TestArguments:
     @pytest.mark.parametrize("kwargs", [{"priority": 0}, {"priority": 100}, {"policy": "other"},
                                         {"nice": -21}, {"timeout": 0}, {"tid": -3}])
     def test_bad_arguments(self, kwargs):
+        """Out-of-range priority, nice, timeout, tid or an unknown policy."""
         with pytest.raises(ValueError):
             realtime.acquire_realtime(**kwargs)
 
@@ -263,6 +321,7 @@ class TestDirect:
         assert child.nice >= 0
 
     def test_rr_policy(self):
+        """policy='rr' gives SCHED_RR with RESET_ON_FORK."""
         result = _acquire_probe(3, policy="rr")
         assert result["kernel_policy"] == os.SCHED_RR | os.SCHED_RESET_ON_FORK
         assert result["grant"].policy == "rr"
@@ -300,6 +359,7 @@ class TestRtkit:
     """An unprivileged user in the polkit-allowed group gets SCHED_RR from rtkit."""
 
     def test_granted_rr_with_rttime_set(self, rtkit_bus, unprivileged):
+        """SCHED_RR from rtkit, RLIMIT_RTTIME 160000/200000 µs, direct's refusal kept."""
         result = unprivileged.run(_acquire_probe, 5).unwrap()
         grant = result["grant"]
         assert grant.method == "rtkit", f"{grant}\n{rtkit_bus.logs()}"
@@ -312,6 +372,7 @@ class TestRtkit:
         assert result["self_view"].policy == "rr"
 
     def test_priority_clamped_to_rtkits_maximum(self, rtkit_bus, unprivileged):
+        """Asking 50 gets rtkit's MaxRealtimePriority (20), with a note."""
         result = unprivileged.run(_acquire_probe, 50).unwrap()
         grant = result["grant"]
         assert grant.method == "rtkit", str(grant)
@@ -320,6 +381,7 @@ class TestRtkit:
         assert any("MaxRealtimePriority" in note for note in grant.notes)
 
     def test_existing_lower_rttime_is_not_raised(self, rtkit_bus, unprivileged):
+        """A lower hard RLIMIT_RTTIME stays; soft becomes 0.8 x that."""
         rlimits = {resource.RLIMIT_RTTIME: (100_000, 100_000)}
         result = unprivileged.run(_acquire_probe, 5, rlimits=rlimits).unwrap()
         assert result["grant"].method == "rtkit"
@@ -333,12 +395,14 @@ class TestRtkit:
         assert result["kernel_policy_after_demote"] == os.SCHED_OTHER | os.SCHED_RESET_ON_FORK
 
     def test_outside_the_group_polkit_refusal_is_named(self, rtkit_bus, unprivileged):
+        """Not in the group: no realtime; the reasons name polkit's refusal."""
         result = unprivileged.run(_acquire_probe, 5, in_rt_group=False).unwrap()
         grant = result["grant"]
         assert grant.method in ("nice", "none")
         assert result["kernel_policy"] & ~os.SCHED_RESET_ON_FORK == os.SCHED_OTHER
         rtkit_line = next(r for r in grant.reasons if r.startswith("rtkit: "))
         assert "polkit refused" in rtkit_line, str(grant)
+        assert all("\n" not in r for r in grant.reasons)
         assert any(r.startswith("direct: ") for r in grant.reasons)
         assert any(r.startswith("nice: ") or r.startswith("rtkit-nice: ")
                    for r in grant.reasons)
@@ -401,6 +465,44 @@ def hung_bus(world_dir):
     path.unlink()
 
 
+HUNG_SERVICE = """
+import sys, time
+from jeepney import message_bus
+from jeepney.io.blocking import open_dbus_connection
+conn = open_dbus_connection(bus="SYSTEM")
+conn.send_and_get_reply(message_bus.RequestName(sys.argv[1]), timeout=5)
+time.sleep(600)  # owns the name, never reads a request: a hung daemon
+"""
+
+
+@pytest.fixture
+def hung_rtkit(bare_bus, world_dir):
+    """A peer on the bare bus that owns org.freedesktop.RealtimeKit1 and never answers."""
+    from jeepney import message_bus
+
+    from streamcore.bus import BusConnection
+
+    env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": bare_bus}
+    service = Service("hung-rtkit", [sys.executable, "-c", HUNG_SERVICE,
+                                     "org.freedesktop.RealtimeKit1"],
+                      world_dir / "hung-rtkit.log", env=env)
+
+    def owned() -> bool:
+        os.environ["DBUS_SYSTEM_BUS_ADDRESS"], saved = bare_bus, os.environ.get(
+            "DBUS_SYSTEM_BUS_ADDRESS", "")
+        try:
+            with BusConnection(1.0) as bus:
+                return bool(bus.call(message_bus.NameHasOwner("org.freedesktop.RealtimeKit1"))[0])
+        finally:
+            os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = saved
+
+    try:
+        assert wait_until(owned, 15, 0.1), service.describe_failure("the hung peer did not start")
+        yield bare_bus
+    finally:
+        service.stop()
+
+
 MARGIN = 1.5  # seconds of slack on a shared, noisy machine
 
 
@@ -408,6 +510,7 @@ class TestWithoutRtkit:
     """No bus, no rtkit, or a hung bus: bounded in time, and the reasons say why."""
 
     def test_dead_socket(self, unprivileged, world_dir):
+        """An address with no socket: 'no system bus', at once."""
         address = f"unix:path={world_dir}/nothing.sock"
         result = unprivileged.run(_acquire_probe, 5, "fifo", address, 1.0).unwrap()
         grant = result["grant"]
@@ -416,6 +519,7 @@ class TestWithoutRtkit:
         assert any(r.startswith("rtkit: no system bus") for r in grant.reasons), str(grant)
 
     def test_bus_without_rtkit(self, unprivileged, bare_bus):
+        """A real bus where nobody owns RealtimeKit1: 'rtkit is not running'."""
         result = unprivileged.run(_acquire_probe, 5, "fifo", bare_bus, 1.0).unwrap()
         grant = result["grant"]
         assert result["elapsed"] < 1.0 + MARGIN
@@ -424,14 +528,78 @@ class TestWithoutRtkit:
             str(grant)
 
     def test_hung_bus(self, unprivileged, hung_bus):
+        """A socket that accepts and never speaks: one timeout, then a reason."""
         result = unprivileged.run(_acquire_probe, 5, "fifo", hung_bus, 1.0).unwrap()
         grant = result["grant"]
         assert 0.9 < result["elapsed"] < 1.0 + MARGIN
         assert grant.method == "none"
-        assert any("did not answer in time" in r for r in grant.reasons), str(grant)
+        line = next(r for r in grant.reasons if r.startswith("rtkit: "))
+        assert "did not answer in time" in line and "authenticate" in line, line
+
+    def test_hung_rtkit(self, unprivileged, hung_rtkit):
+        """rtkit owns its name but never answers: one deadline for everything."""
+        result = unprivileged.run(_acquire_probe, 5, "fifo", hung_rtkit, 1.0).unwrap()
+        grant = result["grant"]
+        assert 0.9 < result["elapsed"] < 1.0 + MARGIN
+        assert grant.method == "none"
+        line = next(r for r in grant.reasons if r.startswith("rtkit: "))
+        assert "did not answer in time" in line and "no reply" in line, line
 
     def test_read_limits_raise_without_rtkit(self, bare_bus, monkeypatch):
+        """rtkit.read_limits raises BusError ENOENT when rtkit is absent."""
         monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", bare_bus)
         with pytest.raises(BusError) as caught:
             rtkit.read_limits(timeout=2)
         assert caught.value.errno == errno.ENOENT
+
+
+@pytest.fixture
+def zero_budget_cgroup():
+    """A fresh cgroup v1 'cpu' group: its cpu.rt_runtime_us starts at 0, as in a container
+    that was given no realtime budget.  The test user may move itself in."""
+    require_root("the RT group scheduling fixture")
+    mount = None
+    for controllers, _path in realtime.parse_cgroups(Path("/proc/self/cgroup").read_text()):
+        if "cpu" in controllers.split(","):
+            mount = Path("/sys/fs/cgroup") / controllers
+    if mount is None or not (mount / "cpu.rt_runtime_us").exists():
+        unavailable("no cgroup v1 cpu controller with RT group scheduling on this kernel")
+    group = mount / f"streamcore-test-{os.getpid()}"
+    group.mkdir()
+    try:
+        assert int((group / "cpu.rt_runtime_us").read_text()) == 0
+        for name in ("cgroup.procs", "tasks"):
+            (group / name).chmod(0o666)
+        yield group
+    finally:
+        for tid in (group / "tasks").read_text().split():  # threads still alive go home
+            with contextlib.suppress(OSError):
+                (mount / "tasks").write_text(tid)
+        group.rmdir()
+
+
+class TestZeroRtBudget:
+    """RT group scheduling with no budget: refused even to root, and said so."""
+
+    def test_root_is_refused_and_told_why(self, zero_budget_cgroup):
+        """EPERM even for root; the reason names cpu.rt_runtime_us; nice follows."""
+        # In a child: the rtkit step would lower the RLIMIT_RTTIME of the test process itself
+        # (root has no CAP_SYS_RESOURCE here to raise it back), changing later tests.
+        grant, seen = _in_child(_root_in_zero_budget, str(zero_budget_cgroup / "tasks"))
+        assert grant.method in ("rtkit-nice", "nice") and not grant.realtime
+        assert seen.policy == "other" and seen.nice < 0
+        assert grant.reasons[0].startswith("direct: ")
+        assert "no realtime budget" in grant.reasons[0]
+        assert str(zero_budget_cgroup / "cpu.rt_runtime_us") in grant.reasons[0]
+
+    def test_rtkit_refusal_names_the_budget_and_nice_follows(self, rtkit_bus, unprivileged,
+                                                            zero_budget_cgroup):
+        """rtkit cannot make the thread realtime either; its nice level is the fallback."""
+        procs = str(zero_budget_cgroup / "cgroup.procs")
+        result = unprivileged.run(_acquire_probe_in_cgroup, procs, 5).unwrap()
+        grant = result["grant"]
+        assert grant.method == "rtkit-nice", str(grant)
+        assert result["self_view"].policy == "other" and result["self_view"].nice == -11
+        rtkit_line = next(r for r in grant.reasons if r.startswith("rtkit: "))
+        assert "no realtime budget" in rtkit_line
+        assert result["child"].nice >= 0  # RESET_ON_FORK resets a negative nice too

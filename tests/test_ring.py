@@ -406,6 +406,21 @@ class TestLifetime:
         with pytest.raises(OSError):
             os.fstat(fd)
 
+    def test_native_handle_outlives_close_while_kept(self):
+        """The engine's (handle, keepalive) pair keeps the C handle usable after close()."""
+        r = Ring(8, 2, "int32", lock=False)
+        r.write(pattern(0, 3, 2))
+        handle, keepalive = r._native_handle()
+        fd = r.fd
+        r.close()
+        gc.collect()
+        assert lib.sc_ring_readable(handle) == 3
+        assert lib.sc_ring_fd(handle) == fd
+        del keepalive
+        gc.collect()
+        with pytest.raises(OSError):
+            os.fstat(fd)
+
     def test_collected_open_ring_warns(self):
         """Dropping an open ring emits a ResourceWarning (and still unmaps it)."""
         r = Ring(8, lock=False)
@@ -498,11 +513,13 @@ class TestCorruptionInProcess:
         lambda cap, r: 2**63,
     ])
     def test_reader_refuses_a_bad_write_index(self, ring, bad_write_index):
+        """The reader validates the write index whenever it loads it: here, when it asks for
+        more than it last saw (a cached value needs no reload and cannot be wrong)."""
         ring.write(pattern(0, 10, 2))
         ring.read(3)
         poke_u64(ring, lib.SC_RING_OFF_WRITE_INDEX, bad_write_index(ring.capacity, 3))
         with pytest.raises(RingCorruptedError, match="broken"):
-            ring.read_view(1)
+            ring.read_view(ring.capacity)
         s = ring.stats
         assert s.broken and s.corruptions == 1
         # Broken for good, on both sides, and said so by every call.
@@ -522,11 +539,19 @@ class TestCorruptionInProcess:
             ring.write(pattern(0, 10, 2))
             poke_u64(ring, lib.SC_RING_OFF_READ_INDEX, bad_read_index(ring.capacity, 10))
             with pytest.raises(RingCorruptedError):
-                ring.write_view(1)
+                ring.write_view(ring.capacity)
             # The shared flag reaches the other handle, which never saw a bad value itself.
             with pytest.raises(RingCorruptedError):
                 reader.read_view(1)
             assert reader.stats.broken and reader.stats.corruptions == 0
+
+    def test_write_index_moving_backwards_is_caught(self, ring):
+        """A write index lower than one already seen is corruption, even if within range."""
+        ring.write(pattern(0, 10, 2))
+        assert ring.read_view(20).shape[0] == 10  # the reader has now seen w = 10
+        poke_u64(ring, lib.SC_RING_OFF_WRITE_INDEX, 8)
+        with pytest.raises(RingCorruptedError):
+            ring.read_view(20)
 
     def test_own_index_changed_behind_our_back(self, ring):
         """A side notices its published index was overwritten, even to a plausible value."""
