@@ -184,6 +184,7 @@ class TestDeviceSinkOnJack:
         assert 0 < s["callback_ns"]["min"] <= s["callback_ns"]["mean"] <= s["callback_ns"]["max"]
         assert 0 < sum(s["callback_ns"]["histogram"]) <= s["callbacks"]
         assert s["error"] is None and s["frames"] == s["ring_frames"] > 0
+        assert s["callback_policy"] in ("SCHED_FIFO", "SCHED_RR", "SCHED_OTHER")
         # readable after close too
         assert engine.closed
 

@@ -25,6 +25,7 @@ the output ring's single reader from start() to stop(); the monitor only reads c
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from typing import Any
@@ -117,6 +118,20 @@ def resolve_output_device(device: int | str | None, devices: list[dict],
     raise DeviceNotFoundError(f"{device!r} matches several output devices ("
                               + ", ".join(str(i) for i in matches)
                               + f"); give an index or a longer name; output devices: {listing}")
+
+
+def _scheduling(tid: int) -> tuple[str | None, int | None]:
+    """The audio thread's policy name and RT priority, read from outside (None if gone)."""
+    if not tid:
+        return None, None
+    try:
+        policy = os.sched_getscheduler(tid) & ~_lib.SC_SCHED_RESET_ON_FORK
+        priority = os.sched_getparam(tid).sched_priority
+    except OSError:
+        return None, None
+    names = {os.SCHED_OTHER: "SCHED_OTHER", os.SCHED_FIFO: "SCHED_FIFO",
+             os.SCHED_RR: "SCHED_RR"}
+    return names.get(policy, str(policy)), priority
 
 
 class DeviceSink(Sink):
@@ -328,6 +343,7 @@ class DeviceSink(Sink):
                          "mean": s.duration_sum / max(1, sum(hist)),
                          "histogram": hist},
             callback_tid=s.callback_tid, active=bool(s.active), finished=bool(s.finished))
+        out["callback_policy"], out["callback_priority"] = _scheduling(s.callback_tid)
         return out
 
     def raise_for_error(self) -> None:
