@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -138,6 +139,25 @@ class TestErrors:
         with pytest.raises(ValueError, match="FLAC"):
             engine.start()
         engine.close()
+
+    def test_removed_directory_is_reported(self, tmp_path):
+        """The directory vanishes mid-render (writes to the orphaned file still succeed):
+        the sink notices, the engine stops, close() raises."""
+        directory = tmp_path / "gone"
+        directory.mkdir()
+        engine = streamcore.Engine(samplerate=RATE, blocksize=BLOCK,
+                                   sink=FileSink(directory / "x.wav", realtime=True))
+        engine.play(_sequence(10.0), at=0)
+        engine.start()
+        time.sleep(0.2)
+        shutil.rmtree(directory)
+        deadline = time.monotonic() + 5
+        while engine.running and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not engine.running
+        assert "was removed" in engine.stats().sink["error"]
+        with pytest.raises(SinkError, match="was removed"):
+            engine.close()
 
     def test_file_too_large_stops_the_engine_and_raises_at_close(self, tmp_path):
         """RLIMIT_FSIZE of 1 MiB (SIGXFSZ ignored, so write() fails with EFBIG): the writer

@@ -9,7 +9,8 @@ JACK's freewheel mode); with ``realtime=True`` the writer paces itself at the sa
 On a clean stop nothing is lost: the engine stops the writer, then the mixer, then calls
 :meth:`FileSink.drain`, which writes what the mixer rendered but nobody consumed yet, so the
 file holds exactly ``engine.stats().frames`` frames; :meth:`FileSink.close` finalises the
-header.  A write error (disk full, file too large, I/O error) stops the writer, sets
+header.  A write error (disk full, file too large, I/O error), or the file losing its name
+(its directory removed: checked every 0.25 s and at close), stops the writer, sets
 :attr:`~streamcore.sinks.base.Sink.error`, stops the engine, and :meth:`close` raises
 :class:`~streamcore.errors.SinkError` with it (once): it is reported, never swallowed.
 
@@ -76,6 +77,7 @@ class FileSink(Sink):
 
     name = "file"
     _file: Any = None
+    _fd = -1
 
     def __init__(self, path: str | os.PathLike, format: str | None = None,
                  subtype: str | None = None, realtime: bool = False) -> None:
@@ -111,9 +113,15 @@ class FileSink(Sink):
             raise SinkError(f"cannot write {self.path!r}: the directory {directory!r} does "
                             f"not exist")
         try:
-            self._file = sf.SoundFile(self.path, "w", samplerate=engine.samplerate,
-                                      channels=engine.channels, subtype=subtype, format=fmt)
+            # Our own fd, so the writer can fstat it: a file whose directory was removed
+            # takes writes happily and vanishes at close, which must be reported too.
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                               0o666)
+            self._file = sf.SoundFile(self._fd, "w", samplerate=engine.samplerate,
+                                      channels=engine.channels, subtype=subtype, format=fmt,
+                                      closefd=False)
         except (sf.LibsndfileError, OSError) as e:
+            self._close_fd()
             raise SinkError(f"cannot create {self.path!r} ({fmt}, {subtype}): {e}") from e
 
     def start(self) -> None:
@@ -154,11 +162,32 @@ class FileSink(Sink):
         if f is not None:
             try:
                 f.close()
+                os.fsync(self._fd)
             except Exception as e:  # libsndfile rewrites the header here: a disk error too
                 self._fail(f"finalising {self.path!r} failed: {e}", e)
+            self._check_linked()
+        self._close_fd()
         if self.error is not None and not self._raised:
             self._raised = True
             raise SinkError(self.error) from self._cause
+
+    def _close_fd(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def _check_linked(self) -> bool:
+        """False (and the error set) when the file no longer has a name on disk."""
+        try:
+            removed = os.fstat(self._fd).st_nlink == 0
+        except OSError as e:
+            self._fail(f"checking {self.path!r} failed: {e}", e)
+            return False
+        if removed:
+            self._fail(f"{self.path!r} was removed while being written (its directory "
+                       f"deleted?); the {self.frames_written} frames written are lost",
+                       FileNotFoundError(self.path))
+        return not removed
 
     # ---- the writer (a normal thread) -------------------------------------------------------
 
@@ -192,7 +221,13 @@ class FileSink(Sink):
         block = engine.blocksize
         rate = engine.samplerate
         start = time.monotonic()
+        next_check = start + 0.25
         while not self._stopping.is_set():
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + 0.25
+                if not self._check_linked():
+                    engine._sink_failed(self, self._stopping)
+                    return
             periods = ring.readable // block
             if periods == 0:
                 self.waits += 1
