@@ -234,6 +234,7 @@ class DeviceSink(Sink):
 
     def start(self) -> None:
         """Start the PortAudio stream (the ring is full) and the monitor thread."""
+        self.raise_for_error()
         if self._started or self._stream is None:
             return
         self._stopping.clear()

@@ -125,7 +125,9 @@ class FileSink(Sink):
             raise SinkError(f"cannot create {self.path!r} ({fmt}, {subtype}): {e}") from e
 
     def start(self) -> None:
-        """Start the writer thread."""
+        """Start the writer thread (refused after a failure: the file is incomplete)."""
+        if self.error is not None:
+            raise SinkError(self.error)
         if self._thread is not None or self._file is None:
             return
         self._stopping.clear()
