@@ -91,11 +91,12 @@ class _Jack:
         sd._initialize()
 
 
-def _streamcore(jackd: _Jack, seconds: float, blocksize: int) -> dict[str, Any]:
+def _streamcore(jackd: _Jack, seconds: float, blocksize: int,
+                priority: int) -> dict[str, Any]:
     import streamcore
     from streamcore.sinks.device import DeviceSink
 
-    with streamcore.Engine(samplerate=RATE, blocksize=blocksize,
+    with streamcore.Engine(samplerate=RATE, blocksize=blocksize, priority=priority,
                            sink=DeviceSink(jackd.device)) as engine:
         engine.play(np.full((4800, 2), 0.1, np.float32), loop=True)
         time.sleep(0.5)
@@ -110,7 +111,9 @@ def _streamcore(jackd: _Jack, seconds: float, blocksize: int) -> dict[str, Any]:
             "jack_xruns": len(jackd.xruns) - xruns0,
             "callback_us_max": s["callback_ns"]["max"] / 1e3,
             "callback_us_mean": s["callback_ns"]["mean"] / 1e3,
-            "callback_thread": [s["callback_policy"], s["callback_priority"]]}
+            "callback_thread": [s["callback_policy"], s["callback_priority"]],
+            "mixer_priority": priority,
+            "mix_us_max": after.mix_time.max_ns / 1e3}
 
 
 def _python_callback(jackd: _Jack, seconds: float, blocksize: int) -> dict[str, Any]:
@@ -141,10 +144,10 @@ def _python_callback(jackd: _Jack, seconds: float, blocksize: int) -> dict[str, 
             "callback_us_mean": float(np.mean(window)) * 1e6 if window else None}
 
 
-def run(seconds: float = 30.0, blocksize: int = 256) -> dict[str, Any]:
+def run(seconds: float = 30.0, blocksize: int = 256, priority: int = 10) -> dict[str, Any]:
     jackd = _Jack(blocksize)
     try:
-        ours = _streamcore(jackd, seconds, blocksize)
+        ours = _streamcore(jackd, seconds, blocksize, priority)
         reference = _python_callback(jackd, seconds, blocksize)
     finally:
         jackd.stop()
@@ -166,10 +169,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="10 s per side instead of 30 s")
     parser.add_argument("--seconds", type=float, default=None)
     parser.add_argument("--blocksize", type=int, default=256)
+    parser.add_argument("--priority", type=int, default=10,
+                        help="the mixer's RT priority (JACK's client threads run at 5)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     seconds = args.seconds or (10.0 if args.quick else 30.0)
-    result = run(seconds, args.blocksize)
+    result = run(seconds, args.blocksize, args.priority)
     path = write_json(result, args.out, "device")
     print(path)
     for side in ("streamcore_c_callback", "sounddevice_python_callback"):
