@@ -6,7 +6,8 @@ Starts its own JACK server (dummy backend, 48 kHz, period = blocksize), then for
 duration and the same load (the main thread spins in pure Python holding the GIL and calls
 gc.collect() over and over) plays through:
 
-- streamcore's DeviceSink (the C callback; the mixer renders a looping buffer), and
+- streamcore's DeviceSink (the C callback; the mixer renders a looping buffer), with the
+  mixer placed below the audio thread's priority (the default) and left above it, and
 - the reference: a sounddevice OutputStream whose Python callback copies one block,
 
 counting PortAudio's output-underflow flags, the callbacks that ran, the callback durations,
@@ -92,12 +93,12 @@ class _Jack:
 
 
 def _streamcore(jackd: _Jack, seconds: float, blocksize: int,
-                priority: int) -> dict[str, Any]:
+                below: bool) -> dict[str, Any]:
     import streamcore
     from streamcore.sinks.device import DeviceSink
 
-    with streamcore.Engine(samplerate=RATE, blocksize=blocksize, priority=priority,
-                           sink=DeviceSink(jackd.device)) as engine:
+    sink = DeviceSink(jackd.device, mixer_below_callback=below)
+    with streamcore.Engine(samplerate=RATE, blocksize=blocksize, sink=sink) as engine:
         engine.play(np.full((4800, 2), 0.1, np.float32), loop=True)
         time.sleep(0.5)
         before, xruns0 = engine.stats(), len(jackd.xruns)
@@ -112,7 +113,7 @@ def _streamcore(jackd: _Jack, seconds: float, blocksize: int,
             "callback_us_max": s["callback_ns"]["max"] / 1e3,
             "callback_us_mean": s["callback_ns"]["mean"] / 1e3,
             "callback_thread": [s["callback_policy"], s["callback_priority"]],
-            "mixer_priority": priority,
+            "mixer_priority": engine.priority, "mixer_moved": s["mixer_moved"],
             "mix_us_max": after.mix_time.max_ns / 1e3}
 
 
@@ -144,10 +145,11 @@ def _python_callback(jackd: _Jack, seconds: float, blocksize: int) -> dict[str, 
             "callback_us_mean": float(np.mean(window)) * 1e6 if window else None}
 
 
-def run(seconds: float = 30.0, blocksize: int = 256, priority: int = 10) -> dict[str, Any]:
+def run(seconds: float = 30.0, blocksize: int = 256) -> dict[str, Any]:
     jackd = _Jack(blocksize)
     try:
-        ours = _streamcore(jackd, seconds, blocksize, priority)
+        ours = _streamcore(jackd, seconds, blocksize, below=True)
+        above = _streamcore(jackd, seconds, blocksize, below=False)
         reference = _python_callback(jackd, seconds, blocksize)
     finally:
         jackd.stop()
@@ -158,6 +160,7 @@ def run(seconds: float = 30.0, blocksize: int = 256, priority: int = 10) -> dict
         "seconds": seconds, "blocksize": blocksize, "samplerate": RATE,
         "expected_callbacks": expected,
         "streamcore_c_callback": ours,
+        "streamcore_mixer_above_callback": above,
         "sounddevice_python_callback": reference,
         "callbacks_ratio_vs_python": (ours["callbacks"] / reference["callbacks"]
                                       if reference["callbacks"] else None),
@@ -169,15 +172,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="10 s per side instead of 30 s")
     parser.add_argument("--seconds", type=float, default=None)
     parser.add_argument("--blocksize", type=int, default=256)
-    parser.add_argument("--priority", type=int, default=10,
-                        help="the mixer's RT priority (JACK's client threads run at 5)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     seconds = args.seconds or (10.0 if args.quick else 30.0)
-    result = run(seconds, args.blocksize, args.priority)
+    result = run(seconds, args.blocksize)
     path = write_json(result, args.out, "device")
     print(path)
-    for side in ("streamcore_c_callback", "sounddevice_python_callback"):
+    for side in ("streamcore_c_callback", "streamcore_mixer_above_callback",
+                 "sounddevice_python_callback"):
         print(side, result[side])
     return 0
 
