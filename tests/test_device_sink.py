@@ -125,13 +125,15 @@ class TestDeviceSinkOnJack:
     """The engine plays through the JACK dummy device via the C callback."""
 
     @pytest.mark.parametrize(("blocksize", "periods", "frames_per_buffer"),
-                             [(256, 2, None), (96, 4, 0)],
-                             ids=["period-per-callback", "partial-periods"])
+                             [(256, 2, None), (96, 4, 0), (256, 2, 64)],
+                             ids=["period-per-callback", "periods-split-across-callbacks",
+                                  "quarter-period-callbacks"])
     def test_recording_contains_the_sequence_bit_exact(self, jack_device, blocksize, periods,
                                                        frames_per_buffer):
         """A random float32 sequence comes out of JACK sample for sample; with blocksize 96
         against JACK's 256-frame callbacks every callback splits periods (the ring holds 4
-        periods so that one callback's 256 frames are always there)."""
+        periods so that one callback's 256 frames are always there); with 64-frame callbacks
+        each period is taken in four pieces."""
         rng = np.random.default_rng(7)
         sequence = rng.uniform(-0.9, 0.9, (48000, 2)).astype(np.float32)
         recorder = Recorder(jack_device.name, 4 * 48000)
@@ -150,9 +152,10 @@ class TestDeviceSinkOnJack:
         recording = recorder.data[:recorder.n]
         assert _find(recording, sequence) >= 0, "the recording does not hold the sequence"
         assert stats.sink["underruns"] == 0 and stats.sink["xruns"] == 0
-        if frames_per_buffer == 0:
-            assert stats.sink["frames_min"] == stats.sink["frames_max"] == jack_device.period
-            assert stats.sink["partial_callbacks"] == stats.sink["callbacks"] > 0
+        if frames_per_buffer is not None:
+            asked = frames_per_buffer or jack_device.period
+            assert stats.sink["frames_min"] == stats.sink["frames_max"] == asked
+            assert stats.sink["partial_callbacks"] > 0
         # every whole period the callback took woke the mixer once
         assert stats.sink["periods"] == stats.sink["ring_frames"] // blocksize
 
