@@ -9,8 +9,13 @@ import numpy as np
 import pytest
 
 from streamcore import Engine, current_scheduling
-from streamcore.errors import EngineClosedError
+from streamcore.errors import EngineClosedError, VoiceLimitError
 from streamcore.telemetry import TRACE_DTYPE
+
+
+def timer_slack_ns(tid: int) -> int:
+    with open(f"/proc/{tid}/timerslack_ns") as f:
+        return int(f.read())
 
 
 def read_comm(tid: int) -> str:
@@ -67,12 +72,22 @@ class TestLifeCycle:
             assert watchdog.realtime and watchdog.priority == 11
             assert current_scheduling(e.canary_tid).policy == "other"
             assert "RT_DENIED" not in e.stats().taints
+            assert timer_slack_ns(e.mixer_tid) <= 1
+
+    def test_without_watchdog(self):
+        with Engine(watchdog=False) as e:
+            time.sleep(0.05)
+            assert e.watchdog_tid == 0 and e.canary_tid == 0 and e.watchdog_grant is None
+            e._test_spin(0.05)
+            time.sleep(0.15)
+            assert e.events() == [] and e.stats().cycles > 10
 
     def test_realtime_off_is_a_taint(self):
         with Engine(realtime=False) as e:
             assert e.grant is None
             assert current_scheduling(e.mixer_tid).policy == "other"
             assert "RT_DENIED" in e.stats().taints and not e.stats().clean
+            assert timer_slack_ns(e.mixer_tid) == 1  # (realtime threads report 0)
 
     def test_children_forked_while_running_are_sched_other(self):
         with Engine() as e:
@@ -294,3 +309,40 @@ class TestIntegerOutputLive:
                     time.sleep(0.0005)
         out = np.concatenate(got)
         assert not out[: 2 * n].any() and (out[2 * n:] == 16384).all()
+
+
+class TestConcurrentCallers:
+    """Several Python threads add, change and stop voices at once: every voice comes back."""
+
+    def test_threads_play_and_stop(self):
+        import threading
+
+        data = np.full(960, 0.001, dtype=np.float32)
+        errors = []
+        voices = []
+        with Engine() as e:
+            def worker(k):
+                try:
+                    for i in range(150):
+                        while True:  # all slots busy on a slow machine: wait for one
+                            try:
+                                v = e.play(data, loop=(i % 3 == 0), pan=((i + k) % 5 - 2) / 2)
+                                break
+                            except VoiceLimitError:
+                                time.sleep(0.01)
+                        v.gain = 0.5
+                        if i % 3 == 0:
+                            v.stop(fade=0.001)
+                        voices.append(v)
+                except Exception as exc:  # reported below, with the thread's context
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert errors == []
+            assert all(v.wait(10.0) for v in voices)
+            assert len(e._free) == 256 and e.voices == []
+            assert e.stats(consistent=True).voices == 0

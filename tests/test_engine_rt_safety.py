@@ -14,6 +14,8 @@ import pytest
 
 from streamcore import Engine
 
+pytestmark = pytest.mark.slow  # one 11 s run shared by the module
+
 WARMUP = 1.0
 MEASURE = 10.0
 
