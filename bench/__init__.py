@@ -1,6 +1,4 @@
-"""streamcore's benchmarks: every figure next to a reference measured in the same run; each
-writes JSON to bench/results/.
+"""streamcore's benchmarks: every figure next to a reference measured in the same run.
 
-Run all with ``make bench`` (``python -m bench``); one with ``python -m bench.NAME [--quick]
-[--out FILE]``.
+Run all with ``make bench`` (``python -m bench``); one with ``python -m bench.NAME``.
 """

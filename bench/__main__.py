@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bench.harness import RESULTS, machine, markdown_table
 
-BENCHMARKS = ["pipe"]
+BENCHMARKS = ["ring", "pipe"]
 
 
 def main(argv: list[str] | None = None) -> int:

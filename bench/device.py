@@ -2,6 +2,8 @@
 
     python -m bench.device [--quick] [--seconds S] [--blocksize N] [--out FILE]
 
+(not in ``python -m bench``'s default list: it needs jackd, which it starts itself)
+
 Starts its own JACK server (dummy backend, 48 kHz, period = blocksize), then for the same
 duration and the same load (the main thread spins in pure Python holding the GIL and calls
 gc.collect() over and over) plays through:
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import pathlib
 import shutil
 import subprocess
 import tempfile
@@ -27,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import machine, write_json
+from bench.harness import RESULTS, Report
 
 RATE = 48000
 
@@ -145,7 +148,11 @@ def _python_callback(jackd: _Jack, seconds: float, blocksize: int) -> dict[str, 
             "callback_us_mean": float(np.mean(window)) * 1e6 if window else None}
 
 
-def run(seconds: float = 30.0, blocksize: int = 256) -> dict[str, Any]:
+def run(quick: bool = False, smoke: bool = False, seconds: float | None = None,
+        blocksize: int = 256) -> Report:
+    """Measure each side for ``seconds`` (30; quick 10; smoke 1) under the same load."""
+    seconds = seconds or (1.0 if smoke else 10.0 if quick else 30.0)
+    report = Report("device", quick or smoke)
     jackd = _Jack(blocksize)
     try:
         ours = _streamcore(jackd, seconds, blocksize, below=True)
@@ -153,18 +160,29 @@ def run(seconds: float = 30.0, blocksize: int = 256) -> dict[str, Any]:
         reference = _python_callback(jackd, seconds, blocksize)
     finally:
         jackd.stop()
-    expected = seconds * RATE / blocksize
-    return {
-        "benchmark": "device",
-        "machine": machine(),
-        "seconds": seconds, "blocksize": blocksize, "samplerate": RATE,
-        "expected_callbacks": expected,
-        "streamcore_c_callback": ours,
-        "streamcore_mixer_above_callback": above,
-        "sounddevice_python_callback": reference,
-        "callbacks_ratio_vs_python": (ours["callbacks"] / reference["callbacks"]
-                                      if reference["callbacks"] else None),
-    }
+    load = f"{seconds:g} s, blocksize {blocksize}, main thread spinning with the GIL + gc"
+    report.add("callbacks that ran (C callback)", ours["callbacks"], "callbacks",
+               reference=("sounddevice Python callback", reference["callbacks"]),
+               note=f"{load}; expected {seconds * RATE / blocksize:.0f}")
+    report.add("PortAudio output underflows (C callback)", ours["output_underflows"], "flags",
+               reference=("sounddevice Python callback", reference["output_underflows"]),
+               higher_is_better=False, goal="0", note=load)
+    report.add("callback duration max (C callback)", ours["callback_us_max"], "µs",
+               reference=("sounddevice Python callback", reference["callback_us_max"]),
+               higher_is_better=False, note=load)
+    report.add("callback duration max, mixer left above the audio thread",
+               above["callback_us_max"], "µs",
+               reference=("mixer placed below it (the default)", ours["callback_us_max"]),
+               higher_is_better=False, note=load)
+    report.add("PortAudio output underflows, mixer left above the audio thread",
+               above["output_underflows"], "flags",
+               reference=("mixer placed below it (the default)", ours["output_underflows"]),
+               higher_is_better=False, note=load)
+    report.extra.update({"seconds": seconds, "blocksize": blocksize, "samplerate": RATE,
+                         "streamcore_c_callback": ours,
+                         "streamcore_mixer_above_callback": above,
+                         "sounddevice_python_callback": reference})
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,15 +190,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="10 s per side instead of 30 s")
     parser.add_argument("--seconds", type=float, default=None)
     parser.add_argument("--blocksize", type=int, default=256)
-    parser.add_argument("--out", default=None)
+    parser.add_argument("--out", default=str(RESULTS / "device.json"))
     args = parser.parse_args(argv)
-    seconds = args.seconds or (10.0 if args.quick else 30.0)
-    result = run(seconds, args.blocksize)
-    path = write_json(result, args.out, "device")
-    print(path)
-    for side in ("streamcore_c_callback", "streamcore_mixer_above_callback",
-                 "sounddevice_python_callback"):
-        print(side, result[side])
+    report = run(args.quick, seconds=args.seconds, blocksize=args.blocksize)
+    path = report.write_json(pathlib.Path(args.out))
+    for f in report.figures:
+        ratio = f"{f.ratio:.3g}x {f.reference_name}" if f.ratio is not None else ""
+        print(f"{f.name}: {f.value} {f.unit} (reference {f.reference_value}; {ratio})")
+    print(f"wrote {path}")
     return 0
 
 

@@ -13,7 +13,9 @@ import os
 import platform
 import resource
 import socket
+import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,11 @@ def machine() -> dict[str, Any]:
         "loadavg": os.getloadavg(),
         "python": platform.python_version(),
     }
+
+
+def median_of(repeats: int, measure: Callable[[], float]) -> float:
+    """The median of ``repeats`` runs of a measurement (these machines are shared and noisy)."""
+    return statistics.median(measure() for _ in range(repeats))
 
 
 @dataclass

@@ -15,14 +15,14 @@ the ratio.
 from __future__ import annotations
 
 import argparse
-import sys
+import pathlib
 import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from bench.common import machine, median_of, write_json
+from bench.harness import RESULTS, Report, median_of
 from streamcore import Ring
 from streamcore._native import ffi, lib
 
@@ -227,56 +227,67 @@ def python_frames_per_second(frames: int, block: int, repeats: int) -> dict[str,
     return result
 
 
+def run(quick: bool = False, smoke: bool = False) -> Report:
+    """Measure; ``quick`` (and ``smoke``) use small sizes and one repeat."""
+    quick = quick or smoke
+    report = Report("ring", quick)
+    repeats = 1 if quick else 5
+    started = time.monotonic()
+    rows = native_throughput((4 if quick else 512) << 20, repeats)
+    pairs = view_pair_cost(2_000 if quick else 200_000, 256, repeats)
+    per_block = [python_frames_per_second(20_000 if quick else 2_000_000, block, repeats)
+                 for block in (64, 256, 1024)]
+    for row in rows:
+        report.add(f"two-thread ring throughput, {row['chunk_bytes']} B chunks",
+                   row["ring_gb_per_s"], "GB/s",
+                   reference=("single-thread memcpy, same chunks", row["memcpy_gb_per_s"]),
+                   goal=">= 0.5x at 4096 B" if row["chunk_bytes"] == 4096 else None,
+                   note=f"threads on cpu {min(row['threads_on_cpu_fraction']):.2f}.."
+                        f"{max(row['threads_on_cpu_fraction']):.2f} of the wall time")
+    report.add("write_view+commit pair, 256 frames", pairs["write_view_commit_ns"], "ns",
+               reference=("jack.RingBuffer.write of the same block",
+                          pairs["jack_ringbuffer_write_ns"]), higher_is_better=False)
+    report.add("write_view+commit pair, 256 frames (vs numpy ring)",
+               pairs["write_view_commit_ns"], "ns",
+               reference=("pure-Python numpy ring write", pairs["numpy_ring_write_ns"]),
+               higher_is_better=False)
+    for row in per_block:
+        report.add(f"Python write+read, {row['block_frames']}-frame blocks",
+                   row["streamcore_frames_per_s"], "frames/s",
+                   reference=("jack.RingBuffer write+read",
+                              row["jack_ringbuffer_frames_per_s"]))
+    report.extra = {
+        "native_throughput": {
+            "what": "two pthreads, memcpy in and out of a mirrored ring of 1 MiB, stereo float32",
+            "reference": "one thread memcpy of the same chunks between two 1 MiB buffers",
+            "note": "ratio: median ring run / median memcpy run; threads_on_cpu_fraction: per "
+                    "ring run, the busier thread's CPU time over the wall time (well below 1: "
+                    "other load on the machine kept the bottleneck thread off a core)",
+            "rows": rows,
+        },
+        "python_view_pairs": pairs,
+        "python_frames_per_s": per_block,
+        "seconds": round(time.monotonic() - started, 2),
+    }
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.ring",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="small sizes, one repeat (a smoke run)")
-    parser.add_argument("--out", help="JSON file to write (default bench/results/ring.json)")
+    parser.add_argument("--out", type=pathlib.Path, default=RESULTS / "ring.json",
+                        help="JSON file to write (default bench/results/ring.json)")
     args = parser.parse_args(argv)
-    quick = args.quick
-    repeats = 1 if quick else 5
-    started = time.monotonic()
-    result: dict[str, Any] = {
-        "benchmark": "ring",
-        "quick": quick,
-        "machine": machine(),
-        "native_throughput": {
-            "what": "two pthreads, memcpy in and out of a mirrored ring of 1 MiB, stereo float32",
-            "reference": "one thread memcpy of the same chunks between two 1 MiB buffers",
-            "target": "ratio >= 0.5 at 4096-byte chunks",
-            "note": "ratio: median ring run / median memcpy run; threads_on_cpu_fraction: per "
-                    "ring run, the busier thread's CPU time over the wall time (well below 1: "
-                    "other load on the machine kept the bottleneck thread off a core)",
-            "rows": native_throughput((4 if quick else 512) << 20, repeats),
-        },
-        "python_view_pairs": view_pair_cost(2_000 if quick else 200_000, 256, repeats),
-        "python_frames_per_s": [python_frames_per_second(20_000 if quick else 2_000_000, block,
-                                                         repeats)
-                                for block in (64, 256, 1024)],
-    }
-    at_4k = next(r for r in result["native_throughput"]["rows"] if r["chunk_bytes"] == 4096)
-    result["native_throughput"]["ratio_at_4096"] = at_4k["ratio"]
-    result["native_throughput"]["meets_target"] = at_4k["ratio"] >= 0.5
-    result["seconds"] = round(time.monotonic() - started, 2)
-    path = write_json(result, args.out, "ring")
-    for row in result["native_throughput"]["rows"]:
-        print(f"ring {row['chunk_bytes']:>6} B chunks: {row['ring_gb_per_s']:7.2f} GB/s, "
-              f"memcpy {row['memcpy_gb_per_s']:7.2f} GB/s, ratio {row['ratio']:.2f} "
-              f"(best {row['best_ratio']:.2f}; threads on cpu "
-              f"{min(row['threads_on_cpu_fraction']):.2f}..{max(row['threads_on_cpu_fraction']):.2f})")
-    pairs = result["python_view_pairs"]
-    print(f"write_view+commit {pairs['write_view_commit_ns']} ns, "
-          f"read_view+release {pairs['read_view_release_ns']} ns; one write of the same block: "
-          f"numpy ring {pairs['numpy_ring_write_ns']} ns, "
-          f"jack.RingBuffer {pairs['jack_ringbuffer_write_ns']} ns")
-    for row in result["python_frames_per_s"]:
-        print(f"python write+read, {row['block_frames']}-frame blocks: "
-              f"{row['streamcore_frames_per_s']:.3g} frames/s; x{row['ratio_vs_numpy_ring']} "
-              f"numpy ring, x{row.get('ratio_vs_jack_ringbuffer', '?')} jack.RingBuffer")
+    report = run(args.quick)
+    path = report.write_json(args.out)
+    for f in report.figures:
+        ratio = f"{f.ratio:.2f}x {f.reference_name}" if f.ratio else (f.refused or "")
+        print(f"{f.name}: {f.value:.4g} {f.unit} ({ratio})")
     print(f"wrote {path}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -3,7 +3,7 @@
 - ``jack_server``: jackd with the dummy backend; yields a JackServer (``.device`` is the
   sounddevice index of its output device).
 - ``rtkit_bus``: a private system bus + polkitd (with a rule for the test group) + rtkit-daemon;
-  DBUS_SYSTEM_BUS_ADDRESS points at it for the whole session once requested.
+  DBUS_SYSTEM_BUS_ADDRESS points at it while a module that asks for it runs.
 - ``unprivileged``: runs a function as the non-root test user (see tests/services/unprivileged.py).
 
 Outside CI a missing program skips with the Debian package to install; with CI=true it fails.
@@ -34,8 +34,10 @@ def jack_server(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def rtkit_bus():
+    # Module scope: the machine-wide rtkit lock (tests/services/rtkit.py) is held only while a
+    # module that needs rtkit runs, so test runs of other checkouts can take their turn.
     # Not under pytest's tmp dir: that is private to root, and the unprivileged test user
     # must reach the bus socket.
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="streamcore-bus-"))

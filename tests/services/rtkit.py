@@ -10,6 +10,7 @@ it goes to a pipe that a thread drains into memory instead.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import subprocess
@@ -68,6 +69,7 @@ class RtkitBus:
         self.workdir = workdir
         self.services: list[Service] = []
         self._rtkit_drain: _PipeDrain | None = None
+        self.machine_lock: _MachineLock | None = None
         self.address = f"unix:path={workdir}/bus.sock"
 
     def start(self) -> None:
@@ -141,11 +143,46 @@ class RtkitBus:
             service.stop()
         self.services.clear()
         POLKIT_RULE.unlink(missing_ok=True)
+        if self.machine_lock is not None:
+            self.machine_lock.release()
+            self.machine_lock = None
+
+
+# Test runs of several checkouts on one machine take turns here instead of colliding on the
+# one rtkit-daemon a machine may run.
+MACHINE_LOCK = Path("/run/lock/streamcore-rtkit-test.lock")
+LOCK_WAIT = 600.0
+
+
+class _MachineLock:
+    def __init__(self) -> None:
+        MACHINE_LOCK.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(MACHINE_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+    def acquire(self, timeout: float) -> bool:
+        return wait_until(self._try, timeout, 0.2)
+
+    def _try(self) -> bool:
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = -1
 
 
 def start_rtkit_bus(workdir: Path) -> RtkitBus:
     require_root("the rtkit bus fixture")
+    lock = _MachineLock()
+    if not lock.acquire(LOCK_WAIT):
+        lock.release()
+        unavailable(f"another test run held {MACHINE_LOCK} (its rtkit bus) for {LOCK_WAIT:g} s")
     trio = RtkitBus(workdir)
+    trio.machine_lock = lock
     try:
         trio.start()
     except BaseException:
