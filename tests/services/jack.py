@@ -46,14 +46,14 @@ def _server_answers(name: str) -> bool:
     return True
 
 
-def start_jack(workdir: Path) -> JackServer:
+def start_jack(workdir: Path, name: str | None = None, period: int = PERIOD) -> JackServer:
     jackd = require_program("jackd", "jackd2")
-    name = f"streamcore-test-{os.getpid()}"
+    name = name or f"streamcore-test-{os.getpid()}"
     env = {**os.environ, "JACK_NO_AUDIO_RESERVATION": "1", "JACK_DEFAULT_SERVER": name}
     # Realtime when we may (root): the device then behaves like a desktop's.
     realtime = [] if os.geteuid() == 0 else ["--no-realtime"]
     argv = [jackd, "--name", name, *realtime, "-d", "dummy", "-r", str(SAMPLERATE),
-            "-p", str(PERIOD)]
+            "-p", str(period)]
     service = Service("jackd", argv, workdir / "jackd.log", env=env)
     try:
         os.environ["JACK_DEFAULT_SERVER"] = name
@@ -68,7 +68,7 @@ def start_jack(workdir: Path) -> JackServer:
         for index, dev in enumerate(sd.query_devices()):
             hostapi = sd.query_hostapis(dev["hostapi"])["name"]
             if "JACK" in hostapi and dev["max_output_channels"] > 0:
-                return JackServer(service, name, SAMPLERATE, PERIOD, index)
+                return JackServer(service, name, SAMPLERATE, period, index)
         raise RuntimeError(service.describe_failure(
             "jackd runs but PortAudio lists no JACK output device"))
     except BaseException:
