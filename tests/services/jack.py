@@ -46,7 +46,11 @@ def _server_answers(name: str) -> bool:
     return True
 
 
-def start_jack(workdir: Path, name: str | None = None, period: int = PERIOD) -> JackServer:
+def start_jack(workdir: Path, name: str | None = None, period: int = PERIOD,
+               rescan_portaudio: bool = True) -> JackServer:
+    """Start jackd (dummy backend) and, with ``rescan_portaudio``, re-initialise PortAudio so
+    it lists the new device (``.device``; -1 without the rescan: a PortAudio whose server died
+    must not be terminated, the device sink loads a fresh one itself)."""
     jackd = require_program("jackd", "jackd2")
     name = name or f"streamcore-test-{os.getpid()}"
     env = {**os.environ, "JACK_NO_AUDIO_RESERVATION": "1", "JACK_DEFAULT_SERVER": name}
@@ -61,6 +65,8 @@ def start_jack(workdir: Path, name: str | None = None, period: int = PERIOD) -> 
         if not wait_until(lambda: not service.alive() or _server_answers(name), 15, 0.1) \
                 or not service.alive():
             raise RuntimeError(service.describe_failure("jackd did not start"))
+        if not rescan_portaudio:
+            return JackServer(service, name, SAMPLERATE, period, -1)
         import sounddevice as sd
 
         sd._terminate()  # re-scan host APIs now that the JACK server exists
