@@ -146,6 +146,22 @@ class TestReaderGone:
                 proc.wait(timeout=10)
                 assert wait_until(lambda: engine.stats().sink["error"] is not None, 10)
                 assert "EPIPE" in engine.stats().sink["error"]
+                # The engine stopped itself: nothing waits forever for the voice.
+                assert wait_until(lambda: not engine.running, 10)
+        finally:
+            os.close(w)
+
+    def test_reader_gone_before_the_first_byte(self):
+        """A reader that exits at once: play().wait() returns instead of hanging."""
+        r, w = os.pipe()
+        os.close(r)
+        try:
+            sink = PipeSink(w, format="wav")
+            with Engine(blocksize=256, channels=CHANNELS, sink=sink, realtime=False) as engine:
+                voice = engine.play(float_pattern(48000))
+                assert voice.wait(timeout=10)
+                assert voice.end_reason == "flushed" and "EPIPE" in sink.error
+                assert not engine.running
         finally:
             os.close(w)
 

@@ -28,6 +28,7 @@ import os
 import stat
 import struct
 import sys
+import threading
 from typing import IO, Any
 
 import numpy as _np
@@ -119,6 +120,8 @@ class PipeSink(Sink):
         self.pipe_bytes = 0
         self.error: str | None = None
         self._final: dict[str, Any] | None = None
+        self._monitor: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     @staticmethod
     def _resolve(target: int | IO[Any] | str) -> int:
@@ -231,10 +234,29 @@ class PipeSink(Sink):
 
     def start(self) -> None:
         check(_lib.sc_pipe_sink_start(self._native), "starting the pipe sink")
+        self._stopping.clear()
+        self._monitor = threading.Thread(target=self._watch, name="streamcore-pipe-monitor",
+                                         daemon=True)
+        self._monitor.start()
+
+    def _watch(self) -> None:
+        """A normal thread: when the C writer ended on its own (reader gone, write error), say
+        so and stop the engine, so nobody waits for a voice that can no longer play."""
+        raw = _ffi.new("sc_pipe_sink_stats *")
+        while not self._stopping.wait(0.05):
+            _lib.sc_pipe_sink_get_stats(self._native, raw)
+            if raw.finished:
+                self._read_stats()  # sets self.error from the errno
+                self.engine._sink_failed(self, self._stopping)
+                return
 
     def stop(self) -> None:
         """Stop writing; what the mixer already rendered is written out first (unless the
         reader is gone or stalls)."""
+        self._stopping.set()
+        monitor, self._monitor = self._monitor, None
+        if monitor is not None and monitor is not threading.current_thread():
+            monitor.join()  # the monitor itself may be the caller (a failure stops the engine)
         if self._native != _ffi.NULL:
             _lib.sc_pipe_sink_stop(self._native, 1)
             self._final = self._read_stats()
