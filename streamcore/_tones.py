@@ -17,7 +17,8 @@ def tone(freq: float, seconds: float, samplerate: int, level: float = 0.2) -> _n
         edge = _np.linspace(0.0, 1.0, ramp)
         wave[:ramp] *= edge
         wave[-ramp:] *= edge[::-1]
-    return wave.astype(_np.float32)
+    out: _np.ndarray = _np.asarray(wave, dtype=_np.float32)
+    return out
 
 
 def pluck(freq: float, seconds: float, samplerate: int, level: float = 0.25) -> _np.ndarray:

@@ -62,7 +62,7 @@ class Decoded:
     @property
     def duration(self) -> float:
         """Seconds at :attr:`samplerate`."""
-        return self.frames.shape[0] / self.samplerate
+        return float(self.frames.shape[0] / self.samplerate)
 
     @property
     def resampled(self) -> bool:
@@ -172,7 +172,7 @@ class Playback:
     @property
     def duration(self) -> float:
         """Seconds of the material (one pass when looping)."""
-        return self.frames.shape[0] / self.engine.samplerate
+        return float(self.frames.shape[0] / self.engine.samplerate)
 
     @property
     def position(self) -> float:
@@ -180,7 +180,7 @@ class Playback:
         played = self.voice.stats()["frames_played"]
         if self.loop:
             played %= self.frames.shape[0]
-        return min(played, self.frames.shape[0]) / self.engine.samplerate
+        return float(min(played, self.frames.shape[0]) / self.engine.samplerate)
 
     @property
     def done(self) -> bool:
