@@ -27,7 +27,7 @@ def pluck(freq: float, seconds: float, samplerate: int, level: float = 0.25) -> 
     t = _np.arange(n, dtype=_np.float64) / samplerate
     body = _np.sin(2 * _np.pi * freq * t) + 0.3 * _np.sin(4 * _np.pi * freq * t)
     envelope = _np.exp(-t * 6.0) * _np.minimum(1.0, t * 400.0)
-    return (level * body * envelope / 1.3).astype(_np.float32)
+    return _np.asarray(level * body * envelope / 1.3, dtype=_np.float32)
 
 
 def kick(samplerate: int, level: float = 0.6) -> _np.ndarray:
@@ -36,7 +36,7 @@ def kick(samplerate: int, level: float = 0.6) -> _np.ndarray:
     t = _np.arange(n, dtype=_np.float64) / samplerate
     freq = 45.0 + 75.0 * _np.exp(-t * 30.0)
     phase = 2 * _np.pi * _np.cumsum(freq) / samplerate
-    return (level * _np.sin(phase) * _np.exp(-t * 12.0)).astype(_np.float32)
+    return _np.asarray(level * _np.sin(phase) * _np.exp(-t * 12.0), dtype=_np.float32)
 
 
 def hat(samplerate: int, level: float = 0.12, seed: int = 7) -> _np.ndarray:
@@ -45,7 +45,7 @@ def hat(samplerate: int, level: float = 0.12, seed: int = 7) -> _np.ndarray:
     noise = _np.random.default_rng(seed).uniform(-1.0, 1.0, n + 1)
     bright = _np.diff(noise)  # a first difference: most energy above a few kHz
     t = _np.arange(n, dtype=_np.float64) / samplerate
-    return (level * bright * _np.exp(-t / 0.012)).astype(_np.float32)
+    return _np.asarray(level * bright * _np.exp(-t / 0.012), dtype=_np.float32)
 
 
 def song(samplerate: int, bars: int = 1, bpm: float = 120.0) -> list[tuple[int, _np.ndarray]]:
