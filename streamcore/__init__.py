@@ -12,7 +12,11 @@ Engine
     thread; :class:`Watchdog` configures its watchdog; ``streamcore.telemetry`` reads figures.
 Sinks (``streamcore.sinks``)
     ``Engine(sink=...)`` takes a :class:`Sink`: :class:`DeviceSink` (a PortAudio device
-    through a C callback), :class:`FileSink` (WAV/FLAC/OGG, offline or paced).
+    through a C callback), :class:`FileSink` (WAV/FLAC/OGG, offline or paced),
+    :class:`PipeSink` (a pipe or stdout, vmsplice zero copy).
+Playing the simple way (``streamcore.playback``)
+    :func:`play` (an array or a file, blocking, like ``sounddevice.play`` + ``wait``),
+    :func:`decode` (a file to float32 frames, resampled with soxr when asked).
 System facts
     :func:`system_report` (what ``python -m streamcore`` prints).
 Realtime scheduling (``streamcore.realtime``)
@@ -27,6 +31,7 @@ from __future__ import annotations
 from streamcore._version import __version__
 from streamcore.engine import Engine
 from streamcore.errors import (
+    DecodeError,
     DeviceNotFoundError,
     DeviceSettingsError,
     MemoryLockError,
@@ -38,6 +43,7 @@ from streamcore.errors import (
     SinkError,
     StreamcoreError,
 )
+from streamcore.playback import decode, play
 from streamcore.realtime import (
     RealtimeGrant,
     Scheduling,
@@ -52,6 +58,7 @@ from streamcore.voice import StreamVoice, Voice
 from streamcore.watchdog import Watchdog
 
 __all__ = [
+    "DecodeError",
     "DeviceNotFoundError",
     "DeviceSettingsError",
     "DeviceSink",
@@ -61,6 +68,7 @@ __all__ = [
     "MemoryLockWarning",
     "NativeError",
     "NoDeviceError",
+    "PipeSink",
     "RealtimeGrant",
     "Ring",
     "RingCorruptedError",
@@ -76,6 +84,8 @@ __all__ = [
     "__version__",
     "acquire_realtime",
     "current_scheduling",
+    "decode",
     "demote",
+    "play",
     "system_report",
 ]

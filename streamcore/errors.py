@@ -12,6 +12,7 @@ import os as _os
 
 __all__ = [
     "CommandQueueFullError",
+    "DecodeError",
     "DeviceNotFoundError",
     "DeviceSettingsError",
     "EngineClosedError",
@@ -111,3 +112,7 @@ class DeviceSettingsError(StreamcoreError, ValueError):
 
 class SinkError(StreamcoreError, RuntimeError):
     """A sink failed while running (audio server gone, disk full, reader gone)."""
+
+
+class DecodeError(StreamcoreError, ValueError):
+    """An audio file could not be decoded (not a format soundfile reads, or damaged)."""
