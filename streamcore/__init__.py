@@ -10,6 +10,9 @@ Errors
 Engine
     :class:`Engine` mixes :class:`Voice` and :class:`StreamVoice` objects in a realtime C
     thread; :class:`Watchdog` configures its watchdog; ``streamcore.telemetry`` reads figures.
+Sinks (``streamcore.sinks``)
+    ``Engine(sink=...)`` takes a :class:`Sink`: :class:`DeviceSink` (a PortAudio device
+    through a C callback), :class:`FileSink` (WAV/FLAC/OGG, offline or paced).
 System facts
     :func:`system_report` (what ``python -m streamcore`` prints).
 Realtime scheduling (``streamcore.realtime``)
@@ -24,11 +27,15 @@ from __future__ import annotations
 from streamcore._version import __version__
 from streamcore.engine import Engine
 from streamcore.errors import (
+    DeviceNotFoundError,
+    DeviceSettingsError,
     MemoryLockError,
     MemoryLockWarning,
     NativeError,
+    NoDeviceError,
     RingCorruptedError,
     RingFormatError,
+    SinkError,
     StreamcoreError,
 )
 from streamcore.realtime import (
@@ -39,21 +46,29 @@ from streamcore.realtime import (
     demote,
 )
 from streamcore.ring import Ring, RingStats
+from streamcore.sinks import DeviceSink, FileSink, Sink
 from streamcore.system import system_report
 from streamcore.voice import StreamVoice, Voice
 from streamcore.watchdog import Watchdog
 
 __all__ = [
+    "DeviceNotFoundError",
+    "DeviceSettingsError",
+    "DeviceSink",
     "Engine",
+    "FileSink",
     "MemoryLockError",
     "MemoryLockWarning",
     "NativeError",
+    "NoDeviceError",
     "RealtimeGrant",
     "Ring",
     "RingCorruptedError",
     "RingFormatError",
     "RingStats",
     "Scheduling",
+    "Sink",
+    "SinkError",
     "StreamVoice",
     "StreamcoreError",
     "Voice",

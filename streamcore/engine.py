@@ -668,7 +668,7 @@ class Engine:
             self.sink_object.stop()
 
     def _drain_sink(self) -> None:
-        drain = getattr(self.sink_object, "drain", None)
+        drain = getattr(self.sink_object, "drain", None)  # optional for sinks not on Sink
         if drain is not None and self._sink_opened:
             drain()
 

@@ -93,6 +93,10 @@ class RepromoteRefusedError(StreamcoreError, RuntimeError):
     """Re-promotion to realtime was refused (within the watchdog's cool-down)."""
 
 
+class EngineTimeoutError(StreamcoreError, TimeoutError):
+    """The mixer did not answer in time (it is stuck, or stopped)."""
+
+
 class DeviceNotFoundError(StreamcoreError, ValueError):
     """No output device matches what was asked; the message lists the output devices."""
 
@@ -107,5 +111,3 @@ class DeviceSettingsError(StreamcoreError, ValueError):
 
 class SinkError(StreamcoreError, RuntimeError):
     """A sink failed while running (audio server gone, disk full, reader gone)."""
-class EngineTimeoutError(StreamcoreError, TimeoutError):
-    """The mixer did not answer in time (it is stuck, or stopped)."""

@@ -12,6 +12,8 @@
 from __future__ import annotations
 
 from streamcore.sinks.base import Sink
+from streamcore.sinks.device import DeviceSink
+from streamcore.sinks.file import FileSink
 from streamcore.sinks.pipe import PipeSink
 
-__all__ = ["PipeSink", "Sink"]
+__all__ = ["DeviceSink", "FileSink", "PipeSink", "Sink"]

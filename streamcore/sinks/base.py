@@ -15,7 +15,17 @@ Life cycle, driven by the engine (every call from the Python thread that drives 
 3. ``stop()``: stop consuming (idempotent).  What is drained first is the sink's contract
    (the device sink drops what is queued; the file sink writes every rendered period).
    The engine calls it BEFORE it stops the mixer.
-4. ``close()``: release everything (idempotent; also after a failed ``open``).
+4. ``drain()`` (optional, default: nothing): called once the mixer has stopped; a sink
+   that promises "nothing rendered is lost" (the file sink) consumes what is left in the
+   ring here.  Not called after a failed ``open``.
+5. ``close()``: release everything (idempotent; also after a failed ``open``).  A sink may
+   raise here (e.g. :class:`~streamcore.errors.SinkError` for a write that failed earlier);
+   the engine frees its own resources first.
+
+When a sink fails on its own thread it sets ``error``, stops consuming, and calls
+``engine._sink_failed(sink, abandon)`` (``abandon``: a threading.Event the sink sets in
+``stop()``), which stops the engine from that thread unless someone else is already stopping
+it; ``stop()`` must then not join the calling thread.
 
 ``stats()`` is merged into ``engine.stats().sink`` (a plain dict).  ``error`` is None until
 the sink fails for good (reader gone, server died, disk full); it is a one-line sentence
@@ -59,6 +69,10 @@ class Sink:
 
     def stop(self) -> None:
         """Stop consuming; idempotent.  Called before the engine stops its mixer."""
+
+    def drain(self) -> None:
+        """After the mixer stopped: consume what is left in the ring, if the sink's contract
+        says so (default: nothing)."""
 
     def close(self) -> None:
         """Release every resource; idempotent, and safe after a failed :meth:`open`."""

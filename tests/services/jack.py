@@ -46,9 +46,9 @@ def _server_answers(name: str) -> bool:
     return True
 
 
-def start_jack(workdir: Path) -> JackServer:
+def start_jack(workdir: Path, name: str | None = None) -> JackServer:
     jackd = require_program("jackd", "jackd2")
-    name = f"streamcore-test-{os.getpid()}"
+    name = name or f"streamcore-test-{os.getpid()}"
     env = {**os.environ, "JACK_NO_AUDIO_RESERVATION": "1", "JACK_DEFAULT_SERVER": name}
     # Realtime when we may (root): the device then behaves like a desktop's.
     realtime = [] if os.geteuid() == 0 else ["--no-realtime"]

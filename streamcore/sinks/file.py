@@ -1,0 +1,263 @@
+"""The file sink: WAV, FLAC or OGG through soundfile, written by a normal Python thread.
+
+:class:`FileSink` never writes from a realtime thread: its writer thread (SCHED_OTHER) is the
+output ring's single reader.  It takes every whole period the ring holds, writes it, releases
+it and calls ``engine.period_consumed()`` once per period, which wakes the mixer to render the
+next.  So by default the engine renders as fast as the disk takes it (offline rendering, like
+JACK's freewheel mode); with ``realtime=True`` the writer paces itself at the sample rate.
+
+On a clean stop nothing is lost: the engine stops the writer, then the mixer, then calls
+:meth:`FileSink.drain`, which writes what the mixer rendered but nobody consumed yet, so the
+file holds exactly ``engine.stats().frames`` frames; :meth:`FileSink.close` finalises the
+header.  A write error (disk full, file too large, I/O error), or the file losing its name
+(its directory removed: checked every 0.25 s and at close), stops the writer, sets
+:attr:`~streamcore.sinks.base.Sink.error`, stops the engine, and :meth:`close` raises
+:class:`~streamcore.errors.SinkError` with it (once): it is reported, never swallowed.
+
+Concurrency: the engine calls open/start/stop/drain/close from one Python thread; the writer
+thread owns the SoundFile and the ring's read side from start() until stop() returns.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+from streamcore.errors import SinkError
+from streamcore.sinks.base import Sink
+
+__all__ = ["FileSink"]
+
+_EXTENSIONS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".oga": "OGG"}
+
+# The subtype that holds the engine's samples (lossless where the container allows it).
+_SUBTYPES = {
+    ("WAV", "float32"): "FLOAT", ("WAV", "int16"): "PCM_16", ("WAV", "int32"): "PCM_32",
+    ("FLAC", "float32"): "PCM_24", ("FLAC", "int16"): "PCM_16", ("FLAC", "int32"): "PCM_24",
+    ("OGG", "float32"): "VORBIS", ("OGG", "int16"): "VORBIS", ("OGG", "int32"): "VORBIS",
+}
+
+
+def _sf():
+    import soundfile
+
+    return soundfile
+
+
+def choose_format(path: str, format: str | None, subtype: str | None,
+                  dtype: str) -> tuple[str, str]:
+    """(format, subtype) for ``path`` (pure): the format from the argument or the extension,
+    the subtype from the argument or the engine's dtype (float32 WAV is FLOAT, int16 is
+    PCM_16; FLAC has no float: float32 and int32 go to PCM_24, which rounds)."""
+    if format is None:
+        ext = os.path.splitext(str(path))[1].lower()
+        if ext not in _EXTENSIONS:
+            raise ValueError(f"cannot tell the file format from {str(path)!r}: give "
+                             f"format='WAV', 'FLAC' or 'OGG' (or a name ending in "
+                             f"{', '.join(sorted(_EXTENSIONS))})")
+        format = _EXTENSIONS[ext]
+    format = format.upper()
+    if subtype is None:
+        if (format, dtype) not in _SUBTYPES:
+            raise ValueError(f"format must be 'WAV', 'FLAC' or 'OGG' (or give subtype=), "
+                             f"not {format!r}")
+        subtype = _SUBTYPES[format, dtype]
+    return format, subtype.upper()
+
+
+class FileSink(Sink):
+    """Write the engine's output to ``path`` (``Engine(sink=FileSink('out.wav'))``).
+
+    ``format``: 'WAV', 'FLAC' or 'OGG' (None: from the extension); ``subtype``: a soundfile
+    subtype (None: lossless for the engine's dtype where the format allows it);
+    ``realtime``: pace at the sample rate instead of rendering as fast as the disk takes it.
+    """
+
+    name = "file"
+    _file: Any = None
+    _fd = -1
+
+    def __init__(self, path: str | os.PathLike, format: str | None = None,
+                 subtype: str | None = None, realtime: bool = False) -> None:
+        self.path = os.fspath(path)
+        self.format = format
+        self.subtype = subtype
+        self.realtime = bool(realtime)
+        self.error: str | None = None
+        self.frames_written = 0
+        self.periods_written = 0
+        self.waits = 0           # times the writer found less than a period and waited
+        self.write_ns = 0        # time spent inside soundfile writes
+        self._cause: BaseException | None = None
+        self._raised = False
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._started_ns = 0
+        self._stopped_ns = 0
+
+    # ---- life cycle (driven by the engine) --------------------------------------------------
+
+    def open(self, engine) -> None:
+        """Check the format and the directory, and create the file."""
+        sf = _sf()
+        self.engine = engine
+        fmt, subtype = choose_format(self.path, self.format, self.subtype, engine.dtype.name)
+        if not sf.check_format(fmt, subtype):
+            raise ValueError(f"soundfile cannot write {fmt} with subtype {subtype}; "
+                             f"{fmt} takes {sorted(sf.available_subtypes(fmt))}")
+        self.format, self.subtype = fmt, subtype
+        directory = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(directory):
+            raise SinkError(f"cannot write {self.path!r}: the directory {directory!r} does "
+                            f"not exist")
+        try:
+            # Our own fd, so the writer can fstat it: a file whose directory was removed
+            # takes writes happily and vanishes at close, which must be reported too.
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                               0o666)
+            self._file = sf.SoundFile(self._fd, "w", samplerate=engine.samplerate,
+                                      channels=engine.channels, subtype=subtype, format=fmt,
+                                      closefd=False)
+        except (sf.LibsndfileError, OSError) as e:
+            self._close_fd()
+            raise SinkError(f"cannot create {self.path!r} ({fmt}, {subtype}): {e}") from e
+
+    def start(self) -> None:
+        """Start the writer thread (refused after a failure: the file is incomplete)."""
+        if self.error is not None:
+            raise SinkError(self.error)
+        if self._thread is not None or self._file is None:
+            return
+        self._stopping.clear()
+        self._started_ns = time.monotonic_ns()
+        self._thread = threading.Thread(target=self._run, name="streamcore-file-sink",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the writer after the period it is writing (idempotent).  The engine then stops
+        the mixer and calls :meth:`drain` for what is left in the ring."""
+        self._stopping.set()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+        if self._stopped_ns == 0 and self._started_ns:
+            self._stopped_ns = time.monotonic_ns()
+
+    def drain(self) -> None:
+        """After the mixer stopped: write every frame still in the ring (nothing rendered is
+        lost).  Called by the engine, from its thread, with the writer stopped."""
+        if self._file is None or self.error is not None:
+            return
+        ring = self.engine.output
+        while ring.readable:
+            if not self._write(ring, ring.readable):
+                return
+
+    def close(self) -> None:
+        """Finalise the file (idempotent); raises :class:`SinkError` once if writing
+        failed."""
+        self.stop()
+        f, self._file = self._file, None
+        if f is not None:
+            try:
+                f.close()
+                os.fsync(self._fd)
+            except Exception as e:  # libsndfile rewrites the header here: a disk error too
+                self._fail(f"finalising {self.path!r} failed: {e}", e)
+            self._check_linked()
+        self._close_fd()
+        if self.error is not None and not self._raised:
+            self._raised = True
+            raise SinkError(self.error) from self._cause
+
+    def _close_fd(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def _check_linked(self) -> bool:
+        """False (and the error set) when the file no longer has a name on disk."""
+        try:
+            removed = os.fstat(self._fd).st_nlink == 0
+        except OSError as e:
+            self._fail(f"checking {self.path!r} failed: {e}", e)
+            return False
+        if removed:
+            self._fail(f"{self.path!r} was removed while being written (its directory "
+                       f"deleted?); the {self.frames_written} frames written are lost",
+                       FileNotFoundError(self.path))
+        return not removed
+
+    # ---- the writer (a normal thread) -------------------------------------------------------
+
+    def _fail(self, message: str, cause: BaseException) -> None:
+        if self.error is None:
+            self.error = message
+            self._cause = cause
+
+    def _write(self, ring, frames: int) -> bool:
+        """Write ``frames`` frames from the ring's read side; False after a failure."""
+        view = ring.read_view(frames)
+        k = view.shape[0]
+        t0 = time.monotonic_ns()
+        try:
+            written = self._file.buffer_write(view, dtype=ring.dtype.name)
+            if written is not None and written != k:
+                raise OSError(f"wrote {written} of {k} frames")
+        except Exception as e:
+            text = str(e) or type(e).__name__
+            self._fail(f"writing {self.path!r} failed after {self.frames_written} frames: "
+                       f"{text}", e)
+            return False
+        self.write_ns += time.monotonic_ns() - t0
+        ring.release(k)
+        self.frames_written += k
+        return True
+
+    def _run(self) -> None:
+        engine = self.engine
+        ring = engine.output
+        block = engine.blocksize
+        rate = engine.samplerate
+        start = time.monotonic()
+        next_check = start + 0.25
+        while not self._stopping.is_set():
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + 0.25
+                if not self._check_linked():
+                    engine._sink_failed(self, self._stopping)
+                    return
+            periods = ring.readable // block
+            if periods == 0:
+                self.waits += 1
+                time.sleep(0.0002)  # the mixer renders within microseconds of our signal
+                continue
+            if self.realtime:
+                due = start + (self.frames_written + block) / rate
+                delay = due - time.monotonic()
+                if delay > 0:
+                    self._stopping.wait(delay)
+                    continue
+                periods = 1
+            if not self._write(ring, periods * block):
+                engine._sink_failed(self, self._stopping)
+                return
+            self.periods_written += periods
+            for _ in range(periods):
+                engine.period_consumed()
+
+    # ---- figures ----------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Frames and periods written, waits for the mixer, time spent writing, the rate
+        achieved (frames per second of wall time since start) and the error."""
+        end = self._stopped_ns or time.monotonic_ns()
+        elapsed = (end - self._started_ns) / 1e9 if self._started_ns else 0.0
+        return {"name": self.name, "error": self.error, "path": self.path,
+                "format": self.format, "subtype": self.subtype, "realtime": self.realtime,
+                "frames": self.frames_written, "periods": self.periods_written,
+                "waits": self.waits, "write_ns": self.write_ns, "elapsed": elapsed,
+                "frames_per_second": self.frames_written / elapsed if elapsed else 0.0}

@@ -1,0 +1,354 @@
+"""The device sink: a C PortAudio callback fed by the engine, checked against a real JACK server
+(dummy backend) and recorded bit-exact by a second JACK client."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import jack
+import numpy as np
+import pytest
+import sounddevice as sd
+
+import streamcore
+from streamcore._native import ffi, lib
+from streamcore.errors import DeviceNotFoundError, DeviceSettingsError, NoDeviceError
+from streamcore.sinks.device import DeviceSink, resolve_output_device
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+HOSTAPIS = [{"name": "ALSA"}, {"name": "JACK Audio Connection Kit"}]
+DEVICES = [
+    {"name": "mic", "hostapi": 0, "max_output_channels": 0},
+    {"name": "system", "hostapi": 1, "max_output_channels": 2},
+    {"name": "pulse", "hostapi": 0, "max_output_channels": 2},
+    {"name": "pulse monitor", "hostapi": 0, "max_output_channels": 2},
+]
+
+
+class TestResolveDevice:
+    """Device lookup by index, name or default, on data (no PortAudio)."""
+
+    def test_none_is_the_default_output(self):
+        assert resolve_output_device(None, DEVICES, HOSTAPIS, 2) == 2
+
+    def test_none_without_a_usable_default_takes_the_first_output(self):
+        assert resolve_output_device(None, DEVICES, HOSTAPIS, -1) == 1
+        assert resolve_output_device(None, DEVICES, HOSTAPIS, 0) == 1
+
+    def test_index(self):
+        assert resolve_output_device(3, DEVICES, HOSTAPIS, -1) == 3
+
+    def test_substring_of_name_or_host_api(self):
+        assert resolve_output_device("JACK", DEVICES, HOSTAPIS, -1) == 1
+        assert resolve_output_device("monitor", DEVICES, HOSTAPIS, -1) == 3
+
+    def test_exact_name_beats_substrings(self):
+        assert resolve_output_device("pulse", DEVICES, HOSTAPIS, -1) == 2
+
+    def test_unknown_name_lists_the_output_devices(self):
+        with pytest.raises(DeviceNotFoundError) as info:
+            resolve_output_device("hdmi", DEVICES, HOSTAPIS, -1)
+        text = str(info.value)
+        assert "'hdmi'" in text and "1: system (JACK Audio Connection Kit)" in text
+        assert "mic" not in text  # an input-only device is not an output device
+        assert isinstance(info.value, ValueError)
+
+    def test_input_only_index_is_refused(self):
+        with pytest.raises(DeviceNotFoundError, match="index 0"):
+            resolve_output_device(0, DEVICES, HOSTAPIS, -1)
+
+    def test_ambiguous_name_says_so(self):
+        with pytest.raises(DeviceNotFoundError, match="several"):
+            resolve_output_device("ALSA", DEVICES, HOSTAPIS, -1)
+
+    def test_no_device_at_all_suggests_null_or_a_pipe(self):
+        with pytest.raises(NoDeviceError) as info:
+            resolve_output_device(None, DEVICES[:1], HOSTAPIS, -1)
+        assert "sink='null'" in str(info.value) and "pipe" in str(info.value)
+
+
+class Recorder:
+    """A second JACK client that records our client's output ports (Python in ITS thread)."""
+
+    def __init__(self, server: str, frames: int, channels: int = 2) -> None:
+        self.client = jack.Client("streamcore-recorder", servername=server,
+                                  no_start_server=True)
+        self.ports = [self.client.inports.register(f"in_{c}") for c in range(channels)]
+        self.data = np.zeros((frames, channels), np.float32)
+        self.n = 0
+        self.client.set_process_callback(self._process)
+        self.client.activate()
+
+    def _process(self, frames: int) -> None:
+        k = min(frames, self.data.shape[0] - self.n)
+        for c, port in enumerate(self.ports):
+            self.data[self.n:self.n + k, c] = port.get_array()[:k]
+        self.n += k
+
+    def connect_to(self, exclude_prefix: str = "system:") -> list[str]:
+        sources = [p.name for p in self.client.get_ports(is_output=True, is_audio=True)
+                   if not p.name.startswith(exclude_prefix)]
+        for source, port in zip(sorted(sources), self.ports, strict=False):
+            self.client.connect(source, port)
+        return sources
+
+    def close(self) -> None:
+        self.client.deactivate()
+        self.client.close()
+
+
+def _find(recording: np.ndarray, sequence: np.ndarray) -> int:
+    """The offset of ``sequence`` in ``recording`` (both (frames, channels)), or -1."""
+    for start in np.flatnonzero(recording[:, 0] == sequence[0, 0]):
+        end = start + sequence.shape[0]
+        if end <= recording.shape[0] and np.array_equal(recording[start:end], sequence):
+            return int(start)
+    return -1
+
+
+@pytest.fixture
+def jack_device(jack_server):
+    if not streamcore.sinks.device.portaudio_usable():
+        pytest.fail("PortAudio was poisoned by a dead server in this process")
+    return jack_server
+
+
+class TestDeviceSinkOnJack:
+    """The engine plays through the JACK dummy device via the C callback."""
+
+    @pytest.mark.parametrize(("blocksize", "periods", "frames_per_buffer"),
+                             [(256, 2, None), (96, 4, 0), (256, 2, 64)],
+                             ids=["period-per-callback", "periods-split-across-callbacks",
+                                  "quarter-period-callbacks"])
+    def test_recording_contains_the_sequence_bit_exact(self, jack_device, blocksize, periods,
+                                                       frames_per_buffer):
+        """A random float32 sequence comes out of JACK sample for sample; with blocksize 96
+        against JACK's 256-frame callbacks every callback splits periods (the ring holds 4
+        periods so that one callback's 256 frames are always there); with 64-frame callbacks
+        each period is taken in four pieces."""
+        rng = np.random.default_rng(7)
+        sequence = rng.uniform(-0.9, 0.9, (48000, 2)).astype(np.float32)
+        recorder = Recorder(jack_device.name, 4 * 48000)
+        sink = DeviceSink(jack_device.device, frames_per_buffer=frames_per_buffer)
+        try:
+            with streamcore.Engine(samplerate=48000, blocksize=blocksize, channels=2,
+                                   periods=periods, sink=sink) as engine:
+                assert recorder.connect_to(), "our client's output ports were not found"
+                time.sleep(0.2)
+                voice = engine.play(sequence)
+                assert voice.wait(5.0)
+                time.sleep(0.3)  # the last periods travel through the ring and JACK
+                stats = engine.stats()
+        finally:
+            recorder.close()
+        recording = recorder.data[:recorder.n]
+        assert _find(recording, sequence) >= 0, "the recording does not hold the sequence"
+        assert stats.sink["underruns"] == 0 and stats.sink["xruns"] == 0
+        if frames_per_buffer is not None:
+            asked = frames_per_buffer or jack_device.period
+            assert stats.sink["frames_min"] == stats.sink["frames_max"] == asked
+            assert stats.sink["partial_callbacks"] > 0
+        # every whole period the callback took woke the mixer once
+        assert stats.sink["periods"] == stats.sink["ring_frames"] // blocksize
+
+    def test_the_stream_callback_is_the_native_function(self, jack_device):
+        """PortAudio calls sc_device_sink_callback itself: no Python callback in between."""
+        sink = DeviceSink(jack_device.device)
+        with streamcore.Engine(samplerate=48000, blocksize=256, sink=sink) as engine:
+            time.sleep(0.3)
+            native = ffi.cast("uintptr_t", ffi.addressof(lib, "sc_device_sink_callback"))
+            given = sd._ffi.cast("uintptr_t", sink._stream._callback)
+            assert int(given) == int(native)
+            python_tids = {t.native_id for t in threading.enumerate()}
+            engine.stop()
+            after = engine.stats()
+        stats = after.sink
+        assert stats["callbacks"] > 0 and stats["callback_tid"] not in python_tids
+        assert stats["periods"] == after.consumed  # each period taken woke the mixer once
+
+    def test_stats_report_device_latency_and_timing(self, jack_device):
+        """engine.stats().sink names the device and host API, PortAudio's latency and the
+        callback's own duration."""
+        with streamcore.Engine(samplerate=48000, blocksize=256,
+                               sink=DeviceSink("system")) as engine:
+            time.sleep(0.3)
+            s = engine.stats().sink
+        assert s["device"] == jack_device.device and s["device_name"] == "system"
+        assert "JACK" in s["hostapi"] and s["samplerate"] == 48000.0
+        assert s["latency"] > 0
+        assert 0 < s["callback_ns"]["min"] <= s["callback_ns"]["mean"] <= s["callback_ns"]["max"]
+        assert 0 < sum(s["callback_ns"]["histogram"]) <= s["callbacks"]
+        assert s["error"] is None and s["frames"] == s["ring_frames"] > 0
+        if os.geteuid() == 0:  # root: the mixer is realtime, the sink moves it below JACK's
+            assert s["mixer_moved"].startswith("mixer moved"), s["mixer_moved"]
+            assert engine.priority < s["callback_priority"]
+        assert s["callback_policy"] in ("SCHED_FIFO", "SCHED_RR", "SCHED_OTHER")
+        # readable after close too
+        assert engine.closed
+
+    def test_engine_sink_device_string_uses_the_default_device(self, jack_device):
+        sd.default.device = (None, jack_device.device)
+        try:
+            with streamcore.Engine(samplerate=48000, blocksize=256, sink="device") as engine:
+                time.sleep(0.2)
+                assert engine.stats().sink["device"] == jack_device.device
+        finally:
+            sd.default.device = (None, None)
+
+    def test_unknown_device_lists_outputs(self, jack_device):
+        engine = streamcore.Engine(samplerate=48000, blocksize=256,
+                                   sink=DeviceSink("no such card"))
+        with pytest.raises(DeviceNotFoundError, match="system"):
+            engine.start()
+        engine.close()
+
+    @pytest.mark.parametrize(("kwargs", "words"), [
+        ({"samplerate": 44100}, ["44100", "Invalid sample rate"]),
+        ({"channels": 3}, ["3 channels", "Invalid number of channels"]),
+    ])
+    def test_unsupported_settings_say_what_was_asked(self, jack_device, kwargs, words):
+        args = {"samplerate": 48000, "blocksize": 256, "channels": 2, **kwargs}
+        engine = streamcore.Engine(sink=DeviceSink(jack_device.device), **args)
+        with pytest.raises(DeviceSettingsError) as info:
+            engine.start()
+        engine.close()
+        for word in words:
+            assert word in str(info.value)
+
+    @pytest.mark.slow
+    def test_no_xruns_while_python_hogs_the_gil(self, jack_device):
+        """30 s at blocksize 256 while this thread spins holding the GIL and collects garbage:
+        no PortAudio underflow/overflow flag, no output-ring underrun, no engine xrun.
+
+        The sink places the mixer below JACK's client thread (mixer_below_callback): with the
+        mixer above it, each wake-up from the callback preempted the callback, and JACK
+        reported about one xrun per 10-30 s on this shared machine."""
+        sink = DeviceSink(jack_device.device)
+        junk = []
+        server_xruns = []  # JACK's own xrun notices, for the failure message only
+        watcher = jack.Client("streamcore-xrun-watch", servername=jack_device.name,
+                              no_start_server=True)
+        watcher.set_xrun_callback(server_xruns.append)
+        watcher.activate()
+        with streamcore.Engine(samplerate=48000, blocksize=256, sink=sink) as engine:
+            engine.play(np.full((4800, 2), 0.1, np.float32), loop=True)
+            time.sleep(0.5)
+            before = engine.stats()
+            end = time.monotonic() + 30
+            while time.monotonic() < end:
+                for _ in range(20000):  # a tight pure-Python loop: the GIL is never free here
+                    junk.append([1])
+                junk.clear()
+                gc.collect()
+            after = engine.stats()
+        watcher.deactivate()
+        watcher.close()
+        s, s0 = after.sink, before.sink
+        assert s["callbacks"] - s0["callbacks"] > 4000  # the device really played
+        keys = ("output_underflows", "output_overflows", "xruns", "underruns")
+        context = (f"JACK server xruns in the whole run: {len(server_xruns)}; callback max "
+                   f"{s['callback_ns']['max'] / 1e3:.0f} µs")
+        assert {k: s[k] - s0[k] for k in keys} == dict.fromkeys(keys, 0), context
+        assert after.xruns - before.xruns == 0, context
+
+
+_SERVER_DEATH = textwrap.dedent("""
+    import json, os, pathlib, signal, sys, tempfile, time
+    sys.path.insert(0, {root!r})
+    import numpy as np
+    import streamcore
+    from streamcore.errors import SinkError
+    from streamcore.sinks.device import DeviceSink, portaudio_usable
+    from tests.services.jack import start_jack
+
+    server = start_jack(pathlib.Path(tempfile.mkdtemp()), name={name!r})
+    result = {{}}
+    engine = streamcore.Engine(samplerate=48000, blocksize=256, sink=DeviceSink(server.device))
+    engine.start()
+    engine.play(np.full((4800, 2), 0.1, np.float32), loop=True)
+    time.sleep(0.5)
+    result["callbacks_before"] = engine.stats().sink["callbacks"]
+    if {kill}:
+        os.kill(server.service.pid, signal.SIGKILL)
+        t0 = time.monotonic()
+        while engine.running and time.monotonic() - t0 < 10:
+            time.sleep(0.02)
+        result["stopped_after"] = time.monotonic() - t0
+        result["running"] = engine.running
+        result["error"] = engine.stats().sink["error"]
+        result["usable"] = portaudio_usable()
+        t0 = time.monotonic()
+        engine.close()
+        result["close_took"] = time.monotonic() - t0
+        try:
+            streamcore.Engine(sink=DeviceSink()).start()
+        except SinkError as e:
+            result["reopen_error"] = str(e)
+        server.service.stop()
+    else:
+        engine.close()
+        server.stop()
+    print(json.dumps(result))
+""")
+
+
+def _run_child(name: str, kill: bool) -> dict:
+    code = _SERVER_DEATH.format(root=ROOT, name=name, kill=kill)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=90, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+class TestNoDevice:
+    """Without any audio server PortAudio lists no output device: the error says so."""
+
+    def test_no_output_device_at_all(self):
+        code = textwrap.dedent(f"""
+            import sys
+            sys.path.insert(0, {ROOT!r})
+            import streamcore
+            from streamcore.errors import NoDeviceError
+            engine = streamcore.Engine(sink="device")
+            try:
+                engine.start()
+            except NoDeviceError as e:
+                print(e)
+            finally:
+                engine.close()
+        """)
+        env = {**os.environ, "JACK_DEFAULT_SERVER": f"streamcore-nobody-{os.getpid()}",
+               "JACK_NO_START_SERVER": "1"}
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=60, cwd=ROOT, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "no output device" in proc.stdout and "sink='null'" in proc.stdout
+
+
+class TestServerDeath:
+    """jackd killed mid-stream: the engine stops and says why, nothing hangs, and once the
+    server is back a new engine plays (in a new process: PortAudio cannot be re-initialised
+    after its JACK server died)."""
+
+    def test_killed_server_stops_the_engine_and_reports_it(self, jack_server):
+        name = f"streamcore-death-{os.getpid()}"
+        try:
+            died = _run_child(name, kill=True)
+        finally:
+            # A SIGKILLed jackd leaves its slot in JACK's shm registry (8 slots per machine);
+            # a server started under the same name reclaims it, and a clean stop frees it.
+            back = _run_child(name, kill=False)
+        assert died["callbacks_before"] > 0
+        assert died["running"] is False and died["stopped_after"] < 10
+        assert "audio server" in died["error"] and "system" in died["error"]
+        assert died["usable"] is False and "new process" in died["reopen_error"]
+        assert died["close_took"] < 5
+        assert back["callbacks_before"] > 0
