@@ -49,6 +49,28 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--bus-timeout", type=float, default=argparse.SUPPRESS, metavar="SECONDS",
                         help="bound for each bus step (default 1)")
     doctor.set_defaults(run=_doctor)
+
+    # profiling commands (issue 8): handlers in streamcore/profiling.py
+    from streamcore import profiling as _profiling
+
+    trace = sub.add_parser("trace", help="record per-period events as Chrome trace-event JSON")
+    trace.add_argument("--seconds", type=float, default=5.0, help="how long (default 5)")
+    trace.add_argument("--out", default="trace.json", help="output file (default trace.json)")
+    _profiling.add_engine_arguments(trace)
+    trace.set_defaults(run=_profiling.trace_command)
+    top = sub.add_parser("top", help="a live view of a running engine's figures")
+    top.add_argument("--seconds", type=float, default=None, help="stop after this long "
+                     "(default: until Ctrl-C)")
+    top.add_argument("--interval", type=float, default=0.25, help="refresh period, s")
+    _profiling.add_engine_arguments(top)
+    top.set_defaults(run=_profiling.top_command)
+    stats = sub.add_parser("stats", help="run an engine and print (or --plot) its figures")
+    stats.add_argument("--seconds", type=float, default=3.0, help="how long (default 3)")
+    stats.add_argument("--plot", metavar="PNG", default=None,
+                       help="also draw the histograms and fill level (needs matplotlib)")
+    stats.add_argument("--json", action="store_true", help="print JSON")
+    _profiling.add_engine_arguments(stats)
+    stats.set_defaults(run=_profiling.stats_command)
     return parser
 
 
