@@ -1,0 +1,189 @@
+"""Wake-up precision: the mixer thread's wake latency against cyclictest, in one run.
+
+    python -m bench.wakeup [--quick] [--smoke] [--out FILE]
+
+For periods of 1 ms (48 frames at 48 kHz) and 2.67 ms (128 frames), idle and under load
+(bench.load: a CPU hog per core + a Python allocation/gc churn thread in this process), it runs
+one after the other for the same duration:
+
+- cyclictest -m -p PRIO -i INTERVAL -h 20000 -q -D SECONDS (rt-tests): one SCHED_FIFO thread,
+  clock_nanosleep(TIMER_ABSTIME), latency = wake-up minus deadline, 1 µs histogram;
+- a streamcore Engine on the null sink (timer clock: clock_nanosleep(TIMER_ABSTIME) per period,
+  the same definition of latency), mixing two looping voices, at the same priority.  Every
+  cycle's latency comes from the engine's per-cycle trace (exact, not the log2 histogram).
+
+cyclictest writes 0 to /dev/cpu_dma_latency while it runs (no deep C-states); the streamcore
+run holds the same setting, so the two differ only in the thread that waits.  Figures: p50,
+p99, p99.9 and max in µs, each as a ratio to cyclictest's (goal: p99 within 1.2x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import shutil
+import struct
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.harness import RESULTS, Report
+from bench.load import Load
+
+RATE = 48000
+PRIORITY = 10
+HIST_US = 20000  # cyclictest histogram range (µs); beyond it: overflows
+PERIODS = {"1 ms": 48, "2.67 ms": 128}
+PERCENTILES = (50, 99, 99.9)
+
+
+def _percentiles_from_hist(counts: np.ndarray, overflows: int, max_us: float) -> dict[str, float]:
+    """p50/p99/p99.9 (µs, 1 µs bins; overflows count as the max) and max from a histogram."""
+    total = int(counts.sum()) + overflows
+    out: dict[str, float] = {"samples": total, "max": float(max_us)}
+    cumulative = np.cumsum(counts)
+    for p in PERCENTILES:
+        rank = p / 100 * total
+        idx = int(np.searchsorted(cumulative, rank))
+        out[f"p{p:g}"] = float(idx) if idx < len(counts) else float(max_us)
+    return out
+
+
+def _percentiles(latency_us: np.ndarray) -> dict[str, float]:
+    out: dict[str, float] = {"samples": len(latency_us), "max": float(latency_us.max())}
+    for p in PERCENTILES:
+        # "lower": a value that occurred, as cyclictest's histogram reports whole µs bins
+        out[f"p{p:g}"] = float(np.floor(np.percentile(latency_us, p, method="lower")))
+    return out
+
+
+def _sparse(counts: np.ndarray) -> dict[str, list[int]]:
+    nz = np.nonzero(counts)[0]
+    return {"us": nz.tolist(), "count": counts[nz].tolist()}
+
+
+def run_cyclictest(interval_us: int, seconds: float) -> dict[str, Any]:
+    """cyclictest for ``seconds``; raises RuntimeError (with its output) if it cannot run."""
+    exe = shutil.which("cyclictest", path=os.environ.get("PATH", "") + ":/usr/sbin:/usr/bin")
+    if exe is None:
+        raise RuntimeError("cyclictest not found (apt-get install rt-tests)")
+    argv = [exe, "-m", "-p", str(PRIORITY), "-i", str(interval_us), "-h", str(HIST_US), "-q",
+            "-D", f"{max(1, round(seconds))}s"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {done.returncode}: "
+                           f"{(done.stderr or done.stdout).strip()[-300:]}")
+    counts = np.zeros(HIST_US, dtype=np.int64)
+    fields: dict[str, int] = {}
+    for line in done.stdout.splitlines():
+        m = re.match(r"^(\d+)\s+(\d+)\s*$", line)
+        if m:
+            counts[int(m.group(1))] = int(m.group(2))
+            continue
+        m = re.match(r"^# (Min|Avg|Max) Latencies: (\d+)", line)
+        if m:
+            fields[m.group(1).lower()] = int(m.group(2))
+        m = re.match(r"^# Histogram Overflows: (\d+)", line)
+        if m:
+            fields["overflows"] = int(m.group(1))
+    if "max" not in fields or not counts.any():
+        raise RuntimeError(f"could not parse cyclictest's output: {done.stdout[-300:]!r}")
+    result = _percentiles_from_hist(counts, fields.get("overflows", 0), fields["max"])
+    result.update(command=" ".join(argv), avg=fields.get("avg"), min=fields.get("min"),
+                  overflows=fields.get("overflows", 0), histogram=_sparse(counts))
+    return result
+
+
+@contextlib.contextmanager
+def _dma_latency_zero():
+    """Hold /dev/cpu_dma_latency at 0 µs, as cyclictest does while it runs (when allowed)."""
+    try:
+        fd = os.open("/dev/cpu_dma_latency", os.O_WRONLY)
+    except OSError as e:
+        yield f"not set ({e.strerror})"
+        return
+    try:
+        os.write(fd, struct.pack("i", 0))
+        yield "0 µs (held during the run, as cyclictest does)"
+    finally:
+        os.close(fd)
+
+
+def run_streamcore(blocksize: int, seconds: float) -> dict[str, Any]:
+    from streamcore import Engine
+    from streamcore.profiling import TraceRecorder
+
+    tone = (0.1 * np.sin(np.arange(RATE, dtype=np.float32) * 0.05)).astype(np.float32)
+    with _dma_latency_zero() as dma, \
+            Engine(samplerate=RATE, blocksize=blocksize, sink="null", priority=PRIORITY) as e:
+        e.play(tone, loop=True)
+        e.play(tone, loop=True, gain=0.5, pan=0.3)
+        time.sleep(0.1)  # first periods: thread start and realtime grant
+        recorder = TraceRecorder(e)
+        recorder.poll()
+        records = recorder.run(seconds, every=min(1.0, 2000 * e.period_ns / 1e9))
+        stats = e.stats()
+        grant = e.grant
+    late_us = records["late_ns"][1:] / 1e3  # the first record may predate the grant
+    result = _percentiles(late_us)
+    counts = np.bincount(np.clip(late_us, 0, HIST_US - 1).astype(np.int64), minlength=HIST_US)
+    result.update(avg=float(late_us.mean()), min=float(late_us.min()),
+                  missed_records=recorder.missed, skipped_periods=stats.skipped,
+                  taints=sorted(stats.taints), grant=str(grant), histogram=_sparse(counts),
+                  realtime=bool(grant and grant.realtime), dma_latency=dma,
+                  mix_us_p99=float(np.percentile(records["mix_ns"], 99) / 1e3))
+    return result
+
+
+def run(quick: bool = False, smoke: bool = False) -> Report:
+    """Each case runs ``seconds`` per tool: 15 s (quick 5 s, smoke 1 s)."""
+    seconds = 1.0 if smoke else 5.0 if quick else 15.0
+    report = Report("wakeup", quick or smoke)
+    cases: dict[str, Any] = {}
+    grants = set()
+    for loaded in (False, True):
+        for label, blocksize in PERIODS.items():
+            interval_us = round(blocksize * 1e6 / RATE)
+            case = f"{label}, {'loaded' if loaded else 'idle'}"
+            with Load(enabled=loaded) as load:
+                try:
+                    ref = run_cyclictest(interval_us, seconds)
+                except Exception as err:  # refuse the ratio, keep streamcore's figure
+                    ref = {"error": str(err)}
+                ours = run_streamcore(blocksize, seconds)
+            cases[case] = {"streamcore": ours, "cyclictest": ref, "blocksize": blocksize,
+                           "interval_us": interval_us, **load.facts}
+            grants.add(ours["grant"])
+            for p in ("p50", "p99", "p99.9", "max"):
+                report.add(f"wake latency {p}, {case}", ours[p], "µs",
+                           reference=(f"cyclictest -p {PRIORITY} -i {interval_us}", ref.get(p)),
+                           reference_error=ref.get("error"), higher_is_better=False,
+                           goal="<= 1.2x" if p == "p99" else None,
+                           note=(f"{ours['samples']} cycles vs {ref.get('samples')}; "
+                                 f"{'realtime' if ours['realtime'] else 'NOT realtime'}"))
+    report.extra = {"seconds_per_run": seconds, "priority": PRIORITY, "samplerate": RATE,
+                    "grant": sorted(grants), "cases": cases}
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--out", type=Path, default=RESULTS / "wakeup.json")
+    args = parser.parse_args(argv)
+    report = run(args.quick, args.smoke)
+    print(f"wrote {report.write_json(args.out)}")
+    for f in report.figures:
+        ratio = f"{f.ratio:.2f}x" if f.ratio is not None else (f.refused or "")
+        print(f"  {f.name}: {f.value:.1f} {f.unit} vs {f.reference_value} ({ratio})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
