@@ -205,6 +205,7 @@ def run(quick: bool = False, smoke: bool = False) -> Report:
                     "memory_after": process_memory(), "results": results,
                     "grant": sorted({r["streamcore"].get("grant", "?")
                                      for r in results.values()})}
+    report.machine["realtime"] = report.extra["grant"]  # how the mixer got (or missed) realtime
     return report
 
 

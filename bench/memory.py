@@ -115,6 +115,7 @@ def run(quick: bool = False, smoke: bool = False) -> Report:
                     "running_end": during_end, "after": after, "ring_bytes": ring_bytes,
                     "grant": grant, "taints": sorted(stats.taints),
                     "xruns": stats.xruns, "underruns": stats.underruns, **load.facts}
+    report.machine["realtime"] = [grant]  # how the mixer got (or missed) realtime
     return report
 
 

@@ -184,6 +184,7 @@ def run(quick: bool = False, smoke: bool = False) -> Report:
                     "numpy_runs": np_runs, "voice_limit": MAX_VOICES,
                     "grant": sorted({r["grant"] for r in sc_runs}),
                     "memcpy": {"bytes": total, "ns": ns, "working_set": working_set}}
+    report.machine["realtime"] = report.extra["grant"]  # how the mixer got (or missed) realtime
     return report
 
 

@@ -168,6 +168,7 @@ def run(quick: bool = False, smoke: bool = False) -> Report:
                                  f"{'realtime' if ours['realtime'] else 'NOT realtime'}"))
     report.extra = {"seconds_per_run": seconds, "priority": PRIORITY, "samplerate": RATE,
                     "grant": sorted(grants), "cases": cases}
+    report.machine["realtime"] = sorted(grants)  # how the mixer got (or missed) realtime
     return report
 
 
