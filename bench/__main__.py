@@ -14,6 +14,7 @@ import importlib
 import json
 import socket
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -47,8 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.only or BENCHMARKS:
         print(f"bench {name} ...", file=sys.stderr)
         module = importlib.import_module(f"bench.{name}")
+        started = time.monotonic()
         try:
             reports.append(module.run(quick=args.quick, smoke=args.smoke).as_dict())
+            reports[-1]["elapsed_s"] = round(time.monotonic() - started, 1)
         except Exception:  # one broken benchmark must not hide the others' figures
             failures[name] = traceback.format_exc()
             print(failures[name], file=sys.stderr)

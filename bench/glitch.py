@@ -16,7 +16,8 @@ process), with each of:
 Glitches counted in each window: PortAudio's output-underflow flags, JACK's own xrun notices
 (a client that did not finish its cycle in time is one) and, for streamcore, periods its
 output ring was short (ring underruns).  Also recorded: the page faults of the audio threads
-during the window (bench.memory.thread_faults) and the realtime grant.  Goal: zero for
+during the window (bench.memory.thread_faults) and the realtime grant.  A window with no client
+playing gives JACK's own xruns under the load: the noise floor every player shares.  Goal: zero for
 streamcore where the others are non-zero.
 """
 
@@ -160,15 +161,25 @@ def _rtmixer(jackd, buffers, seconds: float, blocksize: int) -> dict[str, Any]:
             "grant": "JACK's client thread (the server's realtime settings)", **load.facts}
 
 
+def _jack_alone(jackd, buffers, seconds: float, blocksize: int) -> dict[str, Any]:
+    """No client playing: JACK's own xruns under the same load (the machine's noise floor)."""
+    x0 = len(jackd.xruns)
+    with Load(enabled=True) as load:
+        time.sleep(seconds)
+    return {"glitches": len(jackd.xruns) - x0, "jack_xruns": len(jackd.xruns) - x0,
+            **load.facts}
+
+
 PLAYERS = {"streamcore": _streamcore, "python-sounddevice (numpy mix in a Python callback)":
            _sounddevice, "python-rtmixer": _rtmixer}
 
 
 def run(quick: bool = False, smoke: bool = False) -> Report:
-    """60 s per player and blocksize (quick 10 s; smoke 1 s, blocksize 256 only)."""
+    """60 s per player and blocksize (quick 6 s; smoke 1 s, blocksize 256 only), and as long
+    with no client playing (JACK's own xruns under the load: the noise floor)."""
     from bench.device import _Jack
 
-    seconds = 1.0 if smoke else 10.0 if quick else 60.0
+    seconds = 1.0 if smoke else 6.0 if quick else 60.0
     blocksizes = (256,) if smoke else BLOCKSIZES
     report = Report("glitch", quick or smoke)
     buffers = _buffers(seconds)
@@ -176,7 +187,7 @@ def run(quick: bool = False, smoke: bool = False) -> Report:
     for blocksize in blocksizes:
         jackd = _Jack(blocksize)
         try:
-            row = {}
+            row = {"JACK alone (noise floor)": _jack_alone(jackd, buffers, seconds, blocksize)}
             for name, player in PLAYERS.items():
                 try:
                     row[name] = player(jackd, buffers, seconds, blocksize)
@@ -196,6 +207,9 @@ def run(quick: bool = False, smoke: bool = False) -> Report:
                        goal="0 where the reference is > 0", note=ours.get("error") or (
                            f"underflows+ring underruns+JACK xruns; periods expected "
                            f"{expected:.0f}, callbacks ran {ours.get('callbacks')}"))
+        report.add(f"JACK's own xruns with no client playing, {where}",
+                   row["JACK alone (noise floor)"]["glitches"], "xruns", higher_is_better=False,
+                   note="the noise floor: what the server and this machine's load cause alone")
         report.add(f"audio-thread page faults, {where}", ours.get("faults_minor"), "faults",
                    reference=("python-sounddevice callback thread",
                               row[list(PLAYERS)[1]].get("faults_minor")),

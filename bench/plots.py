@@ -57,7 +57,7 @@ def _glitch(plt, report: dict[str, Any], path: Path) -> Path:
         xs, ys = [], []
         for j, (_block, row) in enumerate(results.items()):
             xs.append(j + i * width)
-            ys.append(row[player].get("glitches") or 0)
+            ys.append(row.get(player, {}).get("glitches") or 0)
         ax.bar(xs, ys, width, label=player)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(results))],
                   [f"blocksize {b}" for b in results])
