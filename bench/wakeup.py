@@ -34,6 +34,7 @@ import numpy as np
 
 from bench.harness import RESULTS, Report
 from bench.load import Load
+from bench.memory import thread_faults
 
 RATE = 48000
 PRIORITY = 10
@@ -126,7 +127,9 @@ def run_streamcore(blocksize: int, seconds: float) -> dict[str, Any]:
         time.sleep(0.1)  # first periods: thread start and realtime grant
         recorder = TraceRecorder(e)
         recorder.poll()
+        faults0 = thread_faults(e.mixer_tid)
         records = recorder.run(seconds, every=min(1.0, 2000 * e.period_ns / 1e9))
+        faults1 = thread_faults(e.mixer_tid)
         stats = e.stats()
         grant = e.grant
     late_us = records["late_ns"][1:] / 1e3  # the first record may predate the grant
@@ -136,6 +139,8 @@ def run_streamcore(blocksize: int, seconds: float) -> dict[str, Any]:
                   missed_records=recorder.missed, skipped_periods=stats.skipped,
                   taints=sorted(stats.taints), grant=str(grant), histogram=_sparse(counts),
                   realtime=bool(grant and grant.realtime), dma_latency=dma,
+                  mixer_faults_minor=faults1[0] - faults0[0],
+                  mixer_faults_major=faults1[1] - faults0[1],
                   mix_us_p99=float(np.percentile(records["mix_ns"], 99) / 1e3))
     return result
 
@@ -166,6 +171,9 @@ def run(quick: bool = False, smoke: bool = False) -> Report:
                            goal="<= 1.2x" if p == "p99" else None,
                            note=(f"{ours['samples']} cycles vs {ref.get('samples')}; "
                                  f"{'realtime' if ours['realtime'] else 'NOT realtime'}"))
+            report.add(f"mixer thread page faults (minor+major), {case}",
+                       ours["mixer_faults_minor"] + ours["mixer_faults_major"], "faults",
+                       higher_is_better=False, goal="0", note="during the measured window")
     report.extra = {"seconds_per_run": seconds, "priority": PRIORITY, "samplerate": RATE,
                     "grant": sorted(grants), "cases": cases}
     report.machine["realtime"] = sorted(grants)  # how the mixer got (or missed) realtime

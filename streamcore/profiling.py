@@ -18,6 +18,7 @@ which any Python thread may do while it runs; nothing here runs in the mixer's t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -337,7 +338,10 @@ def stats_command(args) -> int:
         records = recorder.run(args.seconds, every=min(1.0, 4000 * engine.period_ns / 1e9))
         stats = engine.stats()
         if args.json:
-            print(json.dumps({"stats": str(stats), "grant": str(engine.grant)}))
+            figures = dataclasses.asdict(stats)
+            figures["taints"] = sorted(stats.taints)
+            print(json.dumps({"stats": figures, "grant": str(engine.grant),
+                              "missed_trace_records": recorder.missed}, default=str))
         else:
             print("\n".join(top_lines(stats, engine.grant, period_ns=engine.period_ns)))
         if args.plot:
