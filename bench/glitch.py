@@ -175,8 +175,8 @@ PLAYERS = {"streamcore": _streamcore, "python-sounddevice (numpy mix in a Python
 
 
 def run(quick: bool = False, smoke: bool = False) -> Report:
-    """60 s per player and blocksize (quick 6 s; smoke 1 s, blocksize 256 only), and as long
-    with no client playing (JACK's own xruns under the load: the noise floor)."""
+    """60 s per player and blocksize (quick 6 s; smoke 1 s, blocksize 256 only), and up to
+    10 s with no client playing (JACK's own xruns under the load: the noise floor)."""
     from bench.device import _Jack
 
     seconds = 1.0 if smoke else 6.0 if quick else 60.0
@@ -187,7 +187,8 @@ def run(quick: bool = False, smoke: bool = False) -> Report:
     for blocksize in blocksizes:
         jackd = _Jack(blocksize)
         try:
-            row = {"JACK alone (noise floor)": _jack_alone(jackd, buffers, seconds, blocksize)}
+            row = {"JACK alone (noise floor)": _jack_alone(jackd, buffers, min(seconds, 10.0),
+                                                            blocksize)}
             for name, player in PLAYERS.items():
                 try:
                     row[name] = player(jackd, buffers, seconds, blocksize)
@@ -209,7 +210,8 @@ def run(quick: bool = False, smoke: bool = False) -> Report:
                            f"{expected:.0f}, callbacks ran {ours.get('callbacks')}"))
         report.add(f"JACK's own xruns with no client playing, {where}",
                    row["JACK alone (noise floor)"]["glitches"], "xruns", higher_is_better=False,
-                   note="the noise floor: what the server and this machine's load cause alone")
+                   note=f"the noise floor: what the server and the load cause alone, in "
+                        f"{min(seconds, 10.0):g} s")
         report.add(f"audio-thread page faults, {where}", ours.get("faults_minor"), "faults",
                    reference=("python-sounddevice callback thread",
                               row[list(PLAYERS)[1]].get("faults_minor")),

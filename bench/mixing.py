@@ -146,7 +146,7 @@ def run(quick: bool = False, smoke: bool = False) -> Report:
 
     report = Report("mixing", quick or smoke)
     seconds = 0.2 if smoke else 0.5 if quick else 1.5
-    calls = 100 if smoke else 400 if quick else 1500  # one per period: 0.27 / 1.1 / 4 s
+    calls = 100 if smoke else 400 if quick else 750  # one per period: 0.27 / 1.1 / 2 s
     tries = 2 if smoke else 5 if quick else 8
     buffers = _voice_buffers(MAX_VOICES)
     sc_n, sc_runs = largest_fitting(lambda n: streamcore_cycle(buffers, n, seconds),
