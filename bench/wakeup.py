@@ -12,6 +12,9 @@ one after the other for the same duration:
   the same definition of latency), mixing two looping voices, at the same priority.  Every
   cycle's latency comes from the engine's per-cycle trace (exact, not the log2 histogram).
 
+The two alternate in runs of 1-2 s (the order flipping each run), so that the load other
+processes put on this shared machine falls on both alike; histograms are summed over the runs
+and both sides' percentiles are read from 1 µs bins.
 cyclictest writes 0 to /dev/cpu_dma_latency while it runs (no deep C-states); the streamcore
 run holds the same setting, so the two differ only in the thread that waits.  Figures: p50,
 p99, p99.9 and max in µs, each as a ratio to cyclictest's (goal: p99 within 1.2x).
@@ -55,14 +58,6 @@ def _percentiles_from_hist(counts: np.ndarray, overflows: int, max_us: float) ->
     return out
 
 
-def _percentiles(latency_us: np.ndarray) -> dict[str, float]:
-    out: dict[str, float] = {"samples": len(latency_us), "max": float(latency_us.max())}
-    for p in PERCENTILES:
-        # "lower": a value that occurred, as cyclictest's histogram reports whole µs bins
-        out[f"p{p:g}"] = float(np.floor(np.percentile(latency_us, p, method="lower")))
-    return out
-
-
 def _sparse(counts: np.ndarray) -> dict[str, list[int]]:
     nz = np.nonzero(counts)[0]
     return {"us": nz.tolist(), "count": counts[nz].tolist()}
@@ -94,10 +89,8 @@ def run_cyclictest(interval_us: int, seconds: float) -> dict[str, Any]:
             fields["overflows"] = int(m.group(1))
     if "max" not in fields or not counts.any():
         raise RuntimeError(f"could not parse cyclictest's output: {done.stdout[-300:]!r}")
-    result = _percentiles_from_hist(counts, fields.get("overflows", 0), fields["max"])
-    result.update(command=" ".join(argv), avg=fields.get("avg"), min=fields.get("min"),
-                  overflows=fields.get("overflows", 0), histogram=_sparse(counts))
-    return result
+    return {"counts": counts, "overflows": fields.get("overflows", 0), "max": fields["max"],
+            "min": fields.get("min"), "avg": fields.get("avg"), "command": " ".join(argv)}
 
 
 @contextlib.contextmanager
@@ -133,22 +126,69 @@ def run_streamcore(blocksize: int, seconds: float) -> dict[str, Any]:
         stats = e.stats()
         grant = e.grant
     late_us = records["late_ns"][1:] / 1e3  # the first record may predate the grant
-    result = _percentiles(late_us)
+    # whole µs bins, like cyclictest's histogram: both sides' percentiles are read alike
     counts = np.bincount(np.clip(late_us, 0, HIST_US - 1).astype(np.int64), minlength=HIST_US)
-    result.update(avg=float(late_us.mean()), min=float(late_us.min()),
-                  missed_records=recorder.missed, skipped_periods=stats.skipped,
-                  taints=sorted(stats.taints), grant=str(grant), histogram=_sparse(counts),
-                  realtime=bool(grant and grant.realtime), dma_latency=dma,
-                  mixer_faults_minor=faults1[0] - faults0[0],
-                  mixer_faults_major=faults1[1] - faults0[1],
-                  mix_us_p99=float(np.percentile(records["mix_ns"], 99) / 1e3))
+    result = {"counts": counts, "overflows": int((late_us >= HIST_US).sum()),
+              "max": float(late_us.max()), "min": float(late_us.min()),
+              "avg": float(late_us.mean()),
+              "missed_records": recorder.missed, "skipped_periods": stats.skipped,
+              "taints": sorted(stats.taints), "grant": str(grant),
+              "realtime": bool(grant and grant.realtime), "dma_latency": dma,
+              "mixer_faults_minor": faults1[0] - faults0[0],
+              "mixer_faults_major": faults1[1] - faults0[1],
+              "mix_us_p99": float(np.percentile(records["mix_ns"], 99) / 1e3)}
     return result
 
 
+def _merge(chunks: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result from several runs of the same tool: histograms and counters summed, the
+    max of the maxima, percentiles read from the summed 1 µs histogram."""
+    counts = sum(c["counts"] for c in chunks)
+    overflows = sum(c["overflows"] for c in chunks)
+    worst = max(c["max"] for c in chunks)
+    out = _percentiles_from_hist(counts, overflows, worst)
+    weights = [int(c["counts"].sum()) for c in chunks]
+    out["avg"] = float(np.average([c["avg"] or 0 for c in chunks], weights=weights))
+    out["min"] = min(c["min"] for c in chunks if c["min"] is not None)
+    out["overflows"] = overflows
+    out["histogram"] = _sparse(counts)
+    out["runs"] = len(chunks)
+    for key, value in chunks[0].items():  # per-run facts: summed if counts, else the first
+        if key in out or key == "counts":
+            continue
+        if isinstance(value, int) and not isinstance(value, bool):
+            out[key] = sum(c[key] for c in chunks)
+        else:
+            out[key] = value
+    return out
+
+
+def measure_case(blocksize: int, seconds: float, runs: int) -> tuple[dict, dict]:
+    """(streamcore, cyclictest) for one period, in ``runs`` alternating runs of
+    ``seconds / runs`` each (the order flips every run), so both meet the same noise."""
+    interval_us = round(blocksize * 1e6 / RATE)
+    ours: list[dict[str, Any]] = []
+    ref: list[dict[str, Any]] = []
+    error = None
+    for i in range(runs):
+        order = ("cyclictest", "streamcore") if i % 2 == 0 else ("streamcore", "cyclictest")
+        for who in order:
+            if who == "streamcore":
+                ours.append(run_streamcore(blocksize, seconds / runs))
+            elif error is None:
+                try:
+                    ref.append(run_cyclictest(interval_us, seconds / runs))
+                except Exception as err:  # refuse the ratio, keep streamcore's figure
+                    error = str(err)
+    return _merge(ours), ({"error": error} if error else _merge(ref))
+
+
 def run(quick: bool = False, smoke: bool = False) -> Report:
-    """Each case runs ``seconds`` per tool: 6 s (quick 4 s, smoke 1 s): 6000 cycles at 1 ms,
-    2250 at 2.67 ms (the full run must stay within 15 minutes with the glitch runs)."""
+    """Each case runs ``seconds`` per tool: 6 s (quick 4 s, smoke 1 s), 6000 cycles at 1 ms,
+    2250 at 2.67 ms (the full run must stay within 15 minutes with the glitch runs), split
+    into alternating runs of the two tools."""
     seconds = 1.0 if smoke else 4.0 if quick else 6.0
+    runs = 1 if smoke else 2 if quick else 3  # alternating runs of 1..2 s each
     report = Report("wakeup", quick or smoke)
     cases: dict[str, Any] = {}
     grants = set()
@@ -157,11 +197,7 @@ def run(quick: bool = False, smoke: bool = False) -> Report:
             interval_us = round(blocksize * 1e6 / RATE)
             case = f"{label}, {'loaded' if loaded else 'idle'}"
             with Load(enabled=loaded) as load:
-                try:
-                    ref = run_cyclictest(interval_us, seconds)
-                except Exception as err:  # refuse the ratio, keep streamcore's figure
-                    ref = {"error": str(err)}
-                ours = run_streamcore(blocksize, seconds)
+                ours, ref = measure_case(blocksize, seconds, runs)
             cases[case] = {"streamcore": ours, "cyclictest": ref, "blocksize": blocksize,
                            "interval_us": interval_us, **load.facts}
             grants.add(ours["grant"])
