@@ -96,27 +96,6 @@ int64_t sc_pipe_write(int fd, const void *data, uint64_t len)
     return transfer_all(fd, data, len, write_once);
 }
 
-int64_t sc_pipe_splice(int from, int to, uint64_t len)
-{
-    block_sigpipe();
-    uint64_t done = 0;
-    while (done < len) {
-        ssize_t n = splice(from, NULL, to, NULL, len - done, SPLICE_F_MOVE | SPLICE_F_MORE);
-        if (n == 0)
-            break;
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            int err = errno;
-            if (err == EPIPE)
-                discard_pending_sigpipe();
-            return -err;
-        }
-        done += (uint64_t)n;
-    }
-    return (int64_t)done;
-}
-
 int64_t sc_pipe_drain(int fd, int use_splice, int sink_fd)
 {
     static __thread char scratch[1 << 16];

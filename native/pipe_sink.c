@@ -44,6 +44,7 @@ struct sc_pipe_sink {
     int flushing;           /* the final flush runs: waits are bounded, stop is ignored */
     int64_t pipe_bytes;     /* F_GETPIPE_SZ of fd */
     long nap_ns;            /* the next sleep while the mixer catches up (see nap) */
+    long napped_ns;         /* slept since the mixer last had something for us */
     char *prefix;           /* a header written before the first period */
     uint64_t prefix_len;
     pthread_t thread;
@@ -208,16 +209,26 @@ static void release(sc_pipe_sink *s, uint64_t frames)
     sc_engine_periods_consumed(s->engine, (uint32_t)periods, 0); /* one wake for them all */
 }
 
-/* The mixer renders a released half within microseconds of its wake, so the first naps are
- * short; they double up to NAP_MAX_NS while it stays behind (starved, demoted), so a late
- * mixer does not make this thread spin. */
+/* The mixer renders a released half within a fraction of a millisecond of its wake, so the
+ * sink naps in short steps for the first NAP_PATIENCE_NS (a coarse nap would add its own
+ * length to every half); past that the mixer is behind (starved, demoted) and the naps double
+ * up to NAP_MAX_NS, so a late mixer does not make this thread spin. */
 #define NAP_MIN_NS 20000
 #define NAP_MAX_NS 1000000
+#define NAP_PATIENCE_NS 2000000
 static void nap(sc_pipe_sink *s)
 {
     struct timespec t = {0, s->nap_ns};
     nanosleep(&t, NULL);
-    s->nap_ns = s->nap_ns * 2 > NAP_MAX_NS ? NAP_MAX_NS : s->nap_ns * 2;
+    s->napped_ns += s->nap_ns;
+    if (s->napped_ns > NAP_PATIENCE_NS)
+        s->nap_ns = s->nap_ns * 2 > NAP_MAX_NS ? NAP_MAX_NS : s->nap_ns * 2;
+}
+
+static void nap_reset(sc_pipe_sink *s)
+{
+    s->nap_ns = NAP_MIN_NS;
+    s->napped_ns = 0;
 }
 
 /* One step: 0 went on, 1 stopped, -errno failed. */
@@ -232,7 +243,7 @@ static int step(sc_pipe_sink *s)
             nap(s);
             return stop_requested(s);
         }
-        s->nap_ns = NAP_MIN_NS;
+        nap_reset(s);
         /* Every whole period rendered goes in one write: copied, so it may be released at once. */
         uint64_t frames = (uint64_t)readable - (uint64_t)readable % s->blocksize;
         void *p;
@@ -248,7 +259,7 @@ static int step(sc_pipe_sink *s)
         nap(s);
         return stop_requested(s);
     }
-    s->nap_ns = NAP_MIN_NS;
+    nap_reset(s);
     void *p;
     sc_ring_read_region(s->ring, need, &p);
     const char *fresh = (const char *)p + s->held * s->frame_bytes;

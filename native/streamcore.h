@@ -191,9 +191,6 @@ int64_t sc_pipe_get_size(int fd);
 int64_t sc_pipe_vmsplice(int fd, const void *data, uint64_t len);
 /* write() `len` bytes, looping over partial writes: len or -errno. */
 int64_t sc_pipe_write(int fd, const void *data, uint64_t len);
-/* splice up to `len` bytes from pipe `from` to `to` until `len` moved or end of input:
-   bytes moved, or -errno. */
-int64_t sc_pipe_splice(int from, int to, uint64_t len);
 /* Read and discard from `fd` until end of input (a drain for tests and benchmarks); with
    `use_splice` it splices into `sink_fd` (e.g. /dev/null) instead.  Bytes drained or -errno. */
 int64_t sc_pipe_drain(int fd, int use_splice, int sink_fd);

@@ -84,8 +84,10 @@ class Engine:
 
     Parameters: ``samplerate`` (8000..384000), ``blocksize`` (frames per period, 16..8192),
     ``channels`` (1..32), ``periods`` (periods in the output ring, >= 2), ``sink`` ('null',
-    'external', 'manual', 'device' or a :class:`~streamcore.sinks.Sink`), ``dtype`` of the output
-    ('float32', 'int16', 'int32'; default: what the sink carries, else float32),
+    'external', 'manual', 'device' (the default output device) or a
+    :class:`streamcore.sinks.Sink`, which runs on the consumer clock like 'external'),
+    ``dtype`` of the output ('float32', 'int16', 'int32'; default: what the sink carries,
+    else float32),
     ``realtime`` (acquire realtime for the mixer at ``priority``; refused or unavailable, or
     realtime=False: the engine runs at normal priority with the RT_DENIED taint),
     ``lock_memory`` (mlock; failure: MLOCK_FAILED taint), ``watchdog`` (a :class:`Watchdog`,

@@ -17,6 +17,7 @@ import soundfile as sf
 
 import streamcore
 from streamcore.errors import SinkError
+from streamcore.sinks.base import Sink
 from streamcore.sinks.file import FileSink, choose_format
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -196,3 +197,57 @@ class TestErrors:
         assert "big.wav" in result["error"] and "failed" in result["error"]
         assert result["raised"] == result["error"]
         assert 0 < result["frames"] * 8 <= 1 << 20  # it wrote until the limit, not past it
+
+
+class _Recording(Sink):
+    """A sink that consumes nothing and records the engine's calls."""
+
+    name = "recording"
+
+    def __init__(self, fail_open: bool = False) -> None:
+        self.calls: list[tuple] = []
+        self.fail_open = fail_open
+
+    def open(self, engine) -> None:
+        super().open(engine)
+        self.calls.append(("open", engine.running, engine.output is not None))
+        if self.fail_open:
+            raise ValueError("refused")
+
+    def start(self) -> None:
+        self.calls.append(("start", self.engine.running))
+
+    def stop(self) -> None:
+        self.calls.append(("stop", self.engine.running))
+
+    def drain(self) -> None:
+        self.calls.append(("drain", self.engine.running))
+
+    def close(self) -> None:
+        self.calls.append(("close",))
+
+
+class TestSinkProtocol:
+    """The engine drives any Sink object in the documented order (streamcore/sinks/base.py)."""
+
+    def test_call_order_and_stats(self):
+        sink = _Recording()
+        engine = streamcore.Engine(sink=sink)
+        assert engine.sink == "external" and engine.sink_object is sink
+        engine.start()
+        assert engine.stats().sink == {"name": "recording", "error": None}
+        engine.close()
+        assert sink.calls == [("open", False, True), ("start", True), ("stop", True),
+                              ("drain", False), ("close",)]
+
+    def test_a_refusing_open_leaves_the_engine_stopped(self):
+        sink = _Recording(fail_open=True)
+        engine = streamcore.Engine(sink=sink)
+        with pytest.raises(ValueError, match="refused"):
+            engine.start()
+        assert not engine.running and sink.calls == [("open", False, True), ("close",)]
+        engine.close()
+
+    def test_unknown_sink_names_the_choices(self):
+        with pytest.raises(ValueError, match="Sink"):
+            streamcore.Engine(sink="speakers")

@@ -16,7 +16,10 @@ dead stream block, and Pa_Terminate aborts the process (an assertion in pa_jack.
 whose own JACK client cannot be closed).  So after such a failure the sink never calls
 PortAudio on that stream again: the stream object is parked (never closed), sounddevice's exit
 handler is unregistered so the process can still exit normally, and :func:`portaudio_usable`
-turns False.  A new engine with a device sink needs a new process (the server may be back).
+turns False.  The next device sink opened in this process loads a private copy of the
+PortAudio library (:func:`_fresh_portaudio`: new static state, its own JACK client) in place
+of the broken one, so a new engine plays once the server is back, without a new process.
+Other sounddevice streams that were open when the server died stay unusable.
 
 Concurrency: the engine drives open/start/stop/close from one Python thread; the callback is
 the output ring's single reader from start() to stop(); the monitor only reads counters.
@@ -48,10 +51,58 @@ __all__ = ["DeviceSink", "output_devices", "portaudio_usable", "resolve_output_d
 _PARKED_STREAMS: list[Any] = []
 
 
+# The PortAudio library that died with its server; its streams stay parked with it.
+_BROKEN_LIBRARIES: list[Any] = []
+
+
 def portaudio_usable() -> bool:
-    """False once an audio server died under a device sink in this process (see the module
-    docstring): PortAudio can then neither close that stream nor be re-initialised."""
+    """False once an audio server died under a device sink in this process, until the next
+    device sink loads a fresh copy of PortAudio (see the module docstring)."""
     return not _PARKED_STREAMS
+
+
+def _portaudio_path() -> str:
+    """The file of the PortAudio library this process loaded (from /proc/self/maps)."""
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            path = line.split()[-1] if len(line.split()) >= 6 else ""
+            if "libportaudio" in os.path.basename(path):
+                return path
+    raise SinkError("PortAudio is loaded, but its file is not in /proc/self/maps")
+
+
+def _fresh_portaudio() -> None:
+    """Replace sounddevice's broken PortAudio with a private copy of the same library file.
+
+    dlopen() of the same path returns the same, broken instance; a copy under another path is
+    a new instance with fresh static state.  The broken one is kept loaded (never terminated:
+    that aborts) together with its parked streams."""
+    import shutil
+    import tempfile
+
+    sd = _sd()
+    source = _portaudio_path()
+    folder = tempfile.mkdtemp(prefix="streamcore-portaudio-")
+    copy = os.path.join(folder, os.path.basename(source))
+    shutil.copyfile(source, copy)
+    try:
+        fresh = sd._ffi.dlopen(copy)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)  # the mapping outlives the file
+    _BROKEN_LIBRARIES.append(sd._lib)
+    sd._lib = fresh
+    sd._last_callback = None  # a Python-callback stream of the old library: not ours to stop
+    sd._initialized = 0
+    sd._initialize()
+    import atexit
+
+    atexit.register(sd._exit_handler)  # the fresh library terminates normally at exit
+    _PARKED_STREAMS.clear()  # still referenced through _BROKEN_PARKED
+
+
+# Every parked stream, kept referenced for the process's life (its finalizer would call the
+# broken library).
+_BROKEN_PARKED: list[Any] = []
 
 
 def _park(stream: Any) -> None:
@@ -59,6 +110,7 @@ def _park(stream: Any) -> None:
 
     sd = _sd()
     _PARKED_STREAMS.append(stream)
+    _BROKEN_PARKED.append(stream)
     atexit.unregister(sd._exit_handler)  # Pa_Terminate would abort the process
 
 _DTYPES = {"float32": "float32", "int16": "int16", "int32": "int32"}
@@ -196,9 +248,12 @@ class DeviceSink(Sink):
         sd = _sd()
         self.engine = engine
         if not portaudio_usable():
-            raise SinkError("an audio server died under a device sink in this process; "
-                            "PortAudio cannot be re-initialised here: open the device from a "
-                            "new process")
+            try:
+                _fresh_portaudio()
+            except (OSError, SinkError) as e:
+                raise SinkError(f"an audio server died under a device sink in this process "
+                                f"and a fresh PortAudio could not be loaded ({e}): open the "
+                                f"device from a new process") from e
         dtype = _DTYPES[engine.dtype.name]
         index = resolve_output_device(self.device, list(sd.query_devices()),
                                       list(sd.query_hostapis()), sd.default.device[1])

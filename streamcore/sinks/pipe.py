@@ -203,6 +203,8 @@ class PipeSink(Sink):
     # -- life cycle ------------------------------------------------------------------------
 
     def open(self, engine) -> None:
+        if self._native != _ffi.NULL:
+            raise StreamcoreError("this PipeSink is already open; give each engine its own")
         super().open(engine)
         if engine.dtype.name != self.dtype:
             raise ValueError(f"the engine renders {engine.dtype.name} but this {self.format} "

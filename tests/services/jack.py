@@ -46,14 +46,18 @@ def _server_answers(name: str) -> bool:
     return True
 
 
-def start_jack(workdir: Path, name: str | None = None) -> JackServer:
+def start_jack(workdir: Path, name: str | None = None, period: int = PERIOD,
+               rescan_portaudio: bool = True) -> JackServer:
+    """Start jackd (dummy backend) and, with ``rescan_portaudio``, re-initialise PortAudio so
+    it lists the new device (``.device``; -1 without the rescan: a PortAudio whose server died
+    must not be terminated, the device sink loads a fresh one itself)."""
     jackd = require_program("jackd", "jackd2")
     name = name or f"streamcore-test-{os.getpid()}"
     env = {**os.environ, "JACK_NO_AUDIO_RESERVATION": "1", "JACK_DEFAULT_SERVER": name}
     # Realtime when we may (root): the device then behaves like a desktop's.
     realtime = [] if os.geteuid() == 0 else ["--no-realtime"]
     argv = [jackd, "--name", name, *realtime, "-d", "dummy", "-r", str(SAMPLERATE),
-            "-p", str(PERIOD)]
+            "-p", str(period)]
     service = Service("jackd", argv, workdir / "jackd.log", env=env)
     try:
         os.environ["JACK_DEFAULT_SERVER"] = name
@@ -61,6 +65,8 @@ def start_jack(workdir: Path, name: str | None = None) -> JackServer:
         if not wait_until(lambda: not service.alive() or _server_answers(name), 15, 0.1) \
                 or not service.alive():
             raise RuntimeError(service.describe_failure("jackd did not start"))
+        if not rescan_portaudio:
+            return JackServer(service, name, SAMPLERATE, period, -1)
         import sounddevice as sd
 
         sd._terminate()  # re-scan host APIs now that the JACK server exists
@@ -68,7 +74,7 @@ def start_jack(workdir: Path, name: str | None = None) -> JackServer:
         for index, dev in enumerate(sd.query_devices()):
             hostapi = sd.query_hostapis(dev["hostapi"])["name"]
             if "JACK" in hostapi and dev["max_output_channels"] > 0:
-                return JackServer(service, name, SAMPLERATE, PERIOD, index)
+                return JackServer(service, name, SAMPLERATE, period, index)
         raise RuntimeError(service.describe_failure(
             "jackd runs but PortAudio lists no JACK output device"))
     except BaseException:
