@@ -175,11 +175,11 @@ PLAYERS = {"streamcore": _streamcore, "python-sounddevice (numpy mix in a Python
 
 
 def run(quick: bool = False, smoke: bool = False) -> Report:
-    """60 s per player and blocksize (quick 6 s; smoke 1 s, blocksize 256 only), and up to
+    """60 s per player and blocksize (quick 4 s; smoke 1 s, blocksize 256 only), and up to
     10 s with no client playing (JACK's own xruns under the load: the noise floor)."""
     from bench.device import _Jack
 
-    seconds = 1.0 if smoke else 6.0 if quick else 60.0
+    seconds = 1.0 if smoke else 4.0 if quick else 60.0
     blocksizes = (256,) if smoke else BLOCKSIZES
     report = Report("glitch", quick or smoke)
     buffers = _buffers(seconds)
@@ -190,10 +190,12 @@ def run(quick: bool = False, smoke: bool = False) -> Report:
             row = {"JACK alone (noise floor)": _jack_alone(jackd, buffers, min(seconds, 10.0),
                                                             blocksize)}
             for name, player in PLAYERS.items():
+                started = time.monotonic()
                 try:
                     row[name] = player(jackd, buffers, seconds, blocksize)
                 except Exception as e:  # a missing peer refuses its ratio, it does not abort
                     row[name] = {"error": f"{type(e).__name__}: {e}"}
+                row[name]["elapsed_s"] = round(time.monotonic() - started, 1)
         finally:
             jackd.stop()
         results[str(blocksize)] = row
