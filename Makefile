@@ -20,8 +20,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+# The peers the benchmarks compare against (rtmixer) and the plots (matplotlib): the `bench`
+# extra, installed only when missing.  BENCH_ARGS=--quick for the 3-minute run.
 bench: $(STAMP)
-	$(PY) -m bench
+	@$(PY) -c "import rtmixer, matplotlib" 2>/dev/null || $(PY) -m pip install -q -e '.[bench]'
+	$(PY) -m bench $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check streamcore tests bench demos native

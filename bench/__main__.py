@@ -14,12 +14,26 @@ import importlib
 import json
 import socket
 import sys
+import time
 import traceback
 from pathlib import Path
 
 from bench.harness import RESULTS, machine, markdown_table
+from bench.plots import write_plots
 
-BENCHMARKS = ["ring", "pipe"]
+
+def realtime_probe() -> str:
+    """How this process gets realtime (an engine's mixer grant), for the machine facts."""
+    try:
+        from streamcore import Engine
+
+        with Engine(sink="null", watchdog=False) as engine:
+            return str(engine.grant)
+    except Exception as e:
+        return f"probe failed: {type(e).__name__}: {e}"
+
+
+BENCHMARKS = ["ring", "pipe", "wakeup", "glitch", "mixing", "memory"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,19 +48,27 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.only or BENCHMARKS:
         print(f"bench {name} ...", file=sys.stderr)
         module = importlib.import_module(f"bench.{name}")
+        started = time.monotonic()
         try:
             reports.append(module.run(quick=args.quick, smoke=args.smoke).as_dict())
+            reports[-1]["elapsed_s"] = round(time.monotonic() - started, 1)
         except Exception:  # one broken benchmark must not hide the others' figures
             failures[name] = traceback.format_exc()
             print(failures[name], file=sys.stderr)
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     args.out_dir.mkdir(parents=True, exist_ok=True)
     out = args.out_dir / f"{stamp}-{socket.gethostname()}.json"
-    out.write_text(json.dumps({"machine": machine(), "quick": args.quick, "smoke": args.smoke,
-                               "reports": reports, "failures": failures}, indent=2) + "\n")
+    facts = {**machine(), "realtime": realtime_probe()}
+    results = {"machine": facts, "quick": args.quick, "smoke": args.smoke,
+               "reports": reports, "failures": failures}
+    results["plots"] = write_plots(results, args.out_dir, out.stem)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    plots = "".join(f"- {name}: {Path(p).name if p.endswith('.png') else p}\n"
+                    for name, p in results["plots"].items())
     (args.out_dir / "latest.md").write_text(
-        f"# Benchmarks, {stamp}\n\nMachine: {json.dumps(machine())}\n\n"
+        f"# Benchmarks, {stamp}\n\nMachine: {json.dumps(facts)}\n\n"
         + markdown_table(reports)
+        + (f"\nPlots:\n{plots}" if plots else "")
         + "".join(f"\n**{n} failed**:\n```\n{t}```\n" for n, t in failures.items()))
     print(f"wrote {out} and {args.out_dir / 'latest.md'}")
     return 1 if failures else 0

@@ -463,6 +463,11 @@ def _stats_json(session: Session) -> dict[str, Any]:
 
 def _cmd_stats(args: argparse.Namespace) -> int:
     session = run_session(args, args.seconds)
+    if args.plot:
+        from streamcore.profiling import plot_stats
+
+        print(f"plot: {plot_stats(session.stats, args.plot, trace=session.trace)}",
+              file=sys.stderr)
     if args.json:
         json.dump(_stats_json(session), sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -577,8 +582,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--bars", type=_int_in(1, 64), default=1,
                       help="bars of the pattern (2 s each, default 1)")
 
-    # profiling commands (issue 8)
 
+    # profiling commands (issue 8): handlers in streamcore/profiling.py
+    from streamcore import profiling as _profiling
+
+    trace = sub.add_parser("trace", help="record per-period events as Chrome trace-event JSON")
+    trace.add_argument("--seconds", type=float, default=5.0, help="how long (default 5)")
+    trace.add_argument("--out", default="trace.json", help="output file (default trace.json)")
+    _profiling.add_engine_arguments(trace)
+    trace.set_defaults(run=_profiling.trace_command)
+    top = sub.add_parser("top", help="a live view of a running engine's figures")
+    top.add_argument("--seconds", type=float, default=None, help="stop after this long "
+                     "(default: until Ctrl-C)")
+    top.add_argument("--interval", type=float, default=0.25, help="refresh period, s")
+    _profiling.add_engine_arguments(top)
+    top.set_defaults(run=_profiling.top_command)
+    stats.add_argument("--plot", metavar="PNG", default=None,
+                       help="also draw the latency histograms and fill level (needs matplotlib)")
     return parser
 
 

@@ -9,6 +9,8 @@ import pathlib
 import subprocess
 import sys
 
+from bench.__main__ import BENCHMARKS
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 FIGURE_FIELDS = {"name", "value", "unit", "reference_name", "reference_value", "ratio",
                  "higher_is_better", "goal", "note", "refused"}
@@ -17,7 +19,8 @@ FIGURE_FIELDS = {"name", "value", "unit", "reference_name", "reference_value", "
 def test_smoke_run_writes_json_and_markdown(tmp_path):
     """`python -m bench --smoke` writes a results JSON with machine facts and complete
     figures, and a latest.md table."""
-    done = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--out-dir", str(tmp_path)],
+    done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--smoke", "--out-dir",
+                           str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     (result,) = tmp_path.glob("*.json")
@@ -31,3 +34,11 @@ def test_smoke_run_writes_json_and_markdown(tmp_path):
             assert set(figure) == FIGURE_FIELDS
             assert figure["value"] is not None or figure["note"]
     assert "| bench | figure |" in (tmp_path / "latest.md").read_text()
+    assert {r["bench"] for r in data["reports"]} == set(BENCHMARKS)
+    assert data["machine"]["realtime"]
+    for report in data["reports"]:
+        if report["bench"] in ("wakeup", "glitch", "mixing", "memory"):
+            assert report["machine"]["realtime"], f"{report['bench']} lacks its grant"
+    assert set(data["plots"]) == {"wakeup", "glitch", "mixing"}
+    for path in data["plots"].values():
+        assert pathlib.Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path

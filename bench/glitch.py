@@ -1,0 +1,244 @@
+"""Glitch resistance: streamcore against the tools users pick instead, on the same device and
+under the same load.
+
+    python -m bench.glitch [--quick] [--smoke] [--out FILE]
+
+For blocksizes 64, 128 and 256 it starts its own JACK server (dummy backend, 48 kHz, period =
+blocksize; bench.device._Jack) and plays the same four stereo buffers, mixed, for the same
+duration under bench.load (a CPU hog per core + a Python allocation/gc churn thread in this
+process), with each of:
+
+- streamcore: an Engine on the DeviceSink (C callback), the four buffers as voices;
+- python-sounddevice: an OutputStream whose Python callback mixes the four buffers in numpy;
+- python-rtmixer (PyPI rtmixer): a Mixer playing the four buffers (play_buffer), its C
+  callback mixing them.
+
+Glitches counted in each window: PortAudio's output-underflow flags, JACK's own xrun notices
+(a client that did not finish its cycle in time is one) and, for streamcore, periods its
+output ring was short (ring underruns).  Also recorded: the page faults of the audio threads
+during the window (bench.memory.thread_faults) and the realtime grant.  A window with no client
+playing gives JACK's own xruns under the load: the noise floor every player shares.  Goal: zero for
+streamcore where the others are non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.harness import RESULTS, Report
+from bench.load import Load
+from bench.memory import faults_of, process_memory
+
+RATE = 48000
+BLOCKSIZES = (64, 128, 256)
+VOICES = 4
+WARMUP = 0.5
+
+
+def _buffers(seconds: float) -> list[np.ndarray]:
+    """VOICES stereo float32 buffers of ``seconds`` + margin, pre-scaled so their sum stays
+    within [-1, 1] (rtmixer has no gain: every player plays them at gain 1)."""
+    frames = int((seconds + WARMUP + 2) * RATE)
+    t = np.arange(frames, dtype=np.float32) / RATE
+    out = []
+    for i in range(VOICES):
+        tone = (0.9 / VOICES) * np.sin(2 * np.pi * (220 + 110 * i) * t, dtype=np.float32)
+        out.append(np.ascontiguousarray(np.stack([tone, tone[::-1]], axis=1)))
+    return out
+
+
+def _realtime_tids() -> list[int]:
+    """This process's threads that run a realtime policy (the JACK client's threads, when no
+    engine runs)."""
+    tids = []
+    for name in os.listdir("/proc/self/task"):
+        try:
+            if os.sched_getscheduler(int(name)) in (os.SCHED_FIFO, os.SCHED_RR):
+                tids.append(int(name))
+        except OSError:  # the thread ended meanwhile
+            pass
+    return tids
+
+
+def _streamcore(jackd, buffers, seconds: float, blocksize: int) -> dict[str, Any]:
+    from streamcore import Engine
+    from streamcore.sinks.device import DeviceSink
+
+    with Engine(samplerate=RATE, blocksize=blocksize,
+                sink=DeviceSink(jackd.device)) as engine:
+        for b in buffers:
+            engine.play(b)
+        time.sleep(WARMUP)
+        before, x0 = engine.stats(), len(jackd.xruns)
+        tids = [engine.mixer_tid, before.sink.get("callback_tid", 0)]
+        f0 = faults_of(tids)
+        with Load(enabled=True) as load:
+            time.sleep(seconds)
+        after, x1 = engine.stats(), len(jackd.xruns)
+        f1 = faults_of(tids)
+        grant = str(engine.grant)
+    s, s0 = after.sink, before.sink
+    underflows = s["output_underflows"] - s0["output_underflows"]
+    ring = s["underruns"] - s0["underruns"]
+    return {"glitches": underflows + ring + (x1 - x0), "output_underflows": underflows,
+            "ring_underruns": ring, "jack_xruns": x1 - x0,
+            "callbacks": s["callbacks"] - s0["callbacks"],
+            "engine_xruns": after.xruns - before.xruns,
+            "faults_minor": f1[0] - f0[0], "faults_major": f1[1] - f0[1],
+            "fault_threads": "mixer + PortAudio callback thread", "grant": grant,
+            "taints": sorted(after.taints), **load.facts}
+
+
+def _sounddevice(jackd, buffers, seconds: float, blocksize: int) -> dict[str, Any]:
+    import sounddevice as sd
+
+    state = {"pos": 0, "callbacks": 0, "underflows": 0, "tid": 0}
+    total = len(buffers[0])
+
+    def callback(outdata, frames, time_info, status) -> None:
+        state["tid"] = threading.get_native_id()
+        pos = state["pos"]
+        n = min(frames, total - pos)
+        mix = buffers[0][pos:pos + n].copy()
+        for b in buffers[1:]:
+            mix += b[pos:pos + n]
+        outdata[:n] = mix
+        outdata[n:] = 0
+        state["pos"] = pos + n
+        state["callbacks"] += 1
+        if status.output_underflow:
+            state["underflows"] += 1
+
+    with sd.OutputStream(device=jackd.device, samplerate=RATE, blocksize=blocksize, channels=2,
+                         dtype="float32", latency="low", callback=callback):
+        time.sleep(WARMUP)
+        c0, u0, x0 = state["callbacks"], state["underflows"], len(jackd.xruns)
+        tids = [state["tid"]]
+        f0 = faults_of(tids)
+        with Load(enabled=True) as load:
+            time.sleep(seconds)
+        c1, u1, x1 = state["callbacks"], state["underflows"], len(jackd.xruns)
+        f1 = faults_of(tids)
+    return {"glitches": (u1 - u0) + (x1 - x0), "output_underflows": u1 - u0,
+            "jack_xruns": x1 - x0, "callbacks": c1 - c0,
+            "faults_minor": f1[0] - f0[0], "faults_major": f1[1] - f0[1],
+            "fault_threads": "the PortAudio callback thread (runs the Python callback)",
+            "grant": "JACK's client thread (the server's realtime settings)", **load.facts}
+
+
+def _rtmixer(jackd, buffers, seconds: float, blocksize: int) -> dict[str, Any]:
+    import rtmixer
+
+    with rtmixer.Mixer(device=jackd.device, channels=2, blocksize=blocksize, samplerate=RATE,
+                       latency="low") as mixer:
+        for b in buffers:
+            mixer.play_buffer(b, channels=[1, 2])
+        time.sleep(WARMUP)
+        reset = mixer.fetch_and_reset_stats()
+        mixer.wait(reset)
+        x0 = len(jackd.xruns)
+        tids = _realtime_tids()
+        f0 = faults_of(tids)
+        with Load(enabled=True) as load:
+            time.sleep(seconds)
+        fetch = mixer.fetch_and_reset_stats()
+        mixer.wait(fetch)
+        x1 = len(jackd.xruns)
+        f1 = faults_of(tids)
+        st = fetch.stats
+        underflows, blocks = int(st.output_underflows), int(st.blocks)
+    return {"glitches": underflows + (x1 - x0), "output_underflows": underflows,
+            "jack_xruns": x1 - x0, "callbacks": blocks,
+            "faults_minor": f1[0] - f0[0], "faults_major": f1[1] - f0[1],
+            "fault_threads": f"the process's {len(tids)} realtime threads (JACK client threads)",
+            "grant": "JACK's client thread (the server's realtime settings)", **load.facts}
+
+
+def _jack_alone(jackd, buffers, seconds: float, blocksize: int) -> dict[str, Any]:
+    """No client playing: JACK's own xruns under the same load (the machine's noise floor)."""
+    x0 = len(jackd.xruns)
+    with Load(enabled=True) as load:
+        time.sleep(seconds)
+    return {"glitches": len(jackd.xruns) - x0, "jack_xruns": len(jackd.xruns) - x0,
+            **load.facts}
+
+
+PLAYERS = {"streamcore": _streamcore, "python-sounddevice (numpy mix in a Python callback)":
+           _sounddevice, "python-rtmixer": _rtmixer}
+
+
+def run(quick: bool = False, smoke: bool = False) -> Report:
+    """60 s per player and blocksize (quick 4 s; smoke 1 s, blocksize 256 only), and up to
+    10 s with no client playing (JACK's own xruns under the load: the noise floor)."""
+    from bench.device import _Jack
+
+    seconds = 1.0 if smoke else 4.0 if quick else 60.0
+    blocksizes = (256,) if smoke else BLOCKSIZES
+    report = Report("glitch", quick or smoke)
+    buffers = _buffers(seconds)
+    results: dict[str, dict[str, Any]] = {}
+    for blocksize in blocksizes:
+        jackd = _Jack(blocksize)
+        try:
+            row = {"JACK alone (noise floor)": _jack_alone(jackd, buffers, min(seconds, 10.0),
+                                                            blocksize)}
+            for name, player in PLAYERS.items():
+                started = time.monotonic()
+                try:
+                    row[name] = player(jackd, buffers, seconds, blocksize)
+                except Exception as e:  # a missing peer refuses its ratio, it does not abort
+                    row[name] = {"error": f"{type(e).__name__}: {e}"}
+                row[name]["elapsed_s"] = round(time.monotonic() - started, 1)
+        finally:
+            jackd.stop()
+        results[str(blocksize)] = row
+        ours = row["streamcore"]
+        where = f"blocksize {blocksize}, {seconds:g} s under load"
+        expected = seconds * RATE / blocksize
+        for name in list(PLAYERS)[1:]:
+            ref = row[name]
+            report.add(f"glitches, {where} (vs {name.split(' ')[0]})", ours.get("glitches"),
+                       "glitches", reference=(name, ref.get("glitches")),
+                       reference_error=ref.get("error"), higher_is_better=False,
+                       goal="0 where the reference is > 0", note=ours.get("error") or (
+                           f"underflows+ring underruns+JACK xruns; periods expected "
+                           f"{expected:.0f}, callbacks ran {ours.get('callbacks')}"))
+        report.add(f"JACK's own xruns with no client playing, {where}",
+                   row["JACK alone (noise floor)"]["glitches"], "xruns", higher_is_better=False,
+                   note=f"the noise floor: what the server and the load cause alone, in "
+                        f"{min(seconds, 10.0):g} s")
+        report.add(f"audio-thread page faults, {where}", ours.get("faults_minor"), "faults",
+                   reference=("python-sounddevice callback thread",
+                              row[list(PLAYERS)[1]].get("faults_minor")),
+                   reference_error=row[list(PLAYERS)[1]].get("error"), higher_is_better=False,
+                   note=ours.get("error") or ours.get("fault_threads"))
+    report.extra = {"seconds": seconds, "samplerate": RATE, "voices": VOICES,
+                    "memory_after": process_memory(), "results": results,
+                    "grant": sorted({r["streamcore"].get("grant", "?")
+                                     for r in results.values()})}
+    report.machine["realtime"] = report.extra["grant"]  # how the mixer got (or missed) realtime
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--out", type=Path, default=RESULTS / "glitch.json")
+    args = parser.parse_args(argv)
+    report = run(args.quick, args.smoke)
+    print(f"wrote {report.write_json(args.out)}")
+    for f in report.figures:
+        print(f"  {f.name}: {f.value} (reference {f.reference_value}; {f.refused or ''})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
