@@ -23,16 +23,14 @@ streamcore where the others are non-zero.
 
 from __future__ import annotations
 
-import argparse
 import os
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.harness import RESULTS, Report
+from bench.harness import Report, bench_main
 from bench.load import Load
 from bench.memory import faults_of, process_memory
 
@@ -228,16 +226,7 @@ def run(quick: bool = False, smoke: bool = False) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--out", type=Path, default=RESULTS / "glitch.json")
-    args = parser.parse_args(argv)
-    report = run(args.quick, args.smoke)
-    print(f"wrote {report.write_json(args.out)}")
-    for f in report.figures:
-        print(f"  {f.name}: {f.value} (reference {f.reference_value}; {f.refused or ''})")
-    return 0
+    return bench_main("glitch", run, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

@@ -154,3 +154,28 @@ class CpuClock:
     def __exit__(self, *exc: object) -> None:
         self.wall = time.perf_counter() - self._wall
         self.cpu = self._cpu_now() - self._cpu
+
+
+def bench_main(name: str, run: Callable[[bool, bool], Report], description: str,
+               argv: list[str] | None = None) -> int:
+    """The command line every benchmark module shares: ``python -m bench.NAME [--quick]
+    [--smoke] [--out FILE]`` runs it, writes its JSON and prints each figure with its ratio."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=f"python -m bench.{name}", description=description)
+    parser.add_argument("--quick", action="store_true", help="shorter runs (minutes)")
+    parser.add_argument("--smoke", action="store_true", help="tiny runs (seconds)")
+    parser.add_argument("--out", type=Path, default=RESULTS / f"{name}.json")
+    args = parser.parse_args(argv)
+    report = run(args.quick, args.smoke)
+    print(f"wrote {report.write_json(args.out)}")
+    for f in report.figures:
+        value = "n/a" if f.value is None else f"{f.value:.4g} {f.unit}"
+        if f.refused:
+            against = f"no ratio: {f.refused}"
+        elif f.ratio is not None:
+            against = f"{f.ratio:.3g}x {f.reference_name}"
+        else:
+            against = "no reference"
+        print(f"  {f.name}: {value} ({against})")
+    return 0

@@ -16,14 +16,12 @@ The helpers read /proc only: :func:`thread_faults`, :func:`process_memory`.
 
 from __future__ import annotations
 
-import argparse
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 
-from bench.harness import RESULTS, Report
+from bench.harness import Report, bench_main
 from bench.load import Load
 
 RATE = 48000
@@ -120,16 +118,7 @@ def run(quick: bool = False, smoke: bool = False) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--out", type=Path, default=RESULTS / "memory.json")
-    args = parser.parse_args(argv)
-    report = run(args.quick, args.smoke)
-    print(f"wrote {report.write_json(args.out)}")
-    for f in report.figures:
-        print(f"  {f.name}: {f.value} {f.unit} (reference {f.reference_value})")
-    return 0
+    return bench_main("memory", run, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

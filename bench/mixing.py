@@ -18,17 +18,15 @@ At 48 kHz / 128 frames (a 2.67 ms period), the budget is a cycle under 50% of th
 
 from __future__ import annotations
 
-import argparse
 import os
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.harness import RESULTS, Report
+from bench.harness import Report, bench_main
 
 RATE = 48000
 BLOCK = 128
@@ -189,16 +187,7 @@ def run(quick: bool = False, smoke: bool = False) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--out", type=Path, default=RESULTS / "mixing.json")
-    args = parser.parse_args(argv)
-    report = run(args.quick, args.smoke)
-    print(f"wrote {report.write_json(args.out)}")
-    for f in report.figures:
-        print(f"  {f.name}: {f.value:.4g} {f.unit} (reference {f.reference_value}; {f.note})")
-    return 0
+    return bench_main("mixing", run, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

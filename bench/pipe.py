@@ -12,12 +12,10 @@ buffer, it measures GB/s and CPU seconds per GB of:
 
 from __future__ import annotations
 
-import argparse
 import os
 import threading
-from pathlib import Path
 
-from bench.harness import RESULTS, CpuClock, Report
+from bench.harness import CpuClock, Report, bench_main
 from streamcore._native import lib as _lib
 from streamcore.pipes import _PageBuffer, set_pipe_size
 
@@ -136,17 +134,7 @@ def run(quick: bool = False, smoke: bool = False) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--out", type=Path, default=RESULTS / "pipe.json")
-    args = parser.parse_args(argv)
-    report = run(args.quick, args.smoke)
-    print(f"wrote {report.write_json(args.out)}")
-    for f in report.figures:
-        ratio = f"{f.ratio:.2f}x {f.reference_name}" if f.ratio else (f.refused or "")
-        print(f"  {f.name}: {f.value:.3g} {f.unit}  ({ratio})")
-    return 0
+    return bench_main("pipe", run, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

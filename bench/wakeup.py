@@ -22,7 +22,6 @@ p99, p99.9 and max in µs, each as a ratio to cyclictest's (goal: p99 within 1.2
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import re
@@ -30,12 +29,11 @@ import shutil
 import struct
 import subprocess
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.harness import RESULTS, Report
+from bench.harness import Report, bench_main
 from bench.load import Load
 from bench.memory import thread_faults
 
@@ -218,17 +216,7 @@ def run(quick: bool = False, smoke: bool = False) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--out", type=Path, default=RESULTS / "wakeup.json")
-    args = parser.parse_args(argv)
-    report = run(args.quick, args.smoke)
-    print(f"wrote {report.write_json(args.out)}")
-    for f in report.figures:
-        ratio = f"{f.ratio:.2f}x" if f.ratio is not None else (f.refused or "")
-        print(f"  {f.name}: {f.value:.1f} {f.unit} vs {f.reference_value} ({ratio})")
-    return 0
+    return bench_main("wakeup", run, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,8 @@ import argparse
 import time
 
 import numpy as np
+from _demo import RATE, add_output_arguments, open_engine
 
-import streamcore
-
-RATE = 48000
 PATTERN = {  # one character per sixteenth: x = hit
     "kick":  "x.......x.x.....",
     "snare": "....x.......x...",
@@ -36,35 +34,16 @@ def drums(rate):
             "hat": (0.12 * hat).astype(np.float32)}
 
 
-def open_engine(args):
-    """The device (or the one named), else the null sink, said in one line."""
-    sink = "null" if args.null else streamcore.DeviceSink(args.device)
-    engine = streamcore.Engine(RATE, blocksize=256, periods=3, sink=sink)
-    try:
-        engine.start()
-    except streamcore.NoDeviceError:
-        engine.close()
-        print("no sound device: using the null sink (nothing is heard)")
-        engine = streamcore.Engine(RATE, blocksize=256, periods=3, sink="null")
-        engine.start()
-    except BaseException:
-        engine.close()
-        raise
-    return engine
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bpm", type=float, default=110.0)
     parser.add_argument("--bars", type=int, default=4)
-    parser.add_argument("--device", type=lambda s: int(s) if s.isdigit() else s,
-                        help="output device index or name")
-    parser.add_argument("--null", action="store_true", help="the null sink (headless)")
+    add_output_arguments(parser)
     args = parser.parse_args()
     sounds = drums(RATE)
     step = round(RATE * 60 / args.bpm / 4)  # a sixteenth, in frames: the grid
     voices = []
-    with open_engine(args) as engine:
+    with open_engine(args, blocksize=256, periods=3) as engine:
         origin = engine.frame + RATE // 10  # the first downbeat, 100 ms ahead of the mixer
         for bar in range(args.bars):
             bar_start = origin + bar * 16 * step

@@ -16,10 +16,8 @@ import threading
 import time
 
 import numpy as np
+from _demo import RATE, add_output_arguments, open_engine
 
-import streamcore
-
-RATE = 48000
 BLOCK = 1024  # frames the generator writes at a time
 
 
@@ -51,31 +49,12 @@ def busywork(seconds):
     return rounds
 
 
-def open_engine(args):
-    """The device (or the one named), else the null sink, said in one line."""
-    sink = "null" if args.null else streamcore.DeviceSink(args.device)
-    engine = streamcore.Engine(RATE, blocksize=256, sink=sink)
-    try:
-        engine.start()
-    except streamcore.NoDeviceError:
-        engine.close()
-        print("no sound device: using the null sink (nothing is heard)")
-        engine = streamcore.Engine(RATE, blocksize=256, sink="null")
-        engine.start()
-    except BaseException:
-        engine.close()
-        raise
-    return engine
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--device", type=lambda s: int(s) if s.isdigit() else s,
-                        help="output device index or name")
-    parser.add_argument("--null", action="store_true", help="the null sink (headless)")
+    add_output_arguments(parser)
     args = parser.parse_args()
-    with open_engine(args) as engine:
+    with open_engine(args, blocksize=256) as engine:
         # Start 100 ms from now, so the generator has filled the ring before the first frame.
         voice = engine.stream(channels=1, frames=RATE // 2, at=engine.frame + RATE // 10)
         stop = threading.Event()

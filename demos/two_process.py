@@ -20,10 +20,9 @@ import sys
 import time
 
 import numpy as np
+from _demo import RATE, add_output_arguments, open_engine
 
 import streamcore
-
-RATE = 48000
 
 
 def producer(fd, parent):
@@ -50,29 +49,10 @@ def producer(fd, parent):
             position += n
 
 
-def open_engine(args):
-    """The device (or the one named), else the null sink, said in one line."""
-    sink = "null" if args.null else streamcore.DeviceSink(args.device)
-    engine = streamcore.Engine(RATE, blocksize=256, sink=sink)
-    try:
-        engine.start()
-    except streamcore.NoDeviceError:
-        engine.close()
-        print("no sound device: using the null sink (nothing is heard)")
-        engine = streamcore.Engine(RATE, blocksize=256, sink="null")
-        engine.start()
-    except BaseException:
-        engine.close()
-        raise
-    return engine
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=4.0)
-    parser.add_argument("--device", type=lambda s: int(s) if s.isdigit() else s,
-                        help="output device index or name")
-    parser.add_argument("--null", action="store_true", help="the null sink (headless)")
+    add_output_arguments(parser)
     parser.add_argument("--producer", type=int, help=argparse.SUPPRESS)  # the child's side
     parser.add_argument("--parent", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -87,7 +67,7 @@ def main():
             if child.poll() is not None:
                 raise SystemExit(f"the producer exited with status {child.returncode}")
             time.sleep(0.01)
-        with open_engine(args) as engine:
+        with open_engine(args, blocksize=256) as engine:
             voice = engine.stream(ring=ring)
             time.sleep(args.seconds)
             voice.stop(fade=0.05)
