@@ -14,7 +14,7 @@ import itertools
 import os
 import socket
 import time
-from typing import Any
+from typing import Any, cast
 
 from jeepney import DBusAddress, HeaderFields, MessageType, Parser, Properties, message_bus
 from jeepney.bus import get_bus
@@ -121,7 +121,7 @@ class BusConnection:
                     name = reply.header.fields.get(HeaderFields.error_name, "unknown")
                     text = reply.body[0] if reply.body and isinstance(reply.body[0], str) else ""
                     raise BusError(name, text or name)
-                return reply.body
+                return cast(tuple[Any, ...], reply.body)
         except TimeoutError as e:
             raise BusError("streamcore.Timeout", f"no reply from the system bus within "
                            f"{self._timeout:g} s", _errno.ETIMEDOUT) from e

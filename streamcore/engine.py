@@ -31,7 +31,8 @@ import threading
 import time
 import warnings
 import weakref
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as _np
 
@@ -51,6 +52,9 @@ from streamcore.errors import (
 from streamcore.ring import Ring as _Ring
 from streamcore.voice import StreamVoice, Voice
 from streamcore.watchdog import Event, Watchdog
+
+if TYPE_CHECKING:
+    from streamcore.sinks.base import Sink
 
 __all__ = ["MAX_VOICES", "Engine"]
 
@@ -76,7 +80,7 @@ def _finite(name: str, value: Any, lo: float | None = None, hi: float | None = N
         raise ValueError(f"{name} must be finite, not {value}")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         raise ValueError(f"{name} must be within {lo}..{hi}, not {value}")
-    return value
+    return cast(float, value)  # converted by float() above
 
 
 class Engine:
@@ -134,9 +138,9 @@ class Engine:
         self.lock_memory = bool(lock_memory)
         self.watchdog = watchdog
         self.period_ns = blocksize * 1_000_000_000 // samplerate
-        self.grant = None            #: the mixer's RealtimeGrant (None before start/if off)
-        self.watchdog_grant = None   #: the watchdog thread's RealtimeGrant
-        self.output = None           #: the output Ring (null sink), None for 'manual'
+        self.grant: _realtime.RealtimeGrant | None = None  #: mixer's grant (None: not started/off)
+        self.watchdog_grant: _realtime.RealtimeGrant | None = None  #: the watchdog thread's grant
+        self.output: _Ring | None = None  #: the output Ring (null sink), None for 'manual'
 
         config = _ffi.new("sc_engine_config *")
         config.samplerate, config.blocksize = samplerate, blocksize
@@ -165,7 +169,7 @@ class Engine:
         self._voices: dict[int, Voice] = {}
         self._events: list[Event] = []
         self._subscribers: list[Any] = []
-        self._last_demotion = None
+        self._last_demotion: int | None = None
         self._started = False
         self._closed = False
         self._stream_rings: list[Any] = []
@@ -183,7 +187,7 @@ class Engine:
         self.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __del__(self) -> None:
@@ -225,7 +229,7 @@ class Engine:
             self._acquire_realtime()
             self._start_sink()
 
-    def _make_output(self):
+    def _make_output(self) -> _Ring:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # an unlocked ring is reported as a taint instead
             ring = _Ring(self.periods * self.blocksize, self.channels, self.dtype.name,
@@ -291,7 +295,7 @@ class Engine:
 
     # ---- voices -----------------------------------------------------------------------------
 
-    def play(self, array, gain: float = 1.0, pan: float = 0.0, loop: bool = False,
+    def play(self, array: Any, gain: float = 1.0, pan: float = 0.0, loop: bool = False,
              at: int | None = None, fade_in: float = 0.0) -> Voice:
         """Play ``array`` (float32, shape (frames,) or (frames, channels) with 1 or the engine's
         channels, C-contiguous) in place, from output frame ``at`` (None: the next period).
@@ -325,7 +329,7 @@ class Engine:
 
     def stream(self, channels: int = 1, frames: int | None = None, gain: float = 1.0,
                pan: float = 0.0, at: int | None = None, fade_in: float = 0.0,
-               ring=None) -> StreamVoice:
+               ring: _Ring | None = None) -> StreamVoice:
         """A voice that plays what is written into its ring: ``write_view``/``commit`` or
         ``write`` on the returned :class:`StreamVoice` (one writer at a time).
 
@@ -358,8 +362,9 @@ class Engine:
                 raise ValueError(f"the ring has {ring.channels} channels; the engine mixes 1 "
                                  f"or {self.channels}")
             channels = ring.channels
-        return self._add(_lib.SC_VOICE_STREAM, ring, channels, gain, pan, at, fade_in,
-                         ring_ptr=ring._ring)
+        voice = self._add(_lib.SC_VOICE_STREAM, ring, channels, gain, pan, at, fade_in,
+                          ring_ptr=ring._ring)
+        return cast(StreamVoice, voice)  # _add makes a StreamVoice for SC_VOICE_STREAM
 
     def _check_gain_pan(self, gain: float, pan: float, voice_channels: int) -> tuple[float, float]:
         gain = _finite("gain", gain, -64.0, 64.0)
@@ -405,7 +410,7 @@ class Engine:
             self._voices[slot] = voice
             return voice
 
-    def _send(self, cmd) -> None:
+    def _send(self, cmd: Any) -> None:
         """Queue one command (caller holds _lock); waits up to 1 s for room while running."""
         deadline = time.monotonic() + 1.0
         while True:
@@ -522,7 +527,7 @@ class Engine:
                 stats = dataclasses.replace(stats, sink=self.sink_object.stats())
             return stats
 
-    def _snapshot(self, timeout: float):
+    def _snapshot(self, timeout: float) -> Any:
         """Ask the mixer for a one-cycle-consistent copy (caller holds _lock)."""
         self._snapshot_token = (self._snapshot_token + 1) & 0xFFFFFFFF or 1
         cmd = self._cmd
@@ -564,7 +569,7 @@ class Engine:
         """A file descriptor that becomes readable when the watchdog records an event
         (select/poll it, then call :meth:`events`)."""
         self._check_open()
-        return _lib.sc_engine_event_fd(self._engine)
+        return cast(int, _lib.sc_engine_event_fd(self._engine))  # a C int
 
     def period_consumed(self, underrun: bool = False) -> None:
         """For sink='external': the sink took one period from :attr:`output` (``underrun``:
@@ -580,7 +585,7 @@ class Engine:
         self._check_open()
         _lib.sc_engine_test_spin(self._engine, int(seconds * 1e9), cycles)
 
-    def subscribe(self, callback) -> None:
+    def subscribe(self, callback: Callable[[Event], object]) -> None:
         """Call ``callback(event)`` from a Python thread of the engine for every new watchdog
         event.  The thread waits on :attr:`event_fd`; it ends with :meth:`close`."""
         self._check_open()
@@ -620,7 +625,7 @@ class Engine:
             os.close(fd)
         self._subscriber_thread = None
 
-    def repromote(self):
+    def repromote(self) -> _realtime.RealtimeGrant | None:
         """Acquire realtime for the mixer again after a watchdog demotion and let the
         watchdog act again.  Refused (:class:`RepromoteRefusedError`) within the watchdog's
         ``cooldown`` of the last demotion, so a runaway cannot ping-pong.  Returns the new
@@ -678,7 +683,7 @@ class Engine:
         if self.sink_object is not None:
             self.sink_object.close()
 
-    def _sink_failed(self, sink, abandon: threading.Event) -> None:
+    def _sink_failed(self, sink: Sink, abandon: threading.Event) -> None:
         """Called from a sink's own Python thread when it failed for good (``sink.error`` is
         set): stop the engine, unless ``abandon`` is set first (someone else is stopping it)."""
         while not abandon.is_set():
@@ -691,7 +696,7 @@ class Engine:
                 return
 
 
-def _sink_format(sink, blocksize: int, channels: int, dtype: Any,
+def _sink_format(sink: Sink, blocksize: int, channels: int, dtype: Any,
                  periods: int) -> tuple[Any, int]:
     """The dtype and periods a sink object needs (Sink.output_format), checked against what
     the caller asked: a dtype the sink cannot carry is an error, not a silent conversion."""
@@ -740,7 +745,7 @@ def _disown_engines_in_child() -> None:
 os.register_at_fork(after_in_child=_disown_engines_in_child)
 
 
-def _tids(engine_ptr) -> tuple[int, int, int]:
+def _tids(engine_ptr: Any) -> tuple[int, int, int]:
     s = _ffi.new("sc_engine_stats *")
     _lib.sc_engine_get_stats(engine_ptr, s)
     return s.mixer_tid, s.watchdog_tid, s.canary_tid

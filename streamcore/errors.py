@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno as _errno
 import os as _os
+from typing import cast
 
 __all__ = [
     "CommandQueueFullError",
@@ -48,7 +49,7 @@ class NativeError(StreamcoreError, OSError):
         self.operation = operation
 
     def __str__(self) -> str:
-        return self.args[1]
+        return cast(str, self.args[1])  # always the message built in __init__
 
 
 class MemoryLockError(StreamcoreError, MemoryError):

@@ -39,6 +39,7 @@ import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 from streamcore import rtkit as _rtkit
 from streamcore.bus import BusConnection, BusError
@@ -419,7 +420,8 @@ def _try_rtkit(bus: BusConnection, limits: _rtkit.RtkitLimits, tid: int, policy:
                        " (rtkit publishes no usable limit; check its configuration)")
         return False
     soft, hard = _rlimit(resource.RLIMIT_RTTIME)
-    new_soft, new_hard = rttime_limits(soft, hard, limits.rttime_usec_max)
+    # problems() is empty, so both limits are set
+    new_soft, new_hard = rttime_limits(soft, hard, cast(int, limits.rttime_usec_max))
     if (new_soft, new_hard) != (soft, hard):
         try:
             resource.setrlimit(resource.RLIMIT_RTTIME, (new_soft, new_hard))
@@ -428,7 +430,7 @@ def _try_rtkit(bus: BusConnection, limits: _rtkit.RtkitLimits, tid: int, policy:
                            f"hard {new_hard} µs, which rtkit requires: {e}")
             return False
         notes.append(f"RLIMIT_RTTIME set to soft {new_soft} / hard {new_hard} µs for rtkit")
-    clamped = clamp_priority(priority, limits.max_realtime_priority)
+    clamped = clamp_priority(priority, cast(int, limits.max_realtime_priority))
     try:
         _rtkit.make_thread_realtime(tid, clamped, bus=bus)
     except BusError as e:
@@ -580,7 +582,7 @@ class ProbeThread:
         self._probe = out[0]  # owned: freed by sc_probe_thread_stop in close()
         self.tid = int(_lib.sc_probe_thread_tid(self._probe))
 
-    def _ask(self, request, operation: str, tid: int) -> Scheduling:
+    def _ask(self, request: Any, operation: str, tid: int) -> Scheduling:
         if self._probe is None:
             raise ValueError("the probe thread is closed")
         info = self._ffi.new("sc_sched_info *")

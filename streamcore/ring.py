@@ -30,7 +30,7 @@ import resource as _resource
 import warnings as _warnings
 import weakref as _weakref
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as _np
 
@@ -47,12 +47,12 @@ from streamcore.errors import check as _check
 
 __all__ = ["Ring", "RingStats"]
 
-_FORMATS = {
+_FORMATS: dict[_np.dtype, int] = {
     _np.dtype("float32"): _lib.SC_FORMAT_F32,
     _np.dtype("int16"): _lib.SC_FORMAT_S16,
     _np.dtype("int32"): _lib.SC_FORMAT_S32,
 }
-_DTYPES = {code: dtype for dtype, code in _FORMATS.items()}
+_DTYPES: dict[int, _np.dtype] = {code: dtype for dtype, code in _FORMATS.items()}
 
 # Rings made with inherit=False are not mapped in a forked child (MADV_DONTFORK): the child's
 # copies of their Ring objects are closed right after fork so nothing touches the hole.
@@ -99,7 +99,7 @@ def _positive(value: Any, what: str) -> int:
 
 def _dtype_of(dtype: Any) -> _np.dtype:
     try:
-        dt = _np.dtype(dtype)
+        dt: _np.dtype | None = _np.dtype(dtype)
     except TypeError:
         dt = None
     if dt is None or dt not in _FORMATS:
@@ -402,7 +402,7 @@ class Ring:
         if not array.flags.c_contiguous:
             array = _np.ascontiguousarray(array)
         # The from_buffer cdata keeps `array` alive for the call, which is all C needs.
-        k = _lib.sc_ring_write_frames(self._ring, _ffi.from_buffer(array), array.shape[0])
+        k: int = _lib.sc_ring_write_frames(self._ring, _ffi.from_buffer(array), array.shape[0])
         if k < 0:
             self._fail(k, "write")
         self._granted_write = 0  # the ring moved past any earlier write_view
@@ -468,7 +468,7 @@ class Ring:
     def readable(self) -> int:
         """Frames the reader can take now (any thread may ask)."""
         ring, _mirror = self._live()
-        n = _lib.sc_ring_readable(ring)
+        n: int = _lib.sc_ring_readable(ring)
         if n < 0:
             self._fail(n, "readable")
         return n
@@ -477,7 +477,7 @@ class Ring:
     def writable(self) -> int:
         """Frames the writer can fill now (any thread may ask)."""
         ring, _mirror = self._live()
-        n = _lib.sc_ring_writable(ring)
+        n: int = _lib.sc_ring_writable(ring)
         if n < 0:
             self._fail(n, "writable")
         return n
@@ -554,6 +554,7 @@ class Ring:
 
     def _region_start(self, pointer: Any) -> int:
         """Where a region pointer from C starts in the mirror array, checked to be inside."""
+        index: int
         index, rest = divmod(pointer - self._base, self._frame_bytes)
         if rest or not 0 <= index < self._capacity:  # the C side guarantees it; keep it checked
             raise RingCorruptedError(f"a region pointer fell outside the ring (frame {index})")
@@ -571,7 +572,7 @@ class Ring:
         if frames.ndim != 2 or frames.shape[1] != self._channels:
             raise ValueError(f"{what} takes frames of shape (n, {self._channels}), "
                              f"got shape {frames.shape}")
-        return frames
+        return cast(_np.ndarray, frames)  # checked to be one above
 
 
 def _close_private_rings_in_child() -> None:

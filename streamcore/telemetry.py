@@ -9,6 +9,7 @@ figures; once the engine is stopped every figure is exact.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import numpy as _np
 
@@ -75,11 +76,12 @@ class Histogram:
         for b, n in enumerate(self.buckets):
             seen += n
             if n and seen >= rank:
-                return min(2 ** (b + 1) - 1, self.max_ns)
+                return min(cast(int, 2 ** (b + 1)) - 1, self.max_ns)  # b >= 0: an int
         return self.max_ns
 
     @classmethod
-    def _from_native(cls, count, lo, hi, total, buckets) -> Histogram:
+    def _from_native(cls, count: Any, lo: Any, hi: Any, total: Any,
+                     buckets: Any) -> Histogram:
         values = tuple(int(b) for b in buckets)
         if not count:
             lo = hi = 0
@@ -112,10 +114,10 @@ class EngineStats:
     mix_time: Histogram
     taints: frozenset[str]
     underruns_per_voice: dict[int, int] = field(default_factory=dict)  #: voice id -> underruns
-    sink: dict = field(default_factory=dict)  #: the sink object's figures (Sink.stats())
+    sink: dict[str, Any] = field(default_factory=dict)  #: the sink object's figures (Sink.stats())
 
     @classmethod
-    def _from_native(cls, s, underruns_per_voice: dict[int, int]) -> EngineStats:
+    def _from_native(cls, s: Any, underruns_per_voice: dict[int, int]) -> EngineStats:
         """From an ``sc_engine_stats *``."""
         return cls(
             periods=s.periods, cycles=s.cycles, consumed=s.consumed, skipped=s.skipped,
@@ -146,14 +148,14 @@ class EngineStats:
                 f"demotions={self.demotions} taints={taints}")
 
 
-def read_stats(engine_ptr, underruns_per_voice: dict[int, int]) -> EngineStats:
+def read_stats(engine_ptr: Any, underruns_per_voice: dict[int, int]) -> EngineStats:
     """Copy the native aggregates of ``engine_ptr`` (an ``sc_engine *``), live."""
     s = _ffi.new("sc_engine_stats *")
     _lib.sc_engine_get_stats(engine_ptr, s)
     return EngineStats._from_native(s, underruns_per_voice)
 
 
-def read_trace(engine_ptr, max_records: int = _lib.SC_TRACE_SLOTS) -> _np.ndarray:
+def read_trace(engine_ptr: Any, max_records: int = _lib.SC_TRACE_SLOTS) -> _np.ndarray:
     """The most recent per-cycle records, oldest first, as a TRACE_DTYPE array (a copy)."""
     out = _np.zeros(max_records, dtype=TRACE_DTYPE)
     buf = _ffi.cast("sc_trace_record *", _ffi.from_buffer(out))

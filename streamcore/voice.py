@@ -30,7 +30,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import numpy as _np
+
     from streamcore.engine import Engine
+    from streamcore.ring import Ring
 
 __all__ = ["StreamVoice", "Voice", "pan_gains"]
 
@@ -123,7 +126,7 @@ class Voice:
         """Live counters: frames_played, underruns, underrun_frames, nans."""
         return self._engine._voice_stats(self)
 
-    def _finish(self, ret) -> None:
+    def _finish(self, ret: Any) -> None:
         """Called by the engine with the native sc_voice_return."""
         self.end_reason = {1: "finished", 2: "stopped", 3: "flushed"}.get(ret.reason, "?")
         self.frames_played = ret.frames_played
@@ -139,16 +142,16 @@ class StreamVoice(Voice):
     other process holding the ring's fd).  On underrun it plays silence, counts it, and
     continues with the data that arrives next, in order."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._ring = self._source  # stays usable (e.g. to inspect) after the voice is done
+        self._ring: Ring = self._source  # stays usable (e.g. to inspect) after the voice is done
 
     @property
-    def ring(self):
+    def ring(self) -> Ring:
         """The voice's :class:`~streamcore.Ring` (float32, this voice's channels)."""
         return self._ring
 
-    def write_view(self, frames: int):
+    def write_view(self, frames: int) -> _np.ndarray:
         """A writable view of up to ``frames`` free frames of the ring; then :meth:`commit`."""
         return self._ring.write_view(frames)
 
@@ -156,7 +159,7 @@ class StreamVoice(Voice):
         """Publish ``frames`` frames written into the last :meth:`write_view`."""
         self._ring.commit(frames)
 
-    def write(self, array) -> int:
+    def write(self, array: Any) -> int:
         """Copy as much of ``array`` as fits; returns the frames written."""
         return self._ring.write(array)
 

@@ -18,6 +18,7 @@ Each demotion is an :class:`Event` and sets taints.  Nothing re-promotes by itse
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from streamcore._native import ffi as _ffi
 from streamcore._native import lib as _lib
@@ -58,7 +59,7 @@ class Watchdog:
         if self.interval_ms is not None and not self.interval_ms > 0:
             raise ValueError(f"interval_ms must be > 0, not {self.interval_ms}")
 
-    def _fill(self, config, period_ns: int) -> None:
+    def _fill(self, config: Any, period_ns: int) -> None:
         """Write these settings into an ``sc_engine_config``."""
         config.watchdog = 1 if self.enabled else 0
         config.overruns_in_row = self.overruns_in_row
@@ -87,7 +88,7 @@ class Event:
     result: int           #: 0, or -errno of the demotion
 
     @classmethod
-    def _from_native(cls, ev) -> Event:
+    def _from_native(cls, ev: Any) -> Event:
         return cls(time_ns=ev.time_ns, reason=REASONS.get(ev.reason, str(ev.reason)),
                    tid=ev.tid, threads=ev.threads, policy_before=ev.policy_before,
                    busy_ns=ev.busy_ns, streak=ev.streak, canary_age_ns=ev.canary_age_ns,

@@ -59,7 +59,7 @@ class Sink:
         two pipe-sized halves."""
         return None, None
 
-    def open(self, engine) -> None:
+    def open(self, engine: Any) -> None:
         """Bind to ``engine`` (its ``output`` ring exists, the mixer is not running)."""
         self.engine = engine
 

@@ -31,7 +31,7 @@ import contextlib
 import os
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 from streamcore._native import ffi as _ffi
 from streamcore._native import lib as _lib
@@ -119,20 +119,21 @@ _NO_DEVICE_HINT = ("use sink='null' (a timer clock, no device), sink='manual' (o
                    "an audio server (e.g. jackd -d dummy)")
 
 
-def _sd():
+def _sd() -> Any:
     import sounddevice
 
     return sounddevice
 
 
-def output_devices(devices: list[dict], hostapis: list[dict]) -> list[tuple[int, str]]:
+def output_devices(devices: list[dict[str, Any]],
+                   hostapis: list[dict[str, Any]]) -> list[tuple[int, str]]:
     """``(index, 'name (host API)')`` of every device with output channels."""
     return [(i, f"{d['name']} ({hostapis[d['hostapi']]['name']})")
             for i, d in enumerate(devices) if d["max_output_channels"] > 0]
 
 
-def resolve_output_device(device: int | str | None, devices: list[dict],
-                          hostapis: list[dict], default: int) -> int:
+def resolve_output_device(device: int | str | None, devices: list[dict[str, Any]],
+                          hostapis: list[dict[str, Any]], default: int) -> int:
     """The index of the output device ``device`` names (pure: tested on data).
 
     ``None``: ``default`` (PortAudio's default output), else the first output device.
@@ -243,7 +244,7 @@ class DeviceSink(Sink):
 
     # ---- life cycle (driven by the engine) --------------------------------------------------
 
-    def open(self, engine) -> None:
+    def open(self, engine: Any) -> None:
         """Find the device, check the settings and open (not start) the stream."""
         sd = _sd()
         self.engine = engine
@@ -329,6 +330,7 @@ class DeviceSink(Sink):
             method = getattr(grant, "method", None)
             self.mixer_moved = f"left: audio thread {policy}, mixer {method}"
             return
+        priority = cast(int, priority)  # a SCHED_FIFO/RR thread has a priority
         if grant.priority < priority:
             self.mixer_moved = f"left: mixer {grant.priority} already below callback {priority}"
             return
@@ -387,7 +389,7 @@ class DeviceSink(Sink):
     def _stall_limit(self) -> float:
         if self.stall_timeout is not None:
             return self.stall_timeout
-        period = self.engine.blocksize / self.engine.samplerate
+        period: float = self.engine.blocksize / self.engine.samplerate
         latency = float(self._stream.latency) if self._stream is not None else 0.0
         return max(0.5, 20 * period, 4 * latency)
 

@@ -40,7 +40,7 @@ _SUBTYPES = {
 }
 
 
-def _sf():
+def _sf() -> Any:
     import soundfile
 
     return soundfile
@@ -79,7 +79,7 @@ class FileSink(Sink):
     _file: Any = None
     _fd = -1
 
-    def __init__(self, path: str | os.PathLike, format: str | None = None,
+    def __init__(self, path: str | os.PathLike[str], format: str | None = None,
                  subtype: str | None = None, realtime: bool = False) -> None:
         self.path = os.fspath(path)
         self.format = format
@@ -99,7 +99,7 @@ class FileSink(Sink):
 
     # ---- life cycle (driven by the engine) --------------------------------------------------
 
-    def open(self, engine) -> None:
+    def open(self, engine: Any) -> None:
         """Check the format and the directory, and create the file."""
         sf = _sf()
         self.engine = engine
@@ -198,7 +198,7 @@ class FileSink(Sink):
             self.error = message
             self._cause = cause
 
-    def _write(self, ring, frames: int) -> bool:
+    def _write(self, ring: Any, frames: int) -> bool:
         """Write ``frames`` frames from the ring's read side; False after a failure."""
         view = ring.read_view(frames)
         k = view.shape[0]

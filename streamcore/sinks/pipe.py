@@ -29,7 +29,7 @@ import stat
 import struct
 import sys
 import threading
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import numpy as _np
 
@@ -186,7 +186,7 @@ class PipeSink(Sink):
         for other in ([self.fd] if self._internal and self.kind == "pipe" else []) + \
                 ([self.tee_fd] if tee_is_pipe else []):
             try:
-                size = set_pipe_size(other, got)
+                size = set_pipe_size(cast(int, other), got)  # tee_is_pipe: not None
             except StreamcoreError as e:
                 size, note = -1, note + f" (sizing descriptor {other}: {e})"
             if size != got and other == self.fd:
@@ -205,7 +205,7 @@ class PipeSink(Sink):
 
     # -- life cycle ------------------------------------------------------------------------
 
-    def open(self, engine) -> None:
+    def open(self, engine: Any) -> None:
         if self._native != _ffi.NULL:
             raise StreamcoreError("this PipeSink is already open; give each engine its own")
         super().open(engine)
