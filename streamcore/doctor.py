@@ -41,7 +41,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import prctl
 
@@ -494,7 +494,8 @@ def _guard(check_id: str, title: str, func: Callable[[], Check]) -> Check:
                      None, {"error": str(e)})
 
 
-def _try_realtime(timeout: float) -> tuple[dict | None, dict | None, str | None]:
+def _try_realtime(timeout: float) -> tuple[dict[str, Any] | None, dict[str, Any] | None,
+                                           str | None]:
     try:
         with _rt.ProbeThread() as probe:
             grant = _rt.acquire_realtime(probe.tid, priority=DEFAULT_PRIORITY, timeout=timeout)
@@ -560,13 +561,15 @@ def run_checks(timeout: float = 1.0) -> dict[str, Any]:
     caps, caps_error = _caps()
     grant, child, rt_error = _try_realtime(timeout)
     method = grant["method"] if grant else None
-    realtime_ok = bool(grant) and grant["policy"] in ("fifo", "rr")
+    # the cast: bool(grant) has ruled out None
+    realtime_ok = bool(grant) and cast(dict[str, Any], grant)["policy"] in ("fifo", "rr")
 
     limits, rtkit_error = None, None
     try:
         limits = asdict(_rtkit.read_limits(timeout))
     except BusError as e:
         rtkit_error = _rtkit.explain(e)
+    answers: dict[str, dict[str, bool]] | None
     answers, polkit_error = None, None
     try:
         answers = {}

@@ -18,17 +18,21 @@ which any Python thread may do while it runs; nothing here runs in the mixer's t
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as _np
 
 from streamcore.telemetry import TRACE_DEMOTED, TRACE_DTYPE, TRACE_XRUN, EngineStats, Histogram
+
+if TYPE_CHECKING:
+    from streamcore.engine import Engine
 
 __all__ = ["TraceRecorder", "chrome_trace", "plot_stats", "top", "top_lines",
            "write_chrome_trace"]
@@ -52,7 +56,7 @@ class TraceRecorder:
     8 s at 1 ms).  :attr:`missed` counts cycles that were overwritten before a poll.
     One Python thread calls poll(); the engine keeps running meanwhile."""
 
-    def __init__(self, engine) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._chunks: list[_np.ndarray] = []
         self._last_cycle: int | None = None
@@ -140,7 +144,8 @@ def chrome_trace(records: _np.ndarray, events: Iterable[Any] = (), *, origin_ns:
     return {"traceEvents": out, "displayTimeUnit": "ms", "otherData": dict(metadata or {})}
 
 
-def write_chrome_trace(path: str | os.PathLike, records: _np.ndarray, events: Iterable[Any] = (),
+def write_chrome_trace(path: str | os.PathLike[str], records: _np.ndarray,
+                       events: Iterable[Any] = (),
                        **kwargs: Any) -> Path:
     """:func:`chrome_trace` written to ``path`` as JSON; returns the path."""
     path = Path(path)
@@ -150,7 +155,7 @@ def write_chrome_trace(path: str | os.PathLike, records: _np.ndarray, events: It
 
 # ---- plots ----------------------------------------------------------------------------------
 
-def _pyplot():
+def _pyplot() -> Any:
     try:
         import matplotlib
     except ImportError as e:
@@ -161,7 +166,7 @@ def _pyplot():
     return plt
 
 
-def _histogram_bars(ax, hist: Histogram, title: str) -> None:
+def _histogram_bars(ax: Any, hist: Histogram, title: str) -> None:
     used = [b for b, n in enumerate(hist.buckets) if n]
     if not used:
         ax.set_title(f"{title}: no samples")
@@ -179,7 +184,7 @@ def _histogram_bars(ax, hist: Histogram, title: str) -> None:
                  fontsize=9)
 
 
-def plot_stats(source: Any, path: str | os.PathLike, trace: _np.ndarray | None = None,
+def plot_stats(source: Any, path: str | os.PathLike[str], trace: _np.ndarray | None = None,
                title: str | None = None) -> Path:
     """Write a PNG: wake latency histogram, mix time histogram, fill level over time.
 
@@ -260,7 +265,8 @@ def top_lines(stats: EngineStats, grant: Any = None, *, elapsed: float | None = 
     return lines
 
 
-def top(engine, seconds: float | None = None, interval: float = 0.25, out=None) -> EngineStats:
+def top(engine: Engine, seconds: float | None = None, interval: float = 0.25,
+        out: TextIO | None = None) -> EngineStats:
     """Show :func:`top_lines` for ``engine``, refreshed every ``interval`` s, for ``seconds``
     (None: until Ctrl-C).  On a terminal the screen is redrawn in place; otherwise each
     refresh is printed after the last.  Returns the last readout."""
@@ -286,7 +292,7 @@ def top(engine, seconds: float | None = None, interval: float = 0.25, out=None) 
 
 # ---- the CLI's handlers (streamcore trace / top / stats --plot) ------------------------------
 
-def _demo_engine(args):
+def _demo_engine(args: argparse.Namespace) -> tuple[Engine, list[_np.ndarray]]:
     """An engine on the chosen sink, playing a few quiet looping tones (so the mixer has work)."""
     from streamcore import Engine
 
@@ -297,7 +303,7 @@ def _demo_engine(args):
     return engine, tones
 
 
-def _run_engine(args, body):
+def _run_engine(args: argparse.Namespace, body: Callable[[Engine], int]) -> int:
     engine, tones = _demo_engine(args)
     with engine:
         for tone in tones:  # the arrays stay alive in `tones` until the engine is closed
@@ -305,9 +311,9 @@ def _run_engine(args, body):
         return body(engine)
 
 
-def trace_command(args) -> int:
+def trace_command(args: argparse.Namespace) -> int:
     """``streamcore trace --seconds N --out trace.json``."""
-    def body(engine):
+    def body(engine: Engine) -> int:
         recorder = TraceRecorder(engine)
         records = recorder.run(args.seconds, every=min(1.0, 4000 * engine.period_ns / 1e9))
         stats = engine.stats()
@@ -322,15 +328,15 @@ def trace_command(args) -> int:
     return _run_engine(args, body)
 
 
-def top_command(args) -> int:
+def top_command(args: argparse.Namespace) -> int:
     """``streamcore top [--seconds N]``."""
-    def body(engine):
+    def body(engine: Engine) -> int:
         top(engine, seconds=args.seconds, interval=args.interval)
         return 0
     return _run_engine(args, body)
 
 
-def add_engine_arguments(parser) -> None:
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     """The engine options the profiling commands share."""
     parser.add_argument("--samplerate", type=int, default=48000)
     parser.add_argument("--blocksize", type=int, default=128)
