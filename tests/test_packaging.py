@@ -54,3 +54,13 @@ def test_ruff_is_clean():
     done = subprocess.run([ruff, "check", "--no-cache", "."], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_mypy_strict_is_clean():
+    """mypy --strict finds nothing in streamcore/ (its config and the untyped third-party
+    modules it ignores, each named: pyproject.toml [tool.mypy])."""
+    mypy = shutil.which("mypy", path=str(pathlib.Path(sys.executable).parent))
+    assert mypy is not None, "mypy is a test dependency: pip install -e '.[test]'"
+    done = subprocess.run([mypy, "--strict", "--no-incremental", "streamcore"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
