@@ -52,7 +52,7 @@ from streamcore.realtime import (
     demote,
 )
 from streamcore.ring import Ring, RingStats
-from streamcore.sinks import DeviceSink, FileSink, Sink
+from streamcore.sinks import DeviceSink, FileSink, PipeSink, Sink
 from streamcore.system import system_report
 from streamcore.voice import StreamVoice, Voice
 from streamcore.watchdog import Watchdog

@@ -64,3 +64,10 @@ def test_mypy_strict_is_clean():
     done = subprocess.run([mypy, "--strict", "--no-incremental", "streamcore"], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_every_public_name_exists():
+    """Each name in streamcore.__all__ is importable from the package (no stale entry)."""
+    import streamcore
+
+    assert [n for n in streamcore.__all__ if not hasattr(streamcore, n)] == []
