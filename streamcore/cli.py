@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn, TextIO
 
 from streamcore.doctor import run as _doctor
-from streamcore.system import format_report, system_report
+from streamcore.system import format_report, print_report, system_report
 
 __all__ = ["UsageError", "build_parser", "main"]
 
@@ -45,12 +45,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _info(args: argparse.Namespace) -> int:
-    report = system_report(bus_timeout=args.bus_timeout)
-    if args.json:
-        json.dump(report, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
-        print(format_report(report))
+    print_report(system_report(bus_timeout=args.bus_timeout), args.json, format_report)
     return 0
 
 

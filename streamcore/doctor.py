@@ -32,12 +32,10 @@ import contextlib
 import glob
 import grp
 import gzip
-import json
 import os
 import platform
 import pwd
 import resource
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -49,6 +47,7 @@ from streamcore import realtime as _rt
 from streamcore import rtkit as _rtkit
 from streamcore._version import __version__
 from streamcore.bus import BusError
+from streamcore.system import print_report
 
 __all__ = [
     "CHECK_IDS",
@@ -723,10 +722,5 @@ def format_report(report: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """The `streamcore doctor` command: exit 0 when it ran (whatever the verdicts)."""
-    report = run_checks(timeout=args.bus_timeout)
-    if args.json:
-        json.dump(report, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
-        print(format_report(report))
+    print_report(run_checks(timeout=args.bus_timeout), args.json, format_report)
     return 0

@@ -6,13 +6,16 @@ PortAudio, no bus) never hides the others.
 
 from __future__ import annotations
 
+import json
 import os
 import resource
+import sys
+from collections.abc import Callable
 from typing import Any
 
 from streamcore._version import __version__
 
-__all__ = ["format_report", "limit_text", "system_report"]
+__all__ = ["format_report", "limit_text", "print_report", "system_report"]
 
 _UNLIMITED = resource.RLIM_INFINITY
 
@@ -168,3 +171,14 @@ def format_report(report: dict[str, Any]) -> str:
     else:
         lines.append(f"RealtimeKit: no answer: {rk['error']}")
     return "\n".join(lines)
+
+
+def print_report(report: dict[str, Any], as_json: bool,
+                 format_text: Callable[[dict[str, Any]], str]) -> None:
+    """Print a report as indented JSON, or as the lines ``format_text`` makes of it (what
+    `streamcore info` and `streamcore doctor` do with theirs)."""
+    if as_json:
+        json.dump(report, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(format_text(report))
