@@ -120,18 +120,18 @@ static void fill_pattern(uint32_t *words, uint64_t count, uint64_t first)
         words[i] = (uint32_t)(first + i);
 }
 
-int64_t sc_pipe_pump_pattern(int fd, void *buffer, uint64_t half, uint64_t total, int zero_copy)
+/* Send `total` bytes from the two halves of `buffer` alternately.  With `fill`, each half is
+ * filled with the counting pattern just before it is sent: safe, because the previous transfer
+ * (of the other half, at least the pipe's size) completed, so the pipe holds none of it. */
+static int64_t alternate_halves(int fd, char *buffer, uint64_t half, uint64_t total,
+                                int zero_copy, int fill)
 {
-    long page = sysconf(_SC_PAGESIZE);
-    if (half == 0 || half % (uint64_t)page || (uintptr_t)buffer % (uintptr_t)page
-        || total % sizeof(uint32_t))
-        return -EINVAL;
-    char *halves[2] = {buffer, (char *)buffer + half};
+    char *halves[2] = {buffer, buffer + half};
     uint64_t sent = 0;
     for (unsigned k = 0; sent < total; k ^= 1) {
         uint64_t len = total - sent < half ? total - sent : half;
-        /* Rewriting halves[k] is safe: the previous vmsplice (of halves[k ^ 1]) completed. */
-        fill_pattern((uint32_t *)halves[k], (len + 3) / 4, sent / 4);
+        if (fill)
+            fill_pattern((uint32_t *)halves[k], (len + 3) / 4, sent / 4);
         int64_t rc = zero_copy ? sc_pipe_vmsplice(fd, halves[k], len)
                                : sc_pipe_write(fd, halves[k], len);
         if (rc < 0)
@@ -141,22 +141,22 @@ int64_t sc_pipe_pump_pattern(int fd, void *buffer, uint64_t half, uint64_t total
     return (int64_t)sent;
 }
 
+int64_t sc_pipe_pump_pattern(int fd, void *buffer, uint64_t half, uint64_t total, int zero_copy)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    if (half == 0 || half % (uint64_t)page || (uintptr_t)buffer % (uintptr_t)page
+        || total % sizeof(uint32_t))
+        return -EINVAL;
+    return alternate_halves(fd, buffer, half, total, zero_copy, 1);
+}
+
 int64_t sc_pipe_send_halves(int fd, const void *buffer, uint64_t half, uint64_t total,
                             int zero_copy)
 {
     if (half == 0)
         return -EINVAL;
-    const char *halves[2] = {buffer, (const char *)buffer + half};
-    uint64_t sent = 0;
-    for (unsigned k = 0; sent < total; k ^= 1) {
-        uint64_t len = total - sent < half ? total - sent : half;
-        int64_t rc = zero_copy ? sc_pipe_vmsplice(fd, halves[k], len)
-                               : sc_pipe_write(fd, halves[k], len);
-        if (rc < 0)
-            return rc;
-        sent += len;
-    }
-    return (int64_t)sent;
+    /* Never written through: fill is off, the cast only shares the loop. */
+    return alternate_halves(fd, (char *)buffer, half, total, zero_copy, 0);
 }
 
 uint64_t sc_pattern_mismatches(const void *data, uint64_t len, uint64_t offset)
