@@ -37,7 +37,23 @@ class StreamcoreError(Exception):
 
 
 class NativeError(StreamcoreError, OSError):
-    """A call into the C core failed; ``errno`` and ``operation`` say which and why."""
+    """A call into the C core failed; ``errno`` and ``operation`` say which and why.
+
+    Parameters
+    ----------
+    operation : str
+        What was being done, in words (e.g. ``"starting the mixer"``); kept as
+        ``operation``.
+    code : int
+        The positive errno the C function returned negated; kept as ``errno``.
+    detail : str, optional
+        More context appended to the message.
+
+    Notes
+    -----
+    Raised by :func:`check`, the one translator of C status codes, in the Python thread that
+    made the call.  An ``OSError``: ``except OSError`` catches it.
+    """
 
     def __init__(self, operation: str, code: int, detail: str = "") -> None:
         text = _os.strerror(code) if code else "unknown error"
@@ -71,8 +87,11 @@ def check(status: int, operation: str, detail: str = "") -> int:
 
 
 class RingFormatError(StreamcoreError, ValueError):
-    """A file descriptor given to ``Ring.attach`` is not a ring this build can use, or holds
-    another sample format or channel count than the caller expected."""
+    """A file descriptor given to ``Ring.attach`` is not a ring this build can use.
+
+    Also raised when the ring holds another sample format or channel count than the caller
+    expected.
+    """
 
 
 class MemoryLockWarning(RuntimeWarning):

@@ -93,7 +93,26 @@ def _errno_name(code: int | None) -> str:
 
 @dataclass(frozen=True)
 class Scheduling:
-    """How one thread is scheduled, as the kernel reports it."""
+    """How one thread is scheduled, as the kernel reports it.
+
+    Parameters
+    ----------
+    tid : int
+        The kernel thread id.
+    policy : str
+        The policy's short name ('other', 'fifo', 'rr', ...).
+    priority : int
+        The realtime priority (sched_priority).
+    nice : int
+        The nice level.
+    reset_on_fork : bool
+        SCHED_RESET_ON_FORK is set.
+
+    Notes
+    -----
+    Made by :func:`current_scheduling` and :func:`demote`; a frozen value, safe to share
+    between threads.
+    """
 
     tid: int
     """The kernel thread id (0 for a forked child that has exited, see ProbeThread)."""
@@ -108,6 +127,7 @@ class Scheduling:
 
     @property
     def realtime(self) -> bool:
+        """True when the policy is a realtime one (SCHED_FIFO or SCHED_RR)."""
         return self.policy in ("fifo", "rr")
 
     def __str__(self) -> str:
@@ -137,8 +157,29 @@ def current_scheduling(tid: int | None = None) -> Scheduling:
     """The scheduling of thread ``tid`` (default: the calling thread), read from the kernel.
 
     Use it to notice a demotion from outside (rtkit's canary, suspend/resume, our watchdog)
-    and re-request with :func:`acquire_realtime`.  A tid that is not (or no longer) a thread
-    of this process raises ValueError (ProcessLookupError if it exits during the call).
+    and re-request with :func:`acquire_realtime`.
+
+    Parameters
+    ----------
+    tid : int or None
+        A kernel thread id of this process (``threading.get_native_id()``,
+        ``Engine.mixer_tid``); None: the calling thread.
+
+    Returns
+    -------
+    Scheduling
+        Policy, priority, nice level and SCHED_RESET_ON_FORK of the thread.
+
+    Raises
+    ------
+    ValueError
+        ``tid`` is not (or no longer) a thread of this process.
+    ProcessLookupError
+        The thread exited during the call.
+
+    Notes
+    -----
+    Any thread, about any thread of this process; a few syscalls, no bus traffic.
     """
     tid = _own_tid(tid)
     policy = os.sched_getscheduler(tid)
@@ -148,11 +189,32 @@ def current_scheduling(tid: int | None = None) -> Scheduling:
 
 
 def demote(tid: int | None = None) -> Scheduling:
-    """Put thread ``tid`` back to SCHED_OTHER, keeping SCHED_RESET_ON_FORK, and undo a negative
-    nice (back to 0, as rtkit's canary does).  Returns the scheduling read back.
+    """Put thread ``tid`` back to SCHED_OTHER, keeping SCHED_RESET_ON_FORK, at nice >= 0.
 
-    Any user may do this to its own threads (the kernel refuses to *clear* RESET_ON_FORK
-    without CAP_SYS_NICE, which is why it is kept).  The opposite of :func:`acquire_realtime`.
+    A negative nice is undone (back to 0, as rtkit's canary does).  Any user may do this to
+    its own threads (the kernel refuses to *clear* RESET_ON_FORK without CAP_SYS_NICE, which
+    is why it is kept).  The opposite of :func:`acquire_realtime`.
+
+    Parameters
+    ----------
+    tid : int or None
+        A kernel thread id of this process; None: the calling thread.
+
+    Returns
+    -------
+    Scheduling
+        The thread's scheduling read back after the change.
+
+    Raises
+    ------
+    ValueError
+        ``tid`` is not (or no longer) a thread of this process.
+    ProcessLookupError
+        The thread exited during the call.
+
+    Notes
+    -----
+    Any thread, about any thread of this process; no bus traffic.
     """
     tid = _own_tid(tid)
     os.sched_setscheduler(tid, os.SCHED_OTHER | _RESET, os.sched_param(0))
@@ -308,7 +370,35 @@ def rt_budget(tid: int | None = None) -> tuple[str, int] | None:
 
 @dataclass(frozen=True)
 class RealtimeGrant:
-    """What :func:`acquire_realtime` obtained, read back from the kernel."""
+    """What :func:`acquire_realtime` obtained, read back from the kernel.
+
+    Parameters
+    ----------
+    method : str
+        The step that worked: 'direct', 'rtkit', 'rtkit-nice', 'nice' or 'none'.
+    policy : str
+        The thread's policy now.
+    priority : int
+        Its realtime priority now (0 when not realtime).
+    nice : int
+        Its nice level now.
+    rttime_soft_us, rttime_hard_us : int or None
+        The process's RLIMIT_RTTIME now, in µs (None: unlimited).
+    reset_on_fork : bool
+        SCHED_RESET_ON_FORK read back from the kernel.
+    reasons : tuple of str
+        One line per failed step.
+    tid : int
+        The kernel thread id the grant is about.
+    requested_priority : int
+        The priority that was asked for.
+    notes : tuple of str
+        Adjustments made on the way.
+
+    Notes
+    -----
+    A frozen value, safe to share between threads; ``str()`` gives one line for logs.
+    """
 
     method: str
     """'direct', 'rtkit', 'rtkit-nice', 'nice' or 'none'."""
@@ -515,13 +605,41 @@ def acquire_realtime(tid: int | None = None, priority: int = 10, policy: str = "
                      nice: int = -11, timeout: float = 2.0) -> RealtimeGrant:
     """Make thread ``tid`` (default: the calling thread) realtime by the best method allowed.
 
-    ``priority`` 1..99 and ``policy`` ('fifo' or 'rr') are for the direct path; rtkit grants
-    SCHED_RR at most at its MaxRealtimePriority.  ``nice`` is the fallback when no realtime
-    policy is allowed.  ``timeout`` bounds all the bus traffic together.
+    Walks the chain of the module docstring (direct, rtkit, rtkit-nice, nice, none) and stops
+    at the first step the kernel confirms.  Never raises for a refusal: the grant says which
+    method worked (``method``) and why the better ones did not (``reasons``).  See
+    :func:`current_scheduling` and :func:`demote`.
 
-    Never raises for a refusal: the grant says which method worked (``method``) and why the
-    better ones did not (``reasons``).  Raises ValueError for bad arguments or a tid that is
-    not a thread of this process.  See :func:`current_scheduling` and :func:`demote`.
+    Parameters
+    ----------
+    tid : int or None
+        A kernel thread id of this process; None: the calling thread.
+    priority : int
+        Realtime priority, 1 .. 99, for the direct path; rtkit clamps it to its
+        MaxRealtimePriority (and to RLIMIT_RTPRIO on the direct retry).
+    policy : str
+        'fifo' or 'rr' for the direct path; rtkit always grants SCHED_RR.
+    nice : int
+        The nice level (-20 .. 19) to fall back to when no realtime policy is allowed;
+        0 or more: no nice fallback.
+    timeout : float
+        Seconds (> 0) that all the bus traffic together may take.
+
+    Returns
+    -------
+    RealtimeGrant
+        The method that worked and the thread's scheduling read back from the kernel.
+
+    Raises
+    ------
+    ValueError
+        A bad argument, or ``tid`` is not a thread of this process.
+
+    Notes
+    -----
+    Any thread, about any thread of this process, but never from the audio path: it blocks
+    on the system bus for up to ``timeout`` s.  The rtkit path lowers the process's
+    RLIMIT_RTTIME and leaves it lowered even when rtkit then refuses.
     """
     _check_arguments(priority, policy, nice, timeout)
     tid = _own_tid(tid)

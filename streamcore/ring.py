@@ -61,7 +61,33 @@ _private_rings: _weakref.WeakSet[Ring] = _weakref.WeakSet()
 
 @dataclass(frozen=True)
 class RingStats:
-    """A snapshot of a ring's counters (:attr:`Ring.stats`)."""
+    """A snapshot of a ring's counters (:attr:`Ring.stats`).
+
+    Parameters
+    ----------
+    frames_written : int
+        Total frames committed (the shared write index).
+    frames_read : int
+        Total frames released (the shared read index).
+    overruns : int
+        Write requests that got fewer frames than asked: the ring was full.
+    underruns : int
+        Read requests that got fewer frames than asked: the ring was empty.
+    corruptions : int
+        Inconsistent indices this handle found.
+    locked : bool
+        The ring's pages are mlocked (and prefaulted).
+    locked_bytes : int
+        Bytes locked: each physical page once, the mirror not again.
+    lock_errno : int
+        errno of the failed mlock when ``lock='try'`` went on unlocked, else 0.
+    broken : bool
+        The ring was marked broken by this side or the other.
+
+    Notes
+    -----
+    Made by :attr:`Ring.stats`, which any thread may read; a plain frozen value.
+    """
 
     frames_written: int  #: total frames committed (the shared write index)
     frames_read: int  #: total frames released (the shared read index)

@@ -54,7 +54,33 @@ def pan_gains(gain: float, pan: float, voice_channels: int, engine_channels: int
 
 
 class Voice:
-    """A voice playing a buffer in place.  See the module docstring for the pan law."""
+    """A voice playing a float32 buffer in place.  See the module docstring for the pan law.
+
+    Parameters
+    ----------
+    engine : Engine
+        The engine that mixes the voice.
+    slot : int
+        The mixer's voice slot (0 .. ``MAX_VOICES`` - 1).
+    generation : int
+        The slot's generation, so a command never reaches a later voice in the same slot.
+    source : numpy.ndarray or Ring
+        What the mixer reads: the array (kept referenced until :attr:`done`) or the ring.
+    channels : int
+        The voice's channels: 1 or the engine's.
+    gain : float
+        Linear gain at the start.
+    pan : float
+        -1 (left) .. +1 (right) at the start.
+
+    Notes
+    -----
+    Made by :meth:`Engine.play <streamcore.Engine.play>`, never by hand.  Any Python thread
+    may use a voice (the engine serialises its commands); the realtime mixer thread applies
+    them at the start of its next period.  Once :attr:`done`, ``end_reason`` is
+    ``'finished'``, ``'stopped'`` or ``'flushed'`` and ``frames_played``, ``underruns`` and
+    ``nans`` hold the final counts.
+    """
 
     _ids = 0
 
@@ -81,7 +107,21 @@ class Voice:
 
     @property
     def gain(self) -> float:
-        """The voice's gain (linear).  Setting it ramps over one period."""
+        """The voice's gain (linear, -64 .. 64); setting it ramps over one period.
+
+        Raises
+        ------
+        TypeError
+            On setting: not a number.
+        ValueError
+            On setting: not finite or outside -64 .. 64.
+        CommandQueueFullError
+            On setting: the mixer took no command for 1 s.
+
+        Notes
+        -----
+        Any thread.  Setting it on a voice that is done changes only the value read back.
+        """
         return self._gain
 
     @gain.setter
@@ -91,7 +131,22 @@ class Voice:
 
     @property
     def pan(self) -> float:
-        """-1 (left) .. +1 (right).  Setting it ramps over one period."""
+        """The voice's pan, -1 (left) .. +1 (right); setting it ramps over one period.
+
+        Raises
+        ------
+        TypeError
+            On setting: not a number.
+        ValueError
+            On setting: not finite, outside -1 .. 1, or not 0 on an engine that is not
+            stereo.
+        CommandQueueFullError
+            On setting: the mixer took no command for 1 s.
+
+        Notes
+        -----
+        Any thread.  The pan law is in the module docstring.
+        """
         return self._pan
 
     @pan.setter
@@ -101,20 +156,59 @@ class Voice:
 
     @property
     def done(self) -> bool:
-        """True once the mixer handed the voice back (it no longer reads its source)."""
+        """True once the mixer handed the voice back (it no longer reads its source).
+
+        Notes
+        -----
+        Any thread; asking reaps the voices the mixer returned.  Pairs with :meth:`wait`.
+        """
         if not self._done.is_set():
             self._engine._reap()
         return self._done.is_set()
 
     def stop(self, fade: float = 0.01) -> None:
-        """Fade out over ``fade`` seconds (0: at the next period), then hand back.  Idempotent;
-        pair with :meth:`wait`."""
+        """Fade out over ``fade`` seconds (0: at the next period), then hand the voice back.
+
+        Parameters
+        ----------
+        fade : float
+            Seconds of the linear fade to silence (0 .. 3600).
+
+        Raises
+        ------
+        TypeError
+            ``fade`` is not a number.
+        ValueError
+            ``fade`` is not finite or outside 0 .. 3600 s.
+        CommandQueueFullError
+            The mixer took no command for 1 s.
+
+        Notes
+        -----
+        Idempotent (nothing happens once :attr:`done`).  Any thread; returns at once, the
+        mixer fades from its next period: pair with :meth:`wait`.
+        """
         if self._done.is_set():
             return
         self._engine._stop_voice(self, fade)
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait until :attr:`done`; False on timeout."""
+        """Block until :attr:`done`; pairs with :meth:`stop`.
+
+        Parameters
+        ----------
+        timeout : float or None
+            Seconds to wait at most; None waits as long as it takes.
+
+        Returns
+        -------
+        bool
+            True when the voice is done, False on timeout.
+
+        Notes
+        -----
+        Any thread but the audio path: it polls every 2 ms.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self.done:
             if deadline is not None and time.monotonic() >= deadline:
@@ -123,7 +217,24 @@ class Voice:
         return True
 
     def stats(self) -> dict[str, int]:
-        """Live counters: frames_played, underruns, underrun_frames, nans."""
+        """Live counters of the voice, read while the mixer runs.
+
+        Returns
+        -------
+        dict of str to int
+            ``frames_played`` (frames), ``underruns`` (times a stream voice's ring ran
+            short), ``underrun_frames`` (frames of silence played for them) and ``nans``
+            (blocks silenced for NaN/Inf); the final counts once :attr:`done`.
+
+        Raises
+        ------
+        NativeError
+            The engine refused the read.
+
+        Notes
+        -----
+        Any thread.
+        """
         return self._engine._voice_stats(self)
 
     def _finish(self, ret: Any) -> None:
@@ -138,9 +249,20 @@ class Voice:
 
 
 class StreamVoice(Voice):
-    """A voice playing what is written into its ring (single writer: one thread, or one
-    other process holding the ring's fd).  On underrun it plays silence, counts it, and
-    continues with the data that arrives next, in order."""
+    """A voice playing what is written into its ring.
+
+    Parameters
+    ----------
+    *args, **kwargs
+        As for :class:`Voice`; the source is the voice's :class:`~streamcore.Ring`.
+
+    Notes
+    -----
+    Made by :meth:`Engine.stream <streamcore.Engine.stream>`.  The ring has a single writer:
+    one thread of this process, or one other process holding the ring's fd; the realtime
+    mixer thread is its reader.  On underrun the voice plays silence, counts it, and continues
+    with the data that arrives next, in order.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -148,22 +270,97 @@ class StreamVoice(Voice):
 
     @property
     def ring(self) -> Ring:
-        """The voice's :class:`~streamcore.Ring` (float32, this voice's channels)."""
+        """The voice's :class:`~streamcore.Ring` (float32, this voice's channels).
+
+        Notes
+        -----
+        Stays usable after the voice is done (e.g. to inspect it); the engine closes a ring it
+        made when the engine closes.
+        """
         return self._ring
 
     def write_view(self, frames: int) -> _np.ndarray:
-        """A writable view of up to ``frames`` free frames of the ring; then :meth:`commit`."""
+        """A writable view of up to ``frames`` free frames of the ring; then :meth:`commit`.
+
+        Parameters
+        ----------
+        frames : int
+            Frames wanted (>= 0).
+
+        Returns
+        -------
+        numpy.ndarray
+            float32, shape ``(k, channels)``, k <= ``frames``: the ring's own memory.
+
+        Raises
+        ------
+        TypeError, ValueError
+            ``frames`` is not a count, or the ring is closed.
+        RingCorruptedError
+            The ring is broken.
+
+        Notes
+        -----
+        The ring's writer thread only (see :meth:`Ring.write_view
+        <streamcore.Ring.write_view>`).
+        """
         return self._ring.write_view(frames)
 
     def commit(self, frames: int) -> None:
-        """Publish ``frames`` frames written into the last :meth:`write_view`."""
+        """Publish ``frames`` frames written into the last :meth:`write_view` to the mixer.
+
+        Parameters
+        ----------
+        frames : int
+            Frames to publish, at most what :meth:`write_view` returned.
+
+        Raises
+        ------
+        TypeError, ValueError
+            ``frames`` is not a count, is more than was handed out, or the ring is closed.
+        RingCorruptedError
+            The ring is broken.
+
+        Notes
+        -----
+        The ring's writer thread only.
+        """
         self._ring.commit(frames)
 
     def write(self, array: Any) -> int:
-        """Copy as much of ``array`` as fits; returns the frames written."""
+        """Copy as much of ``array`` as fits into the ring and publish it.
+
+        Parameters
+        ----------
+        array : numpy.ndarray
+            float32 frames, shape ``(m, channels)`` (or ``(m,)`` for a mono voice).
+
+        Returns
+        -------
+        int
+            Frames written (fewer than ``m`` when the ring is full).
+
+        Raises
+        ------
+        TypeError
+            Not a numpy array, or not float32.
+        ValueError
+            The wrong shape, or the ring is closed.
+        RingCorruptedError
+            The ring is broken.
+
+        Notes
+        -----
+        The ring's writer thread only.
+        """
         return self._ring.write(array)
 
     @property
     def writable(self) -> int:
-        """Frames that can be written now."""
+        """Frames that can be written now.
+
+        Notes
+        -----
+        Any thread; the count only grows until the writer writes.
+        """
         return self._ring.writable

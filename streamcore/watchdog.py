@@ -35,7 +35,37 @@ REASONS = {
 
 @dataclass(frozen=True)
 class Watchdog:
-    """Watchdog settings for an :class:`~streamcore.Engine` (``enabled=False``: none)."""
+    """Watchdog settings for an :class:`~streamcore.Engine` (``enabled=False``: none).
+
+    Parameters
+    ----------
+    budget : float
+        Fraction of the period (> 0) one mixer cycle may take.
+    overruns_in_row : int
+        Over-budget cycles in a row (>= 1) that demote the mixer.
+    hard_limit_periods : float
+        One cycle this many periods long (> 0) demotes the mixer, even while it still runs.
+    canary_ms : float
+        Milliseconds (> 0) the SCHED_OTHER canary thread may go without running before every
+        realtime thread of the engine is demoted.
+    cooldown : float
+        Seconds (>= 0) after a demotion during which ``Engine.repromote()`` refuses.
+    interval_ms : float or None
+        How often the watchdog looks, in milliseconds (> 0); None: one period, kept within
+        1 .. 5 ms.
+    enabled : bool
+        False: the engine runs no watchdog.
+
+    Raises
+    ------
+    ValueError
+        A setting is out of the range above.
+
+    Notes
+    -----
+    A frozen value, read once when the engine is built; the watchdog itself is a C thread at
+    one realtime priority above the mixer.
+    """
 
     budget: float = 0.8               #: fraction of the period a cycle may take
     overruns_in_row: int = 8          #: over-budget cycles in a row that demote

@@ -43,9 +43,12 @@ __all__ = ["Sink"]
 class Sink:
     """A consumer of the engine's output ring (base class; subclasses override the hooks).
 
-    Concurrency: the five methods are called by the engine from one Python thread at a
+    Notes
+    -----
+    Concurrency: the life-cycle methods are called by the engine from one Python thread at a
     time; the sink's own consuming thread (a PortAudio callback, a C or Python thread) is
-    the ring's single reader from ``start()`` until ``stop()`` returns.
+    the ring's single reader from ``start()`` until ``stop()`` returns.  ``name`` labels the
+    sink, ``error`` is None until it fails for good, ``engine`` is set by :meth:`open`.
     """
 
     name: str = "sink"
@@ -53,32 +56,93 @@ class Sink:
     engine: Any = None
 
     def output_format(self, blocksize: int, channels: int) -> tuple[str | None, int | None]:
-        """(dtype, periods) the engine's output ring must have for this sink, each None where
-        the sink has no need; asked once, when the engine is constructed, before its ring
-        exists.  The pipe sink needs its own dtype (no conversion, so no copy) and exactly
-        two pipe-sized halves."""
+        """The (dtype, periods) the engine's output ring must have for this sink.
+
+        The pipe sink needs its own dtype (no conversion, so no copy) and exactly two
+        pipe-sized halves; the base class needs nothing.
+
+        Parameters
+        ----------
+        blocksize : int
+            The engine's period, in frames.
+        channels : int
+            The engine's channels.
+
+        Returns
+        -------
+        tuple of (str or None, int or None)
+            The numpy dtype name of the samples and the periods in the ring, each None where
+            the sink has no need.
+
+        Notes
+        -----
+        Asked once by the engine's constructor, in its thread, before the ring exists.
+        """
         return None, None
 
     def open(self, engine: Any) -> None:
-        """Bind to ``engine`` (its ``output`` ring exists, the mixer is not running)."""
+        """Bind to ``engine`` (its ``output`` ring exists, the mixer is not running).
+
+        Parameters
+        ----------
+        engine : Engine
+            The engine whose ``output`` ring the sink will read.
+
+        Notes
+        -----
+        Called by ``Engine.start()`` in its thread.  A sink raises here when it cannot run;
+        the engine then closes the sink and re-raises.
+        """
         self.engine = engine
 
     def start(self) -> None:
-        """Begin consuming (the mixer already runs on the consumer clock).  Pairs with
-        :meth:`stop`."""
+        """Begin consuming (the mixer already runs on the consumer clock); pairs with :meth:`stop`.
+
+        Notes
+        -----
+        Called by ``Engine.start()`` in its thread, once the mixer has filled the ring.
+        """
 
     def stop(self) -> None:
-        """Stop consuming; idempotent.  Called before the engine stops its mixer."""
+        """Stop consuming; idempotent.  Pairs with :meth:`start`.
+
+        Notes
+        -----
+        Called by ``Engine.stop()`` before it stops the mixer, from the engine's caller's
+        thread or from the sink's own thread after a failure (then it must not join itself).
+        """
 
     def drain(self) -> None:
-        """After the mixer stopped: consume what is left in the ring, if the sink's contract
-        says so (default: nothing)."""
+        """After the mixer stopped: consume what is left in the ring, if the sink promises it.
+
+        Notes
+        -----
+        Called by ``Engine.stop()`` in its thread once the mixer has stopped; the default does
+        nothing.  Not called after a failed :meth:`open`.
+        """
 
     def close(self) -> None:
-        """Release every resource; idempotent, and safe after a failed :meth:`open`."""
+        """Release every resource; idempotent, and safe after a failed :meth:`open`.
+
+        Notes
+        -----
+        Called by ``Engine.close()`` in its thread, after the engine stopped.  A sink may
+        raise here (e.g. :class:`~streamcore.errors.SinkError` for a write that failed
+        earlier); the engine still frees its own resources.
+        """
 
     def stats(self) -> dict[str, Any]:
-        """Figures of the sink, merged into ``engine.stats().sink``."""
+        """Figures of the sink, merged into ``engine.stats().sink``.
+
+        Returns
+        -------
+        dict of str to Any
+            At least ``name`` and ``error``.
+
+        Notes
+        -----
+        Any thread (``Engine.stats()`` calls it under the engine's lock).
+        """
         return {"name": self.name, "error": self.error}
 
     def __repr__(self) -> str:
