@@ -173,23 +173,46 @@ def _lock_failure_text(needed: int, code: int) -> str:
 class Ring:
     """A single-producer / single-consumer ring of ``frames`` × ``channels`` samples.
 
-    ``Ring(frames, channels=2, dtype='float32', lock=True, name=None, inherit=True)``
+    Parameters
+    ----------
+    frames : int
+        Frames wanted (>= 1), rounded up: the capacity (:attr:`capacity`) is a power of two
+        and the data a whole number of pages; at most ``SC_RING_MAX_BYTES`` bytes in all.
+    channels : int
+        Samples per frame (>= 1).
+    dtype : str or numpy.dtype
+        ``'float32'``, ``'int16'`` or ``'int32'`` (anything :func:`numpy.dtype` reads as one
+        of them).
+    lock : bool or 'try'
+        True mlocks and prefaults the pages, raising
+        :class:`~streamcore.errors.MemoryLockError` when the kernel refuses; ``'try'`` goes
+        on unlocked with a :class:`~streamcore.errors.MemoryLockWarning` and says so in
+        :attr:`stats`; False does not lock.
+    name : str or None
+        Labels the memfd (``/proc/PID/fd`` shows ``memfd:streamcore-ring:NAME``).
+    inherit : bool
+        False: a forked child does not get the mapping (MADV_DONTFORK), and the child's copy
+        of this object is closed; keep the default for rings shared by fork.
 
-    - ``frames`` is rounded up: the capacity (:attr:`capacity`) is a power of two and the data
-      a whole number of pages.
-    - ``dtype``: ``'float32'``, ``'int16'`` or ``'int32'`` (anything :func:`numpy.dtype` reads
-      as one of them).
-    - ``lock=True`` mlocks and prefaults the pages, raising
-      :class:`~streamcore.errors.MemoryLockError` when the kernel refuses; ``lock='try'`` goes
-      on unlocked with a :class:`~streamcore.errors.MemoryLockWarning` and says so in
-      :attr:`stats`; ``lock=False`` does not lock.
-    - ``name`` labels the memfd (``/proc/PID/fd`` shows ``memfd:streamcore-ring:NAME``).
-    - ``inherit=False``: a forked child does not get the mapping (MADV_DONTFORK), and the
-      child's copy of this object is closed; keep the default for rings shared by fork.
+    Raises
+    ------
+    TypeError
+        ``frames`` or ``channels`` is not an integer, or ``name`` is not a str.
+    ValueError
+        A count below 1, an unknown ``dtype`` or ``lock``, or a ring larger than a ring may
+        hold.
+    MemoryLockError
+        ``lock=True`` and the kernel refused the mlock (the message says the limit and how to
+        raise it).
+    NativeError
+        memfd_create, ftruncate or mmap failed.
 
+    Notes
+    -----
     One writer, one reader: see the module docstring for who may call what.  Closing is
     idempotent; a ring collected while open warns (ResourceWarning).  The memory stays mapped
-    while any view handed out by the ring is alive, so a kept view never dangles.
+    while any view handed out by the ring is alive, so a kept view never dangles.  Create
+    rings outside the audio path (memfd, mmap and mlock are syscalls).
     """
 
     # Class-level defaults: close() and __del__ work on an object whose constructor failed
@@ -221,14 +244,48 @@ class Ring:
     @classmethod
     def attach(cls, fd: int, *, channels: int | None = None, dtype: Any = None,
                lock: bool | str = True, inherit: bool = True) -> Ring:
-        """Open the ring whose memfd is ``fd`` (a :attr:`fd` from another process, received by
-        fork or SCM_RIGHTS), to read or write the same frames.
+        """Open the ring whose memfd is ``fd`` to read or write the same frames.
 
-        ``fd`` is duplicated: the caller keeps its own and may close it.  The shared header is
-        validated (magic, version, format, sizes) and refused with
-        :class:`~streamcore.errors.RingFormatError`; given ``channels`` or ``dtype`` must match
-        the ring's.  ``lock`` and ``inherit`` as for the constructor (locking here prefaults
-        this process's own mappings).
+        The shared header is validated (magic, version, format, sizes) before anything is
+        used.
+
+        Parameters
+        ----------
+        fd : int
+            The ring's memfd (a :attr:`fd` from another process, received by fork or
+            SCM_RIGHTS).  It is duplicated: the caller keeps its own and may close it.
+        channels : int or None
+            The channels the caller expects; None accepts the ring's.
+        dtype : str, numpy.dtype or None
+            The sample type the caller expects; None accepts the ring's.
+        lock : bool or 'try'
+            As for the constructor (locking here prefaults this process's own mappings).
+        inherit : bool
+            As for the constructor.
+
+        Returns
+        -------
+        Ring
+            A new handle on the same frames; close it like any ring.
+
+        Raises
+        ------
+        RingFormatError
+            ``fd`` is not a ring this build can use, or its channels or dtype differ from the
+            ones given.
+        RingCorruptedError
+            The ring is already marked broken.
+        TypeError, ValueError
+            A bad ``fd``, ``channels``, ``dtype`` or ``lock``.
+        MemoryLockError
+            ``lock=True`` and the kernel refused the mlock.
+        NativeError
+            dup or mmap failed.
+
+        Notes
+        -----
+        Any thread, outside the audio path.  The new handle becomes the writer or the reader
+        by what it is used for: the one-writer, one-reader rule counts every process.
         """
         fd = _count(fd, "fd")
         expected_dtype = None if dtype is None else _dtype_of(dtype)
@@ -297,7 +354,13 @@ class Ring:
     # ---- lifetime --------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Give up this handle; idempotent.  The mapping and fd go when the last view does."""
+        """Give up this handle; idempotent.  The mapping and fd go when the last view does.
+
+        Notes
+        -----
+        The owner's call, once no thread is inside a writing or reading call of this handle.
+        Another process's handle on the same ring is not affected.
+        """
         if self._closed:
             return
         self._closed = True
@@ -307,6 +370,12 @@ class Ring:
 
     @property
     def closed(self) -> bool:
+        """True once :meth:`close` was called (or the constructor failed).
+
+        Notes
+        -----
+        Any thread.
+        """
         return self._closed
 
     def __enter__(self) -> Ring:
@@ -364,11 +433,29 @@ class Ring:
     def lock(self, required: bool = True) -> bool:
         """mlock the ring's pages (each physical page once) and prefault both mappings.
 
-        Returns True when locked.  On failure raises
-        :class:`~streamcore.errors.MemoryLockError` (with the bytes needed, the limit, and how
-        to raise it), or with ``required=False`` warns
-        (:class:`~streamcore.errors.MemoryLockWarning`), records it in :attr:`stats` and
-        returns False.
+        Parameters
+        ----------
+        required : bool
+            True: a refusal raises.  False: a refusal warns
+            (:class:`~streamcore.errors.MemoryLockWarning`), is recorded in :attr:`stats`
+            (``lock_errno``) and returns False.
+
+        Returns
+        -------
+        bool
+            True when the pages are locked.
+
+        Raises
+        ------
+        MemoryLockError
+            ``required`` and the kernel refused (the message has the bytes needed, the
+            RLIMIT_MEMLOCK limit, and how to raise it).
+        ValueError
+            The ring is closed.
+
+        Notes
+        -----
+        Any thread, outside the audio path (mlock faults in every page).
         """
         ring, _mirror = self._live()
         status = _lib.sc_ring_lock(ring)
@@ -384,10 +471,32 @@ class Ring:
     # ---- the writing side ------------------------------------------------------------------
 
     def write_view(self, n: int) -> _np.ndarray:
-        """Writer: an array of shape ``(k, channels)``, k = min(n, :attr:`writable`), that IS
-        the ring's memory (no copy, never split at the wrap).  Fill it, then :meth:`commit`.
+        """Writer: a view of up to ``n`` free frames of the ring; fill it, then :meth:`commit`.
 
-        The view is the writer's until committed; a new write_view replaces the grant.
+        Parameters
+        ----------
+        n : int
+            Frames wanted (>= 0).
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape ``(k, channels)``, k = min(n, :attr:`writable`), of the ring's dtype: no
+            copy, never split at the wrap.
+
+        Raises
+        ------
+        TypeError
+            ``n`` is not an integer.
+        ValueError
+            ``n`` is negative, or the ring is closed.
+        RingCorruptedError
+            The ring is broken (the other side stored an impossible index).
+
+        Notes
+        -----
+        The writer thread only.  The view is the writer's until committed; a new write_view
+        replaces the grant.  No allocation besides the view object, no syscall.
         """
         # The hot path is written out flat: on a slow machine each Python call costs ~100 ns.
         mirror = self._mirror  # keeps the handle alive through the call
@@ -403,7 +512,27 @@ class Ring:
         return mirror[start:start + k]
 
     def commit(self, k: int) -> None:
-        """Writer: publish the first ``k`` frames of the last :meth:`write_view` to the reader."""
+        """Writer: publish the first ``k`` frames of the last :meth:`write_view` to the reader.
+
+        Parameters
+        ----------
+        k : int
+            Frames to publish, at most what the last :meth:`write_view` returned.
+
+        Raises
+        ------
+        TypeError
+            ``k`` is not an integer.
+        ValueError
+            ``k`` is negative or more than was handed out, or the ring is closed.
+        RingCorruptedError
+            The ring is broken.
+
+        Notes
+        -----
+        The writer thread only.  The store of the write index is a release: the reader sees
+        the frames before it sees the index move.
+        """
         mirror = self._mirror  # keeps the handle alive through the call
         if mirror is None:
             raise ValueError("the ring is closed")
@@ -418,9 +547,33 @@ class Ring:
         self._granted_write -= k
 
     def write(self, frames: Any) -> int:
-        """Writer: copy as many of ``frames`` (shape ``(m, channels)``, or ``(m,)`` for one
-        channel, of the ring's dtype) as fit and publish them; returns how many were written.
-        The copying twin of :meth:`write_view` + :meth:`commit` (one C call)."""
+        """Writer: copy as many of ``frames`` as fit into the ring and publish them.
+
+        The copying twin of :meth:`write_view` + :meth:`commit` (one C call).
+
+        Parameters
+        ----------
+        frames : numpy.ndarray
+            Shape ``(m, channels)``, or ``(m,)`` for one channel, of the ring's dtype.
+
+        Returns
+        -------
+        int
+            Frames written (fewer than ``m`` when the ring is full).
+
+        Raises
+        ------
+        TypeError
+            Not a numpy array, or not the ring's dtype.
+        ValueError
+            The wrong shape, or the ring is closed.
+        RingCorruptedError
+            The ring is broken.
+
+        Notes
+        -----
+        The writer thread only.  Cancels a pending :meth:`write_view` grant.
+        """
         mirror = self._mirror  # keeps the handle alive through the call
         if mirror is None:
             raise ValueError("the ring is closed")
@@ -437,8 +590,32 @@ class Ring:
     # ---- the reading side ------------------------------------------------------------------
 
     def read_view(self, n: int) -> _np.ndarray:
-        """Reader: a read-only array ``(k, channels)``, k = min(n, :attr:`readable`), of the
-        ring's own memory; use it, then :meth:`release` the frames to the writer."""
+        """Reader: a read-only view of up to ``n`` frames of the ring; then :meth:`release`.
+
+        Parameters
+        ----------
+        n : int
+            Frames wanted (>= 0).
+
+        Returns
+        -------
+        numpy.ndarray
+            Read-only, shape ``(k, channels)``, k = min(n, :attr:`readable`): no copy, never
+            split at the wrap.
+
+        Raises
+        ------
+        TypeError
+            ``n`` is not an integer.
+        ValueError
+            ``n`` is negative, or the ring is closed.
+        RingCorruptedError
+            The ring is broken.
+
+        Notes
+        -----
+        The reader thread only.  The frames stay valid until they are released.
+        """
         readonly = self._readonly  # keeps the handle alive through the call
         if readonly is None:
             raise ValueError("the ring is closed")
@@ -451,8 +628,27 @@ class Ring:
         return readonly[start:start + k]
 
     def release(self, k: int) -> None:
-        """Reader: hand ``k`` frames (the first of the last :meth:`read_view`, or unread ones to
-        skip) back to the writer; more than :attr:`readable` raises ValueError."""
+        """Reader: hand ``k`` frames back to the writer; pairs with :meth:`read_view`.
+
+        Parameters
+        ----------
+        k : int
+            Frames to release: the first of the last :meth:`read_view`, or unread ones to
+            skip; at most :attr:`readable`.
+
+        Raises
+        ------
+        TypeError
+            ``k`` is not an integer.
+        ValueError
+            ``k`` is negative or more than :attr:`readable`, or the ring is closed.
+        RingCorruptedError
+            The ring is broken.
+
+        Notes
+        -----
+        The reader thread only.
+        """
         mirror = self._mirror  # keeps the handle alive through the call
         if mirror is None:
             raise ValueError("the ring is closed")
@@ -466,11 +662,36 @@ class Ring:
             self._fail(status, "release")
 
     def read(self, n: int, out: _np.ndarray | None = None) -> _np.ndarray:
-        """Reader: copy out and release up to ``n`` frames; returns them as ``(k, channels)``.
+        """Reader: copy out and release up to ``n`` frames.
+
         The copying twin of :meth:`read_view` + :meth:`release` (one C call).
 
-        With ``out`` (a C-contiguous array ``(m, channels)`` of the ring's dtype) at most ``m``
-        frames go into it and ``out[:k]`` is returned.
+        Parameters
+        ----------
+        n : int
+            Frames wanted (>= 0).
+        out : numpy.ndarray or None
+            A C-contiguous array ``(m, channels)`` of the ring's dtype to copy into (at most
+            ``m`` frames); None allocates a new array.
+
+        Returns
+        -------
+        numpy.ndarray
+            The ``(k, channels)`` frames read: ``out[:k]`` when ``out`` was given.
+
+        Raises
+        ------
+        TypeError
+            ``n`` is not an integer, or ``out`` is not an array of the ring's dtype.
+        ValueError
+            ``n`` is negative, ``out`` has the wrong shape or is not C-contiguous, or the ring
+            is closed.
+        RingCorruptedError
+            The ring is broken.
+
+        Notes
+        -----
+        The reader thread only.  Without ``out`` it allocates: pass ``out`` on a hot path.
         """
         mirror = self._mirror  # keeps the handle alive through the call
         if mirror is None:
@@ -492,7 +713,19 @@ class Ring:
 
     @property
     def readable(self) -> int:
-        """Frames the reader can take now (any thread may ask)."""
+        """Frames the reader can take now.
+
+        Raises
+        ------
+        ValueError
+            The ring is closed.
+        RingCorruptedError
+            The ring is broken.
+
+        Notes
+        -----
+        Any thread; only the writer makes it grow.
+        """
         ring, _mirror = self._live()
         n: int = _lib.sc_ring_readable(ring)
         if n < 0:
@@ -501,7 +734,19 @@ class Ring:
 
     @property
     def writable(self) -> int:
-        """Frames the writer can fill now (any thread may ask)."""
+        """Frames the writer can fill now.
+
+        Raises
+        ------
+        ValueError
+            The ring is closed.
+        RingCorruptedError
+            The ring is broken.
+
+        Notes
+        -----
+        Any thread; only the reader makes it grow.
+        """
         ring, _mirror = self._live()
         n: int = _lib.sc_ring_writable(ring)
         if n < 0:
@@ -510,53 +755,161 @@ class Ring:
 
     @property
     def capacity(self) -> int:
-        """Frames the ring holds (a power of two, the data a whole number of pages)."""
+        """Frames the ring holds (a power of two, the data a whole number of pages).
+
+        Raises
+        ------
+        ValueError
+            The ring is closed.
+
+        Notes
+        -----
+        Any thread.
+        """
         self._live()
         return self._capacity
 
     @property
     def channels(self) -> int:
+        """Samples per frame.
+
+        Raises
+        ------
+        ValueError
+            The ring is closed.
+
+        Notes
+        -----
+        Any thread.
+        """
         self._live()
         return self._channels
 
     @property
     def dtype(self) -> _np.dtype:
+        """The sample type: float32, int16 or int32.
+
+        Raises
+        ------
+        ValueError
+            The ring is closed.
+
+        Notes
+        -----
+        Any thread.
+        """
         self._live()
         return self._dtype
 
     @property
     def frame_bytes(self) -> int:
+        """Bytes per frame (channels × the sample's size).
+
+        Raises
+        ------
+        ValueError
+            The ring is closed.
+
+        Notes
+        -----
+        Any thread.
+        """
         self._live()
         return self._frame_bytes
 
     @property
     def fd(self) -> int:
-        """The memfd (close-on-exec; pass it by fork, SCM_RIGHTS or ``pass_fds``); owned by
-        the ring: do not close it, dup it if you need your own."""
+        """The ring's memfd, to pass to another process (fork, SCM_RIGHTS or ``pass_fds``).
+
+        It is close-on-exec and owned by the ring: do not close it, dup it if you need your
+        own.  The other process opens it with :meth:`attach`.
+
+        Raises
+        ------
+        ValueError
+            The ring is closed.
+
+        Notes
+        -----
+        Any thread.
+        """
         ring, _mirror = self._live()
         return int(_lib.sc_ring_fd(ring))
 
     @property
     def buffer(self) -> _np.ndarray:
-        """The whole data, ``(capacity, channels)``, each frame once: the first mapping."""
+        """The whole data, ``(capacity, channels)``, each frame once: the first mapping.
+
+        Raises
+        ------
+        ValueError
+            The ring is closed.
+
+        Notes
+        -----
+        For inspection and tests: writing into it bypasses the one-writer contract.
+        """
         _ring, mirror = self._live()
         return mirror[:self._capacity]
 
     @property
     def locked(self) -> bool:
+        """True when the ring's pages are mlocked (and prefaulted).
+
+        Raises
+        ------
+        ValueError
+            The ring is closed.
+
+        Notes
+        -----
+        Any thread (a field of :attr:`stats`).
+        """
         return self.stats.locked
 
     @property
     def locked_bytes(self) -> int:
+        """Bytes locked: each physical page once, the mirror not again.
+
+        Raises
+        ------
+        ValueError
+            The ring is closed.
+
+        Notes
+        -----
+        Any thread (a field of :attr:`stats`).
+        """
         return self.stats.locked_bytes
 
     @property
     def broken(self) -> bool:
+        """True once either side marked the ring broken (inconsistent indices).
+
+        Raises
+        ------
+        ValueError
+            The ring is closed.
+
+        Notes
+        -----
+        Any thread (a field of :attr:`stats`).
+        """
         return self.stats.broken
 
     @property
     def stats(self) -> RingStats:
-        """Counters of both sides (they live in the shared page) and this handle's own."""
+        """Counters of both sides (they live in the shared page) and this handle's own.
+
+        Raises
+        ------
+        ValueError
+            The ring is closed.
+
+        Notes
+        -----
+        Any thread; the counters are read one by one, so two of them may be one call apart.
+        """
         ring, _mirror = self._live()
         raw = _ffi.new("sc_ring_stats *")
         _lib.sc_ring_get_stats(ring, raw)
