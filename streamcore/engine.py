@@ -86,17 +86,52 @@ def _finite(name: str, value: Any, lo: float | None = None, hi: float | None = N
 class Engine:
     """A mixing engine.  ``with Engine(...) as engine:`` starts it; leaving stops and closes.
 
-    Parameters: ``samplerate`` (8000..384000), ``blocksize`` (frames per period, 16..8192),
-    ``channels`` (1..32), ``periods`` (periods in the output ring, >= 2), ``sink`` ('null',
-    'external', 'manual', 'device' (the default output device) or a
-    :class:`streamcore.sinks.Sink`, which runs on the consumer clock like 'external'),
-    ``dtype`` of the output ('float32', 'int16', 'int32'; default: what the sink carries,
-    else float32),
-    ``realtime`` (acquire realtime for the mixer at ``priority``; refused or unavailable, or
-    realtime=False: the engine runs at normal priority with the RT_DENIED taint),
-    ``lock_memory`` (mlock; failure: MLOCK_FAILED taint), ``watchdog`` (a :class:`Watchdog`,
-    or None for the defaults, or False for none), ``dither`` (int16 output: TPDF dither of
-    ±1 LSB before rounding).
+    Parameters
+    ----------
+    samplerate : int
+        Hz, 8000 .. 384000.
+    blocksize : int
+        Frames per period, 16 .. 8192.
+    channels : int
+        Output channels, 1 .. 32.
+    periods : int
+        Periods in the output ring, 2 .. 8192 (a sink object may impose its own).
+    sink : str or Sink
+        'null' (a C timer thread clocks the engine and discards the output), 'manual' (no
+        thread: :meth:`render`), 'external' (the consumer clock: see
+        :meth:`period_consumed`), 'device' (the default output device), or a
+        :class:`streamcore.sinks.Sink`, which runs on the consumer clock like 'external'.
+    dtype : str or None
+        Output samples: 'float32', 'int16' or 'int32'; None: what the sink carries, else
+        float32.
+    realtime : bool
+        Acquire realtime for the mixer at ``priority`` when started.  Refused, unavailable or
+        False: the engine runs at normal priority with the RT_DENIED taint.
+    priority : int
+        The mixer's realtime priority, 1 .. 98 (the watchdog runs one above).
+    lock_memory : bool
+        mlock the engine's memory and rings; a failure sets the MLOCK_FAILED taint.
+    watchdog : Watchdog, bool or None
+        The watchdog's settings; None or True: the defaults; False: no watchdog.
+    dither : bool
+        int16 output only: TPDF dither of ±1 LSB before rounding.
+
+    Raises
+    ------
+    TypeError
+        A number of the wrong type, an unknown ``dtype``, or ``watchdog`` of the wrong type.
+    ValueError
+        A number out of its range, an unknown ``sink``, ``dither`` without int16, or a
+        ``dtype`` the sink object cannot carry.
+    NativeError
+        The C engine could not be created (memory).
+
+    Notes
+    -----
+    Build, use and close an engine from any Python thread: every method serialises on one
+    lock.  The realtime mixer thread, its watchdog and its canary are C threads started by
+    :meth:`start`; they never take the GIL.  Closing is idempotent; an engine collected while
+    open warns (ResourceWarning).  After fork the child's copies are marked closed.
     """
 
     _engine = _ffi.NULL  # class-level NULL: close() is safe after a failed __init__
@@ -202,6 +237,12 @@ class Engine:
 
     @property
     def closed(self) -> bool:
+        """True once :meth:`close` ran; every later call raises EngineClosedError.
+
+        Notes
+        -----
+        Any thread.
+        """
         return self._closed
 
     def _check_open(self) -> None:
@@ -209,13 +250,32 @@ class Engine:
             raise EngineClosedError("the engine is closed; create a new Engine")
 
     def start(self) -> None:
-        """Start the mixer thread, its watchdog and canary, and acquire realtime for the
-        mixer (idempotent; nothing to start for the 'manual' sink).
+        """Start the mixer thread, its watchdog and canary, and acquire realtime for the mixer.
 
-        Realtime: the mixer's kernel tid goes to :func:`~streamcore.realtime.acquire_realtime`
-        (the grant is kept as :attr:`grant`), the watchdog's at one priority above.  If the
-        mixer does not end up realtime the engine runs anyway, at normal priority, with the
-        RT_DENIED taint (``grant.reasons`` says why)."""
+        Idempotent; nothing to start for the 'manual' sink.  Pairs with :meth:`stop`.  The
+        output ring is made on the first start and the sink object, if any, is opened and
+        started.
+
+        Raises
+        ------
+        EngineClosedError
+            The engine is closed.
+        NativeError
+            The C threads could not be started.
+        StreamcoreError
+            What the sink object's ``open`` or ``start`` raises (e.g.
+            :class:`~streamcore.errors.NoDeviceError`, :class:`~streamcore.errors.SinkError`),
+            after the sink is closed or the engine stopped again.
+
+        Notes
+        -----
+        Any Python thread, not the audio path: it may block on the system bus for up to 2 s
+        per thread promoted.  The mixer's kernel tid goes to
+        :func:`~streamcore.realtime.acquire_realtime` (the grant is kept as ``grant``), the
+        watchdog's at one priority above.  If the mixer does not end up realtime the engine
+        runs anyway, at normal priority, with the RT_DENIED taint (``grant.reasons`` says
+        why).
+        """
         with self._lock:
             self._check_open()
             if self._started or self.sink == "manual":
@@ -251,8 +311,22 @@ class Engine:
                 tid=self.watchdog_tid, priority=min(self.priority + 1, 99))
 
     def stop(self) -> None:
-        """Stop the threads, then hand every voice back (idempotent).  The figures stay
-        readable until :meth:`close`."""
+        """Stop the sink and the threads, then hand every voice back; pairs with :meth:`start`.
+
+        Idempotent.  The sink stops consuming first, then the mixer stops, then the sink may
+        drain what is left (the file sink does).  The figures stay readable until
+        :meth:`close`.
+
+        Raises
+        ------
+        NativeError
+            The C engine refused to stop or flush.
+
+        Notes
+        -----
+        Any Python thread, or a sink's own thread after it failed; joins the C threads, so
+        never from the audio path.
+        """
         with self._lock:
             if self._engine == _ffi.NULL:
                 return
@@ -268,7 +342,19 @@ class Engine:
             self._poll_events()
 
     def close(self) -> None:
-        """Stop, then free the native engine and the output ring (idempotent)."""
+        """Stop, then free the native engine, the output ring and the rings it made; idempotent.
+
+        Raises
+        ------
+        SinkError
+            The sink object reports a failure at close (e.g. the file sink's write error);
+            the engine is freed all the same.
+
+        Notes
+        -----
+        Any Python thread, not from a :meth:`subscribe` callback (it ends that thread
+        first); joins the C threads, so never from the audio path.
+        """
         self._stop_subscribers()  # first, without the lock: its thread may be waiting for it
         with self._lock:
             if self._engine == _ffi.NULL:
@@ -291,17 +377,66 @@ class Engine:
 
     @property
     def running(self) -> bool:
+        """True between :meth:`start` and :meth:`stop` (never for the 'manual' sink).
+
+        Notes
+        -----
+        Any thread.  The mixer may have stopped on its own meanwhile (a failed sink stops
+        the engine): ``stats().running`` reads the C side.
+        """
         return self._started
 
     # ---- voices -----------------------------------------------------------------------------
 
     def play(self, array: Any, gain: float = 1.0, pan: float = 0.0, loop: bool = False,
              at: int | None = None, fade_in: float = 0.0) -> Voice:
-        """Play ``array`` (float32, shape (frames,) or (frames, channels) with 1 or the engine's
-        channels, C-contiguous) in place, from output frame ``at`` (None: the next period).
+        """Play ``array`` in place, from output frame ``at`` (None: the next period).
 
         The array is read where it is, not copied: keep it unchanged until the voice is done
-        (the voice holds a reference until then).  ``fade_in`` seconds ramp the start."""
+        (the voice holds a reference until then).
+
+        Parameters
+        ----------
+        array : numpy.ndarray
+            float32, shape (frames,) or (frames, channels) with 1 or the engine's channels,
+            C-contiguous, at least one frame.
+        gain : float
+            Linear gain, -64 .. 64.
+        pan : float
+            -1 (left) .. +1 (right); not 0 only on a stereo engine.
+        loop : bool
+            Repeat until stopped.
+        at : int or None
+            The output frame (the engine's frame clock, :attr:`frame`) to start at; None:
+            the next period.  A frame already rendered starts at once (counted in
+            ``stats().late_starts``).
+        fade_in : float
+            Seconds (0 .. 3600) of a linear ramp at the start.
+
+        Returns
+        -------
+        Voice
+            The playing voice.
+
+        Raises
+        ------
+        TypeError
+            ``array`` is not a float32 numpy array, or a number of the wrong type.
+        ValueError
+            The wrong shape or channels, no frames, not C-contiguous, or a number out of its
+            range.
+        EngineClosedError
+            The engine is closed.
+        VoiceLimitError
+            All ``MAX_VOICES`` voices are busy.
+        CommandQueueFullError
+            The mixer took no command for 1 s (or, not started, the queue is full).
+
+        Notes
+        -----
+        Any Python thread; returns at once, the realtime mixer thread starts the voice at the
+        start of its next period.
+        """
         self._check_open()
         if not isinstance(array, _np.ndarray):
             raise TypeError(f"array must be a numpy array, not {type(array).__name__}")
@@ -330,15 +465,57 @@ class Engine:
     def stream(self, channels: int = 1, frames: int | None = None, gain: float = 1.0,
                pan: float = 0.0, at: int | None = None, fade_in: float = 0.0,
                ring: _Ring | None = None) -> StreamVoice:
-        """A voice that plays what is written into its ring: ``write_view``/``commit`` or
-        ``write`` on the returned :class:`StreamVoice` (one writer at a time).
+        """A voice that plays what is written into its ring.
 
-        ``frames``: the ring's capacity (default: a quarter second, at least 4 output rings).
-        ``ring``: play an existing float32 :class:`~streamcore.Ring` instead, e.g. one attached
-        from another process's fd; its writer is then that process.  The engine reads the ring
-        until the voice is done and closes a ring it created at :meth:`close`; do not close the
-        ring while the voice plays.  On underrun the voice plays silence, counts it
-        (``stats()['underruns']``) and continues with the next frames written."""
+        Write with ``write_view``/``commit`` or ``write`` on the returned
+        :class:`StreamVoice`.  On underrun the voice plays silence, counts it
+        (``stats()['underruns']``) and continues with the next frames written.
+
+        Parameters
+        ----------
+        channels : int
+            1 or the engine's channels; ignored when ``ring`` is given.
+        frames : int or None
+            The new ring's capacity in frames (1 .. 2**26); None: a quarter second, at least
+            four output rings.  Ignored when ``ring`` is given.
+        gain : float
+            Linear gain, -64 .. 64.
+        pan : float
+            -1 (left) .. +1 (right); not 0 only on a stereo engine.
+        at : int or None
+            The output frame to start at; None: the next period.
+        fade_in : float
+            Seconds (0 .. 3600) of a linear ramp at the start.
+        ring : Ring or None
+            Play an existing float32 :class:`~streamcore.Ring` instead, e.g. one attached
+            from another process's fd (its writer is then that process).  Do not close it
+            while the voice plays.
+
+        Returns
+        -------
+        StreamVoice
+            The playing voice; its ring is :attr:`StreamVoice.ring`.
+
+        Raises
+        ------
+        TypeError
+            ``ring`` is not float32, or a number of the wrong type.
+        ValueError
+            Channels other than 1 or the engine's, a closed ``ring``, or a number out of its
+            range.
+        EngineClosedError
+            The engine is closed.
+        VoiceLimitError
+            All ``MAX_VOICES`` voices are busy.
+        CommandQueueFullError
+            The mixer took no command for 1 s.
+
+        Notes
+        -----
+        Any Python thread.  The ring has one writer (one thread, or the process holding the
+        fd) and the realtime mixer thread as its reader until the voice is done.  The engine
+        closes the rings it made when it closes.
+        """
         self._check_open()
         if ring is None:
             channels = _positive_int("channels", channels, 1, self.channels)
@@ -473,7 +650,12 @@ class Engine:
 
     @property
     def voices(self) -> list[Voice]:
-        """The voices not yet handed back."""
+        """The voices not yet handed back (a new list).
+
+        Notes
+        -----
+        Any thread; reaps the voices the mixer returned first.
+        """
         with self._lock:
             self._reap()
             return list(self._voices.values())
@@ -481,8 +663,34 @@ class Engine:
     # ---- manual clock -----------------------------------------------------------------------
 
     def render(self, periods: int = 1) -> _np.ndarray:
-        """Render ``periods`` periods now, in this thread ('manual' sink only): an array of
-        shape (periods*blocksize, channels) of the engine's dtype."""
+        """Render ``periods`` periods now, in the calling thread ('manual' sink only).
+
+        Parameters
+        ----------
+        periods : int
+            Periods to render, 0 .. 2**20.
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape (periods * blocksize, channels), of the engine's dtype.
+
+        Raises
+        ------
+        StreamcoreError
+            The engine has a clock (its sink is not 'manual').
+        TypeError, ValueError
+            ``periods`` is not an int in range.
+        EngineClosedError
+            The engine is closed.
+        NativeError
+            The C renderer refused.
+
+        Notes
+        -----
+        Any Python thread; the mixing runs in it (offline rendering, golden tests).  Commands
+        sent before are applied at the start of the first period.
+        """
         self._check_open()
         if self.sink != "manual":
             raise StreamcoreError("render() is for sink='manual'; this engine has a clock")
@@ -496,20 +704,54 @@ class Engine:
 
     @property
     def frame(self) -> int:
-        """Output frames rendered so far (the frame clock ``at`` refers to)."""
+        """Output frames rendered so far (the frame clock ``at`` refers to).
+
+        Raises
+        ------
+        EngineClosedError
+            The engine is closed.
+
+        Notes
+        -----
+        Any thread; read live, so it may be one period behind the mixer.
+        """
         self._check_open()
         return _telemetry.read_stats(self._engine, {}).frames
 
     # ---- figures ----------------------------------------------------------------------------
 
     def stats(self, consistent: bool = False, timeout: float = 1.0) -> _telemetry.EngineStats:
-        """Counters, histograms, taints and demotions (see EngineStats), read live without
-        stopping the engine.
+        """Counters, histograms, taints and demotions, read live without stopping the engine.
 
-        By default the figures are read one by one while the mixer runs (two figures may be
-        one cycle apart).  ``consistent=True`` asks the mixer through the command queue for a
-        copy taken at the end of one cycle (histogram counts then equal ``cycles`` exactly);
-        it waits up to ``timeout`` s (EngineTimeoutError if the mixer does not answer)."""
+        Parameters
+        ----------
+        consistent : bool
+            False: the figures are read one by one while the mixer runs (two figures may be
+            one cycle apart).  True (while running): the mixer is asked through the command
+            queue for a copy taken at the end of one cycle (histogram counts then equal
+            ``cycles`` exactly).
+        timeout : float
+            Seconds to wait for the mixer's copy when ``consistent``.
+
+        Returns
+        -------
+        EngineStats
+            The figures (``streamcore.telemetry.EngineStats``); times in ns, counts in
+            periods, cycles and frames; ``sink`` holds the sink object's figures.
+
+        Raises
+        ------
+        EngineClosedError
+            The engine is closed.
+        EngineTimeoutError
+            ``consistent`` and the mixer did not answer within ``timeout``.
+        CommandQueueFullError
+            ``consistent`` and the mixer took no command for 1 s.
+
+        Notes
+        -----
+        Any Python thread; never stops or waits for the mixer unless ``consistent``.
+        """
         self._check_open()
         with self._lock:
             self._reap()
@@ -543,12 +785,48 @@ class Engine:
         return out
 
     def trace(self, max_records: int = _lib.SC_TRACE_SLOTS) -> _np.ndarray:
-        """The most recent per-cycle records (oldest first), a telemetry.TRACE_DTYPE array."""
+        """The most recent per-cycle records of the mixer, oldest first.
+
+        Parameters
+        ----------
+        max_records : int
+            Records at most (the trace keeps the last ``SC_TRACE_SLOTS``, 8192, cycles).
+
+        Returns
+        -------
+        numpy.ndarray
+            A copy, of ``streamcore.telemetry.TRACE_DTYPE``: times in ns (CLOCK_MONOTONIC),
+            ``fill`` in frames.
+
+        Raises
+        ------
+        EngineClosedError
+            The engine is closed.
+
+        Notes
+        -----
+        Any thread; the mixer writes the trace without waiting for readers.
+        """
         self._check_open()
         return _telemetry.read_trace(self._engine, max_records)
 
     def events(self) -> list[Event]:
-        """Every watchdog event so far (oldest first)."""
+        """Every watchdog event so far, oldest first.
+
+        Returns
+        -------
+        list of Event
+            ``streamcore.watchdog.Event`` records (times in ns).
+
+        Raises
+        ------
+        EngineClosedError
+            The engine is closed.
+
+        Notes
+        -----
+        Any Python thread.  See :meth:`subscribe` to be called for each new one.
+        """
         self._check_open()
         with self._lock:
             self._poll_events()
@@ -566,14 +844,43 @@ class Engine:
 
     @property
     def event_fd(self) -> int:
-        """A file descriptor that becomes readable when the watchdog records an event
-        (select/poll it, then call :meth:`events`)."""
+        """A file descriptor that becomes readable when the watchdog records an event.
+
+        Select or poll it, then call :meth:`events`.  Owned by the engine: do not close it.
+
+        Raises
+        ------
+        EngineClosedError
+            The engine is closed.
+
+        Notes
+        -----
+        Any thread.
+        """
         self._check_open()
         return cast(int, _lib.sc_engine_event_fd(self._engine))  # a C int
 
     def period_consumed(self, underrun: bool = False) -> None:
-        """For sink='external': the sink took one period from :attr:`output` (``underrun``:
-        it found less than a period).  Wakes the mixer now.  One sink thread calls this."""
+        """For sink='external': the sink took one period from ``output``; wakes the mixer now.
+
+        Parameters
+        ----------
+        underrun : bool
+            The sink found less than a period (counted as an xrun).
+
+        Raises
+        ------
+        StreamcoreError
+            The engine's sink is not 'external'.
+        EngineClosedError
+            The engine is closed.
+
+        Notes
+        -----
+        The sink's thread only (the single reader of ``output``), once per period; it takes
+        no lock, so it is cheap enough for a consuming loop.  A sink object's C thread calls
+        ``sc_engine_period_consumed`` instead.
+        """
         if self.sink != "external":
             raise StreamcoreError("period_consumed() is for sink='external'")
         self._check_open()
@@ -586,8 +893,24 @@ class Engine:
         _lib.sc_engine_test_spin(self._engine, int(seconds * 1e9), cycles)
 
     def subscribe(self, callback: Callable[[Event], object]) -> None:
-        """Call ``callback(event)`` from a Python thread of the engine for every new watchdog
-        event.  The thread waits on :attr:`event_fd`; it ends with :meth:`close`."""
+        """Call ``callback(event)`` for every new watchdog event.
+
+        Parameters
+        ----------
+        callback : callable
+            Takes one ``streamcore.watchdog.Event``; what it returns is ignored.
+
+        Raises
+        ------
+        EngineClosedError
+            The engine is closed.
+
+        Notes
+        -----
+        The callbacks run in one Python thread of the engine ("streamcore-events"), which
+        waits on :attr:`event_fd` and ends with :meth:`close`; a callback must not close
+        the engine.  Any thread may subscribe.
+        """
         self._check_open()
         with self._lock:
             self._subscribers.append(callback)
@@ -626,10 +949,30 @@ class Engine:
         self._subscriber_thread = None
 
     def repromote(self) -> _realtime.RealtimeGrant | None:
-        """Acquire realtime for the mixer again after a watchdog demotion and let the
-        watchdog act again.  Refused (:class:`RepromoteRefusedError`) within the watchdog's
-        ``cooldown`` of the last demotion, so a runaway cannot ping-pong.  Returns the new
-        grant.  The taints stay."""
+        """Acquire realtime for the mixer again after a watchdog demotion and re-arm the watchdog.
+
+        Refused within the watchdog's ``cooldown`` of the last demotion, so a runaway cannot
+        ping-pong.  The taints stay.
+
+        Returns
+        -------
+        RealtimeGrant or None
+            The mixer's new grant; None when the engine was made with ``realtime=False``.
+
+        Raises
+        ------
+        RepromoteRefusedError
+            Within ``cooldown`` seconds of the last demotion.
+        StreamcoreError
+            The engine is not running.
+        EngineClosedError
+            The engine is closed.
+
+        Notes
+        -----
+        Any Python thread, not the audio path: it may block on the system bus for up to 2 s
+        per thread promoted.
+        """
         with self._lock:
             self._check_open()
             if not self._started:
