@@ -190,24 +190,44 @@ def _scheduling(tid: int) -> tuple[str | None, int | None]:
 class DeviceSink(Sink):
     """Play the engine's output on a PortAudio device (``Engine(sink=DeviceSink(...))``).
 
-    ``device``: index, name substring (as sounddevice accepts) or None for the default output.
-    ``latency``: 'low', 'high' or seconds, passed to PortAudio.  ``extra_settings``: as in
-    sounddevice.  ``frames_per_buffer``: what PortAudio is asked to call back with (default:
-    the engine's blocksize; 0: whatever the host API prefers, then give the engine enough
-    ``periods`` to hold one host buffer plus a period, or the callback underruns).
-    ``stall_timeout``: seconds without a callback while playing after which the device is
-    considered gone (default: the larger of 0.5 s, 20 periods and 4 latencies).
+    Parameters
+    ----------
+    device : int, str or None
+        Index, or a substring of 'name (host API)' (see :func:`resolve_output_device`);
+        None: the default output.
+    latency : str or float
+        'low', 'high' or seconds, passed to PortAudio.
+    extra_settings : object
+        Host-API specific settings, as in sounddevice.
+    frames_per_buffer : int or None
+        Frames PortAudio is asked to call back with (>= 0).  None: the engine's blocksize;
+        0: whatever the host API prefers, then give the engine enough ``periods`` to hold
+        one host buffer plus a period, or the callback underruns.
+    stall_timeout : float or None
+        Seconds (> 0) without a callback while playing after which the device is considered
+        gone; None: the larger of 0.5 s, 20 periods and 4 latencies.
+    mixer_below_callback : bool
+        Once the audio thread has run, if the engine's mixer is realtime at a priority not
+        below it, move the mixer to one below (through
+        :func:`~streamcore.realtime.acquire_realtime`; ``engine.grant`` and
+        ``engine.priority`` are updated).  Otherwise every wake-up of the mixer from the
+        callback preempts the callback itself (JACK's client threads run at priority 5, the
+        engine's default is 10); measured with bench/device.py: callback max 1.3-7 ms and
+        JACK xruns at priority 10, under 0.1-3 ms and none at 4.
 
-    ``mixer_below_callback`` (default True): once the audio thread has run, if the engine's
-    mixer is realtime at a priority not below it, the mixer is moved to one below (through
-    :func:`~streamcore.realtime.acquire_realtime`; ``engine.grant`` and ``engine.priority``
-    are updated).  Otherwise every wake-up of the mixer from the callback preempts the
-    callback itself (JACK's client threads run at priority 5, the engine's default is 10);
-    measured with bench/device.py: callback max 1.3-7 ms and JACK xruns at priority 10,
-    under 0.1-3 ms and none at 4.
+    Raises
+    ------
+    ValueError
+        ``stall_timeout`` or ``frames_per_buffer`` out of range.
 
-    The stream has the engine's samplerate, channels, dtype and blocksize; PortAudio may still
-    call back with other frame counts, which the callback serves frame-exactly.
+    Notes
+    -----
+    The stream has the engine's samplerate, channels, dtype and blocksize; PortAudio may
+    still call back with other frame counts, which the callback serves frame-exactly.  The
+    callback (C, PortAudio's audio thread) is the output ring's single reader from
+    :meth:`start` to :meth:`stop`; a monitor thread (normal Python) only reads counters and
+    stops the engine when the device goes away.  The engine drives the life cycle from one
+    Python thread.
     """
 
     name = "device"
@@ -245,7 +265,33 @@ class DeviceSink(Sink):
     # ---- life cycle (driven by the engine) --------------------------------------------------
 
     def open(self, engine: Any) -> None:
-        """Find the device, check the settings and open (not start) the stream."""
+        """Find the device, check the settings and open (not start) the stream.
+
+        Parameters
+        ----------
+        engine : Engine
+            The engine whose output ring the callback will read.
+
+        Raises
+        ------
+        NoDeviceError
+            PortAudio lists no output device.
+        DeviceNotFoundError
+            No output device matches ``device``.
+        DeviceSettingsError
+            The device refused the engine's samplerate, channels, dtype or blocksize.
+        ValueError
+            ``frames_per_buffer`` needs more periods than the engine's ring has.
+        SinkError
+            An audio server died under a device sink earlier and no fresh PortAudio could
+            be loaded.
+        NativeError
+            The native callback state could not be made.
+
+        Notes
+        -----
+        Called by ``Engine.start()`` in its thread, before the mixer runs.
+        """
         sd = _sd()
         self.engine = engine
         if not portaudio_usable():
@@ -299,7 +345,21 @@ class DeviceSink(Sink):
             raise DeviceSettingsError(f"could not open {asked}: PortAudio: {e}") from e
 
     def start(self) -> None:
-        """Start the PortAudio stream (the ring is full) and the monitor thread."""
+        """Start the PortAudio stream (the ring is full) and the monitor thread.
+
+        Raises
+        ------
+        SinkError
+            The device already failed (see :meth:`raise_for_error`).
+        sounddevice.PortAudioError
+            PortAudio could not start the stream.
+
+        Notes
+        -----
+        Called by ``Engine.start()`` in its thread.  With ``mixer_below_callback`` it waits
+        up to 1 s for the first callback to learn the audio thread's priority, and may move
+        the mixer (a bus call, up to 2 s).
+        """
         self.raise_for_error()
         if self._started or self._stream is None:
             return
@@ -346,8 +406,14 @@ class DeviceSink(Sink):
             self.mixer_moved = f"left: moving the mixer failed: {'; '.join(new.reasons)}"
 
     def stop(self) -> None:
-        """Stop consuming (what is queued in the ring is dropped), stop the stream, end the
-        monitor.  Idempotent; the monitor itself may call it (through the engine)."""
+        """Stop consuming (what is queued in the ring is dropped), stop the stream, end the monitor.
+
+        Notes
+        -----
+        Idempotent.  Called by ``Engine.stop()``, from the engine's caller's thread or from
+        the monitor thread after a failure.  After a failure the stream is parked, never
+        stopped (any PortAudio call on it would block).
+        """
         self._stopping.set()
         if self._state != _ffi.NULL:
             _lib.sc_device_sink_set_active(self._state, 0)
@@ -364,7 +430,13 @@ class DeviceSink(Sink):
                 self._parked = True
 
     def close(self) -> None:
-        """Close the stream and free the native state (idempotent)."""
+        """Close the stream and free the native state (idempotent).
+
+        Notes
+        -----
+        Called by ``Engine.close()`` in its thread.  The figures stay readable
+        (:meth:`stats`) after close.
+        """
         self.stop()
         if self._state != _ffi.NULL:
             self._last_stats = self.stats()  # the figures stay readable after close
@@ -420,9 +492,22 @@ class DeviceSink(Sink):
     # ---- figures ----------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        """Device, host API, PortAudio's latency and samplerate, and the callback's figures:
-        frames, periods, underruns (ring short), xruns (PortAudio output under/overflow
-        flags), the frame counts asked for and the callback's duration (ns)."""
+        """Device, host API, PortAudio's latency and samplerate, and the callback's figures.
+
+        Returns
+        -------
+        dict of str to Any
+            ``device``, ``device_name``, ``hostapi``, ``latency`` (s), ``samplerate`` (Hz),
+            and the callback's ``frames``, ``periods``, ``underruns`` (ring short), ``xruns``
+            (PortAudio output under/overflow flags), ``frames_min``/``frames_max`` (frames
+            asked for), ``callback_ns`` (its duration in ns: min, max, mean, log2
+            histogram), ``callback_policy``/``callback_priority`` of the audio thread,
+            ``mixer_moved`` and ``error``.
+
+        Notes
+        -----
+        Any thread; the callback's counters are read live, without stopping it.
+        """
         out: dict[str, Any] = {"name": self.name, "error": self.error,
                                "device": self.device_index, "device_name": self.device_name,
                                "hostapi": self.hostapi}
@@ -449,6 +534,16 @@ class DeviceSink(Sink):
         return out
 
     def raise_for_error(self) -> None:
-        """Raise :class:`SinkError` if the device failed while playing."""
+        """Raise :class:`SinkError` if the device failed while playing.
+
+        Raises
+        ------
+        SinkError
+            With :attr:`error`, once the device failed.
+
+        Notes
+        -----
+        Any thread.
+        """
         if self.error is not None:
             raise SinkError(self.error)

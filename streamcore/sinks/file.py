@@ -70,9 +70,23 @@ def choose_format(path: str, format: str | None, subtype: str | None,
 class FileSink(Sink):
     """Write the engine's output to ``path`` (``Engine(sink=FileSink('out.wav'))``).
 
-    ``format``: 'WAV', 'FLAC' or 'OGG' (None: from the extension); ``subtype``: a soundfile
-    subtype (None: lossless for the engine's dtype where the format allows it);
-    ``realtime``: pace at the sample rate instead of rendering as fast as the disk takes it.
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to create (truncated if it exists).
+    format : str or None
+        'WAV', 'FLAC' or 'OGG'; None: from the extension.
+    subtype : str or None
+        A soundfile subtype; None: lossless for the engine's dtype where the format allows
+        it (float32 WAV is FLOAT, int16 is PCM_16; FLAC has no float: PCM_24).
+    realtime : bool
+        Pace at the sample rate instead of rendering as fast as the disk takes it.
+
+    Notes
+    -----
+    The writer is a normal (SCHED_OTHER) Python thread, the output ring's single reader from
+    :meth:`start` until :meth:`stop` returns; it calls ``engine.period_consumed()`` once per
+    period written.  The engine drives the life cycle from one Python thread.
     """
 
     name = "file"
@@ -100,7 +114,25 @@ class FileSink(Sink):
     # ---- life cycle (driven by the engine) --------------------------------------------------
 
     def open(self, engine: Any) -> None:
-        """Check the format and the directory, and create the file."""
+        """Check the format and the directory, and create the file.
+
+        Parameters
+        ----------
+        engine : Engine
+            The engine whose output ring the writer will read.
+
+        Raises
+        ------
+        ValueError
+            The format cannot be told from the name, or soundfile cannot write that format
+            and subtype.
+        SinkError
+            The directory does not exist, or the file cannot be created.
+
+        Notes
+        -----
+        Called by ``Engine.start()`` in its thread, before the mixer runs.
+        """
         sf = _sf()
         self.engine = engine
         fmt, subtype = choose_format(self.path, self.format, self.subtype, engine.dtype.name)
@@ -125,7 +157,17 @@ class FileSink(Sink):
             raise SinkError(f"cannot create {self.path!r} ({fmt}, {subtype}): {e}") from e
 
     def start(self) -> None:
-        """Start the writer thread (refused after a failure: the file is incomplete)."""
+        """Start the writer thread; refused after a failure (the file is incomplete).
+
+        Raises
+        ------
+        SinkError
+            Writing failed earlier.
+
+        Notes
+        -----
+        Called by ``Engine.start()`` in its thread.
+        """
         if self.error is not None:
             raise SinkError(self.error)
         if self._thread is not None or self._file is None:
@@ -137,8 +179,14 @@ class FileSink(Sink):
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop the writer after the period it is writing (idempotent).  The engine then stops
-        the mixer and calls :meth:`drain` for what is left in the ring."""
+        """Stop the writer after the period it is writing (idempotent).
+
+        Notes
+        -----
+        Called by ``Engine.stop()``, from the engine's caller's thread or the writer thread
+        after a failure; the engine then stops the mixer and calls :meth:`drain` for what is
+        left in the ring.
+        """
         self._stopping.set()
         thread, self._thread = self._thread, None
         if thread is not None and thread is not threading.current_thread():
@@ -147,8 +195,13 @@ class FileSink(Sink):
             self._stopped_ns = time.monotonic_ns()
 
     def drain(self) -> None:
-        """After the mixer stopped: write every frame still in the ring (nothing rendered is
-        lost).  Called by the engine, from its thread, with the writer stopped."""
+        """After the mixer stopped: write every frame still in the ring (nothing rendered is lost).
+
+        Notes
+        -----
+        Called by ``Engine.stop()`` in its thread, with the writer stopped; it becomes the
+        ring's reader.  A write error is kept in :attr:`error` and raised by :meth:`close`.
+        """
         if self._file is None or self.error is not None:
             return
         ring = self.engine.output
@@ -157,8 +210,18 @@ class FileSink(Sink):
                 return
 
     def close(self) -> None:
-        """Finalise the file (idempotent); raises :class:`SinkError` once if writing
-        failed."""
+        """Finalise the file (the header, fsync) and close it; idempotent.
+
+        Raises
+        ------
+        SinkError
+            Once, when writing or finalising failed, or the file lost its name on disk (the
+            cause is chained).
+
+        Notes
+        -----
+        Called by ``Engine.close()`` in its thread.
+        """
         self.stop()
         f, self._file = self._file, None
         if f is not None:
@@ -252,8 +315,20 @@ class FileSink(Sink):
     # ---- figures ----------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        """Frames and periods written, waits for the mixer, time spent writing, the rate
-        achieved (frames per second of wall time since start) and the error."""
+        """Frames and periods written, waits for the mixer, time spent writing and the rate.
+
+        Returns
+        -------
+        dict of str to Any
+            ``path``, ``format``, ``subtype``, ``realtime``, ``frames``, ``periods``,
+            ``waits`` (times the writer found less than a period), ``write_ns`` (ns inside
+            soundfile), ``elapsed`` (s since start), ``frames_per_second`` (frames per second
+            of wall time) and ``error``.
+
+        Notes
+        -----
+        Any thread; the counters are plain attributes the writer updates.
+        """
         end = self._stopped_ns or time.monotonic_ns()
         elapsed = (end - self._started_ns) / 1e9 if self._started_ns else 0.0
         return {"name": self.name, "error": self.error, "path": self.path,

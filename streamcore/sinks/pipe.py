@@ -77,10 +77,25 @@ class PipeSink(Sink):
     zero_copy : bool
         False: write() every period (for readers that splice or tee the pages onward).
     tee : int or file object, optional
-        A second consumer of the same bytes (see above).  Never closed by the sink.
+        A second consumer of the same bytes (see the module docstring).  Never closed by the
+        sink.
 
-    Threads: a C thread of the sink writes; stop() wakes it even if the reader stalls.
-    A reader that goes away (EPIPE) ends the sink: ``error`` says so, the process lives.
+    Raises
+    ------
+    ValueError
+        An unknown ``format``, a ``dtype`` the format cannot carry, a bad ``pipe_size``, a
+        ``target`` string other than 'stdout', a descriptor that is not open or not
+        writable, or ``tee`` equal to the target.
+    TypeError
+        ``target`` or ``tee`` is neither a descriptor nor a file object.
+
+    Notes
+    -----
+    Threads: a C thread of the sink writes (not realtime: the pipe's reader is the clock;
+    it is the output ring's single reader from :meth:`start` to :meth:`stop`); stop() wakes
+    it even if the reader stalls.
+    A normal Python monitor thread notices when the writer ended on its own.  A reader that
+    goes away (EPIPE) ends the sink: ``error`` says so, the engine stops, the process lives.
     """
 
     name = "pipe"
@@ -161,8 +176,34 @@ class PipeSink(Sink):
     # -- the engine asks these before it makes its output ring ---------------------------
 
     def output_format(self, blocksize: int, channels: int) -> tuple[str, int | None]:
-        """(dtype, periods) the engine's output ring must have: zero copy needs two halves
-        of exactly the pipe's size, in whole periods."""
+        """The (dtype, periods) the engine's output ring must have for this stream.
+
+        Zero copy needs two halves of exactly the pipe's size, in whole periods: the pipe is
+        sized here (F_SETPIPE_SZ).  When that cannot be had the sink falls back to copying
+        (``copy_reason`` says why) and asks for no particular periods.
+
+        Parameters
+        ----------
+        blocksize : int
+            The engine's period, in frames.
+        channels : int
+            The engine's channels.
+
+        Returns
+        -------
+        tuple of (str, int or None)
+            The stream's dtype, and the periods two pipe-sized halves hold (None when
+            copying).
+
+        Raises
+        ------
+        StreamcoreError
+            A ``pipe_size`` was given and F_SETPIPE_SZ refused it.
+
+        Notes
+        -----
+        Asked once by the engine's constructor, in its thread.
+        """
         frame_bytes = channels * _np.dtype(self.dtype).itemsize
         if not self.zero_copy:
             return self.dtype, None
@@ -206,6 +247,27 @@ class PipeSink(Sink):
     # -- life cycle ------------------------------------------------------------------------
 
     def open(self, engine: Any) -> None:
+        """Check the engine's format and ring, create the native writer, queue the WAV header.
+
+        Parameters
+        ----------
+        engine : Engine
+            The engine whose output ring the writer will hand to the pipe.
+
+        Raises
+        ------
+        StreamcoreError
+            The sink is already open (one engine per sink), or the engine's ring is not two
+            pipe-sized halves.
+        ValueError
+            The engine renders another dtype than the stream carries.
+        NativeError
+            The native writer could not be created.
+
+        Notes
+        -----
+        Called by ``Engine.start()`` in its thread, before the mixer runs.
+        """
         if self._native != _ffi.NULL:
             raise StreamcoreError("this PipeSink is already open; give each engine its own")
         super().open(engine)
@@ -233,6 +295,17 @@ class PipeSink(Sink):
             check(_lib.sc_pipe_sink_prefix(self._native, header, len(header)), "WAV header")
 
     def start(self) -> None:
+        """Start the C writer thread and the Python monitor thread.
+
+        Raises
+        ------
+        NativeError
+            The writer thread could not be started.
+
+        Notes
+        -----
+        Called by ``Engine.start()`` in its thread, once the ring is full.
+        """
         check(_lib.sc_pipe_sink_start(self._native), "starting the pipe sink")
         self._stopping.clear()
         self._monitor = threading.Thread(target=self._watch, name="streamcore-pipe-monitor",
@@ -251,8 +324,15 @@ class PipeSink(Sink):
                 return
 
     def stop(self) -> None:
-        """Stop writing; what the mixer already rendered is written out first (unless the
-        reader is gone or stalls)."""
+        """Stop writing; what the mixer already rendered is written out first.
+
+        Unless the reader is gone or stalls: the C writer is woken either way.
+
+        Notes
+        -----
+        Idempotent.  Called by ``Engine.stop()``, from the engine's caller's thread or the
+        monitor thread after a failure.
+        """
         self._stopping.set()
         monitor, self._monitor = self._monitor, None
         if monitor is not None and monitor is not threading.current_thread():
@@ -262,6 +342,13 @@ class PipeSink(Sink):
             self._final = self._read_stats()
 
     def close(self) -> None:
+        """Stop, free the native writer and close the sink's own relay pipe; idempotent.
+
+        Notes
+        -----
+        Called by ``Engine.close()`` in its thread.  The target and ``tee`` descriptors are
+        never closed by the sink.
+        """
         if self._native != _ffi.NULL:
             self.stop()
             _lib.sc_pipe_sink_destroy(self._native)
@@ -285,6 +372,20 @@ class PipeSink(Sink):
                 "finished": bool(raw.finished)}
 
     def stats(self) -> dict[str, Any]:
+        """The writer's figures and which path (zero copy or not) runs, and why.
+
+        Returns
+        -------
+        dict of str to Any
+            ``bytes``, ``halves``, ``writes``, ``periods``, ``reader_waits``,
+            ``mixer_waits``, ``running``, ``finished``, ``format``, ``dtype``, ``target``
+            ('pipe', 'file' or 'other'), ``zero_copy``, ``tee_copy``, ``copy_reason``,
+            ``pipe_bytes`` (the pipe's size in bytes) and ``error``.
+
+        Notes
+        -----
+        Any thread; the writer's counters are read live.
+        """
         figures = self._read_stats() if self._native != _ffi.NULL else (self._final or {})
         tee_copy = None
         if self.tee_fd is not None:
