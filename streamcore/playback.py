@@ -91,11 +91,37 @@ def resample(frames: _np.ndarray, from_rate: int, to_rate: int) -> _np.ndarray:
 
 
 def decode(path: str | os.PathLike[str], samplerate: int | None = None) -> Decoded:
-    """Read the whole file at ``path`` as float32 (frames, channels), resampled to
-    ``samplerate`` Hz when given and different from the file's.
+    """Read the whole audio file at ``path`` as float32 frames, resampled when asked.
 
-    Raises FileNotFoundError (no such file), IsADirectoryError, PermissionError, and
-    :class:`~streamcore.errors.DecodeError` (a ValueError) when libsndfile cannot read it.
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A WAV, FLAC or OGG file (anything libsndfile reads).
+    samplerate : int or None
+        Hz to resample to (with soxr, 'HQ') when it differs from the file's; None: the
+        file's own rate.
+
+    Returns
+    -------
+    Decoded
+        ``frames`` (float32, shape (frames, channels), C-contiguous), ``samplerate`` (Hz),
+        ``file_samplerate`` and ``format``.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    IsADirectoryError
+        ``path`` is a directory.
+    PermissionError
+        The file is not readable.
+    DecodeError
+        libsndfile cannot read it, or it holds no frames (a ValueError).
+
+    Notes
+    -----
+    Runs in the calling thread and reads the whole file into memory: decode before playing,
+    never from the audio path.
     """
     import soundfile
 
@@ -280,6 +306,10 @@ def play(data: Any, samplerate: int | None = None, *, sink: Any = "device",
 
     Raises
     ------
+    ValueError
+        An array without ``samplerate``, a bad shape, or ``gain_db`` out of range.
+    TypeError
+        An array that is neither float nor integer.
     FileNotFoundError, DecodeError
         The file is missing or cannot be decoded.
     NoDeviceError, DeviceNotFoundError, DeviceSettingsError
@@ -287,7 +317,11 @@ def play(data: Any, samplerate: int | None = None, *, sink: Any = "device",
     SinkError
         The sink failed while playing (device or audio server gone, disk error).
 
-    Ctrl-C fades out over 50 ms, closes the engine and re-raises KeyboardInterrupt.
+    Notes
+    -----
+    Blocks the calling Python thread until the material has been heard; the engine's C
+    threads do the mixing.  Ctrl-C fades out over 50 ms, closes the engine and re-raises
+    KeyboardInterrupt.
     """
     gain = db_to_gain(gain_db)
     if isinstance(data, str | os.PathLike):

@@ -76,9 +76,9 @@ class RingStats:
     corruptions : int
         Inconsistent indices this handle found.
     locked : bool
-        The ring's pages are mlocked (and prefaulted).
+        This handle mlocked (and prefaulted) the ring's pages.
     locked_bytes : int
-        Bytes locked: each physical page once, the mirror not again.
+        Bytes this handle locked: each physical page once, the mirror not again.
     lock_errno : int
         errno of the failed mlock when ``lock='try'`` went on unlocked, else 0.
     broken : bool
@@ -854,7 +854,7 @@ class Ring:
 
     @property
     def locked(self) -> bool:
-        """True when the ring's pages are mlocked (and prefaulted).
+        """True when this handle mlocked (and prefaulted) the ring's pages.
 
         Raises
         ------
@@ -869,7 +869,7 @@ class Ring:
 
     @property
     def locked_bytes(self) -> int:
-        """Bytes locked: each physical page once, the mirror not again.
+        """Bytes this handle locked: each physical page once, the mirror not again.
 
         Raises
         ------

@@ -113,8 +113,25 @@ def _rtkit(timeout: float) -> dict[str, Any]:
 
 
 def system_report(bus_timeout: float = 1.0) -> dict[str, Any]:
-    """Collect the facts as a JSON-ready dict (keys: version, native, portaudio, mlock,
-    rlimits, capabilities, rtkit)."""
+    """Collect the facts of this machine and process as a JSON-ready dict.
+
+    Each probe catches its own failure and reports it as text in its entry.
+
+    Parameters
+    ----------
+    bus_timeout : float
+        Seconds the RealtimeKit probe may spend on the system bus.
+
+    Returns
+    -------
+    dict of str to Any
+        Keys: version, native, portaudio, mlock, rlimits (bytes, priorities and µs; None:
+        unlimited), capabilities, rtkit.
+
+    Notes
+    -----
+    Any thread; blocks up to ``bus_timeout`` s on the bus, so never from the audio path.
+    """
     return {
         "version": __version__,
         "native": _native(),
