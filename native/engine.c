@@ -97,8 +97,7 @@ int64_t sc_engine_render(sc_engine *e, void *dst, uint32_t periods)
 {
     if (e->config.clock != SC_CLOCK_MANUAL)
         return -EINVAL;
-    const size_t period_bytes = (size_t)e->config.blocksize * e->config.channels *
-                                (e->config.format == SC_OUT_S16 ? 2 : 4);
+    const size_t period_bytes = sc_period_bytes(e);
     for (uint32_t k = 0; k < periods; k++) {
         int64_t t0 = sc_now_ns();
         sc_mixer_apply_commands(e);

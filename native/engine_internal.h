@@ -222,6 +222,13 @@ void sc_watchdog_stop(sc_engine *e);
 void sc_watchdog_register(sc_engine *e);
 void sc_watchdog_unregister(sc_engine *e);
 
+/* Bytes of one output period in the engine's output format. */
+static inline size_t sc_period_bytes(const sc_engine *e)
+{
+    return (size_t)e->config.blocksize * e->config.channels *
+           (e->config.format == SC_OUT_S16 ? sizeof(int16_t) : sizeof(int32_t));
+}
+
 static inline void sc_taint(sc_engine *e, uint32_t bits)
 {
     atomic_fetch_or_explicit(&e->taints, bits, memory_order_relaxed);

@@ -1,10 +1,13 @@
 /* pipe_sink.c: the engine's output pages into a pipe, with vmsplice and the double-buffer rule.
  *
  * The thread (one per sink, not realtime: the pipe's reader is the clock, through backpressure)
- * loops:  wait until the output ring holds the held half plus a new one; vmsplice the new half
- * whole; only then release the held half to the mixer (sc_ring_read_advance) and tell the
- * engine those periods were consumed.  A half is exactly the pipe's size, so once the new half
- * is in the pipe in full, no page of the held half can still be there (see pipe.c).
+ * vmsplices the output ring's periods as soon as the mixer has rendered them, and releases a
+ * page to the mixer only once the pipe can no longer hold it.  The ring is two halves, each
+ * exactly the pipe's size; a pipe holds at most its size in bytes (each of its slots at most a
+ * page) and gives them out in order, so once a further half's worth has gone in after a page,
+ * that page has left the pipe.  Releasing period by period (period k of one half when period k
+ * of the other is in) is the two-halves rule applied at the period's grain: the mixer renders
+ * while the sink splices, instead of the two taking turns half by half.
  * In copy mode it write()s each period and releases it at once.
  */
 #define _GNU_SOURCE
@@ -18,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <limits.h>
 #include <sys/uio.h>
@@ -49,7 +53,9 @@ struct sc_pipe_sink {
     uint64_t prefix_len;
     pthread_t thread;
     int started;
-    uint64_t held;          /* frames already in the pipe, not yet released to the mixer */
+    uint64_t sent;          /* frames vmspliced so far (zero copy) */
+    uint64_t released;      /* frames released to the mixer so far; sent - released are held */
+    uint64_t chunk_frames;  /* the most one vmsplice step hands over (whole periods) */
     _Atomic uint64_t bytes, halves, writes, periods, reader_waits, mixer_waits;
     _Atomic int32_t error, running, finished;
 };
@@ -253,24 +259,30 @@ static int step(sc_pipe_sink *s)
             release(s, frames);
         return rc;
     }
-    uint64_t need = s->held + s->half_frames;
-    if ((uint64_t)readable < need) {
+    const uint64_t held = s->sent - s->released;
+    const uint64_t unsent = (uint64_t)readable - held; /* rendered, not yet in the pipe */
+    if (unsent < s->blocksize) {
         count(&s->mixer_waits, 1);
         nap(s);
         return stop_requested(s);
     }
     nap_reset(s);
+    uint64_t chunk = unsent < s->chunk_frames ? unsent : s->chunk_frames;
+    chunk -= chunk % s->blocksize;
     void *p;
-    sc_ring_read_region(s->ring, need, &p);
-    const char *fresh = (const char *)p + s->held * s->frame_bytes;
-    int rc = hand_over(s, fresh, s->half_frames * s->frame_bytes, 1);
+    sc_ring_read_region(s->ring, held + chunk, &p);
+    int rc = hand_over(s, (const char *)p + held * s->frame_bytes, chunk * s->frame_bytes, 1);
     if (rc != 0)
         return rc;
-    count(&s->halves, 1);
-    /* The new half is in the pipe whole, so the held one has left it: the mixer may have it. */
-    if (s->held)
-        release(s, s->held);
-    s->held = s->half_frames;
+    count(&s->halves, (s->sent + chunk) / s->half_frames - s->sent / s->half_frames);
+    s->sent += chunk;
+    /* A half's worth went in after everything up to sent - half_frames: that has left the pipe
+     * (and any pipe it went on to, each no larger), so the mixer may have it. */
+    if (s->sent > s->half_frames && s->sent - s->half_frames > s->released) {
+        uint64_t frames = s->sent - s->half_frames - s->released;
+        release(s, frames);
+        s->released += frames;
+    }
     return 0;
 }
 
@@ -281,6 +293,7 @@ static void *sink_main(void *arg)
     sigemptyset(&set);
     sigaddset(&set, SIGPIPE); /* a vanished reader is EPIPE for this thread, not death */
     pthread_sigmask(SIG_BLOCK, &set, NULL);
+    prctl(PR_SET_TIMERSLACK, 1000UL); /* naps of NAP_MIN_NS, not the default 50 us more */
     int rc = 0;
     if (s->prefix_len)
         rc = hand_over(s, s->prefix, s->prefix_len, 0);
@@ -351,6 +364,12 @@ int sc_pipe_sink_create(sc_pipe_sink **out, sc_engine *engine, sc_ring *ring, in
     s->plain_write = S_ISREG(st.st_mode); /* a disk does not stall forever: write it all */
     s->pipe_bytes = pipe_bytes;
     s->nap_ns = NAP_MIN_NS;
+    /* Half a half per step: the mixer gets pages back twice per half, so it renders while
+     * the sink splices (finer steps cost more wake-ups than they save; measured with
+     * bench/pipe.py). */
+    s->chunk_frames = half_frames / 2 - half_frames / 2 % blocksize;
+    if (s->chunk_frames < blocksize)
+        s->chunk_frames = blocksize;
     *out = s;
     return 0;
 }
@@ -395,15 +414,16 @@ int sc_pipe_sink_stop(sc_pipe_sink *s, int flush)
     atomic_store_explicit(&s->running, 0, memory_order_release);
     int rc = 0;
     if (flush && !atomic_load_explicit(&s->error, memory_order_acquire)) {
-        /* Past the held half (already in the pipe), what is rendered goes out by copy; a
-         * reader that stalls for FLUSH_STALL_MS ends it with ETIMEDOUT, not a hang. */
+        /* Past what is already in the pipe, what is rendered goes out by copy; a reader that
+         * stalls for FLUSH_STALL_MS ends it with ETIMEDOUT, not a hang. */
+        const uint64_t held = s->sent - s->released;
         int64_t readable = sc_ring_readable(s->ring);
-        if (readable > (int64_t)s->held) {
+        if (readable > (int64_t)held) {
             void *p;
             sc_ring_read_region(s->ring, (uint64_t)readable, &p);
-            uint64_t extra = (uint64_t)readable - s->held;
+            uint64_t extra = (uint64_t)readable - held;
             s->flushing = 1;
-            rc = hand_over(s, (const char *)p + s->held * s->frame_bytes,
+            rc = hand_over(s, (const char *)p + held * s->frame_bytes,
                            extra * s->frame_bytes, 0);
             if (rc < 0)
                 atomic_store_explicit(&s->error, -rc, memory_order_release);

@@ -2,9 +2,12 @@
 
 When the target is a pipe, the output ring's own pages are handed to it with vmsplice: no
 copy in user space.  The output ring then holds exactly two halves, each exactly the pipe's
-size as the kernel reports it (F_SETPIPE_SZ is asked, and what it returns is checked); the
-C writer thread releases a half to the mixer only after the other half was spliced in whole,
-so a page is never rewritten while the pipe still holds it (native/pipe_sink.c).
+size as the kernel reports it (F_SETPIPE_SZ is asked, and what it returns is checked).  The
+C writer thread splices periods as soon as they are rendered, and gives a page back to the
+mixer only once a whole half more has gone into the pipe after it: a pipe holds at most its
+size and gives bytes out in order, so by then the page has left it, and a page is never
+rewritten while the pipe still holds it (native/pipe_sink.c).  This is the two-halves rule
+applied period by period, so the mixer renders one half while the other is being spliced.
 
 The remaining hazard: a reader that itself splices or tees our pages onward (``splice`` to a
 file or socket, ``tee``) can keep references to them after they left our pipe, and then see
