@@ -189,16 +189,27 @@ static void *watchdog_main(void *arg)
     prctl(PR_SET_NAME, "sc-watchdog", 0, 0, 0);
     prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0);
     atomic_store_explicit(&e->watchdog_tid, (int64_t)syscall(SYS_gettid), memory_order_release);
+    int64_t interval = e->config.watchdog_interval_ns;
     int64_t next = sc_now_ns();
+    if (e->config.clock == SC_CLOCK_TIMER) {
+        /* Look between the mixer's wake-ups, never at them: the mixer wakes at start_ns +
+         * k * period, and two realtime timers firing together make one wait for the other
+         * (this thread runs above the mixer: the mixer would wake late every time).  So the
+         * interval is rounded up to whole periods and every look falls half a period after
+         * a mixer wake-up, when its cycle is long done. */
+        const int64_t p = e->period_ns;
+        interval = (interval + p - 1) / p * p;
+        next = e->start_ns + ((next - e->start_ns) / p + 1) * p + p / 2 - interval;
+    }
     while (atomic_load_explicit(&e->running, memory_order_acquire)) {
-        next += e->config.watchdog_interval_ns;
+        next += interval;
         struct timespec ts = {next / 1000000000, next % 1000000000};
         while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
             ;
         sc_watchdog_input in;
         in.now_ns = sc_now_ns();
-        if (in.now_ns - next > e->config.watchdog_interval_ns)
-            next = in.now_ns; /* we were late ourselves: do not try to catch up */
+        if (in.now_ns - next > interval) /* late ourselves: skip, keeping the phase */
+            next += (in.now_ns - next) / interval * interval;
         if (atomic_exchange_explicit(&e->rearm_request, 0, memory_order_acq_rel)) {
             e->wd_state.mixer_demoted = 0;
             e->wd_state.canary_tripped = 0;

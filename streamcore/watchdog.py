@@ -52,7 +52,9 @@ class Watchdog:
         Seconds (>= 0) after a demotion during which ``Engine.repromote()`` refuses.
     interval_ms : float or None
         How often the watchdog looks, in milliseconds (> 0); None: one period, kept within
-        1 .. 5 ms.
+        1 .. 5 ms.  On the timer clock (null sink) it is rounded up to whole periods and
+        every look falls half a period after a mixer wake-up, so the watchdog (above the
+        mixer) never delays one.
     enabled : bool
         False: the engine runs no watchdog.
 
