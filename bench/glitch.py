@@ -13,12 +13,13 @@ process), with each of:
 - python-rtmixer (PyPI rtmixer): a Mixer playing the four buffers (play_buffer), its C
   callback mixing them.
 
-Glitches counted in each window: PortAudio's output-underflow flags, JACK's own xrun notices
-(a client that did not finish its cycle in time is one) and, for streamcore, periods its
-output ring was short (ring underruns).  Also recorded: the page faults of the audio threads
-during the window (bench.memory.thread_faults) and the realtime grant.  A window with no client
-playing gives JACK's own xruns under the load: the noise floor every player shares.  Goal: zero for
-streamcore where the others are non-zero.
+Glitches counted in each window: JACK's xrun notices (a client that did not finish its cycle in
+time is one) or PortAudio's output-underflow flags, whichever is more (PortAudio's JACK host
+API raises the flag for a server xrun too, so one dropout is counted once, not twice) and, for
+streamcore, periods its output ring was short (ring underruns). Also recorded: the page faults
+of the audio threads during the window (bench.memory.thread_faults) and the realtime grant. A
+window with no client playing gives JACK's own xruns under the load: the noise floor every
+player shares. Goal: zero for streamcore where the others are non-zero.
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ def _buffers(seconds: float) -> list[np.ndarray]:
         tone = (0.9 / VOICES) * np.sin(2 * np.pi * (220 + 110 * i) * t, dtype=np.float32)
         out.append(np.ascontiguousarray(np.stack([tone, tone[::-1]], axis=1)))
     return out
+
+
+def _glitches(underflows: int, xruns: int, ring_underruns: int = 0) -> int:
+    """Dropouts in a window: a server xrun reaches the client as an underflow flag as well,
+    so the larger of the two counts, plus the periods the player's own ring was short."""
+    return max(underflows, xruns) + ring_underruns
 
 
 def _realtime_tids() -> list[int]:
@@ -85,7 +92,7 @@ def _streamcore(jackd, buffers, seconds: float, blocksize: int) -> dict[str, Any
     s, s0 = after.sink, before.sink
     underflows = s["output_underflows"] - s0["output_underflows"]
     ring = s["underruns"] - s0["underruns"]
-    return {"glitches": underflows + ring + (x1 - x0), "output_underflows": underflows,
+    return {"glitches": _glitches(underflows, x1 - x0, ring), "output_underflows": underflows,
             "ring_underruns": ring, "jack_xruns": x1 - x0,
             "callbacks": s["callbacks"] - s0["callbacks"],
             "engine_xruns": after.xruns - before.xruns,
@@ -124,7 +131,7 @@ def _sounddevice(jackd, buffers, seconds: float, blocksize: int) -> dict[str, An
             time.sleep(seconds)
         c1, u1, x1 = state["callbacks"], state["underflows"], len(jackd.xruns)
         f1 = faults_of(tids)
-    return {"glitches": (u1 - u0) + (x1 - x0), "output_underflows": u1 - u0,
+    return {"glitches": _glitches(u1 - u0, x1 - x0), "output_underflows": u1 - u0,
             "jack_xruns": x1 - x0, "callbacks": c1 - c0,
             "faults_minor": f1[0] - f0[0], "faults_major": f1[1] - f0[1],
             "fault_threads": "the PortAudio callback thread (runs the Python callback)",
@@ -152,7 +159,7 @@ def _rtmixer(jackd, buffers, seconds: float, blocksize: int) -> dict[str, Any]:
         f1 = faults_of(tids)
         st = fetch.stats
         underflows, blocks = int(st.output_underflows), int(st.blocks)
-    return {"glitches": underflows + (x1 - x0), "output_underflows": underflows,
+    return {"glitches": _glitches(underflows, x1 - x0), "output_underflows": underflows,
             "jack_xruns": x1 - x0, "callbacks": blocks,
             "faults_minor": f1[0] - f0[0], "faults_major": f1[1] - f0[1],
             "fault_threads": f"the process's {len(tids)} realtime threads (JACK client threads)",

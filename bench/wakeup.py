@@ -182,11 +182,11 @@ def measure_case(blocksize: int, seconds: float, runs: int) -> tuple[dict, dict]
 
 
 def run(quick: bool = False, smoke: bool = False) -> Report:
-    """Each case runs ``seconds`` per tool: 6 s (quick 4 s, smoke 1 s), 6000 cycles at 1 ms,
-    2250 at 2.67 ms (the full run must stay within 15 minutes with the glitch runs), split
-    into alternating runs of the two tools."""
-    seconds = 1.0 if smoke else 4.0 if quick else 6.0
-    runs = 1 if smoke else 2 if quick else 3  # alternating runs of 1..2 s each
+    """Each case runs ``seconds`` per tool: 12 s (quick 4 s, smoke 1 s), 12000 cycles at
+    1 ms, 4500 at 2.67 ms (a p99 then rests on 45+ samples; the full run must stay within 15
+    minutes with the glitch runs), split into alternating runs of the two tools."""
+    seconds = 1.0 if smoke else 4.0 if quick else 12.0
+    runs = 1 if smoke else 2 if quick else 6  # alternating runs of 1..2 s each
     report = Report("wakeup", quick or smoke)
     cases: dict[str, Any] = {}
     grants = set()

@@ -142,6 +142,13 @@ static void *canary_main(void *arg)
     return NULL;
 }
 
+static int is_realtime(int64_t tid)
+{
+    int policy = tid > 0 ? sched_getscheduler((pid_t)tid) : -1;
+    policy &= ~SCHED_RESET_ON_FORK;
+    return policy == SCHED_FIFO || policy == SCHED_RR;
+}
+
 static void record_event(sc_engine *e, const sc_event *ev)
 {
     int64_t i = sc_spsc_reserve(&e->events, SC_EVENT_SLOTS);
@@ -221,6 +228,14 @@ static void *watchdog_main(void *arg)
         in.sigxcpu = sc_read(&e->sigxcpu);
         in.hard_overruns = sc_read(&e->hard_overruns);
         uint32_t reason = sc_watchdog_decide(&e->config, &e->wd_state, &in);
+        if ((reason == SC_DEMOTE_HARD_LIMIT || reason == SC_DEMOTE_OVERRUNS)
+            && !is_realtime(atomic_load_explicit(&e->mixer_tid, memory_order_relaxed))) {
+            /* A mixer that is not realtime (not promoted yet, or demoted by someone else)
+             * cannot starve anyone: a long cycle is it being preempted.  Nothing to demote;
+             * judge again once it is realtime. */
+            e->wd_state.mixer_demoted = 0;
+            continue;
+        }
         if (reason != SC_DEMOTE_NONE)
             act(e, reason, &in);
     }

@@ -7,7 +7,8 @@ mixer, with a SCHED_OTHER canary thread beside it.  It demotes to SCHED_OTHER:
   (realtime threads starve the machine);
 - the mixer when ``overruns_in_row`` cycles in a row each took longer than ``budget`` x the
   period, or one cycle ran longer than ``hard_limit_periods`` periods (also caught while that
-  cycle is still running);
+  cycle is still running), if the mixer is realtime at that moment (a SCHED_OTHER mixer, not
+  promoted yet or demoted by someone else, is only being preempted: nothing to demote);
 - the mixer on SIGXCPU, which the kernel sends at the soft RLIMIT_RTTIME, before its SIGKILL at
   the hard limit.
 

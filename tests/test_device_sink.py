@@ -83,6 +83,8 @@ class Recorder:
         self.ports = [self.client.inports.register(f"in_{c}") for c in range(channels)]
         self.data = np.zeros((frames, channels), np.float32)
         self.n = 0
+        self.server_xruns: list[float] = []  # JACK's own xrun notices while recording
+        self.client.set_xrun_callback(self.server_xruns.append)
         self.client.set_process_callback(self._process)
         self.client.activate()
 
@@ -135,19 +137,26 @@ class TestDeviceSinkOnJack:
         each period is taken in four pieces."""
         rng = np.random.default_rng(7)
         sequence = rng.uniform(-0.9, 0.9, (48000, 2)).astype(np.float32)
-        recorder = Recorder(jack_device.name, 4 * 48000)
-        sink = DeviceSink(jack_device.device, frames_per_buffer=frames_per_buffer)
-        try:
-            with streamcore.Engine(samplerate=48000, blocksize=blocksize, channels=2,
-                                   periods=periods, sink=sink) as engine:
-                assert recorder.connect_to(), "our client's output ports were not found"
-                time.sleep(0.2)
-                voice = engine.play(sequence)
-                assert voice.wait(5.0)
-                time.sleep(0.3)  # the last periods travel through the ring and JACK
-                stats = engine.stats()
-        finally:
-            recorder.close()
+        # A run in which the JACK server itself reported an xrun (this shared VM's noise: the
+        # dummy driver was late) proves nothing either way: it is run again, up to 3 times.
+        for _attempt in range(3):
+            recorder = Recorder(jack_device.name, 4 * 48000)
+            sink = DeviceSink(jack_device.device, frames_per_buffer=frames_per_buffer)
+            try:
+                with streamcore.Engine(samplerate=48000, blocksize=blocksize, channels=2,
+                                       periods=periods, sink=sink) as engine:
+                    assert recorder.connect_to(), "our client's output ports were not found"
+                    time.sleep(0.2)
+                    voice = engine.play(sequence)
+                    assert voice.wait(5.0)
+                    time.sleep(0.3)  # the last periods travel through the ring and JACK
+                    stats = engine.stats()
+            finally:
+                recorder.close()
+            if not recorder.server_xruns:
+                break
+        else:
+            pytest.fail(f"the JACK server reported xruns in each of 3 runs: {stats.sink}")
         recording = recorder.data[:recorder.n]
         assert _find(recording, sequence) >= 0, "the recording does not hold the sequence"
         assert stats.sink["underruns"] == 0 and stats.sink["xruns"] == 0
