@@ -15,7 +15,7 @@ process), with each of:
 
 Glitches counted in each window: JACK's xrun notices (a client that did not finish its cycle in
 time is one) or PortAudio's output-underflow flags, whichever is more (PortAudio's JACK host
-API raises the flag for a server xrun too, so one dropout is counted once, not twice) and, for
+API passes server xruns on as that flag, so one dropout is counted once, not twice) and, for
 streamcore, periods its output ring was short (ring underruns). Also recorded: the page faults
 of the audio threads during the window (bench.memory.thread_faults) and the realtime grant. A
 window with no client playing gives JACK's own xruns under the load: the noise floor every
