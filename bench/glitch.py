@@ -19,7 +19,9 @@ API passes server xruns on as that flag, so one dropout is counted once, not twi
 streamcore, periods its output ring was short (ring underruns). Also recorded: the page faults
 of the audio threads during the window (bench.memory.thread_faults) and the realtime grant. A
 window with no client playing gives JACK's own xruns under the load: the noise floor every
-player shares. Goal: zero for streamcore where the others are non-zero.
+player shares; a window with only jack_metro (JACK's minimal C example client) playing gives
+the floor for any client, as each player adds a client process to JACK's cycle. Goal: zero for
+streamcore where the others are non-zero.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from bench.memory import faults_of, process_memory
 
 RATE = 48000
 BLOCKSIZES = (64, 128, 256)
+FLOOR_CLIENT = "JACK with jack_metro (a minimal C client)"
 VOICES = 4
 WARMUP = 0.5
 
@@ -166,6 +169,38 @@ def _rtmixer(jackd, buffers, seconds: float, blocksize: int) -> dict[str, Any]:
             "grant": "JACK's client thread (the server's realtime settings)", **load.facts}
 
 
+def _jack_with_c_client(jackd, seconds: float) -> dict[str, Any]:
+    """JACK's xruns under the same load with one minimal C client playing (jack_metro, from
+    JACK's own example clients, its port connected to the device): the floor for any client,
+    as every player adds a client process to JACK's cycle."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("jack_metro")
+    if exe is None:
+        raise RuntimeError("jack_metro not found (it comes with jackd2)")
+    name = f"bench-metro-{os.getpid()}"
+    proc = subprocess.Popen([exe, "-n", name, "-b", "120"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not (ports := jackd.watch.get_ports(f"{name}:", is_output=True)):
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("jack_metro did not register its port")
+            time.sleep(0.05)
+        for playback in jackd.watch.get_ports("system:", is_input=True, is_audio=True)[:2]:
+            jackd.watch.connect(ports[0], playback)
+        time.sleep(WARMUP)
+        x0 = len(jackd.xruns)
+        with Load(enabled=True) as load:
+            time.sleep(seconds)
+        x1 = len(jackd.xruns)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    return {"glitches": x1 - x0, "jack_xruns": x1 - x0, "seconds": seconds, **load.facts}
+
+
 def _jack_alone(jackd, buffers, seconds: float, blocksize: int) -> dict[str, Any]:
     """No client playing: JACK's own xruns under the same load (the machine's noise floor)."""
     x0 = len(jackd.xruns)
@@ -180,8 +215,9 @@ PLAYERS = {"streamcore": _streamcore, "python-sounddevice (numpy mix in a Python
 
 
 def run(quick: bool = False, smoke: bool = False) -> Report:
-    """60 s per player and blocksize (quick 4 s; smoke 1 s, blocksize 256 only), and up to
-    10 s with no client playing (JACK's own xruns under the load: the noise floor)."""
+    """60 s per player and blocksize (quick 4 s; smoke 1 s, blocksize 256 only), up to 10 s
+    with no client playing (JACK's own xruns under the load: the noise floor) and up to 20 s
+    with only jack_metro playing (the floor for any client)."""
     from bench.device import _Jack
 
     seconds = 1.0 if smoke else 4.0 if quick else 60.0
@@ -194,6 +230,10 @@ def run(quick: bool = False, smoke: bool = False) -> Report:
         try:
             row = {"JACK alone (noise floor)": _jack_alone(jackd, buffers, min(seconds, 10.0),
                                                             blocksize)}
+            try:
+                row[FLOOR_CLIENT] = _jack_with_c_client(jackd, min(seconds, 20.0))
+            except Exception as e:  # reported as missing, the players still run
+                row[FLOOR_CLIENT] = {"error": f"{type(e).__name__}: {e}"}
             for name, player in PLAYERS.items():
                 started = time.monotonic()
                 try:
@@ -213,12 +253,18 @@ def run(quick: bool = False, smoke: bool = False) -> Report:
                        "glitches", reference=(name, ref.get("glitches")),
                        reference_error=ref.get("error"), higher_is_better=False,
                        goal="0 where the reference is > 0", note=ours.get("error") or (
-                           f"underflows+ring underruns+JACK xruns; periods expected "
+                           f"max(underflows, JACK xruns) + ring underruns; periods expected "
                            f"{expected:.0f}, callbacks ran {ours.get('callbacks')}"))
         report.add(f"JACK's own xruns with no client playing, {where}",
                    row["JACK alone (noise floor)"]["glitches"], "xruns", higher_is_better=False,
                    note=f"the noise floor: what the server and the load cause alone, in "
                         f"{min(seconds, 10.0):g} s")
+        floor = row[FLOOR_CLIENT]
+        report.add(f"JACK's xruns with one minimal C client (jack_metro) playing, {where}",
+                   floor.get("glitches"), "xruns", higher_is_better=False,
+                   note=floor.get("error") or (
+                       f"the floor for any client (JACK's own example client), in "
+                       f"{floor['seconds']:g} s"))
         report.add(f"audio-thread page faults, {where}", ours.get("faults_minor"), "faults",
                    reference=("python-sounddevice callback thread",
                               row[list(PLAYERS)[1]].get("faults_minor")),

@@ -12,9 +12,9 @@ one after the other for the same duration:
   the same definition of latency), mixing two looping voices, at the same priority.  Every
   cycle's latency comes from the engine's per-cycle trace (exact, not the log2 histogram).
 
-The two alternate in runs of 1-2 s (the order flipping each run), so that the load other
-processes put on this shared machine falls on both alike; histograms are summed over the runs
-and both sides' percentiles are read from 1 µs bins.
+The two alternate in runs of 1 s (2 s when quick; the order flipping each run), so that the
+load other processes put on this shared machine falls on both alike; histograms are summed over
+the runs and both sides' percentiles are read from 1 µs bins.
 cyclictest writes 0 to /dev/cpu_dma_latency while it runs (no deep C-states); the streamcore
 run holds the same setting, so the two differ only in the thread that waits.  Figures: p50,
 p99, p99.9 and max in µs, each as a ratio to cyclictest's (goal: p99 within 1.2x).
@@ -184,9 +184,11 @@ def measure_case(blocksize: int, seconds: float, runs: int) -> tuple[dict, dict]
 def run(quick: bool = False, smoke: bool = False) -> Report:
     """Each case runs ``seconds`` per tool: 12 s (quick 4 s, smoke 1 s), 12000 cycles at
     1 ms, 4500 at 2.67 ms (a p99 then rests on 45+ samples; the full run must stay within 15
-    minutes with the glitch runs), split into alternating runs of the two tools."""
+    minutes with the glitch runs), split into alternating runs of the two tools of 1 s each
+    (2 s when quick): this VM's noise comes in bursts of seconds, and short turns spread each
+    burst over both tools instead of one."""
     seconds = 1.0 if smoke else 4.0 if quick else 12.0
-    runs = 1 if smoke else 2 if quick else 6  # alternating runs of 1..2 s each
+    runs = 1 if smoke else 2 if quick else 12
     report = Report("wakeup", quick or smoke)
     cases: dict[str, Any] = {}
     grants = set()
