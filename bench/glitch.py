@@ -255,12 +255,14 @@ def run(quick: bool = False, smoke: bool = False) -> Report:
                        goal="0 where the reference is > 0", note=ours.get("error") or (
                            f"max(underflows, JACK xruns) + ring underruns; periods expected "
                            f"{expected:.0f}, callbacks ran {ours.get('callbacks')}"))
-        report.add(f"JACK's own xruns with no client playing, {where}",
+        report.add(f"JACK's own xruns with no client playing, blocksize {blocksize}, "
+                   f"{min(seconds, 10.0):g} s under load",
                    row["JACK alone (noise floor)"]["glitches"], "xruns", higher_is_better=False,
                    note=f"the noise floor: what the server and the load cause alone, in "
                         f"{min(seconds, 10.0):g} s")
         floor = row[FLOOR_CLIENT]
-        report.add(f"JACK's xruns with one minimal C client (jack_metro) playing, {where}",
+        report.add(f"JACK's xruns with one minimal C client (jack_metro) playing, blocksize "
+                   f"{blocksize}, {min(seconds, 20.0):g} s under load",
                    floor.get("glitches"), "xruns", higher_is_better=False,
                    note=floor.get("error") or (
                        f"the floor for any client (JACK's own example client), in "
