@@ -161,6 +161,31 @@ def _merge(chunks: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def p99_ratio_interval(ours: list[dict[str, Any]], ref: list[dict[str, Any]],
+                       resamples: int = 1000, seed: int = 1) -> list[float] | None:
+    """The 5th and 95th percentiles of the p99 ratio (streamcore / cyclictest) over bootstrap
+    resamples of whole turns of each tool: how far one run's ratio moves with this machine's
+    noise.  None with fewer than 3 turns of either."""
+    if len(ours) < 3 or len(ref) < 3:
+        return None
+    rng = np.random.default_rng(seed)
+
+    def p99s(chunks: list[dict[str, Any]]) -> np.ndarray:
+        # one row per turn: its 1 µs histogram, overflows in a last bin
+        turns = np.stack([np.append(c["counts"], c["overflows"]) for c in chunks]).astype(float)
+        out = []
+        for start in range(0, resamples, 100):  # batches keep the matrices small
+            picks = rng.integers(0, len(chunks), (min(100, resamples - start), len(chunks)))
+            weights = np.stack([np.bincount(row, minlength=len(chunks)) for row in picks])
+            cumulative = np.cumsum(weights @ turns, axis=1)
+            rank = 0.99 * cumulative[:, -1:]
+            out.append((cumulative < rank).sum(axis=1))  # first bin reaching the rank
+        return np.concatenate(out).astype(float)
+
+    ratios = p99s(ours) / np.maximum(p99s(ref), 1.0)
+    return [float(np.percentile(ratios, 5)), float(np.percentile(ratios, 95))]
+
+
 def measure_case(blocksize: int, seconds: float, runs: int) -> tuple[dict, dict]:
     """(streamcore, cyclictest) for one period, in ``runs`` alternating runs of
     ``seconds / runs`` each (the order flips every run), so both meet the same noise."""
@@ -178,7 +203,17 @@ def measure_case(blocksize: int, seconds: float, runs: int) -> tuple[dict, dict]
                     ref.append(run_cyclictest(interval_us, seconds / runs))
                 except Exception as err:  # refuse the ratio, keep streamcore's figure
                     error = str(err)
-    return _merge(ours), ({"error": error} if error else _merge(ref))
+    merged = _merge(ours)
+    merged["p99_ratio_90"] = None if error else p99_ratio_interval(ours, ref)
+    return merged, ({"error": error} if error else _merge(ref))
+
+
+def _interval_note(ours: dict[str, Any], percentile: str) -> str:
+    interval = ours.get("p99_ratio_90")
+    if percentile != "p99" or not interval:
+        return ""
+    return (f"; ratio 90% interval {interval[0]:.2f}-{interval[1]:.2f}x "
+            f"(bootstrap over the {ours['runs']} turns)")
 
 
 def run(quick: bool = False, smoke: bool = False) -> Report:
@@ -207,7 +242,8 @@ def run(quick: bool = False, smoke: bool = False) -> Report:
                            reference_error=ref.get("error"), higher_is_better=False,
                            goal="<= 1.2x" if p == "p99" else None,
                            note=(f"{ours['samples']} cycles vs {ref.get('samples')}; "
-                                 f"{'realtime' if ours['realtime'] else 'NOT realtime'}"))
+                                 f"{'realtime' if ours['realtime'] else 'NOT realtime'}"
+                                 + _interval_note(ours, p)))
             report.add(f"mixer thread page faults (minor+major), {case}",
                        ours["mixer_faults_minor"] + ours["mixer_faults_major"], "faults",
                        higher_is_better=False, goal="0", note="during the measured window")

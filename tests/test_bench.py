@@ -42,3 +42,28 @@ def test_smoke_run_writes_json_and_markdown(tmp_path):
     assert set(data["plots"]) == {"wakeup", "glitch", "mixing"}
     for path in data["plots"].values():
         assert pathlib.Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+
+
+def test_p99_ratio_interval_follows_the_turns():
+    """The wakeup bench's bootstrap interval of the p99 ratio: around 1 for the same
+    distribution, around 2 when every latency doubles, none with fewer than 3 turns."""
+    import numpy as np
+
+    from bench.wakeup import HIST_US, p99_ratio_interval
+
+    rng = np.random.default_rng(0)
+
+    def turns(scale: float) -> list[dict]:
+        out = []
+        for _ in range(12):
+            latencies = rng.exponential(20.0, 2000)
+            bins = np.clip((latencies * scale).astype(int), 0, HIST_US - 1)
+            out.append({"counts": np.bincount(bins, minlength=HIST_US), "overflows": 0})
+        return out
+
+    same = p99_ratio_interval(turns(1.0), turns(1.0))
+    double = p99_ratio_interval(turns(2.0), turns(1.0))
+    assert same is not None and double is not None
+    assert same[0] <= 1.0 <= same[1] and same[1] < 1.3
+    assert 1.6 < double[0] <= double[1] < 2.5
+    assert p99_ratio_interval(turns(1.0)[:2], turns(1.0)) is None
