@@ -190,13 +190,34 @@ static int relay_onward(sc_pipe_sink *s, uint64_t len)
     return 0;
 }
 
+/* vmsplice into our relay and move on whatever went in, until all `len` bytes have: the relay
+ * has only us as its reader, so it must be emptied between vmsplices.  (A run of periods that
+ * is not page-aligned spans one pipe slot more than its length suggests, and a relay of a few
+ * slots takes only part of it at a time.) */
+static int through_relay(sc_pipe_sink *s, const char *data, uint64_t len)
+{
+    uint64_t done = 0;
+    while (done < len) {
+        struct iovec iov = {.iov_base = (void *)(data + done), .iov_len = len - done};
+        ssize_t n = vmsplice(s->fd, &iov, 1, SPLICE_F_NONBLOCK);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno; /* EAGAIN included: the relay is empty here, so it cannot be full */
+        }
+        int rc = relay_onward(s, (uint64_t)n);
+        if (rc)
+            return rc;
+        done += (uint64_t)n;
+    }
+    return 0;
+}
+
 static int hand_over(sc_pipe_sink *s, const char *data, uint64_t len, int splice_pages)
 {
     int rc;
     if (splice_pages && s->relay_fd >= 0) {
-        rc = transfer(s, s->fd, data, len, 1); /* into our relay: empty, exactly a half */
-        if (rc == 0)
-            rc = relay_onward(s, len);
+        rc = through_relay(s, data, len);
     } else {
         rc = transfer(s, s->relay_fd >= 0 ? s->onward_fd : s->fd, data, len, splice_pages);
     }
