@@ -122,6 +122,23 @@ class TestRunaway:
                 time.sleep(0.01)
             assert [ev.reason for ev in e.events()] == ["hard_limit", "hard_limit"]
 
+    def test_a_mixer_that_is_not_realtime_is_left_alone(self):
+        """Without realtime the mixer is only preempted, never a runaway that starves
+        others: a cycle past the hard limit and a streak of overruns demote nothing (the
+        overruns are still counted); once realtime, the same runaway is demoted."""
+        wd = Watchdog(budget=0.5, overruns_in_row=4, hard_limit_periods=4, cooldown=0)
+        with Engine(watchdog=wd, realtime=False) as e:
+            assert current_scheduling(e.mixer_tid).policy == "other"
+            time.sleep(0.1)
+            e._test_spin(0.1)  # ~20 hard limits long
+            e._test_spin(0.7 * e.period_ns / 1e9, cycles=20)
+            time.sleep(0.5)
+            assert e.events() == [] and e.stats().overruns >= 20
+            os.sched_setscheduler(e.mixer_tid, os.SCHED_FIFO, os.sched_param(e.priority))
+            e._test_spin(0.1)
+            assert [ev.reason for ev in wait_for_event(e)] == ["hard_limit"]
+            assert current_scheduling(e.mixer_tid).policy == "other"
+
     def test_subscribe(self):
         seen = []
         with Engine() as e:
