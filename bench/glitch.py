@@ -27,6 +27,8 @@ streamcore where the others are non-zero.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import threading
 import time
 from typing import Any
@@ -173,9 +175,6 @@ def _jack_with_c_client(jackd, seconds: float) -> dict[str, Any]:
     """JACK's xruns under the same load with one minimal C client playing (jack_metro, from
     JACK's own example clients, its port connected to the device): the floor for any client,
     as every player adds a client process to JACK's cycle."""
-    import shutil
-    import subprocess
-
     exe = shutil.which("jack_metro")
     if exe is None:
         raise RuntimeError("jack_metro not found (it comes with jackd2)")

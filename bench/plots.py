@@ -25,7 +25,7 @@ def _pyplot():
     return plt
 
 
-def _wakeup(plt, report: dict[str, Any], path: Path) -> Path:
+def _wakeup(plt, report: dict[str, Any]) -> Any:
     cases = report["extra"]["cases"]
     fig, axes = plt.subplots(len(cases), 1, figsize=(8, 2.6 * len(cases)), squeeze=False,
                              constrained_layout=True)
@@ -43,12 +43,10 @@ def _wakeup(plt, report: dict[str, Any], path: Path) -> Path:
         ax.set_xlabel("µs")
         ax.set_ylabel("cycles")
         ax.legend(fontsize=8)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return fig
 
 
-def _glitch(plt, report: dict[str, Any], path: Path) -> Path:
+def _glitch(plt, report: dict[str, Any]) -> Any:
     results = report["extra"]["results"]
     players = list(next(iter(results.values())))
     fig, ax = plt.subplots(figsize=(8, 4), constrained_layout=True)
@@ -61,15 +59,13 @@ def _glitch(plt, report: dict[str, Any], path: Path) -> Path:
         ax.bar(xs, ys, width, label=player)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(results))],
                   [f"blocksize {b}" for b in results])
-    ax.set_ylabel("glitches (underflows + ring underruns + JACK xruns)")
+    ax.set_ylabel("glitches (max(underflows, JACK xruns) + ring underruns)")
     ax.set_title(f"{report['extra']['seconds']:g} s per run under load", fontsize=9)
     ax.legend(fontsize=8)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return fig
 
 
-def _mixing(plt, report: dict[str, Any], path: Path) -> Path:
+def _mixing(plt, report: dict[str, Any]) -> Any:
     extra = report["extra"]
     fig, ax = plt.subplots(figsize=(8, 4), constrained_layout=True)
     for key, label in (("streamcore_runs", "streamcore mixer"), ("numpy_runs", "numpy callback")):
@@ -81,9 +77,7 @@ def _mixing(plt, report: dict[str, Any], path: Path) -> Path:
     ax.set_xlabel("stereo voices")
     ax.set_ylabel("p99 cycle time, µs")
     ax.legend(fontsize=8)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return fig
 
 
 PLOTS = {"wakeup": _wakeup, "glitch": _glitch, "mixing": _mixing}
@@ -101,9 +95,12 @@ def write_plots(results: dict[str, Any], out_dir: Path, stem: str) -> dict[str, 
         draw = PLOTS.get(report["bench"])
         if draw is None:
             continue
+        path = out_dir / f"{stem}-{report['bench']}.png"
         try:
-            written[report["bench"]] = str(draw(plt, report,
-                                                out_dir / f"{stem}-{report['bench']}.png"))
+            fig = draw(plt, report)
+            fig.savefig(path, dpi=90)
+            plt.close(fig)
+            written[report["bench"]] = str(path)
         except Exception as e:  # a plot must not lose the figures: say why it is missing
             written[report["bench"]] = f"skipped: {type(e).__name__}: {e}"
     return written

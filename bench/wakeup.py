@@ -171,16 +171,15 @@ def p99_ratio_interval(ours: list[dict[str, Any]], ref: list[dict[str, Any]],
     rng = np.random.default_rng(seed)
 
     def p99s(chunks: list[dict[str, Any]]) -> np.ndarray:
-        # one row per turn: its 1 µs histogram, overflows in a last bin
-        turns = np.stack([np.append(c["counts"], c["overflows"]) for c in chunks]).astype(float)
-        out = []
-        for start in range(0, resamples, 100):  # batches keep the matrices small
-            picks = rng.integers(0, len(chunks), (min(100, resamples - start), len(chunks)))
-            weights = np.stack([np.bincount(row, minlength=len(chunks)) for row in picks])
-            cumulative = np.cumsum(weights @ turns, axis=1)
-            rank = 0.99 * cumulative[:, -1:]
-            out.append((cumulative < rank).sum(axis=1))  # first bin reaching the rank
-        return np.concatenate(out).astype(float)
+        counts = np.stack([c["counts"] for c in chunks])
+        overflows = np.array([c["overflows"] for c in chunks])
+        worst = max(c["max"] for c in chunks)
+        out = np.empty(resamples)
+        for k in range(resamples):
+            pick = rng.integers(0, len(chunks), len(chunks))
+            out[k] = _percentiles_from_hist(counts[pick].sum(axis=0), int(overflows[pick].sum()),
+                                            worst)["p99"]
+        return out
 
     ratios = p99s(ours) / np.maximum(p99s(ref), 1.0)
     return [float(np.percentile(ratios, 5)), float(np.percentile(ratios, 95))]

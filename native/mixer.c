@@ -360,9 +360,13 @@ static uint64_t convert(sc_engine *e, const float *mix, void *dst)
 static void prefetch_sources(const sc_engine *e)
 {
     const size_t line = 64;
-    for (uint32_t s = 0; s < SC_MAX_VOICES; s++) {
+    uint32_t left = e->active_voices; /* the scan ends at the last of them */
+    for (uint32_t s = 0; s < SC_MAX_VOICES && left; s++) {
         const sc_voice *v = &e->voices[s];
-        if (v->phase == SC_PHASE_FREE || v->kind != SC_VOICE_BUFFER || v->position >= v->frames)
+        if (v->phase == SC_PHASE_FREE)
+            continue;
+        left--;
+        if (v->kind != SC_VOICE_BUFFER || v->position >= v->frames)
             continue;
         uint64_t frames = v->frames - v->position;
         if (frames > e->config.blocksize)
@@ -387,10 +391,12 @@ void sc_mixer_render_period(sc_engine *e, void *dst)
                          ? dst : e->mix;
         memset(mix, 0, sizeof(float) * samples);
         prefetch_sources(e);
-        for (uint32_t s = 0; s < SC_MAX_VOICES && e->active_voices; s++) {
+        uint32_t left = e->active_voices; /* hand_back() lowers active_voices as we go */
+        for (uint32_t s = 0; s < SC_MAX_VOICES && left; s++) {
             sc_voice *v = &e->voices[s];
             if (v->phase == SC_PHASE_FREE)
                 continue;
+            left--;
             uint32_t end = mix_voice(e, v, mix, t0);
             if (end)
                 hand_back(e, v, s, end);

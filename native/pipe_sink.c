@@ -53,10 +53,10 @@ struct sc_pipe_sink {
     uint64_t prefix_len;
     pthread_t thread;
     int started;
-    uint64_t sent;          /* frames vmspliced so far (zero copy) */
     uint64_t released;      /* frames released to the mixer so far; sent - released are held */
     uint64_t chunk_frames;  /* the most one vmsplice step hands over (whole periods) */
-    _Atomic uint64_t bytes, halves, writes, periods, reader_waits, mixer_waits;
+    _Atomic uint64_t sent;  /* frames vmspliced so far (zero copy); halves = sent / half */
+    _Atomic uint64_t bytes, writes, periods, reader_waits, mixer_waits;
     _Atomic int32_t error, running, finished;
 };
 
@@ -165,8 +165,8 @@ static int move_step(sc_pipe_sink *s, int to, uint64_t len, int duplicate, uint6
 
 /* Move `len` bytes from the relay pipe on to onward_fd, tee-ing each piece into tee_fd first.
  * tee() leaves the relay as it is, so exactly what was tee'd is then spliced on: both
- * consumers get the same bytes, and once the relay is empty each holds the whole half, so (both
- * being exactly a half in size) neither can still hold a page of the previous one. */
+ * consumers get the same bytes in the same order, and neither is larger than a half, so the
+ * release rule of step() (a page is free once a half more went in after it) holds for both. */
 static int relay_onward(sc_pipe_sink *s, uint64_t len)
 {
     while (len > 0) {
@@ -280,7 +280,8 @@ static int step(sc_pipe_sink *s)
             release(s, frames);
         return rc;
     }
-    const uint64_t held = s->sent - s->released;
+    const uint64_t sent = atomic_load_explicit(&s->sent, memory_order_relaxed);
+    const uint64_t held = sent - s->released;
     const uint64_t unsent = (uint64_t)readable - held; /* rendered, not yet in the pipe */
     if (unsent < s->blocksize) {
         count(&s->mixer_waits, 1);
@@ -295,12 +296,12 @@ static int step(sc_pipe_sink *s)
     int rc = hand_over(s, (const char *)p + held * s->frame_bytes, chunk * s->frame_bytes, 1);
     if (rc != 0)
         return rc;
-    count(&s->halves, (s->sent + chunk) / s->half_frames - s->sent / s->half_frames);
-    s->sent += chunk;
+    count(&s->sent, chunk);
     /* A half's worth went in after everything up to sent - half_frames: that has left the pipe
      * (and any pipe it went on to, each no larger), so the mixer may have it. */
-    if (s->sent > s->half_frames && s->sent - s->half_frames > s->released) {
-        uint64_t frames = s->sent - s->half_frames - s->released;
+    const uint64_t now_sent = sent + chunk;
+    if (now_sent > s->half_frames && now_sent - s->half_frames > s->released) {
+        uint64_t frames = now_sent - s->half_frames - s->released;
         release(s, frames);
         s->released += frames;
     }
@@ -437,7 +438,7 @@ int sc_pipe_sink_stop(sc_pipe_sink *s, int flush)
     if (flush && !atomic_load_explicit(&s->error, memory_order_acquire)) {
         /* Past what is already in the pipe, what is rendered goes out by copy; a reader that
          * stalls for FLUSH_STALL_MS ends it with ETIMEDOUT, not a hang. */
-        const uint64_t held = s->sent - s->released;
+        const uint64_t held = atomic_load_explicit(&s->sent, memory_order_relaxed) - s->released;
         int64_t readable = sc_ring_readable(s->ring);
         if (readable > (int64_t)held) {
             void *p;
@@ -467,7 +468,8 @@ void sc_pipe_sink_get_stats(const sc_pipe_sink *s, sc_pipe_sink_stats *out)
 {
     sc_pipe_sink *m = (sc_pipe_sink *)s;
     out->bytes = atomic_load_explicit(&m->bytes, memory_order_relaxed);
-    out->halves = atomic_load_explicit(&m->halves, memory_order_relaxed);
+    out->halves = m->half_frames /* 0 in copy mode */
+                      ? atomic_load_explicit(&m->sent, memory_order_relaxed) / m->half_frames : 0;
     out->writes = atomic_load_explicit(&m->writes, memory_order_relaxed);
     out->periods = atomic_load_explicit(&m->periods, memory_order_relaxed);
     out->reader_waits = atomic_load_explicit(&m->reader_waits, memory_order_relaxed);

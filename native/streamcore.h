@@ -474,6 +474,7 @@ typedef struct sc_watchdog_input {
     uint64_t streak;           /* the mixer's over-budget cycles in a row */
     uint64_t sigxcpu;          /* SIGXCPU signals so far */
     uint64_t hard_overruns;    /* completed cycles longer than the hard limit so far */
+    int32_t mixer_realtime;    /* the mixer runs SCHED_FIFO/RR now (the cycle rules need it) */
 } sc_watchdog_input;
 
 typedef struct sc_watchdog_state {

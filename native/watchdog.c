@@ -23,6 +23,11 @@ uint32_t sc_watchdog_decide(const sc_engine_config *c, sc_watchdog_state *st,
     st->hard_overruns_seen = in->hard_overruns;
     if (st->mixer_demoted)
         return SC_DEMOTE_NONE;
+    /* A mixer that is not realtime (not promoted yet, or demoted by someone else) cannot
+     * starve anyone: a long cycle is it being preempted.  Nothing to demote; the rules below
+     * apply again once it is realtime. */
+    if (!in->mixer_realtime)
+        return SC_DEMOTE_NONE;
     /* A cycle still running past the hard limit (a busy loop never ends on its own). */
     if (hard_done || (in->busy_since_ns > 0 && in->now_ns - in->busy_since_ns > c->hard_limit_ns)) {
         st->mixer_demoted = 1;
@@ -50,13 +55,21 @@ uint32_t sc_watchdog_decide(const sc_engine_config *c, sc_watchdog_state *st,
 #include <sys/syscall.h>
 #include <unistd.h>
 
+/* The thread's policy without SCHED_RESET_ON_FORK, or -errno. */
+static int policy_of(int64_t tid)
+{
+    if (tid <= 0)
+        return -ESRCH;
+    int policy = sched_getscheduler((pid_t)tid);
+    return policy < 0 ? -errno : (policy & ~SCHED_RESET_ON_FORK);
+}
+
 static int demote_tid(int64_t tid, int32_t *policy_before)
 {
     if (tid <= 0)
         return -ESRCH;
-    int before = sched_getscheduler((pid_t)tid);
     if (policy_before)
-        *policy_before = before < 0 ? -errno : (before & ~SCHED_RESET_ON_FORK);
+        *policy_before = policy_of(tid);
     struct sched_param p = {0};
     if (sched_setscheduler((pid_t)tid, SCHED_OTHER | SCHED_RESET_ON_FORK, &p) != 0)
         return -errno;
@@ -142,13 +155,6 @@ static void *canary_main(void *arg)
     return NULL;
 }
 
-static int is_realtime(int64_t tid)
-{
-    int policy = tid > 0 ? sched_getscheduler((pid_t)tid) : -1;
-    policy &= ~SCHED_RESET_ON_FORK;
-    return policy == SCHED_FIFO || policy == SCHED_RR;
-}
-
 static void record_event(sc_engine *e, const sc_event *ev)
 {
     int64_t i = sc_spsc_reserve(&e->events, SC_EVENT_SLOTS);
@@ -227,15 +233,9 @@ static void *watchdog_main(void *arg)
         in.streak = atomic_load_explicit(&e->streak, memory_order_acquire);
         in.sigxcpu = sc_read(&e->sigxcpu);
         in.hard_overruns = sc_read(&e->hard_overruns);
+        int policy = policy_of(atomic_load_explicit(&e->mixer_tid, memory_order_relaxed));
+        in.mixer_realtime = policy == SCHED_FIFO || policy == SCHED_RR;
         uint32_t reason = sc_watchdog_decide(&e->config, &e->wd_state, &in);
-        if ((reason == SC_DEMOTE_HARD_LIMIT || reason == SC_DEMOTE_OVERRUNS)
-            && !is_realtime(atomic_load_explicit(&e->mixer_tid, memory_order_relaxed))) {
-            /* A mixer that is not realtime (not promoted yet, or demoted by someone else)
-             * cannot starve anyone: a long cycle is it being preempted.  Nothing to demote;
-             * judge again once it is realtime. */
-            e->wd_state.mixer_demoted = 0;
-            continue;
-        }
         if (reason != SC_DEMOTE_NONE)
             act(e, reason, &in);
     }

@@ -264,16 +264,26 @@ def _figures(engine: Any, stats: Any, output: _Output, seconds: float) -> list[s
     return lines
 
 
-def _sink_error(engine: Any) -> str | None:
+def _finish(engine: Any) -> tuple[Any, str | None]:
+    """The engine's last figures and its sink's error (or the one closing raised), once
+    closed."""
+    from streamcore.errors import SinkError
+
+    stats = engine.stats()
     sink = engine.sink_object
-    return None if sink is None else sink.error
+    error = None if sink is None else sink.error
+    try:
+        engine.close()
+    except SinkError as e:
+        error = error or str(e)
+    return stats, error
 
 
 # ---- play ----------------------------------------------------------------------------------
 
 def _cmd_play(args: argparse.Namespace) -> int:
     from streamcore.engine import Engine
-    from streamcore.errors import DecodeError, SinkError
+    from streamcore.errors import DecodeError
     from streamcore.playback import Playback, db_to_gain, decode, fit_channels, resample
 
     messages = sys.stderr if args.pipe else sys.stdout
@@ -323,12 +333,7 @@ def _cmd_play(args: argparse.Namespace) -> int:
             print(f"stopped: faded out over {1e3 * args.fade:.0f} ms", file=sys.stderr)
             status = 130
         progress.end()
-        stats = engine.stats()
-        error = _sink_error(engine)
-        try:
-            engine.close()
-        except SinkError as e:
-            error = error or str(e)
+        stats, error = _finish(engine)
     if error:
         print(f"streamcore: {error}", file=sys.stderr)
         status = 1
@@ -483,7 +488,6 @@ def _cmd_stats(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from streamcore import _tones
     from streamcore.engine import Engine
-    from streamcore.errors import SinkError
 
     output, rate = _choose_output(args, "demo", 48000, 2)
     for note in output.notes:
@@ -505,12 +509,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             for voice in voices:
                 voice.stop(fade=0.03)
             raise
-        stats = engine.stats()
-        error = _sink_error(engine)
-        try:
-            engine.close()
-        except SinkError as e:
-            error = error or str(e)
+        stats, error = _finish(engine)
     for line in _figures(engine, engine_stats_after_close(stats, engine), output,
                          time.monotonic() - started):
         print(line)

@@ -406,6 +406,14 @@ class Ring:
             raise ValueError("the ring is closed")
         return self._ring, mirror
 
+    def _frames_now(self, count: Any, operation: str) -> int:
+        """``count(ring)``, a native frame count, checked (raises as :meth:`_fail`)."""
+        ring, _mirror = self._live()
+        n: int = count(ring)
+        if n < 0:
+            self._fail(n, operation)
+        return n
+
     def _fail(self, status: int, operation: str) -> None:
         if status == -_errno.EPIPE:
             s = self.stats
@@ -726,11 +734,7 @@ class Ring:
         -----
         Any thread; only the writer makes it grow.
         """
-        ring, _mirror = self._live()
-        n: int = _lib.sc_ring_readable(ring)
-        if n < 0:
-            self._fail(n, "readable")
-        return n
+        return self._frames_now(_lib.sc_ring_readable, "readable")
 
     @property
     def writable(self) -> int:
@@ -747,11 +751,7 @@ class Ring:
         -----
         Any thread; only the reader makes it grow.
         """
-        ring, _mirror = self._live()
-        n: int = _lib.sc_ring_writable(ring)
-        if n < 0:
-            self._fail(n, "writable")
-        return n
+        return self._frames_now(_lib.sc_ring_writable, "writable")
 
     @property
     def capacity(self) -> int:

@@ -141,11 +141,15 @@ class WatchdogLogic:
         self._input = _ffi.new("sc_watchdog_input *")
 
     def decide(self, now_ns: int, busy_since_ns: int = 0, canary_ns: int = 0, streak: int = 0,
-               sigxcpu: int = 0, hard_overruns: int = 0) -> str | None:
-        """The reason to demote at ``now_ns`` given what the watchdog sees, or None."""
+               sigxcpu: int = 0, hard_overruns: int = 0,
+               mixer_realtime: bool = True) -> str | None:
+        """The reason to demote at ``now_ns`` given what the watchdog sees, or None
+        (``mixer_realtime``: whether the mixer runs a realtime policy now; the cycle rules,
+        hard limit and overruns, apply only then)."""
         i = self._input
         i.now_ns, i.busy_since_ns, i.canary_ns = now_ns, busy_since_ns, canary_ns
         i.streak, i.sigxcpu, i.hard_overruns = streak, sigxcpu, hard_overruns
+        i.mixer_realtime = int(mixer_realtime)
         return REASONS.get(_lib.sc_watchdog_decide(self._config, self._state, i))
 
     def rearm(self) -> None:

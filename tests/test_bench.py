@@ -58,7 +58,8 @@ def test_p99_ratio_interval_follows_the_turns():
         for _ in range(12):
             latencies = rng.exponential(20.0, 2000)
             bins = np.clip((latencies * scale).astype(int), 0, HIST_US - 1)
-            out.append({"counts": np.bincount(bins, minlength=HIST_US), "overflows": 0})
+            out.append({"counts": np.bincount(bins, minlength=HIST_US), "overflows": 0,
+                        "max": float(bins.max())})
         return out
 
     same = p99_ratio_interval(turns(1.0), turns(1.0))
