@@ -7,18 +7,23 @@
  *    as a device would;
  *  - the consumer clock: a sink (in C, in its own thread) reads a period from the output ring
  *    (sc_engine_output) and calls sc_engine_period_consumed(), which bumps a futex word and
- *    wakes the mixer at once.
+ *    wakes the mixer at once;
+ *  - the pipe clock, within the consumer clock: a pipe sink attaches the mixer as its writer
+ *    (sc_engine_attach_writer), and the mixer vmsplices what it rendered itself, waiting in
+ *    poll() on the pipe while it is full (pipe_loop).
  * Either way, after waking the mixer applies commands and renders periods until the output
  * ring holds `periods` periods again (double buffering: it renders k+1 while k plays).
  *
- * The thread's loop makes no syscall but its wait (clock_nanosleep or futex): clock_gettime is
- * the vDSO, the ring calls are atomics, the mixer touches only mlocked memory.
+ * The thread's loop makes no syscall but its wait (clock_nanosleep, futex, or poll on the
+ * pipe) and, on the pipe clock, a non-blocking vmsplice of pages it already owns:
+ * clock_gettime is the vDSO, the ring calls are atomics, the mixer touches only mlocked memory.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <linux/futex.h>
 #include <stdbool.h>
 #include <sched.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -118,7 +123,8 @@ static void end_cycle(sc_engine *e, int64_t woke, int64_t late, uint32_t flags,
     }
     if (atomic_load_explicit(&e->demoted, memory_order_relaxed))
         flags |= SC_TRACE_DEMOTED;
-    sc_histogram_add(&e->telemetry.late, late);
+    if (!(flags & SC_TRACE_PIPE))
+        sc_histogram_add(&e->telemetry.late, late);
     sc_histogram_add(&e->telemetry.mix, mix_ns);
     uint64_t cycle = sc_read(&e->cycles);
     sc_trace_record r = {
@@ -167,11 +173,61 @@ static void timer_loop(sc_engine *e)
     }
 }
 
+/* The mixer writes the pipe itself (native/pipe_sink.c): a cycle hands over what is rendered
+ * (as much as the pipe takes), renders into the pages that came back, and waits in poll() for
+ * the reader only when the pipe is full.  The reader is the clock; there is no other thread
+ * to wake, so no wake-up latency to measure (SC_TRACE_PIPE). */
+#define PIPE_WAIT_MS 100 /* bounded, so stop() is noticed even if nothing wakes the poll */
+static void pipe_loop(sc_engine *e, sc_pipe_sink *s)
+{
+    int rc = 0;
+    while (atomic_load_explicit(&e->running, memory_order_acquire) && !sc_pipe_sink_stop_asked(s)) {
+        int64_t woke = sc_now_ns();
+        atomic_store_explicit(&e->busy_since_ns, woke, memory_order_release);
+        spin_if_asked(e);
+        uint32_t released = 0;
+        rc = sc_pipe_sink_pump(s, &released);
+        sc_count(&e->consumed, released);
+        int64_t fill = 0;
+        uint32_t rendered = render_until_full(e, &fill);
+        end_cycle(e, woke, 0, SC_TRACE_PIPE, rendered, fill);
+        if (rc < 0)
+            break;
+        if (rc == SC_PUMP_FULL || rendered == 0) {
+            int w = sc_pipe_sink_wait(s, PIPE_WAIT_MS);
+            if (w < 0) {
+                rc = w;
+                break;
+            }
+        }
+    }
+    atomic_store_explicit(&e->pipe_writer, NULL, memory_order_release);
+    sc_pipe_sink_detach(s, rc < 0 ? -rc : 0);
+}
+
+int sc_engine_attach_writer(sc_engine *e, sc_pipe_sink *s)
+{
+    if (!atomic_load_explicit(&e->running, memory_order_acquire))
+        return -EINVAL;
+    sc_pipe_sink *none = NULL;
+    if (!atomic_compare_exchange_strong(&e->pipe_writer, &none, s))
+        return -EBUSY;
+    atomic_fetch_add_explicit(&e->consumed_seq, 1, memory_order_release);
+    futex_wake(&e->consumed_seq);
+    return 0;
+}
+
 static void consumer_loop(sc_engine *e)
 {
     uint32_t seen = atomic_load_explicit(&e->consumed_seq, memory_order_acquire);
     uint32_t underruns_seen = atomic_load_explicit(&e->consumer_underruns, memory_order_relaxed);
     while (atomic_load_explicit(&e->running, memory_order_acquire)) {
+        sc_pipe_sink *writer = atomic_load_explicit(&e->pipe_writer, memory_order_acquire);
+        if (writer) {
+            pipe_loop(e, writer);
+            seen = atomic_load_explicit(&e->consumed_seq, memory_order_acquire);
+            continue;
+        }
         uint32_t now_seq = atomic_load_explicit(&e->consumed_seq, memory_order_acquire);
         if (now_seq == seen) {
             /* Bounded wait so stop() is noticed even without a sink. */
@@ -200,6 +256,10 @@ static void *mixer_main(void *arg)
     sc_engine *e = arg;
     prctl(PR_SET_NAME, "sc-mixer", 0, 0, 0);
     prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0); /* 1 ns: wake at the deadline, not 50 µs after */
+    sigset_t pipe_signal; /* a pipe it writes losing its reader is EPIPE here, not death */
+    sigemptyset(&pipe_signal);
+    sigaddset(&pipe_signal, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_signal, NULL);
     int64_t fill = 0;
     render_until_full(e, &fill); /* the initial periods, before the clock runs */
     atomic_store_explicit(&e->fill_now, (uint32_t)(fill < 0 ? 0 : fill), memory_order_relaxed);
@@ -209,6 +269,10 @@ static void *mixer_main(void *arg)
         timer_loop(e);
     else
         consumer_loop(e);
+    /* A writer attached as the mixer stopped is let go, so its stop() need not wait. */
+    sc_pipe_sink *writer = atomic_exchange_explicit(&e->pipe_writer, NULL, memory_order_acq_rel);
+    if (writer)
+        sc_pipe_sink_detach(writer, 0);
     return NULL;
 }
 

@@ -181,6 +181,7 @@ struct sc_engine {
     sc_watchdog_state wd_state; /* watchdog-private */
 
     /* Consumer clock. */
+    _Atomic(sc_pipe_sink *) pipe_writer; /* the pipe the mixer itself writes, or NULL */
     _Atomic uint32_t consumed_seq; /* futex word */
     _Atomic int64_t consumed_at_ns;
     _Atomic uint32_t consumer_underruns;
@@ -215,6 +216,22 @@ void sc_mixer_flush(sc_engine *e);
 
 /* clock.c */
 void sc_engine_free_stack(sc_engine *e);
+/* Make the running mixer the writer of a pipe sink, from its next cycle; -EINVAL if the mixer
+ * is not running, -EBUSY if it writes another already.  It lets go by sc_pipe_sink_detach. */
+int sc_engine_attach_writer(sc_engine *e, sc_pipe_sink *s);
+
+/* pipe_sink.c: the mixer as a pipe sink's writer (see there). */
+#define SC_PUMP_DONE 0 /* all that was rendered is in the pipe: render more */
+#define SC_PUMP_FULL 1 /* the pipe took what it could: wait for its reader */
+/* Hand what is rendered to the pipe, as much as it takes now; *periods: periods given back.
+ * SC_PUMP_DONE, SC_PUMP_FULL or -errno (EPIPE: the reader is gone). */
+int sc_pipe_sink_pump(sc_pipe_sink *s, uint32_t *periods);
+/* Wait until the pipe takes more, the stop eventfd fires or `timeout_ms` passed: 0 (look
+ * again), 1 stop asked, -errno. */
+int sc_pipe_sink_wait(sc_pipe_sink *s, int timeout_ms);
+int sc_pipe_sink_stop_asked(const sc_pipe_sink *s);
+/* The mixer is no longer the writer; `err` > 0 ended it (recorded for stats). */
+void sc_pipe_sink_detach(sc_pipe_sink *s, int err);
 
 /* watchdog.c */
 int sc_watchdog_start(sc_engine *e);

@@ -1,8 +1,14 @@
 /* pipe_sink.c: the engine's output pages into a pipe, with vmsplice and the double-buffer rule.
  *
- * The thread (one per sink, not realtime: the pipe's reader is the clock, through backpressure)
- * vmsplices the output ring's periods as soon as the mixer has rendered them, and releases a
- * page to the mixer only once the pipe can no longer hold it.  The ring is two halves, each
+ * Two writers, one rule.  Straight into a pipe (zero copy, no relay, no tee) the mixer itself
+ * is the writer: each cycle it vmsplices what it rendered, as much as the pipe takes, renders
+ * into what came back, and waits in poll() for the pipe's reader when the pipe is full (the
+ * reader is the clock).  One thread does the work of two, with no handoff between them: on a
+ * 2-core machine a third busy thread (a writer between mixer and reader) costs more than the
+ * rendering itself.  Every other case (a file or a tee behind the relay, copy mode) has a
+ * writer thread of its own, not realtime: a file's writes must never stall the mixer.
+ * Either writer vmsplices the output ring's periods as soon as they are rendered, and releases
+ * a page to the mixer only once the pipe can no longer hold it.  The ring is two halves, each
  * exactly the pipe's size; a pipe holds at most its size in bytes (each of its slots at most a
  * page) and gives them out in order, so once a further half's worth has gone in after a page,
  * that page has left the pipe.  Releasing period by period (period k of one half when period k
@@ -21,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <limits.h>
@@ -28,7 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "streamcore.h"
+#include "engine_internal.h"
 
 struct sc_pipe_sink {
     sc_engine *engine;
@@ -51,13 +58,19 @@ struct sc_pipe_sink {
     long napped_ns;         /* slept since the mixer last had something for us */
     char *prefix;           /* a header written before the first period */
     uint64_t prefix_len;
+    uint64_t prefix_sent;   /* bytes of it in the pipe: it goes once, not again on a restart */
     pthread_t thread;
     int started;
-    uint64_t released;      /* frames released to the mixer so far; sent - released are held */
-    uint64_t chunk_frames;  /* the most one vmsplice step hands over (whole periods) */
-    _Atomic uint64_t sent;  /* frames vmspliced so far (zero copy); halves = sent / half */
+    uint64_t released;      /* frames released to the mixer so far */
+    uint64_t chunk_frames;  /* the most one vmsplice step of the thread hands over */
+    _Atomic uint64_t sent;  /* ring bytes vmspliced so far; sent - released * frame_bytes are
+                               held (in the pipe, or maybe); halves = sent / pipe_bytes */
     _Atomic uint64_t bytes, writes, periods, reader_waits, mixer_waits;
     _Atomic int32_t error, running, finished;
+    int by_mixer;           /* the mixer is the writer (sc_pipe_sink_pump), no thread */
+    _Atomic int32_t attached; /* by_mixer: the mixer may be writing (start .. its detach) */
+    _Atomic int32_t stop_asked;
+    size_t map_bytes;       /* this struct is mmap'ed and mlocked: the mixer touches it */
 };
 
 static void count(_Atomic uint64_t *c, uint64_t n)
@@ -67,19 +80,22 @@ static void count(_Atomic uint64_t *c, uint64_t n)
 
 static int stop_requested(const sc_pipe_sink *s)
 {
+    if (atomic_load_explicit(&((sc_pipe_sink *)s)->stop_asked, memory_order_acquire))
+        return 1;
     struct pollfd p = {.fd = s->stop_fd, .events = POLLIN};
     return poll(&p, 1, 0) > 0;
 }
 
-/* Wait until `fd` takes more data, or stop.  0: writable; 1: stop asked; -errno.  While the
- * final flush runs (stop already asked) it waits at most FLUSH_STALL_MS instead: a reader that
- * stalls then gets -ETIMEDOUT, never a hang. */
+/* Wait until `fd` takes more data, or stop.  0: writable; 1: stop asked; -errno.  Once stop is
+ * asked (the final flush, or a step that must finish: see transfer) it waits at most
+ * FLUSH_STALL_MS for the reader: a reader that stalls then gets -ETIMEDOUT, never a hang. */
 #define FLUSH_STALL_MS 2000
-static int wait_writable(sc_pipe_sink *s, int fd)
+static int wait_writable(sc_pipe_sink *s, int fd, int must_finish)
 {
     struct pollfd p[2] = {{.fd = fd, .events = POLLOUT}, {.fd = s->stop_fd, .events = POLLIN}};
+    int bounded = s->flushing;
     for (;;) {
-        int n = s->flushing ? poll(p, 1, FLUSH_STALL_MS) : poll(p, 2, -1);
+        int n = bounded ? poll(p, 1, FLUSH_STALL_MS) : poll(p, 2, -1);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -87,8 +103,12 @@ static int wait_writable(sc_pipe_sink *s, int fd)
         }
         if (n == 0)
             return -ETIMEDOUT;
-        if (!s->flushing && (p[1].revents & POLLIN))
-            return 1;
+        if (!bounded && (p[1].revents & POLLIN)) {
+            if (!must_finish)
+                return 1;
+            bounded = 1;
+            continue;
+        }
         if (p[0].revents & (POLLERR | POLLHUP))
             return -EPIPE;
         if (p[0].revents & POLLOUT)
@@ -97,19 +117,21 @@ static int wait_writable(sc_pipe_sink *s, int fd)
 }
 
 /* Hand `len` bytes to `fd` by vmsplice (zero copy) or write(), never blocking in the call
- * itself: a full pipe is waited for in poll(), which also sees stop.  0, 1 (stopped), -errno. */
-static int transfer(sc_pipe_sink *s, int fd, const char *data, uint64_t len, int splice_pages)
+ * itself: a full pipe is waited for in poll(), which also sees stop.  0, 1 (stopped), -errno;
+ * *done says how much went in either way.  With `must_finish` a stop does not interrupt it
+ * (the bytes are owed to this consumer: see hand_over). */
+static int transfer(sc_pipe_sink *s, int fd, const char *data, uint64_t len, int splice_pages,
+                    int must_finish, uint64_t *done)
 {
-    uint64_t done = 0;
-    while (done < len) {
+    *done = 0;
+    while (*done < len) {
         ssize_t n;
+        struct iovec iov = {.iov_base = (void *)(data + *done), .iov_len = len - *done};
         if (splice_pages) {
-            struct iovec iov = {.iov_base = (void *)(data + done), .iov_len = len - done};
             n = vmsplice(fd, &iov, 1, SPLICE_F_NONBLOCK);
         } else {
             /* write() to a blocking pipe blocks until ALL is written; RWF_NOWAIT writes what
              * fits and says EAGAIN (the caller's descriptor stays blocking, as it may share it). */
-            struct iovec iov = {.iov_base = (void *)(data + done), .iov_len = len - done};
             n = s->plain_write ? write(fd, iov.iov_base, iov.iov_len)
                 : s->nowait_ok ? pwritev2(fd, &iov, 1, -1, RWF_NOWAIT) : -1;
             if (n < 0 && s->nowait_ok && errno == EOPNOTSUPP)
@@ -117,7 +139,7 @@ static int transfer(sc_pipe_sink *s, int fd, const char *data, uint64_t len, int
             if (!s->nowait_ok && !s->plain_write) {
                 /* After POLLOUT a pipe or socket takes PIPE_BUF bytes without blocking. */
                 iov.iov_len = iov.iov_len < PIPE_BUF ? iov.iov_len : PIPE_BUF;
-                int w = wait_writable(s, fd);
+                int w = wait_writable(s, fd, must_finish);
                 if (w != 0)
                     return w;
                 n = write(fd, iov.iov_base, iov.iov_len);
@@ -126,7 +148,7 @@ static int transfer(sc_pipe_sink *s, int fd, const char *data, uint64_t len, int
                 count(&s->writes, 1);
         }
         if (n > 0) {
-            done += (uint64_t)n;
+            *done += (uint64_t)n;
             continue;
         }
         if (n < 0 && errno != EAGAIN && errno != EINTR)
@@ -134,7 +156,7 @@ static int transfer(sc_pipe_sink *s, int fd, const char *data, uint64_t len, int
         if (n < 0 && errno == EINTR)
             continue;
         count(&s->reader_waits, 1);
-        int w = wait_writable(s, fd);
+        int w = wait_writable(s, fd, must_finish);
         if (w != 0)
             return w;
     }
@@ -142,7 +164,8 @@ static int transfer(sc_pipe_sink *s, int fd, const char *data, uint64_t len, int
 }
 
 /* One splice or tee step out of the relay: 0 with *moved > 0 on progress, 0 with *moved == 0
- * to try again (the output became writable), 1 when stop was asked, -errno on failure. */
+ * to try again (the output became writable), -errno on failure.  What is in the relay is owed
+ * onward, so a stop does not interrupt it. */
 static int move_step(sc_pipe_sink *s, int to, uint64_t len, int duplicate, uint64_t *moved)
 {
     *moved = 0;
@@ -160,13 +183,13 @@ static int move_step(sc_pipe_sink *s, int to, uint64_t len, int duplicate, uint6
     if (errno != EAGAIN)
         return -errno;
     count(&s->reader_waits, 1);
-    return wait_writable(s, to);
+    return wait_writable(s, to, 1);
 }
 
 /* Move `len` bytes from the relay pipe on to onward_fd, tee-ing each piece into tee_fd first.
  * tee() leaves the relay as it is, so exactly what was tee'd is then spliced on: both
  * consumers get the same bytes in the same order, and neither is larger than a half, so the
- * release rule of step() (a page is free once a half more went in after it) holds for both. */
+ * release rule (a page is free once a half more went in after it) holds for both. */
 static int relay_onward(sc_pipe_sink *s, uint64_t len)
 {
     while (len > 0) {
@@ -193,12 +216,14 @@ static int relay_onward(sc_pipe_sink *s, uint64_t len)
 /* vmsplice into our relay and move on whatever went in, until all `len` bytes have: the relay
  * has only us as its reader, so it must be emptied between vmsplices.  (A run of periods that
  * is not page-aligned spans one pipe slot more than its length suggests, and a relay of a few
- * slots takes only part of it at a time.) */
-static int through_relay(sc_pipe_sink *s, const char *data, uint64_t len)
+ * slots takes only part of it at a time.)  Stop is seen between vmsplices only. */
+static int through_relay(sc_pipe_sink *s, const char *data, uint64_t len, uint64_t *done)
 {
-    uint64_t done = 0;
-    while (done < len) {
-        struct iovec iov = {.iov_base = (void *)(data + done), .iov_len = len - done};
+    *done = 0;
+    while (*done < len) {
+        if (*done > 0 && stop_requested(s) && !s->flushing)
+            return 1;
+        struct iovec iov = {.iov_base = (void *)(data + *done), .iov_len = len - *done};
         ssize_t n = vmsplice(s->fd, &iov, 1, SPLICE_F_NONBLOCK);
         if (n < 0) {
             if (errno == EINTR)
@@ -208,32 +233,71 @@ static int through_relay(sc_pipe_sink *s, const char *data, uint64_t len)
         int rc = relay_onward(s, (uint64_t)n);
         if (rc)
             return rc;
-        done += (uint64_t)n;
+        *done += (uint64_t)n;
     }
     return 0;
 }
 
-static int hand_over(sc_pipe_sink *s, const char *data, uint64_t len, int splice_pages)
+/* Hand `len` bytes over: 0 all went, 1 stop asked (*done of them went), -errno.  A stop may
+ * cut the stream between any two bytes (the caller counts *done, and the final flush goes on
+ * from there), but never between the target and the tee: what the target got, the tee gets. */
+static int hand_over(sc_pipe_sink *s, const char *data, uint64_t len, int splice_pages,
+                     uint64_t *done)
 {
     int rc;
     if (splice_pages && s->relay_fd >= 0) {
-        rc = through_relay(s, data, len);
+        rc = through_relay(s, data, len, done);
     } else {
-        rc = transfer(s, s->relay_fd >= 0 ? s->onward_fd : s->fd, data, len, splice_pages);
+        rc = transfer(s, s->relay_fd >= 0 ? s->onward_fd : s->fd, data, len, splice_pages, 0,
+                      done);
     }
-    if (rc == 0 && s->tee_fd >= 0 && !(splice_pages && s->tee_by_tee))
-        rc = transfer(s, s->tee_fd, data, len, 0); /* the tee branch gets a copy */
-    if (rc == 0)
-        count(&s->bytes, len);
+    if (rc >= 0 && *done > 0 && s->tee_fd >= 0 && !(splice_pages && s->tee_by_tee)) {
+        uint64_t copied; /* the tee branch gets a copy */
+        int trc = transfer(s, s->tee_fd, data, *done, 0, 1, &copied);
+        if (trc < 0)
+            rc = trc;
+    }
+    if (rc >= 0)
+        count(&s->bytes, *done);
     return rc;
 }
 
-static void release(sc_pipe_sink *s, uint64_t frames)
+/* Give the mixer back every whole period that has left the pipe: a page is free once a half's
+ * worth (the pipe's size) went in after it (and into any pipe it went on to, each no larger).
+ * Returns the periods released; `wake` says the mixer is another thread (else the caller is
+ * the mixer and counts them itself). */
+static uint32_t release_sent(sc_pipe_sink *s, int wake)
 {
-    sc_ring_read_advance(s->ring, frames);
-    uint64_t periods = frames / s->blocksize;
+    const uint64_t sent = atomic_load_explicit(&s->sent, memory_order_relaxed);
+    const uint64_t lag = s->zero_copy ? (uint64_t)s->pipe_bytes : 0; /* copies: none */
+    if (sent <= lag)
+        return 0;
+    uint64_t frames = (sent - lag) / s->frame_bytes;
+    frames -= frames % s->blocksize;
+    if (frames <= s->released)
+        return 0;
+    const uint64_t n = frames - s->released;
+    sc_ring_read_advance(s->ring, n);
+    s->released = frames;
+    const uint32_t periods = (uint32_t)(n / s->blocksize);
     count(&s->periods, periods);
-    sc_engine_periods_consumed(s->engine, (uint32_t)periods, 0); /* one wake for them all */
+    if (wake)
+        sc_engine_periods_consumed(s->engine, periods, 0); /* one wake for them all */
+    return periods;
+}
+
+/* Rendered bytes not yet in the pipe, and where they start (*at). */
+static uint64_t unsent_bytes(sc_pipe_sink *s, const char **at)
+{
+    int64_t readable = sc_ring_readable(s->ring);
+    if (readable <= 0)
+        return 0;
+    const uint64_t held = atomic_load_explicit(&s->sent, memory_order_relaxed)
+                          - s->released * s->frame_bytes;
+    void *p;
+    sc_ring_read_region(s->ring, (uint64_t)readable, &p);
+    *at = (const char *)p + held;
+    return (uint64_t)readable * s->frame_bytes - held;
 }
 
 /* The mixer renders a released half within a fraction of a millisecond of its wake, so the
@@ -258,54 +322,98 @@ static void nap_reset(sc_pipe_sink *s)
     s->napped_ns = 0;
 }
 
-/* One step: 0 went on, 1 stopped, -errno failed. */
+/* One step of the writer thread: 0 went on, 1 stopped, -errno failed. */
 static int step(sc_pipe_sink *s)
 {
-    int64_t readable = sc_ring_readable(s->ring);
-    if (readable < 0)
-        return (int)readable;
-    if (!s->zero_copy) {
-        if ((uint64_t)readable < s->blocksize) {
-            count(&s->mixer_waits, 1);
-            nap(s);
-            return stop_requested(s);
-        }
-        nap_reset(s);
-        /* Every whole period rendered goes in one write: copied, so it may be released at once. */
-        uint64_t frames = (uint64_t)readable - (uint64_t)readable % s->blocksize;
-        void *p;
-        sc_ring_read_region(s->ring, frames, &p);
-        int rc = hand_over(s, p, frames * s->frame_bytes, 0);
-        if (rc == 0)
-            release(s, frames);
-        return rc;
-    }
-    const uint64_t sent = atomic_load_explicit(&s->sent, memory_order_relaxed);
-    const uint64_t held = sent - s->released;
-    const uint64_t unsent = (uint64_t)readable - held; /* rendered, not yet in the pipe */
-    if (unsent < s->blocksize) {
+    const char *at = NULL;
+    const uint64_t period = (uint64_t)s->blocksize * s->frame_bytes;
+    uint64_t chunk = unsent_bytes(s, &at);
+    if (chunk < period && !(chunk > 0 && !s->zero_copy)) {
         count(&s->mixer_waits, 1);
         nap(s);
         return stop_requested(s);
     }
     nap_reset(s);
-    uint64_t chunk = unsent < s->chunk_frames ? unsent : s->chunk_frames;
-    chunk -= chunk % s->blocksize;
-    void *p;
-    sc_ring_read_region(s->ring, held + chunk, &p);
-    int rc = hand_over(s, (const char *)p + held * s->frame_bytes, chunk * s->frame_bytes, 1);
-    if (rc != 0)
-        return rc;
-    count(&s->sent, chunk);
-    /* A half's worth went in after everything up to sent - half_frames: that has left the pipe
-     * (and any pipe it went on to, each no larger), so the mixer may have it. */
-    const uint64_t now_sent = sent + chunk;
-    if (now_sent > s->half_frames && now_sent - s->half_frames > s->released) {
-        uint64_t frames = now_sent - s->half_frames - s->released;
-        release(s, frames);
-        s->released += frames;
+    if (s->zero_copy) {
+        const uint64_t most = s->chunk_frames * s->frame_bytes;
+        chunk = chunk < most ? chunk : most;
+        chunk -= chunk % period;
+    } /* copies: everything rendered in one write, released as it goes */
+    uint64_t done = 0;
+    int rc = hand_over(s, at, chunk, s->zero_copy, &done);
+    count(&s->sent, done);
+    release_sent(s, 1);
+    return rc;
+}
+
+/* ---- the mixer as the writer ------------------------------------------------------------
+ * Called from the mixer's cycle (clock.c): no allocation, no lock of ours, no blocking call:
+ * vmsplice is non-blocking, and the wait for the reader is sc_pipe_sink_wait, between cycles. */
+
+int sc_pipe_sink_pump(sc_pipe_sink *s, uint32_t *periods)
+{
+    *periods = 0;
+    while (s->prefix_sent < s->prefix_len) {
+        struct iovec iov = {.iov_base = s->prefix + s->prefix_sent,
+                            .iov_len = s->prefix_len - s->prefix_sent};
+        ssize_t n = vmsplice(s->fd, &iov, 1, SPLICE_F_NONBLOCK);
+        if (n > 0) {
+            s->prefix_sent += (uint64_t)n;
+            count(&s->bytes, (uint64_t)n);
+        } else if (n < 0 && errno == EAGAIN) {
+            return SC_PUMP_FULL;
+        } else if (!(n < 0 && errno == EINTR)) {
+            return n < 0 ? -errno : -EIO;
+        }
     }
+    for (;;) {
+        const char *at = NULL;
+        const uint64_t unsent = unsent_bytes(s, &at);
+        if (unsent == 0)
+            return SC_PUMP_DONE;
+        struct iovec iov = {.iov_base = (void *)at, .iov_len = unsent};
+        ssize_t n = vmsplice(s->fd, &iov, 1, SPLICE_F_NONBLOCK);
+        if (n > 0) {
+            count(&s->sent, (uint64_t)n);
+            count(&s->bytes, (uint64_t)n);
+            *periods += release_sent(s, 0);
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN) {
+            count(&s->reader_waits, 1);
+            return SC_PUMP_FULL;
+        }
+        return n < 0 ? -errno : -EIO;
+    }
+}
+
+int sc_pipe_sink_wait(sc_pipe_sink *s, int timeout_ms)
+{
+    struct pollfd p[2] = {{.fd = s->fd, .events = POLLOUT}, {.fd = s->stop_fd, .events = POLLIN}};
+    int n = poll(p, 2, timeout_ms);
+    if (n < 0)
+        return errno == EINTR ? 0 : -errno;
+    if (p[1].revents & POLLIN)
+        return 1;
+    if (p[0].revents & POLLERR)
+        return -EPIPE; /* the reader closed: vmsplice would say EPIPE too */
     return 0;
+}
+
+int sc_pipe_sink_stop_asked(const sc_pipe_sink *s)
+{
+    return atomic_load_explicit(&((sc_pipe_sink *)s)->stop_asked, memory_order_acquire);
+}
+
+void sc_pipe_sink_detach(sc_pipe_sink *s, int err)
+{
+    if (err > 0)
+        atomic_store_explicit(&s->error, err, memory_order_release);
+    atomic_store_explicit(&s->running, 0, memory_order_release);
+    atomic_store_explicit(&s->finished, 1, memory_order_release);
+    atomic_store_explicit(&s->attached, 0, memory_order_release); /* last: stop() may go on */
 }
 
 static void *sink_main(void *arg)
@@ -317,8 +425,11 @@ static void *sink_main(void *arg)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     prctl(PR_SET_TIMERSLACK, 1000UL); /* naps of NAP_MIN_NS, not the default 50 us more */
     int rc = 0;
-    if (s->prefix_len)
-        rc = hand_over(s, s->prefix, s->prefix_len, 0);
+    if (s->prefix_sent < s->prefix_len) {
+        uint64_t done = 0;
+        rc = hand_over(s, s->prefix + s->prefix_sent, s->prefix_len - s->prefix_sent, 0, &done);
+        s->prefix_sent += done;
+    }
     while (rc == 0)
         rc = step(s);
     if (rc < 0)
@@ -362,13 +473,19 @@ int sc_pipe_sink_create(sc_pipe_sink **out, sc_engine *engine, sc_ring *ring, in
             && !is_pipe_of(onward_fd, pipe_bytes))
             return -EINVAL;
     }
-    sc_pipe_sink *s = calloc(1, sizeof *s);
-    if (!s)
+    /* Mapped and locked (if the limit allows), as the engine is: the mixer may be the writer,
+     * and its cycle must not fault a page in. */
+    size_t map_bytes = (sizeof(sc_pipe_sink) + 4095) & ~(size_t)4095;
+    sc_pipe_sink *s = mmap(NULL, map_bytes, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    if (s == MAP_FAILED)
         return -ENOMEM;
+    (void)mlock(s, map_bytes); /* best effort: the engine reports its own mlock failures */
+    s->map_bytes = map_bytes;
     s->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (s->stop_fd < 0) {
         int err = errno;
-        free(s);
+        munmap(s, map_bytes);
         return -err;
     }
     s->engine = engine;
@@ -386,6 +503,7 @@ int sc_pipe_sink_create(sc_pipe_sink **out, sc_engine *engine, sc_ring *ring, in
     s->plain_write = S_ISREG(st.st_mode); /* a disk does not stall forever: write it all */
     s->pipe_bytes = pipe_bytes;
     s->nap_ns = NAP_MIN_NS;
+    s->by_mixer = zero_copy && relay_fd < 0 && tee_fd < 0;
     /* Half a half per step: the mixer gets pages back twice per half, so it renders while
      * the sink splices (finer steps cost more wake-ups than they save; measured with
      * bench/pipe.py). */
@@ -400,11 +518,15 @@ int sc_pipe_sink_prefix(sc_pipe_sink *s, const void *data, uint64_t len)
 {
     if (s->started)
         return -EBUSY;
-    char *copy = malloc(len ? len : 1);
-    if (!copy)
+    if (len == 0)
+        return 0;
+    if (s->prefix)
+        return -EBUSY; /* one header per stream */
+    /* Its own pages, never written again: the mixer vmsplices the header from them. */
+    char *copy = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (copy == MAP_FAILED)
         return -ENOMEM;
     memcpy(copy, data, len);
-    free(s->prefix);
     s->prefix = copy;
     s->prefix_len = len;
     return 0;
@@ -414,7 +536,24 @@ int sc_pipe_sink_start(sc_pipe_sink *s)
 {
     if (s->started)
         return 0;
+    uint64_t stale;
+    while (read(s->stop_fd, &stale, sizeof stale) > 0)
+        ; /* a restart: the last stop's wake-up is spent */
+    atomic_store_explicit(&s->stop_asked, 0, memory_order_release);
+    atomic_store_explicit(&s->finished, 0, memory_order_release);
     atomic_store_explicit(&s->running, 1, memory_order_release);
+    if (s->by_mixer) {
+        /* The mixer takes the pipe over at its next cycle (header first: sc_pipe_sink_pump). */
+        atomic_store_explicit(&s->attached, 1, memory_order_release);
+        int rc = sc_engine_attach_writer(s->engine, s);
+        if (rc) {
+            atomic_store_explicit(&s->attached, 0, memory_order_release);
+            atomic_store_explicit(&s->running, 0, memory_order_release);
+            return rc;
+        }
+        s->started = 1;
+        return 0;
+    }
     int rc = pthread_create(&s->thread, NULL, sink_main, s);
     if (rc) {
         atomic_store_explicit(&s->running, 0, memory_order_release);
@@ -424,32 +563,59 @@ int sc_pipe_sink_start(sc_pipe_sink *s)
     return 0;
 }
 
+/* The mixer lets go of the pipe at its next cycle (or its wait ends with the stop eventfd);
+ * a mixer that is gone has let go already.  Bounded all the same: no stop hangs. */
+#define DETACH_WAIT_MS 5000
+static int wait_detached(sc_pipe_sink *s)
+{
+    for (int i = 0; i < DETACH_WAIT_MS * 10; i++) {
+        if (!atomic_load_explicit(&s->attached, memory_order_acquire))
+            return 0;
+        struct timespec t = {0, 100000};
+        nanosleep(&t, NULL);
+    }
+    return -ETIMEDOUT;
+}
+
 int sc_pipe_sink_stop(sc_pipe_sink *s, int flush)
 {
     if (!s->started)
         return 0;
+    atomic_store_explicit(&s->stop_asked, 1, memory_order_release);
     uint64_t one = 1;
     if (write(s->stop_fd, &one, sizeof one) < 0)
         return -errno;
-    pthread_join(s->thread, NULL);
+    if (s->by_mixer) {
+        int rc = wait_detached(s);
+        if (rc)
+            return rc; /* still the mixer's: nothing may be flushed from here */
+    } else {
+        pthread_join(s->thread, NULL);
+    }
     s->started = 0;
     atomic_store_explicit(&s->running, 0, memory_order_release);
     int rc = 0;
     if (flush && !atomic_load_explicit(&s->error, memory_order_acquire)) {
         /* Past what is already in the pipe, what is rendered goes out by copy; a reader that
-         * stalls for FLUSH_STALL_MS ends it with ETIMEDOUT, not a hang. */
-        const uint64_t held = atomic_load_explicit(&s->sent, memory_order_relaxed) - s->released;
-        int64_t readable = sc_ring_readable(s->ring);
-        if (readable > (int64_t)held) {
-            void *p;
-            sc_ring_read_region(s->ring, (uint64_t)readable, &p);
-            uint64_t extra = (uint64_t)readable - held;
-            s->flushing = 1;
-            rc = hand_over(s, (const char *)p + held * s->frame_bytes,
-                           extra * s->frame_bytes, 0);
-            if (rc < 0)
-                atomic_store_explicit(&s->error, -rc, memory_order_release);
+         * stalls for FLUSH_STALL_MS ends it with ETIMEDOUT, not a hang.  (The header first, if
+         * a stop came before it had all gone.) */
+        s->flushing = 1;
+        uint64_t done = 0;
+        if (s->prefix_sent < s->prefix_len) {
+            rc = hand_over(s, s->prefix + s->prefix_sent, s->prefix_len - s->prefix_sent, 0,
+                           &done);
+            s->prefix_sent += done;
         }
+        const char *at = NULL;
+        uint64_t extra = rc == 0 ? unsent_bytes(s, &at) : 0;
+        if (extra > 0) {
+            rc = hand_over(s, at, extra, 0, &done);
+            count(&s->sent, done);
+            release_sent(s, 0);
+        }
+        s->flushing = 0;
+        if (rc < 0)
+            atomic_store_explicit(&s->error, -rc, memory_order_release);
     }
     return rc < 0 ? rc : 0;
 }
@@ -460,16 +626,18 @@ void sc_pipe_sink_destroy(sc_pipe_sink *s)
         return;
     sc_pipe_sink_stop(s, 0);
     close(s->stop_fd);
-    free(s->prefix);
-    free(s);
+    if (s->prefix) /* the pipe may still hold its page: munmap leaves that page to the pipe */
+        munmap(s->prefix, s->prefix_len);
+    munmap(s, s->map_bytes);
 }
 
 void sc_pipe_sink_get_stats(const sc_pipe_sink *s, sc_pipe_sink_stats *out)
 {
     sc_pipe_sink *m = (sc_pipe_sink *)s;
     out->bytes = atomic_load_explicit(&m->bytes, memory_order_relaxed);
-    out->halves = m->half_frames /* 0 in copy mode */
-                      ? atomic_load_explicit(&m->sent, memory_order_relaxed) / m->half_frames : 0;
+    out->halves = m->zero_copy && m->pipe_bytes > 0
+                      ? atomic_load_explicit(&m->sent, memory_order_relaxed)
+                            / (uint64_t)m->pipe_bytes : 0;
     out->writes = atomic_load_explicit(&m->writes, memory_order_relaxed);
     out->periods = atomic_load_explicit(&m->periods, memory_order_relaxed);
     out->reader_waits = atomic_load_explicit(&m->reader_waits, memory_order_relaxed);
@@ -478,4 +646,5 @@ void sc_pipe_sink_get_stats(const sc_pipe_sink *s, sc_pipe_sink_stats *out)
     out->running = atomic_load_explicit(&m->running, memory_order_acquire);
     out->zero_copy = m->zero_copy;
     out->finished = atomic_load_explicit(&m->finished, memory_order_acquire);
+    out->by_mixer = m->by_mixer;
 }

@@ -354,6 +354,7 @@ typedef struct sc_engine sc_engine;
 /* Per-period trace flags. */
 #define SC_TRACE_XRUN 1
 #define SC_TRACE_DEMOTED 2
+#define SC_TRACE_PIPE 4      /* the mixer wrote a pipe itself: no wake-up latency (late_ns 0) */
 
 typedef struct sc_engine_config {
     uint32_t samplerate;
@@ -541,13 +542,16 @@ void sc_engine_test_spin(sc_engine *engine, int64_t spin_ns, uint32_t cycles);
 
 
 /* ---- pipe sink (native/pipe_sink.c) ----------------------------------------------------
- * A C thread that hands the engine's output pages to a pipe (consumer clock).  Zero copy:
+ * Hands the engine's output pages to a pipe (the pipe's reader is the clock).  Zero copy:
  * the output ring holds exactly two halves of `half_frames` (each exactly the pipe's size);
- * the sink vmsplices a half, and releases the PREVIOUS half to the mixer only once this
- * vmsplice completed, so no page the pipe still holds is ever rewritten.  With `onward_fd`
- * >= 0, `fd` is the sink's own relay pipe and every half goes on to `onward_fd` (a regular
- * file, or a pipe when a tee pipe gets a copy by tee()).  Copy mode (`zero_copy` 0) write()s each period instead.  Stopping never hangs on a
- * stalled reader: all waits poll a stop eventfd too.
+ * periods are vmspliced as they are rendered, and a page goes back to the mixer only once a
+ * half more went into the pipe after it, so no page the pipe still holds is ever rewritten.
+ * Straight into a pipe (no relay, no tee) the engine's mixer thread is the writer from
+ * sc_pipe_sink_start() to sc_pipe_sink_stop(); otherwise a C thread of the sink is.  With
+ * `onward_fd` >= 0, `fd` is the sink's own relay pipe and everything goes on to `onward_fd`
+ * (a regular file, or a pipe when a tee pipe gets a copy by tee()).  Copy mode (`zero_copy`
+ * 0) write()s each period instead.  Stopping never hangs on a stalled reader: all waits poll
+ * a stop eventfd too.
  */
 typedef struct sc_pipe_sink sc_pipe_sink;
 
@@ -561,7 +565,8 @@ typedef struct sc_pipe_sink_stats {
     int32_t error;             /* the errno that ended the sink (EPIPE: reader gone), or 0 */
     int32_t running;
     int32_t zero_copy;
-    int32_t finished;          /* the thread ended (error, or stopped) */
+    int32_t finished;          /* the writer ended (error, or stopped) */
+    int32_t by_mixer;          /* the mixer writes the pipe itself (no writer thread) */
 } sc_pipe_sink_stats;
 
 /* `ring` is the engine's output ring (the sink is its single reader from start to stop).
@@ -575,7 +580,8 @@ int sc_pipe_sink_create(sc_pipe_sink **out, sc_engine *engine, sc_ring *ring, in
 /* Write `len` bytes (a stream header) before the first period; call before start. */
 int sc_pipe_sink_prefix(sc_pipe_sink *sink, const void *data, uint64_t len);
 int sc_pipe_sink_start(sc_pipe_sink *sink);
-/* Stop the thread (joins it).  With `flush`, what the output ring still holds is written. */
+/* Stop the writer (joins the thread, or waits for the mixer to let go; -ETIMEDOUT after 5 s).
+   With `flush`, what the output ring holds and the pipe has not got yet is written by copy. */
 int sc_pipe_sink_stop(sc_pipe_sink *sink, int flush);
 void sc_pipe_sink_destroy(sc_pipe_sink *sink);
 void sc_pipe_sink_get_stats(const sc_pipe_sink *sink, sc_pipe_sink_stats *out);

@@ -229,6 +229,14 @@ class _Progress:
             self.stream.flush()
 
 
+def _wake_line(wake: Any, sink: dict[str, Any]) -> str:
+    if sink.get("writer") == "mixer":
+        return ("  mixer wake-up latency: none to measure (the mixer writes the pipe itself; "
+                "the pipe's reader is its clock)")
+    return (f"  mixer wake-up latency: p50 {wake.percentile(50) / 1e3:.0f} µs, p99 "
+            f"{wake.percentile(99) / 1e3:.0f} µs, max {wake.max_ns / 1e3:.0f} µs")
+
+
 def _figures(engine: Any, stats: Any, output: _Output, seconds: float) -> list[str]:
     """The run's figures, a few lines of text."""
     latency_ms = 1e3 * engine.periods * engine.blocksize / engine.samplerate
@@ -244,9 +252,7 @@ def _figures(engine: Any, stats: Any, output: _Output, seconds: float) -> list[s
         f"  periods {stats.periods}, xruns {stats.xruns}, underruns {stats.underruns}, "
         f"skipped {stats.skipped}, clipped samples {stats.clips}, late starts "
         f"{stats.late_starts}",
-        f"  mixer wake-up latency: p50 {wake.percentile(50) / 1e3:.0f} µs, p99 "
-        f"{wake.percentile(99) / 1e3:.0f} µs, max {wake.max_ns / 1e3:.0f} µs; mix time p99 "
-        f"{mix.percentile(99) / 1e3:.0f} µs",
+        _wake_line(wake, sink) + f"; mix time p99 {mix.percentile(99) / 1e3:.0f} µs",
         f"  realtime: {engine.grant if engine.grant is not None else 'not asked'}",
         f"  watchdog: {stats.demotions} demotions, {stats.overruns} overruns; taints "
         f"{', '.join(sorted(stats.taints)) or 'none'}",
@@ -256,7 +262,8 @@ def _figures(engine: Any, stats: Any, output: _Output, seconds: float) -> list[s
                      f"{sink.get('xruns', 0)}, underruns {sink.get('underruns', 0)}, "
                      f"latency {1e3 * float(sink.get('latency', 0.0)):.1f} ms")
     if sink.get("name") == "pipe":
-        lines.append(f"  pipe: zero copy {sink.get('zero_copy')}"
+        lines.append(f"  pipe: zero copy {sink.get('zero_copy')}, written by the "
+                     f"{sink.get('writer')}"
                      + (f" ({sink['copy_reason']})" if sink.get("copy_reason") else ""))
     if output.wav_path:
         lines.append(f"  wrote {output.wav_path} ({sink.get('frames', 0)} frames, "

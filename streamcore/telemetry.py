@@ -36,13 +36,16 @@ TRACE_DTYPE = _np.dtype([
     ("mix_ns", "<i8"),       # wake-up to end of the cycle's work
     ("fill", "<u4"),         # output frames buffered after the cycle
     ("voices", "<u4"),       # active voices
-    ("flags", "<u4"),        # 1: xrun, 2: the mixer ran demoted
+    ("flags", "<u4"),        # 1: xrun, 2: the mixer ran demoted, 4: it wrote a pipe (late 0)
     ("rendered", "<u4"),     # periods rendered in the cycle
 ])
 assert TRACE_DTYPE.itemsize == _ffi.sizeof("sc_trace_record")
 
 TRACE_XRUN = _lib.SC_TRACE_XRUN
 TRACE_DEMOTED = _lib.SC_TRACE_DEMOTED
+#: The mixer wrote a pipe itself in this cycle: its clock is the pipe's reader, so there is no
+#: wake-up latency to measure (late_ns is 0 and the wake-up histogram leaves it out).
+TRACE_PIPE = _lib.SC_TRACE_PIPE
 
 
 def taint_names(bits: int) -> frozenset[str]:

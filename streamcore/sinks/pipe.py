@@ -2,12 +2,20 @@
 
 When the target is a pipe, the output ring's own pages are handed to it with vmsplice: no
 copy in user space.  The output ring then holds exactly two halves, each exactly the pipe's
-size as the kernel reports it (F_SETPIPE_SZ is asked, and what it returns is checked).  The
-C writer thread splices periods as soon as they are rendered, and gives a page back to the
-mixer only once a whole half more has gone into the pipe after it: a pipe holds at most its
-size and gives bytes out in order, so by then the page has left it, and a page is never
-rewritten while the pipe still holds it (native/pipe_sink.c).  This is the two-halves rule
-applied period by period, so the mixer renders one half while the other is being spliced.
+size as the kernel reports it (F_SETPIPE_SZ is asked, and what it returns is checked).
+Periods are spliced as soon as they are rendered, and a page goes back to the mixer only once
+a whole half more has gone into the pipe after it: a pipe holds at most its size and gives
+bytes out in order, so by then the page has left it, and a page is never rewritten while the
+pipe still holds it (native/pipe_sink.c).  This is the two-halves rule applied period by
+period, so the mixer renders one half while the other is in the pipe.
+
+Straight into a pipe (zero copy, no tee) the mixer thread is the writer: each cycle it
+vmsplices what it has rendered, as much as the pipe takes (never blocking in the call),
+renders into the pages that came back, and waits in poll() while the pipe is full.  The pipe's
+reader is then the clock, and no other thread stands between mixer and pipe: on a 2-core
+machine that third thread and its wake-ups cost more than the rendering (bench/pipe.py).
+``stats()['writer']`` is 'mixer'.  Every other case has a C writer thread of its own
+('thread', not realtime): a file or a tee through the relay pipe, and copy mode.
 
 The remaining hazard: a reader that itself splices or tees our pages onward (``splice`` to a
 file or socket, ``tee``) can keep references to them after they left our pipe, and then see
@@ -94,9 +102,11 @@ class PipeSink(Sink):
 
     Notes
     -----
-    Threads: a C thread of the sink writes (not realtime: the pipe's reader is the clock;
-    it is the output ring's single reader from :meth:`start` to :meth:`stop`); stop() wakes
-    it even if the reader stalls.
+    Threads: straight into a pipe with zero copy, the engine's mixer thread writes the pipe
+    itself (``stats()['writer']`` 'mixer'); otherwise a C thread of the sink does ('thread',
+    not realtime).  The writer is the output ring's single reader from :meth:`start` to
+    :meth:`stop`, the pipe's reader is its clock, and stop() ends it even if the reader
+    stalls.
     A normal Python monitor thread notices when the writer ended on its own.  A reader that
     goes away (EPIPE) ends the sink: ``error`` says so, the engine stops, the process lives.
     """
@@ -372,7 +382,7 @@ class PipeSink(Sink):
         return {"bytes": raw.bytes, "halves": raw.halves, "writes": raw.writes,
                 "periods": raw.periods, "reader_waits": raw.reader_waits,
                 "mixer_waits": raw.mixer_waits, "running": bool(raw.running),
-                "finished": bool(raw.finished)}
+                "finished": bool(raw.finished), "writer": "mixer" if raw.by_mixer else "thread"}
 
     def stats(self) -> dict[str, Any]:
         """The writer's figures and which path (zero copy or not) runs, and why.
@@ -381,7 +391,8 @@ class PipeSink(Sink):
         -------
         dict of str to Any
             ``bytes``, ``halves``, ``writes``, ``periods``, ``reader_waits``,
-            ``mixer_waits``, ``running``, ``finished``, ``format``, ``dtype``, ``target``
+            ``mixer_waits``, ``running``, ``finished``, ``writer`` ('mixer' when the mixer
+            writes the pipe itself, else 'thread'), ``format``, ``dtype``, ``target``
             ('pipe', 'file' or 'other'), ``zero_copy``, ``tee_copy``, ``copy_reason``,
             ``pipe_bytes`` (the pipe's size in bytes) and ``error``.
 
