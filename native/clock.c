@@ -54,6 +54,10 @@ static uint32_t render_until_full(sc_engine *e, int64_t *fill)
     sc_ring *out = e->output;
     const uint32_t n = e->config.blocksize;
     uint32_t rendered = 0;
+    int64_t before = sc_ring_readable(out);
+    if (before >= 0 && before < e->target_fill) /* what this cycle is about to render */
+        atomic_store_explicit(&e->cycle_periods, (uint32_t)((e->target_fill - before) / n),
+                              memory_order_release);
     sc_mixer_apply_commands(e);
     for (;;) {
         int64_t have = sc_ring_readable(out);
@@ -108,14 +112,17 @@ static void end_cycle(sc_engine *e, int64_t woke, int64_t late, uint32_t flags,
     int64_t done = sc_now_ns();
     int64_t mix_ns = done - woke;
     atomic_store_explicit(&e->busy_since_ns, 0, memory_order_release);
-    if (mix_ns > e->config.budget_ns) {
+    /* The budget and the hard limit are per period of audio: a cycle that renders k periods
+     * (the consumer took k at once) may take k times as long. */
+    const int64_t periods = rendered > 1 ? rendered : 1;
+    if (mix_ns > e->config.budget_ns * periods) {
         sc_count(&e->overruns, 1);
         atomic_store_explicit(&e->streak, atomic_load_explicit(&e->streak, memory_order_relaxed) + 1,
                               memory_order_release);
     } else {
         atomic_store_explicit(&e->streak, 0, memory_order_release);
     }
-    if (mix_ns > e->config.hard_limit_ns)
+    if (mix_ns > e->config.hard_limit_ns * periods)
         sc_count(&e->hard_overruns, 1);
     if (flags & SC_TRACE_XRUN) {
         sc_count(&e->xruns, 1);

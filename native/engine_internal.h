@@ -174,6 +174,7 @@ struct sc_engine {
 
     /* Mixer <-> watchdog. */
     _Atomic int64_t busy_since_ns;
+    _Atomic uint32_t cycle_periods; /* periods the current cycle renders (its limits scale) */
     _Atomic uint64_t streak;
     _Atomic int64_t canary_ns;
     _Atomic int32_t rearm_request;

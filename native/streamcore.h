@@ -476,6 +476,8 @@ typedef struct sc_watchdog_input {
     uint64_t sigxcpu;          /* SIGXCPU signals so far */
     uint64_t hard_overruns;    /* completed cycles longer than the hard limit so far */
     int32_t mixer_realtime;    /* the mixer runs SCHED_FIFO/RR now (the cycle rules need it) */
+    uint32_t cycle_periods;    /* periods the current cycle set out to render (0 counts as 1):
+                                  the hard limit is per period of audio rendered */
 } sc_watchdog_input;
 
 typedef struct sc_watchdog_state {

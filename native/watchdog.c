@@ -28,8 +28,10 @@ uint32_t sc_watchdog_decide(const sc_engine_config *c, sc_watchdog_state *st,
      * apply again once it is realtime. */
     if (!in->mixer_realtime)
         return SC_DEMOTE_NONE;
-    /* A cycle still running past the hard limit (a busy loop never ends on its own). */
-    if (hard_done || (in->busy_since_ns > 0 && in->now_ns - in->busy_since_ns > c->hard_limit_ns)) {
+    /* A cycle still running past the hard limit (a busy loop never ends on its own); a cycle
+     * that renders k periods (a pipe's reader took k at once) has k periods' limit. */
+    const int64_t limit = c->hard_limit_ns * (in->cycle_periods > 1 ? in->cycle_periods : 1);
+    if (hard_done || (in->busy_since_ns > 0 && in->now_ns - in->busy_since_ns > limit)) {
         st->mixer_demoted = 1;
         return SC_DEMOTE_HARD_LIMIT;
     }
@@ -231,6 +233,7 @@ static void *watchdog_main(void *arg)
         in.busy_since_ns = atomic_load_explicit(&e->busy_since_ns, memory_order_acquire);
         in.canary_ns = atomic_load_explicit(&e->canary_ns, memory_order_acquire);
         in.streak = atomic_load_explicit(&e->streak, memory_order_acquire);
+        in.cycle_periods = atomic_load_explicit(&e->cycle_periods, memory_order_acquire);
         in.sigxcpu = sc_read(&e->sigxcpu);
         in.hard_overruns = sc_read(&e->hard_overruns);
         int policy = policy_of(atomic_load_explicit(&e->mixer_tid, memory_order_relaxed));

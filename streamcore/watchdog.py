@@ -8,7 +8,9 @@ mixer, with a SCHED_OTHER canary thread beside it.  It demotes to SCHED_OTHER:
 - the mixer when ``overruns_in_row`` cycles in a row each took longer than ``budget`` x the
   period, or one cycle ran longer than ``hard_limit_periods`` periods (also caught while that
   cycle is still running), if the mixer is realtime at that moment (a SCHED_OTHER mixer, not
-  promoted yet or demoted by someone else, is only being preempted: nothing to demote);
+  promoted yet or demoted by someone else, is only being preempted: nothing to demote).  Both
+  limits are per period rendered: a cycle that renders k periods at once (a pipe's reader
+  took k) may take k times as long, since it still renders faster than they play;
 - the mixer on SIGXCPU, which the kernel sends at the soft RLIMIT_RTTIME, before its SIGKILL at
   the hard limit.
 
@@ -41,11 +43,12 @@ class Watchdog:
     Parameters
     ----------
     budget : float
-        Fraction of the period (> 0) one mixer cycle may take.
+        Fraction of the period (> 0) one mixer cycle may take, per period it renders.
     overruns_in_row : int
         Over-budget cycles in a row (>= 1) that demote the mixer.
     hard_limit_periods : float
-        One cycle this many periods long (> 0) demotes the mixer, even while it still runs.
+        One cycle this many periods long (> 0) per period it renders demotes the mixer, even
+        while it still runs.
     canary_ms : float
         Milliseconds (> 0) the SCHED_OTHER canary thread may go without running before every
         realtime thread of the engine is demoted.
@@ -142,14 +145,15 @@ class WatchdogLogic:
 
     def decide(self, now_ns: int, busy_since_ns: int = 0, canary_ns: int = 0, streak: int = 0,
                sigxcpu: int = 0, hard_overruns: int = 0,
-               mixer_realtime: bool = True) -> str | None:
+               mixer_realtime: bool = True, cycle_periods: int = 1) -> str | None:
         """The reason to demote at ``now_ns`` given what the watchdog sees, or None
         (``mixer_realtime``: whether the mixer runs a realtime policy now; the cycle rules,
-        hard limit and overruns, apply only then)."""
+        hard limit and overruns, apply only then; ``cycle_periods``: the periods the running
+        cycle renders, which scale the hard limit)."""
         i = self._input
         i.now_ns, i.busy_since_ns, i.canary_ns = now_ns, busy_since_ns, canary_ns
         i.streak, i.sigxcpu, i.hard_overruns = streak, sigxcpu, hard_overruns
-        i.mixer_realtime = int(mixer_realtime)
+        i.mixer_realtime, i.cycle_periods = int(mixer_realtime), cycle_periods
         return REASONS.get(_lib.sc_watchdog_decide(self._config, self._state, i))
 
     def rearm(self) -> None:

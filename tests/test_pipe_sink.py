@@ -324,6 +324,33 @@ class TestWriter:
         assert len(trace) and np.all(trace["flags"] & TRACE_PIPE) and not trace["late_ns"].any()
         assert stats.wake_latency.count == 0 and stats.mix_time.count == stats.cycles
 
+    def test_a_fast_reader_is_no_overrun(self):
+        """A reader as fast as `cat` takes a whole half (here 2048 periods of 64 frames) per
+        cycle: rendering them is far faster than playing them, so the realtime mixer is not
+        demoted for its long cycles (budget and hard limit are per period rendered)."""
+        r, w = os.pipe()
+        proc = subprocess.Popen(["cat"], stdin=r, stdout=subprocess.DEVNULL)
+        os.close(r)
+        noise = (np.random.default_rng(3).standard_normal((48000, 2)) * 0.01).astype(np.float32)
+        try:
+            sink = PipeSink(w, format="f32le", pipe_size=1 << 20)
+            with Engine(blocksize=64, channels=CHANNELS, sink=sink) as engine:
+                for _ in range(50):
+                    engine.play(noise, loop=True)
+                time.sleep(2.0)
+                stats, events = engine.stats(), engine.events()
+                if not (engine.grant and engine.grant.realtime):
+                    if os.environ.get("CI") == "true":
+                        pytest.fail(f"the mixer did not get realtime: {engine.grant}")
+                    pytest.skip(f"the watchdog's cycle rules need a realtime mixer: {engine.grant}")
+        finally:
+            proc.kill()
+            proc.wait()
+            os.close(w)
+        assert stats.sink["writer"] == "mixer" and stats.sink["error"] is None
+        assert stats.periods / stats.cycles > 100  # the cycles really were long
+        assert events == [] and stats.demotions == 0 and stats.overruns == 0
+
     @pytest.mark.parametrize("target, zero_copy", [("pipe", True), ("pipe", False),
                                                    ("file", True)],
                              ids=["mixer", "thread-copy", "thread-relay"])

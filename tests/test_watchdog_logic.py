@@ -35,6 +35,15 @@ class TestOverruns:
         assert w.decide(now_ns=now, busy_since_ns=now - 4 * P + 10, canary_ns=now) is None
         assert w.decide(now_ns=now, busy_since_ns=now - 4 * P - 10, canary_ns=now) == "hard_limit"
 
+    def test_the_hard_limit_is_per_period_rendered(self):
+        """A cycle rendering 3 periods at once (a pipe's reader took 3) has 3 limits."""
+        w = logic(hard_limit_periods=4)
+        now = 10**9
+        busy = now - 10 * P
+        assert w.decide(now_ns=now, busy_since_ns=busy, canary_ns=now, cycle_periods=3) is None
+        assert w.decide(now_ns=now, busy_since_ns=busy, canary_ns=now,
+                        cycle_periods=2) == "hard_limit"
+
     def test_a_finished_cycle_past_the_hard_limit_demotes(self):
         w = logic()
         assert w.decide(now_ns=10**9, canary_ns=10**9, hard_overruns=0) is None
