@@ -587,8 +587,10 @@ int sc_pipe_sink_stop(sc_pipe_sink *s, int flush)
         return -errno;
     if (s->by_mixer) {
         int rc = wait_detached(s);
-        if (rc)
-            return rc; /* still the mixer's: nothing may be flushed from here */
+        if (rc) { /* still the mixer's: nothing may be flushed from here; stats say why */
+            atomic_store_explicit(&s->error, -rc, memory_order_release);
+            return rc;
+        }
     } else {
         pthread_join(s->thread, NULL);
     }
