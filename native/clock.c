@@ -54,13 +54,12 @@ static uint32_t render_until_full(sc_engine *e, int64_t *fill)
     sc_ring *out = e->output;
     const uint32_t n = e->config.blocksize;
     uint32_t rendered = 0;
-    int64_t before = sc_ring_readable(out);
-    if (before >= 0 && before < e->target_fill) /* what this cycle is about to render */
-        atomic_store_explicit(&e->cycle_periods, (uint32_t)((e->target_fill - before) / n),
-                              memory_order_release);
     sc_mixer_apply_commands(e);
-    for (;;) {
-        int64_t have = sc_ring_readable(out);
+    int64_t have = sc_ring_readable(out);
+    if (have >= 0 && have < e->target_fill) /* what this cycle is about to render */
+        atomic_store_explicit(&e->cycle_periods, (uint32_t)((e->target_fill - have) / n),
+                              memory_order_release);
+    for (;; have = sc_ring_readable(out)) {
         if (have < 0 || have + n > e->target_fill) {
             *fill = have;
             return rendered;
@@ -208,8 +207,7 @@ static void pipe_loop(sc_engine *e, sc_pipe_sink *s)
             }
         }
     }
-    atomic_store_explicit(&e->pipe_writer, NULL, memory_order_release);
-    sc_pipe_sink_detach(s, rc < 0 ? -rc : 0);
+    sc_pipe_sink_detach(s, rc < 0 ? -rc : 0); /* clears e->pipe_writer */
 }
 
 int sc_engine_attach_writer(sc_engine *e, sc_pipe_sink *s)
@@ -277,7 +275,7 @@ static void *mixer_main(void *arg)
     else
         consumer_loop(e);
     /* A writer attached as the mixer stopped is let go, so its stop() need not wait. */
-    sc_pipe_sink *writer = atomic_exchange_explicit(&e->pipe_writer, NULL, memory_order_acq_rel);
+    sc_pipe_sink *writer = atomic_load_explicit(&e->pipe_writer, memory_order_acquire);
     if (writer)
         sc_pipe_sink_detach(writer, 0);
     return NULL;

@@ -218,7 +218,8 @@ void sc_mixer_flush(sc_engine *e);
 /* clock.c */
 void sc_engine_free_stack(sc_engine *e);
 /* Make the running mixer the writer of a pipe sink, from its next cycle; -EINVAL if the mixer
- * is not running, -EBUSY if it writes another already.  It lets go by sc_pipe_sink_detach. */
+ * is not running, -EBUSY if it writes another already.  It lets go by sc_pipe_sink_detach,
+ * which clears pipe_writer last: the sink is the mixer's while pipe_writer points to it. */
 int sc_engine_attach_writer(sc_engine *e, sc_pipe_sink *s);
 
 /* pipe_sink.c: the mixer as a pipe sink's writer (see there). */
@@ -231,7 +232,8 @@ int sc_pipe_sink_pump(sc_pipe_sink *s, uint32_t *periods);
  * again), 1 stop asked, -errno. */
 int sc_pipe_sink_wait(sc_pipe_sink *s, int timeout_ms);
 int sc_pipe_sink_stop_asked(const sc_pipe_sink *s);
-/* The mixer is no longer the writer; `err` > 0 ended it (recorded for stats). */
+/* The mixer is no longer the writer; `err` > 0 ended it (recorded for stats).  Clears the
+ * engine's pipe_writer last. */
 void sc_pipe_sink_detach(sc_pipe_sink *s, int err);
 
 /* watchdog.c */

@@ -58,18 +58,19 @@ struct sc_pipe_sink {
     long napped_ns;         /* slept since the mixer last had something for us */
     char *prefix;           /* a header written before the first period */
     uint64_t prefix_len;
-    uint64_t prefix_sent;   /* bytes of it in the pipe: it goes once, not again on a restart */
+    _Atomic uint64_t prefix_sent; /* bytes of it in the pipe: once, not again on a restart */
     pthread_t thread;
     int started;
     uint64_t released;      /* frames released to the mixer so far */
     uint64_t chunk_frames;  /* the most one vmsplice step of the thread hands over */
-    _Atomic uint64_t sent;  /* ring bytes vmspliced so far; sent - released * frame_bytes are
-                               held (in the pipe, or maybe); halves = sent / pipe_bytes */
-    _Atomic uint64_t bytes, writes, periods, reader_waits, mixer_waits;
+    _Atomic uint64_t sent;  /* ring bytes handed over so far; sent - released * frame_bytes
+                               are held (in the pipe, or maybe); halves = sent / pipe_bytes,
+                               bytes = prefix_sent + sent */
+    _Atomic uint64_t writes, periods, reader_waits, mixer_waits;
     _Atomic int32_t error, running, finished;
-    int by_mixer;           /* the mixer is the writer (sc_pipe_sink_pump), no thread */
-    _Atomic int32_t attached; /* by_mixer: the mixer may be writing (start .. its detach) */
-    _Atomic int32_t stop_asked;
+    int by_mixer;           /* the mixer is the writer (sc_pipe_sink_pump), no thread: it is
+                               while engine->pipe_writer is this sink */
+    _Atomic int32_t stop_asked; /* set before the stop eventfd is written */
     size_t map_bytes;       /* this struct is mmap'ed and mlocked: the mixer touches it */
 };
 
@@ -78,12 +79,25 @@ static void count(_Atomic uint64_t *c, uint64_t n)
     atomic_fetch_add_explicit(c, n, memory_order_relaxed);
 }
 
-static int stop_requested(const sc_pipe_sink *s)
+int sc_pipe_sink_stop_asked(const sc_pipe_sink *s)
 {
-    if (atomic_load_explicit(&((sc_pipe_sink *)s)->stop_asked, memory_order_acquire))
-        return 1;
-    struct pollfd p = {.fd = s->stop_fd, .events = POLLIN};
-    return poll(&p, 1, 0) > 0;
+    return atomic_load_explicit(&((sc_pipe_sink *)s)->stop_asked, memory_order_acquire);
+}
+
+/* One non-blocking vmsplice of what the pipe takes now: the bytes taken (> 0), or -errno
+ * (-EAGAIN: the pipe is full). */
+static ssize_t splice_now(int fd, const char *data, uint64_t len)
+{
+    struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
+    for (;;) {
+        ssize_t n = vmsplice(fd, &iov, 1, SPLICE_F_NONBLOCK);
+        if (n > 0)
+            return n;
+        if (n == 0)
+            return -EIO;
+        if (errno != EINTR)
+            return -errno;
+    }
 }
 
 /* Wait until `fd` takes more data, or stop.  0: writable; 1: stop asked; -errno.  Once stop is
@@ -221,15 +235,11 @@ static int through_relay(sc_pipe_sink *s, const char *data, uint64_t len, uint64
 {
     *done = 0;
     while (*done < len) {
-        if (*done > 0 && stop_requested(s) && !s->flushing)
+        if (*done > 0 && sc_pipe_sink_stop_asked(s) && !s->flushing)
             return 1;
-        struct iovec iov = {.iov_base = (void *)(data + *done), .iov_len = len - *done};
-        ssize_t n = vmsplice(s->fd, &iov, 1, SPLICE_F_NONBLOCK);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno; /* EAGAIN included: the relay is empty here, so it cannot be full */
-        }
+        ssize_t n = splice_now(s->fd, data + *done, len - *done);
+        if (n < 0)
+            return (int)n; /* EAGAIN included: the relay is empty here, so it cannot be full */
         int rc = relay_onward(s, (uint64_t)n);
         if (rc)
             return rc;
@@ -257,8 +267,6 @@ static int hand_over(sc_pipe_sink *s, const char *data, uint64_t len, int splice
         if (trc < 0)
             rc = trc;
     }
-    if (rc >= 0)
-        count(&s->bytes, *done);
     return rc;
 }
 
@@ -322,6 +330,29 @@ static void nap_reset(sc_pipe_sink *s)
     s->napped_ns = 0;
 }
 
+/* Hand over what is left of the header (before the first period): as hand_over. */
+static int send_prefix(sc_pipe_sink *s)
+{
+    const uint64_t sent = atomic_load_explicit(&s->prefix_sent, memory_order_relaxed);
+    if (sent >= s->prefix_len)
+        return 0;
+    uint64_t done = 0;
+    int rc = hand_over(s, s->prefix + sent, s->prefix_len - sent, 0, &done);
+    count(&s->prefix_sent, done);
+    return rc;
+}
+
+/* Hand over `len` ring bytes from `at` (the first unsent one) and give back what left the
+ * pipe: as hand_over. */
+static int send_ring(sc_pipe_sink *s, const char *at, uint64_t len, int splice_pages)
+{
+    uint64_t done = 0;
+    int rc = hand_over(s, at, len, splice_pages, &done);
+    count(&s->sent, done);
+    release_sent(s, 1);
+    return rc;
+}
+
 /* One step of the writer thread: 0 went on, 1 stopped, -errno failed. */
 static int step(sc_pipe_sink *s)
 {
@@ -331,7 +362,7 @@ static int step(sc_pipe_sink *s)
     if (chunk < period && !(chunk > 0 && !s->zero_copy)) {
         count(&s->mixer_waits, 1);
         nap(s);
-        return stop_requested(s);
+        return sc_pipe_sink_stop_asked(s);
     }
     nap_reset(s);
     if (s->zero_copy) {
@@ -339,11 +370,7 @@ static int step(sc_pipe_sink *s)
         chunk = chunk < most ? chunk : most;
         chunk -= chunk % period;
     } /* copies: everything rendered in one write, released as it goes */
-    uint64_t done = 0;
-    int rc = hand_over(s, at, chunk, s->zero_copy, &done);
-    count(&s->sent, done);
-    release_sent(s, 1);
-    return rc;
+    return send_ring(s, at, chunk, s->zero_copy);
 }
 
 /* ---- the mixer as the writer ------------------------------------------------------------
@@ -353,39 +380,26 @@ static int step(sc_pipe_sink *s)
 int sc_pipe_sink_pump(sc_pipe_sink *s, uint32_t *periods)
 {
     *periods = 0;
-    while (s->prefix_sent < s->prefix_len) {
-        struct iovec iov = {.iov_base = s->prefix + s->prefix_sent,
-                            .iov_len = s->prefix_len - s->prefix_sent};
-        ssize_t n = vmsplice(s->fd, &iov, 1, SPLICE_F_NONBLOCK);
-        if (n > 0) {
-            s->prefix_sent += (uint64_t)n;
-            count(&s->bytes, (uint64_t)n);
-        } else if (n < 0 && errno == EAGAIN) {
-            return SC_PUMP_FULL;
-        } else if (!(n < 0 && errno == EINTR)) {
-            return n < 0 ? -errno : -EIO;
-        }
-    }
     for (;;) {
-        const char *at = NULL;
-        const uint64_t unsent = unsent_bytes(s, &at);
-        if (unsent == 0)
+        const uint64_t header = s->prefix_len - atomic_load_explicit(&s->prefix_sent,
+                                                                      memory_order_relaxed);
+        const char *at = s->prefix + (s->prefix_len - header);
+        const uint64_t len = header ? header : unsent_bytes(s, &at); /* the header goes first */
+        if (len == 0)
             return SC_PUMP_DONE;
-        struct iovec iov = {.iov_base = (void *)at, .iov_len = unsent};
-        ssize_t n = vmsplice(s->fd, &iov, 1, SPLICE_F_NONBLOCK);
-        if (n > 0) {
-            count(&s->sent, (uint64_t)n);
-            count(&s->bytes, (uint64_t)n);
-            *periods += release_sent(s, 0);
-            continue;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno == EAGAIN) {
+        ssize_t n = splice_now(s->fd, at, len);
+        if (n == -EAGAIN) {
             count(&s->reader_waits, 1);
             return SC_PUMP_FULL;
         }
-        return n < 0 ? -errno : -EIO;
+        if (n < 0)
+            return (int)n;
+        if (header) {
+            count(&s->prefix_sent, (uint64_t)n);
+        } else {
+            count(&s->sent, (uint64_t)n);
+            *periods += release_sent(s, 0);
+        }
     }
 }
 
@@ -402,18 +416,14 @@ int sc_pipe_sink_wait(sc_pipe_sink *s, int timeout_ms)
     return 0;
 }
 
-int sc_pipe_sink_stop_asked(const sc_pipe_sink *s)
-{
-    return atomic_load_explicit(&((sc_pipe_sink *)s)->stop_asked, memory_order_acquire);
-}
-
 void sc_pipe_sink_detach(sc_pipe_sink *s, int err)
 {
     if (err > 0)
         atomic_store_explicit(&s->error, err, memory_order_release);
     atomic_store_explicit(&s->running, 0, memory_order_release);
     atomic_store_explicit(&s->finished, 1, memory_order_release);
-    atomic_store_explicit(&s->attached, 0, memory_order_release); /* last: stop() may go on */
+    sc_pipe_sink *self = s; /* last: stop() may go on */
+    atomic_compare_exchange_strong(&s->engine->pipe_writer, &self, NULL);
 }
 
 static void *sink_main(void *arg)
@@ -424,12 +434,7 @@ static void *sink_main(void *arg)
     sigaddset(&set, SIGPIPE); /* a vanished reader is EPIPE for this thread, not death */
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     prctl(PR_SET_TIMERSLACK, 1000UL); /* naps of NAP_MIN_NS, not the default 50 us more */
-    int rc = 0;
-    if (s->prefix_sent < s->prefix_len) {
-        uint64_t done = 0;
-        rc = hand_over(s, s->prefix + s->prefix_sent, s->prefix_len - s->prefix_sent, 0, &done);
-        s->prefix_sent += done;
-    }
+    int rc = send_prefix(s);
     while (rc == 0)
         rc = step(s);
     if (rc < 0)
@@ -544,10 +549,8 @@ int sc_pipe_sink_start(sc_pipe_sink *s)
     atomic_store_explicit(&s->running, 1, memory_order_release);
     if (s->by_mixer) {
         /* The mixer takes the pipe over at its next cycle (header first: sc_pipe_sink_pump). */
-        atomic_store_explicit(&s->attached, 1, memory_order_release);
         int rc = sc_engine_attach_writer(s->engine, s);
         if (rc) {
-            atomic_store_explicit(&s->attached, 0, memory_order_release);
             atomic_store_explicit(&s->running, 0, memory_order_release);
             return rc;
         }
@@ -569,7 +572,7 @@ int sc_pipe_sink_start(sc_pipe_sink *s)
 static int wait_detached(sc_pipe_sink *s)
 {
     for (int i = 0; i < DETACH_WAIT_MS * 10; i++) {
-        if (!atomic_load_explicit(&s->attached, memory_order_acquire))
+        if (atomic_load_explicit(&s->engine->pipe_writer, memory_order_acquire) != s)
             return 0;
         struct timespec t = {0, 100000};
         nanosleep(&t, NULL);
@@ -602,19 +605,11 @@ int sc_pipe_sink_stop(sc_pipe_sink *s, int flush)
          * stalls for FLUSH_STALL_MS ends it with ETIMEDOUT, not a hang.  (The header first, if
          * a stop came before it had all gone.) */
         s->flushing = 1;
-        uint64_t done = 0;
-        if (s->prefix_sent < s->prefix_len) {
-            rc = hand_over(s, s->prefix + s->prefix_sent, s->prefix_len - s->prefix_sent, 0,
-                           &done);
-            s->prefix_sent += done;
-        }
+        rc = send_prefix(s);
         const char *at = NULL;
         uint64_t extra = rc == 0 ? unsent_bytes(s, &at) : 0;
-        if (extra > 0) {
-            rc = hand_over(s, at, extra, 0, &done);
-            count(&s->sent, done);
-            release_sent(s, 0);
-        }
+        if (extra > 0)
+            rc = send_ring(s, at, extra, 0);
         s->flushing = 0;
         if (rc < 0)
             atomic_store_explicit(&s->error, -rc, memory_order_release);
@@ -636,7 +631,8 @@ void sc_pipe_sink_destroy(sc_pipe_sink *s)
 void sc_pipe_sink_get_stats(const sc_pipe_sink *s, sc_pipe_sink_stats *out)
 {
     sc_pipe_sink *m = (sc_pipe_sink *)s;
-    out->bytes = atomic_load_explicit(&m->bytes, memory_order_relaxed);
+    out->bytes = atomic_load_explicit(&m->prefix_sent, memory_order_relaxed)
+                 + atomic_load_explicit(&m->sent, memory_order_relaxed);
     out->halves = m->zero_copy && m->pipe_bytes > 0
                       ? atomic_load_explicit(&m->sent, memory_order_relaxed)
                             / (uint64_t)m->pipe_bytes : 0;
