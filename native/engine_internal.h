@@ -16,78 +16,8 @@
 
 #include "streamcore.h"
 
-#define SC_CACHELINE 64
-
-/* ---- single-producer single-consumer queue of fixed-size records --------------------------
- * Free-running 32-bit indices (capacity a power of two, so wrap-around is harmless).  The
- * producer publishes with a release store of head after writing the record; the consumer
- * reads head with acquire, copies, then releases the slot with a release store of tail. */
-typedef struct sc_spsc {
-    _Alignas(SC_CACHELINE) _Atomic uint32_t head; /* written by the producer */
-    _Alignas(SC_CACHELINE) _Atomic uint32_t tail; /* written by the consumer */
-} sc_spsc;
-
-static inline uint32_t sc_spsc_used(sc_spsc *q)
-{
-    return atomic_load_explicit(&q->head, memory_order_acquire) -
-           atomic_load_explicit(&q->tail, memory_order_acquire);
-}
-
-/* Producer: the slot index to fill, or -1 when full. */
-static inline int64_t sc_spsc_reserve(sc_spsc *q, uint32_t capacity)
-{
-    uint32_t head = atomic_load_explicit(&q->head, memory_order_relaxed);
-    uint32_t tail = atomic_load_explicit(&q->tail, memory_order_acquire);
-    if (head - tail >= capacity)
-        return -1;
-    return head & (capacity - 1);
-}
-
-static inline void sc_spsc_publish(sc_spsc *q)
-{
-    uint32_t head = atomic_load_explicit(&q->head, memory_order_relaxed);
-    atomic_store_explicit(&q->head, head + 1, memory_order_release);
-}
-
-/* Consumer: the slot index to read, or -1 when empty. */
-static inline int64_t sc_spsc_peek(sc_spsc *q, uint32_t capacity)
-{
-    uint32_t tail = atomic_load_explicit(&q->tail, memory_order_relaxed);
-    uint32_t head = atomic_load_explicit(&q->head, memory_order_acquire);
-    if (head == tail)
-        return -1;
-    return tail & (capacity - 1);
-}
-
-static inline void sc_spsc_consume(sc_spsc *q)
-{
-    uint32_t tail = atomic_load_explicit(&q->tail, memory_order_relaxed);
-    atomic_store_explicit(&q->tail, tail + 1, memory_order_release);
-}
-
-/* ---- counters written by one thread, read by others -------------------------------------
- * Single writer: a relaxed load + store is enough (no read-modify-write needed) and readers
- * see each value whole. */
-typedef _Atomic uint64_t sc_counter;
-typedef _Atomic int64_t sc_scounter;
-
-static inline void sc_count(sc_counter *c, uint64_t n)
-{
-    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
-                          memory_order_relaxed);
-}
-
-static inline uint64_t sc_read(const sc_counter *c)
-{
-    return atomic_load_explicit((sc_counter *)c, memory_order_relaxed);
-}
-
-static inline int64_t sc_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts); /* vDSO: no syscall */
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
+#include "rt.h"
+#include "spsc.h"
 
 /* ---- voices ------------------------------------------------------------------------------ */
 enum sc_voice_phase { SC_PHASE_FREE = 0, SC_PHASE_WAITING, SC_PHASE_PLAYING, SC_PHASE_FADING };
@@ -121,12 +51,6 @@ typedef struct sc_voice {
 } sc_voice;
 
 /* ---- telemetry (telemetry.c) --------------------------------------------------------------- */
-typedef struct sc_histogram {
-    sc_counter count;
-    sc_scounter min, max, sum;
-    sc_counter buckets[SC_HIST_BUCKETS];
-} sc_histogram;
-
 typedef struct sc_telemetry {
     sc_histogram late;
     sc_histogram mix;
@@ -135,7 +59,6 @@ typedef struct sc_telemetry {
 } sc_telemetry;
 
 void sc_telemetry_reset(sc_telemetry *t);
-void sc_histogram_add(sc_histogram *h, int64_t value);
 void sc_telemetry_record(sc_telemetry *t, const sc_trace_record *r);
 /* End of a cycle: answer a pending snapshot request (mixer thread). */
 void sc_telemetry_answer_snapshot(sc_engine *e);

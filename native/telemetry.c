@@ -12,44 +12,13 @@
 
 #include "engine_internal.h"
 
-static void histogram_reset(sc_histogram *h)
-{
-    atomic_store_explicit(&h->count, 0, memory_order_relaxed);
-    atomic_store_explicit(&h->min, INT64_MAX, memory_order_relaxed);
-    atomic_store_explicit(&h->max, INT64_MIN, memory_order_relaxed);
-    atomic_store_explicit(&h->sum, 0, memory_order_relaxed);
-    for (int b = 0; b < SC_HIST_BUCKETS; b++)
-        atomic_store_explicit(&h->buckets[b], 0, memory_order_relaxed);
-}
+_Static_assert(SC_RT_HIST_BUCKETS == SC_HIST_BUCKETS, "one histogram rule");
 
 void sc_telemetry_reset(sc_telemetry *t)
 {
-    histogram_reset(&t->late);
-    histogram_reset(&t->mix);
+    sc_histogram_reset(&t->late);
+    sc_histogram_reset(&t->mix);
     atomic_store_explicit(&t->written, 0, memory_order_relaxed);
-}
-
-static inline int bucket_of(int64_t value)
-{
-    if (value <= 1)
-        return 0; /* 0 and 1 ns, and negative values (an early wake-up) */
-    int b = 63 - __builtin_clzll((uint64_t)value);
-    return b < SC_HIST_BUCKETS ? b : SC_HIST_BUCKETS - 1;
-}
-
-void sc_histogram_add(sc_histogram *h, int64_t value)
-{
-    /* Single writer: plain relaxed load/store pairs; readers see whole values. */
-    if (value < atomic_load_explicit(&h->min, memory_order_relaxed))
-        atomic_store_explicit(&h->min, value, memory_order_relaxed);
-    if (value > atomic_load_explicit(&h->max, memory_order_relaxed))
-        atomic_store_explicit(&h->max, value, memory_order_relaxed);
-    atomic_store_explicit(&h->sum, atomic_load_explicit(&h->sum, memory_order_relaxed) + value,
-                          memory_order_relaxed);
-    sc_count(&h->buckets[bucket_of(value)], 1);
-    /* count last, with release: a reader that sees count n sees the n-th sample's bucket */
-    atomic_store_explicit(&h->count, atomic_load_explicit(&h->count, memory_order_relaxed) + 1,
-                          memory_order_release);
 }
 
 void sc_telemetry_record(sc_telemetry *t, const sc_trace_record *r)
