@@ -19,14 +19,13 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "streamcore.h"
 
-typedef _Atomic uint64_t counter;
+#include "rt.h"
 
 struct sc_device_sink {
     struct sc_engine *engine;
@@ -40,39 +39,11 @@ struct sc_device_sink {
     _Atomic int64_t callback_tid;
     _Atomic int64_t last_callback_ns;
     _Atomic double last_dac_time, last_current_time;
-    counter callbacks, frames, ring_frames, periods, underruns, underrun_frames;
-    counter partial_callbacks, output_underflows, output_overflows, priming, xruns;
-    counter frames_min, frames_max;
-    _Atomic int64_t duration_min, duration_max, duration_sum;
-    counter duration_hist[SC_HIST_BUCKETS_SINK];
+    sc_counter callbacks, frames, ring_frames, periods, underruns, underrun_frames;
+    sc_counter partial_callbacks, output_underflows, output_overflows, priming, xruns;
+    sc_counter frames_min, frames_max;
+    sc_histogram duration;     /* the callback's own time, ns */
 };
-
-static inline int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts); /* the vDSO: no syscall */
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-/* Single writer: load + store, no read-modify-write. */
-static inline void bump(counter *c, uint64_t n)
-{
-    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
-                          memory_order_relaxed);
-}
-
-static inline uint64_t get(const counter *c)
-{
-    return atomic_load_explicit((counter *)c, memory_order_relaxed);
-}
-
-static inline unsigned bucket_of(int64_t ns)
-{
-    if (ns <= 1)
-        return 0;
-    unsigned b = 63u - (unsigned)__builtin_clzll((uint64_t)ns);
-    return b < SC_HIST_BUCKETS_SINK ? b : SC_HIST_BUCKETS_SINK - 1;
-}
 
 int sc_device_sink_create(sc_device_sink **out, struct sc_engine *engine, sc_ring *ring,
                           uint32_t blocksize)
@@ -81,20 +52,17 @@ int sc_device_sink_create(sc_device_sink **out, struct sc_engine *engine, sc_rin
     if (engine == NULL || ring == NULL || blocksize == 0 ||
         blocksize > sc_ring_capacity(ring))
         return -EINVAL;
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    size_t bytes = (sizeof(sc_device_sink) + page - 1) / page * page;
-    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
+    size_t bytes = sc_page_round(sizeof(sc_device_sink));
+    /* Prefaulted, and locked where the limit allows (the engine reports its own mlock). */
+    sc_device_sink *s = sc_locked_map(bytes, 1, NULL);
+    if (s == NULL)
         return -errno;
-    memset(p, 0, bytes); /* prefault: the callback never touches a fresh page */
-    (void)mlock(p, bytes); /* best effort: the engine reports memory locking as a taint */
-    sc_device_sink *s = p;
     s->engine = engine;
     s->ring = ring;
     s->blocksize = blocksize;
     s->frame_bytes = sc_ring_frame_bytes(ring);
     s->map_bytes = bytes;
-    atomic_store_explicit(&s->duration_min, INT64_MAX, memory_order_relaxed);
+    sc_histogram_reset(&s->duration);
     atomic_store_explicit(&s->frames_min, UINT64_MAX, memory_order_relaxed);
     *out = s;
     return 0;
@@ -103,7 +71,7 @@ int sc_device_sink_create(sc_device_sink **out, struct sc_engine *engine, sc_rin
 void sc_device_sink_destroy(sc_device_sink *s)
 {
     if (s != NULL)
-        munmap(s, s->map_bytes);
+        sc_locked_unmap(s, s->map_bytes);
 }
 
 void sc_device_sink_set_active(sc_device_sink *s, int32_t active)
@@ -134,7 +102,7 @@ static uint64_t take(sc_device_sink *s, char *dst, uint64_t frames)
             s->position += (uint64_t)k;
             if (s->position == s->blocksize) {
                 s->position = 0;
-                bump(&s->periods, 1);
+                sc_count(&s->periods, 1);
                 sc_engine_period_consumed(s->engine, 0);
             }
         }
@@ -149,7 +117,7 @@ int sc_device_sink_callback(const void *input, void *output, unsigned long frame
                             void *userdata)
 {
     sc_device_sink *s = userdata;
-    int64_t t0 = now_ns();
+    int64_t t0 = sc_now_ns();
     atomic_store_explicit(&s->last_callback_ns, t0, memory_order_relaxed);
     if (atomic_load_explicit(&s->callback_tid, memory_order_relaxed) == 0)
         atomic_store_explicit(&s->callback_tid, (int64_t)syscall(SYS_gettid),
@@ -160,15 +128,15 @@ int sc_device_sink_callback(const void *input, void *output, unsigned long frame
         atomic_store_explicit(&s->last_current_time, time_info->current_time,
                               memory_order_relaxed);
     }
-    bump(&s->callbacks, 1);
+    sc_count(&s->callbacks, 1);
     if (status & (SC_PA_OUTPUT_UNDERFLOW | SC_PA_OUTPUT_OVERFLOW))
-        bump(&s->xruns, 1);
+        sc_count(&s->xruns, 1);
     if (status & SC_PA_OUTPUT_UNDERFLOW)
-        bump(&s->output_underflows, 1);
+        sc_count(&s->output_underflows, 1);
     if (status & SC_PA_OUTPUT_OVERFLOW)
-        bump(&s->output_overflows, 1);
+        sc_count(&s->output_overflows, 1);
     if (status & SC_PA_PRIMING_OUTPUT)
-        bump(&s->priming, 1);
+        sc_count(&s->priming, 1);
 
     char *dst = output;
     const uint64_t n = frames;
@@ -177,31 +145,23 @@ int sc_device_sink_callback(const void *input, void *output, unsigned long frame
         return SC_PA_CONTINUE;
     }
     if (n != s->blocksize)
-        bump(&s->partial_callbacks, 1);
-    if (n < get(&s->frames_min))
+        sc_count(&s->partial_callbacks, 1);
+    if (n < sc_read(&s->frames_min))
         atomic_store_explicit(&s->frames_min, n, memory_order_relaxed);
-    if (n > get(&s->frames_max))
+    if (n > sc_read(&s->frames_max))
         atomic_store_explicit(&s->frames_max, n, memory_order_relaxed);
 
     uint64_t got = take(s, dst, n);
-    bump(&s->frames, n);
-    bump(&s->ring_frames, got);
+    sc_count(&s->frames, n);
+    sc_count(&s->ring_frames, got);
     if (got < n) {
         memset(dst + got * s->frame_bytes, 0, (size_t)(n - got) * s->frame_bytes);
-        bump(&s->underruns, 1);
-        bump(&s->underrun_frames, n - got);
+        sc_count(&s->underruns, 1);
+        sc_count(&s->underrun_frames, n - got);
         sc_engine_period_consumed(s->engine, 1); /* wake the mixer; counted as an xrun */
     }
 
-    int64_t d = now_ns() - t0;
-    atomic_store_explicit(&s->duration_sum,
-                          atomic_load_explicit(&s->duration_sum, memory_order_relaxed) + d,
-                          memory_order_relaxed);
-    if (d < atomic_load_explicit(&s->duration_min, memory_order_relaxed))
-        atomic_store_explicit(&s->duration_min, d, memory_order_relaxed);
-    if (d > atomic_load_explicit(&s->duration_max, memory_order_relaxed))
-        atomic_store_explicit(&s->duration_max, d, memory_order_relaxed);
-    bump(&s->duration_hist[bucket_of(d)], 1);
+    sc_histogram_add(&s->duration, sc_now_ns() - t0);
     return SC_PA_CONTINUE;
 }
 
@@ -209,26 +169,24 @@ void sc_device_sink_get_stats(const sc_device_sink *cs, sc_device_sink_stats *ou
 {
     sc_device_sink *s = (sc_device_sink *)cs;
     memset(out, 0, sizeof(*out));
-    out->callbacks = get(&s->callbacks);
-    out->frames = get(&s->frames);
-    out->ring_frames = get(&s->ring_frames);
-    out->periods = get(&s->periods);
-    out->underruns = get(&s->underruns);
-    out->underrun_frames = get(&s->underrun_frames);
-    out->partial_callbacks = get(&s->partial_callbacks);
-    out->output_underflows = get(&s->output_underflows);
-    out->output_overflows = get(&s->output_overflows);
-    out->priming = get(&s->priming);
-    out->xruns = get(&s->xruns);
-    uint64_t fmin = get(&s->frames_min);
+    out->callbacks = sc_read(&s->callbacks);
+    out->frames = sc_read(&s->frames);
+    out->ring_frames = sc_read(&s->ring_frames);
+    out->periods = sc_read(&s->periods);
+    out->underruns = sc_read(&s->underruns);
+    out->underrun_frames = sc_read(&s->underrun_frames);
+    out->partial_callbacks = sc_read(&s->partial_callbacks);
+    out->output_underflows = sc_read(&s->output_underflows);
+    out->output_overflows = sc_read(&s->output_overflows);
+    out->priming = sc_read(&s->priming);
+    out->xruns = sc_read(&s->xruns);
+    uint64_t fmin = sc_read(&s->frames_min);
     out->frames_min = fmin == UINT64_MAX ? 0 : fmin;
-    out->frames_max = get(&s->frames_max);
-    int64_t dmin = atomic_load_explicit(&s->duration_min, memory_order_relaxed);
-    out->duration_min = dmin == INT64_MAX ? 0 : dmin;
-    out->duration_max = atomic_load_explicit(&s->duration_max, memory_order_relaxed);
-    out->duration_sum = atomic_load_explicit(&s->duration_sum, memory_order_relaxed);
-    for (unsigned b = 0; b < SC_HIST_BUCKETS_SINK; b++)
-        out->duration_hist[b] = get(&s->duration_hist[b]);
+    out->frames_max = sc_read(&s->frames_max);
+    _Static_assert(SC_HIST_BUCKETS_SINK == SC_RT_HIST_BUCKETS, "one histogram rule");
+    uint64_t n;
+    sc_histogram_read(&s->duration, &n, &out->duration_min, &out->duration_max,
+                      &out->duration_sum, out->duration_hist);
     out->last_callback_ns = atomic_load_explicit(&s->last_callback_ns, memory_order_relaxed);
     out->last_output_dac_time = atomic_load_explicit(&s->last_dac_time, memory_order_relaxed);
     out->last_current_time = atomic_load_explicit(&s->last_current_time, memory_order_relaxed);

@@ -1,22 +1,16 @@
 /*
  * engine.c: the engine's life cycle (create, destroy), its queues as seen from Python, and
- * the manual clock.  The mixer thread and its clocks are in clock.c, the mix kernel in
- * mixer.c, the watchdog in watchdog.c, the telemetry in telemetry.c.
+ * the manual clock.  Start, stop and the mixer thread are in mixer_thread.c, what wakes it in
+ * driver.c (or a sink's own driver), one cycle in cycle.c, the mix kernel in mixer.c, the
+ * watchdog in watchdog.c, the telemetry in telemetry.c.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include "engine_internal.h"
-
-static size_t page_round(size_t bytes)
-{
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    return (bytes + page - 1) / page * page;
-}
 
 static int check_config(const sc_engine_config *c)
 {
@@ -30,7 +24,7 @@ static int check_config(const sc_engine_config *c)
         return -EINVAL;
     if (c->format != SC_OUT_F32 && c->format != SC_OUT_S16 && c->format != SC_OUT_S32)
         return -EINVAL;
-    if (c->clock > SC_CLOCK_CONSUMER || c->sink > SC_SINK_NULL)
+    if (c->clock > SC_CLOCK_CONSUMER)
         return -EINVAL;
     if (c->watchdog && (c->overruns_in_row < 1 || c->budget_ns <= 0 || c->hard_limit_ns <= 0 ||
                         c->canary_ns <= 0 || c->watchdog_interval_ns <= 0))
@@ -46,13 +40,12 @@ int sc_engine_create(sc_engine **out, const sc_engine_config *config)
         return rc;
     size_t head = (sizeof(sc_engine) + SC_CACHELINE - 1) / SC_CACHELINE * SC_CACHELINE;
     size_t mix_bytes = sizeof(float) * config->blocksize * config->channels;
-    size_t bytes = page_round(head + mix_bytes);
-    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
+    size_t bytes = sc_page_round(head + mix_bytes);
+    /* Zeroed: every counter starts at 0, every voice FREE; written once, so prefaulted. */
+    int locked = 0;
+    void *p = sc_locked_map(bytes, config->lock_memory, &locked);
+    if (p == NULL)
         return -errno;
-    /* mmap gives zeroed memory: every counter starts at 0, every voice FREE.  Writing it once
-     * prefaults every page, so neither a failed mlock nor a fresh page costs a fault later. */
-    memset(p, 0, bytes);
     sc_engine *e = p;
     e->config = *config;
     e->map_bytes = bytes;
@@ -63,11 +56,11 @@ int sc_engine_create(sc_engine **out, const sc_engine_config *config)
     e->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (e->event_fd < 0) {
         rc = -errno;
-        munmap(p, bytes);
+        sc_locked_unmap(p, bytes);
         return rc;
     }
     sc_telemetry_reset(&e->telemetry);
-    if (config->lock_memory && mlock(p, bytes) != 0)
+    if (config->lock_memory && !locked)
         sc_taint(e, SC_TAINT_MLOCK_FAILED);
     *out = e;
     return 0;
@@ -78,10 +71,10 @@ void sc_engine_destroy(sc_engine *e)
     if (e == NULL)
         return;
     sc_engine_stop(e);
-    sc_engine_free_stack(e);
+    sc_rt_thread_release(&e->mixer);
     if (e->event_fd >= 0)
         close(e->event_fd);
-    munmap(e, e->map_bytes); /* also unlocks */
+    sc_locked_unmap(e, e->map_bytes); /* also unlocks */
 }
 
 int sc_engine_flush(sc_engine *e)
@@ -99,13 +92,8 @@ int64_t sc_engine_render(sc_engine *e, void *dst, uint32_t periods)
         return -EINVAL;
     const size_t period_bytes = sc_period_bytes(e);
     for (uint32_t k = 0; k < periods; k++) {
-        int64_t t0 = sc_now_ns();
-        sc_mixer_apply_commands(e);
-        sc_mixer_render_period(e, (char *)dst + k * period_bytes);
-        sc_histogram_add(&e->telemetry.mix, sc_now_ns() - t0);
-        sc_histogram_add(&e->telemetry.late, 0);
-        sc_count(&e->cycles, 1);
-        sc_telemetry_answer_snapshot(e);
+        sc_wake w = {.woke_ns = sc_now_ns()};
+        sc_cycle_run(e, &w, (char *)dst + k * period_bytes);
     }
     return periods;
 }

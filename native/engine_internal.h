@@ -16,6 +16,7 @@
 
 #include "streamcore.h"
 
+#include "driver.h"
 #include "rt.h"
 #include "spsc.h"
 
@@ -64,6 +65,16 @@ void sc_telemetry_record(sc_telemetry *t, const sc_trace_record *r);
 void sc_telemetry_answer_snapshot(sc_engine *e);
 
 /* ---- the engine ---------------------------------------------------------------------------- */
+/* The engine's own drivers' state (driver.c); mixer-private once started. */
+typedef struct sc_timer_driver {
+    int64_t deadline_ns;       /* the next tick */
+} sc_timer_driver;
+
+typedef struct sc_consumer_driver {
+    uint32_t seen;             /* consumed_seq at the last wake-up */
+    uint32_t underruns_seen;
+} sc_consumer_driver;
+
 struct sc_engine {
     sc_engine_config config;
     size_t map_bytes;          /* the whole mapping: this struct + mix buffer */
@@ -88,7 +99,7 @@ struct sc_engine {
 
     /* Counters (single writer: the mixer, except where noted). */
     sc_counter cycles, periods, consumed, skipped, xruns, frames, clipped, nonfinite,
-        underruns, late_starts, commands_done, overruns, hard_overruns;
+        underruns, late_starts, commands_done, overruns, hard_overruns, output_fixed;
     sc_counter sigxcpu;        /* written by the signal handler (atomic add) */
     sc_counter demotions;      /* written by the watchdog */
     _Atomic uint32_t voices_now, fill_now;
@@ -103,9 +114,20 @@ struct sc_engine {
     _Atomic int32_t rearm_request;
     _Atomic int32_t demoted;   /* the mixer runs demoted (trace flag) */
     sc_watchdog_state wd_state; /* watchdog-private */
+    _Atomic uint32_t watchdog_wake; /* futex word: bumped to end the watchdog's wait early */
+    _Atomic(struct sc_engine *) registry_next; /* the SIGXCPU list (watchdog.c) */
+    int registered;            /* on that list (under its mutex) */
 
-    /* Consumer clock. */
-    _Atomic(sc_pipe_sink *) pipe_writer; /* the pipe the mixer itself writes, or NULL */
+    /* The driver, from sc_engine_start to sc_engine_stop (driver.h).  own_driver is the
+     * engine's timer or consumer driver when no sink brought one. */
+    const sc_driver *driver;
+    sc_driver own_driver;
+    sc_timer_driver timer;
+    sc_consumer_driver consumer;
+    _Atomic int32_t driver_error; /* errno that ended the mixer's driver, or 0 */
+    _Atomic int32_t mixer_done;   /* the mixer left its loop (the driver stopped or failed) */
+
+    /* Consumer clock (sc_engine_periods_consumed, any sink thread). */
     _Atomic uint32_t consumed_seq; /* futex word */
     _Atomic int64_t consumed_at_ns;
     _Atomic uint32_t consumer_underruns;
@@ -123,47 +145,33 @@ struct sc_engine {
     sc_ring *output;
     _Atomic int32_t running;
     int32_t started;
-    pthread_t mixer_thread, watchdog_thread, canary_thread;
-    int32_t watchdog_started, canary_started;
-    _Atomic int64_t mixer_tid, watchdog_tid, canary_tid;
-    void *mixer_stack;
-    size_t mixer_stack_bytes;
+    sc_rt_thread mixer, watchdog, canary;
 
     sc_telemetry telemetry;
 };
 
-/* mixer.c */
+/* mixer.c: pure mixing (voices -> one period); no thread, no syscall. */
 void sc_mixer_apply_commands(sc_engine *e);
-/* Render one period into dst (output format); returns clipped sample count. */
+/* Render one period into dst (output format). */
 void sc_mixer_render_period(sc_engine *e, void *dst);
 void sc_mixer_flush(sc_engine *e);
 
-/* clock.c */
-void sc_engine_free_stack(sc_engine *e);
-/* Make the running mixer the writer of a pipe sink, from its next cycle; -EINVAL if the mixer
- * is not running, -EBUSY if it writes another already.  It lets go by sc_pipe_sink_detach,
- * which clears pipe_writer last: the sink is the mixer's while pipe_writer points to it. */
-int sc_engine_attach_writer(sc_engine *e, sc_pipe_sink *s);
+/* cycle.c: one cycle, for every driver and for manual rendering.  Applies commands, renders
+ * (into `dst`, one period, when dst is not NULL; else into the output ring until it holds
+ * target_fill frames) and accounts the cycle (budget, trace, histograms, snapshot).  Returns
+ * the periods rendered. */
+uint32_t sc_cycle_run(sc_engine *e, const sc_wake *w, void *dst);
+/* Before the driver runs (sc_engine_start, in the caller): commands, then fill the output ring.
+ * Not a cycle: nothing is accounted. */
+void sc_cycle_prefill(sc_engine *e);
 
-/* pipe_sink.c: the mixer as a pipe sink's writer (see there). */
-#define SC_PUMP_DONE 0 /* all that was rendered is in the pipe: render more */
-#define SC_PUMP_FULL 1 /* the pipe took what it could: wait for its reader */
-/* Hand what is rendered to the pipe, as much as it takes now; *periods: periods given back.
- * SC_PUMP_DONE, SC_PUMP_FULL or -errno (EPIPE: the reader is gone). */
-int sc_pipe_sink_pump(sc_pipe_sink *s, uint32_t *periods);
-/* Wait until the pipe takes more, the stop eventfd fires or `timeout_ms` passed: 0 (look
- * again), 1 stop asked, -errno. */
-int sc_pipe_sink_wait(sc_pipe_sink *s, int timeout_ms);
-int sc_pipe_sink_stop_asked(const sc_pipe_sink *s);
-/* The mixer is no longer the writer; `err` > 0 ended it (recorded for stats).  Clears the
- * engine's pipe_writer last. */
-void sc_pipe_sink_detach(sc_pipe_sink *s, int err);
+/* driver.c: the engine's own drivers. */
+void sc_driver_timer_init(sc_engine *e);
+void sc_driver_consumer_init(sc_engine *e);
 
 /* watchdog.c */
 int sc_watchdog_start(sc_engine *e);
 void sc_watchdog_stop(sc_engine *e);
-void sc_watchdog_register(sc_engine *e);
-void sc_watchdog_unregister(sc_engine *e);
 
 /* Bytes of one output period in the engine's output format. */
 static inline size_t sc_period_bytes(const sc_engine *e)

@@ -311,6 +311,25 @@ static uint64_t count_clipped(const float *mix, size_t count)
     return clipped;
 }
 
+/* The output stage's guard: finite sources can still sum (or be scaled) past float's range,
+ * to Inf, and Inf - Inf is NaN.  Such samples are written as 0 and counted: the output stays
+ * finite in every format (integer formats then saturate what is finite, see convert).  The
+ * check is a branch-free scan; the fix-up runs only when it found something. */
+static uint64_t zero_nonfinite(float *mix, size_t count)
+{
+    uint32_t bad = 0;
+    for (size_t i = 0; i < count; i++) {
+        uint32_t bits;
+        memcpy(&bits, &mix[i], sizeof bits);
+        bad += (bits & 0x7f800000u) == 0x7f800000u;
+    }
+    if (bad)
+        for (size_t i = 0; i < count; i++)
+            if (!isfinite(mix[i]))
+                mix[i] = 0.0f;
+    return bad;
+}
+
 /* Convert the float period `mix` into `dst` in the output format (a float32 output was mixed
  * in place: only counted); returns the samples clipped. */
 static uint64_t convert(sc_engine *e, const float *mix, void *dst)
@@ -400,6 +419,11 @@ void sc_mixer_render_period(sc_engine *e, void *dst)
             uint32_t end = mix_voice(e, v, mix, t0);
             if (end)
                 hand_back(e, v, s, end);
+        }
+        uint64_t fixed = zero_nonfinite(mix, samples);
+        if (fixed) {
+            sc_count(&e->output_fixed, fixed);
+            sc_taint(e, SC_TAINT_NONFINITE_OUTPUT);
         }
         clipped = convert(e, mix, dst);
     }

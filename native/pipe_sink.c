@@ -35,7 +35,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "engine_internal.h"
+#include "streamcore.h"
+
+#include "driver.h"
 
 struct sc_pipe_sink {
     sc_engine *engine;
@@ -68,8 +70,11 @@ struct sc_pipe_sink {
                                bytes = prefix_sent + sent */
     _Atomic uint64_t writes, periods, reader_waits, mixer_waits;
     _Atomic int32_t error, running, finished;
-    int by_mixer;           /* the mixer is the writer (sc_pipe_sink_pump), no thread: it is
-                               while engine->pipe_writer is this sink */
+    int by_mixer;           /* the mixer is the writer, through this sink's driver (below): no
+                               thread; the engine uses `driver` from its start to its stop */
+    sc_driver driver;
+    int last_pump;          /* driver: what the cycle's hand-over found (PUMP_DONE/FULL) */
+    int need_wait;          /* driver: wait for the reader before the next cycle */
     _Atomic int32_t stop_asked; /* set before the stop eventfd is written */
     size_t map_bytes;       /* this struct is mmap'ed and mlocked: the mixer touches it */
 };
@@ -373,11 +378,20 @@ static int step(sc_pipe_sink *s)
     return send_ring(s, at, chunk, s->zero_copy);
 }
 
-/* ---- the mixer as the writer ------------------------------------------------------------
- * Called from the mixer's cycle (clock.c): no allocation, no lock of ours, no blocking call:
- * vmsplice is non-blocking, and the wait for the reader is sc_pipe_sink_wait, between cycles. */
+/* ---- the mixer as the writer: the sink's driver (driver.h) ---------------------------------
+ * The engine's mixer thread runs these from sc_engine_start to sc_engine_stop: no allocation,
+ * no lock of ours, no blocking call but the wait for the reader (poll on the pipe and the stop
+ * eventfd, bounded so a stop is always seen).  Each cycle hands over what is rendered, as much
+ * as the pipe takes now (`take`), renders into the pages that came back, and waits in poll()
+ * only when the pipe is full or nothing was rendered.  The reader is the clock: there is no
+ * wake-up latency to measure (SC_TRACE_PIPE). */
+#define PUMP_DONE 0 /* all that was rendered is in the pipe: render more */
+#define PUMP_FULL 1 /* the pipe took what it could: wait for its reader */
+#define PIPE_WAIT_MS 100
 
-int sc_pipe_sink_pump(sc_pipe_sink *s, uint32_t *periods)
+/* Hand what is rendered to the pipe, the header first, as much as it takes now; *periods:
+ * periods given back.  PUMP_DONE, PUMP_FULL or -errno (EPIPE: the reader is gone). */
+static int pump(sc_pipe_sink *s, uint32_t *periods)
 {
     *periods = 0;
     for (;;) {
@@ -386,11 +400,11 @@ int sc_pipe_sink_pump(sc_pipe_sink *s, uint32_t *periods)
         const char *at = s->prefix + (s->prefix_len - header);
         const uint64_t len = header ? header : unsent_bytes(s, &at); /* the header goes first */
         if (len == 0)
-            return SC_PUMP_DONE;
+            return PUMP_DONE;
         ssize_t n = splice_now(s->fd, at, len);
         if (n == -EAGAIN) {
             count(&s->reader_waits, 1);
-            return SC_PUMP_FULL;
+            return PUMP_FULL;
         }
         if (n < 0)
             return (int)n;
@@ -403,27 +417,93 @@ int sc_pipe_sink_pump(sc_pipe_sink *s, uint32_t *periods)
     }
 }
 
-int sc_pipe_sink_wait(sc_pipe_sink *s, int timeout_ms)
+/* Control thread, in sc_engine_start: a new run of the mixer as the writer. */
+static int driver_attach(void *ctx, sc_engine *e)
 {
-    struct pollfd p[2] = {{.fd = s->fd, .events = POLLOUT}, {.fd = s->stop_fd, .events = POLLIN}};
-    int n = poll(p, 2, timeout_ms);
-    if (n < 0)
-        return errno == EINTR ? 0 : -errno;
-    if (p[1].revents & POLLIN)
-        return 1;
-    if (p[0].revents & POLLERR)
-        return -EPIPE; /* the reader closed: vmsplice would say EPIPE too */
+    (void)e;
+    sc_pipe_sink *s = ctx;
+    uint64_t stale;
+    while (read(s->stop_fd, &stale, sizeof stale) > 0)
+        ; /* a restart: the last stop's wake-up is spent */
+    atomic_store_explicit(&s->stop_asked, 0, memory_order_release);
+    atomic_store_explicit(&s->error, 0, memory_order_release);
+    atomic_store_explicit(&s->finished, 0, memory_order_release);
+    atomic_store_explicit(&s->running, 1, memory_order_release);
+    s->need_wait = 0;
+    s->last_pump = PUMP_DONE;
     return 0;
 }
 
-void sc_pipe_sink_detach(sc_pipe_sink *s, int err)
+static int driver_wait(void *ctx, sc_engine *e, sc_wake *w)
 {
+    (void)e;
+    (void)w;
+    sc_pipe_sink *s = ctx;
+    if (sc_pipe_sink_stop_asked(s))
+        return SC_DRIVER_STOP;
+    if (!s->need_wait)
+        return SC_DRIVER_CYCLE;
+    struct pollfd p[2] = {{.fd = s->fd, .events = POLLOUT}, {.fd = s->stop_fd, .events = POLLIN}};
+    int n = poll(p, 2, PIPE_WAIT_MS);
+    if (n < 0)
+        return errno == EINTR ? SC_DRIVER_CYCLE : -errno;
+    if (p[1].revents & POLLIN)
+        return SC_DRIVER_STOP; /* a stop, or the engine's interrupt */
+    if (p[0].revents & POLLERR)
+        return -EPIPE; /* the reader closed: vmsplice would say EPIPE too */
+    return SC_DRIVER_CYCLE;
+}
+
+static int driver_take(void *ctx, sc_engine *e, sc_wake *w)
+{
+    (void)e;
+    sc_pipe_sink *s = ctx;
+    w->flags |= SC_TRACE_PIPE;
+    w->late_ns = 0;
+    uint32_t released = 0;
+    int rc = pump(s, &released);
+    w->consumed += released;
+    s->last_pump = rc;
+    return rc < 0 ? rc : SC_DRIVER_CYCLE;
+}
+
+static void driver_rendered(void *ctx, sc_engine *e, uint32_t rendered)
+{
+    (void)e;
+    sc_pipe_sink *s = ctx;
+    s->need_wait = s->last_pump == PUMP_FULL || rendered == 0;
+}
+
+static void driver_detach(void *ctx, sc_engine *e, int err)
+{
+    (void)e;
+    sc_pipe_sink *s = ctx;
     if (err > 0)
         atomic_store_explicit(&s->error, err, memory_order_release);
     atomic_store_explicit(&s->running, 0, memory_order_release);
-    atomic_store_explicit(&s->finished, 1, memory_order_release);
-    sc_pipe_sink *self = s; /* last: stop() may go on */
-    atomic_compare_exchange_strong(&s->engine->pipe_writer, &self, NULL);
+    atomic_store_explicit(&s->finished, 1, memory_order_release); /* last: stop() may go on */
+}
+
+static void driver_interrupt(void *ctx)
+{
+    sc_pipe_sink *s = ctx;
+    uint64_t one = 1;
+    ssize_t ignored = write(s->stop_fd, &one, sizeof one); /* ends a poll in driver_wait */
+    (void)ignored;
+}
+
+static const sc_driver_ops pipe_driver_ops = {
+    .attach = driver_attach,
+    .wait = driver_wait,
+    .take = driver_take,
+    .rendered = driver_rendered,
+    .detach = driver_detach,
+    .interrupt = driver_interrupt,
+};
+
+const sc_driver *sc_pipe_sink_driver(sc_pipe_sink *s)
+{
+    return s->by_mixer ? &s->driver : NULL;
 }
 
 static void *sink_main(void *arg)
@@ -509,6 +589,9 @@ int sc_pipe_sink_create(sc_pipe_sink **out, sc_engine *engine, sc_ring *ring, in
     s->pipe_bytes = pipe_bytes;
     s->nap_ns = NAP_MIN_NS;
     s->by_mixer = zero_copy && relay_fd < 0 && tee_fd < 0;
+    s->driver.ops = &pipe_driver_ops;
+    s->driver.ctx = s;
+    atomic_store_explicit(&s->finished, 1, memory_order_relaxed); /* no writer yet */
     /* Half a half per step: the mixer gets pages back twice per half, so it renders while
      * the sink splices (finer steps cost more wake-ups than they save; measured with
      * bench/pipe.py). */
@@ -541,22 +624,18 @@ int sc_pipe_sink_start(sc_pipe_sink *s)
 {
     if (s->started)
         return 0;
+    if (s->by_mixer) {
+        /* The mixer writes the pipe from the engine's start (this sink's driver, attached
+         * there); this only marks the stream as ours to stop. */
+        s->started = 1;
+        return 0;
+    }
     uint64_t stale;
     while (read(s->stop_fd, &stale, sizeof stale) > 0)
         ; /* a restart: the last stop's wake-up is spent */
     atomic_store_explicit(&s->stop_asked, 0, memory_order_release);
     atomic_store_explicit(&s->finished, 0, memory_order_release);
     atomic_store_explicit(&s->running, 1, memory_order_release);
-    if (s->by_mixer) {
-        /* The mixer takes the pipe over at its next cycle (header first: sc_pipe_sink_pump). */
-        int rc = sc_engine_attach_writer(s->engine, s);
-        if (rc) {
-            atomic_store_explicit(&s->running, 0, memory_order_release);
-            return rc;
-        }
-        s->started = 1;
-        return 0;
-    }
     int rc = pthread_create(&s->thread, NULL, sink_main, s);
     if (rc) {
         atomic_store_explicit(&s->running, 0, memory_order_release);
@@ -572,7 +651,7 @@ int sc_pipe_sink_start(sc_pipe_sink *s)
 static int wait_detached(sc_pipe_sink *s)
 {
     for (int i = 0; i < DETACH_WAIT_MS * 10; i++) {
-        if (atomic_load_explicit(&s->engine->pipe_writer, memory_order_acquire) != s)
+        if (atomic_load_explicit(&s->finished, memory_order_acquire))
             return 0;
         struct timespec t = {0, 100000};
         nanosleep(&t, NULL);

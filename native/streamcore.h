@@ -315,14 +315,11 @@ typedef struct sc_engine sc_engine;
 #define SC_OUT_S16 2
 #define SC_OUT_S32 3
 
-/* What wakes the mixer. */
+/* What wakes the mixer, when the engine starts without a sink's own driver (driver.h). */
 #define SC_CLOCK_MANUAL 0    /* no thread: sc_engine_render() renders in the caller */
-#define SC_CLOCK_TIMER 1     /* clock_nanosleep(TIMER_ABSTIME, CLOCK_MONOTONIC) every period */
-#define SC_CLOCK_CONSUMER 2  /* a sink calls sc_engine_period_consumed() */
-
-/* Sinks driven by the timer clock. */
-#define SC_SINK_NONE 0
-#define SC_SINK_NULL 1       /* consumes (discards) one period per timer tick */
+#define SC_CLOCK_TIMER 1     /* a CLOCK_MONOTONIC deadline per period, which takes (discards)
+                                one period from the output ring, as a device would: the null sink */
+#define SC_CLOCK_CONSUMER 2  /* a sink's thread calls sc_engine_periods_consumed() */
 
 #define SC_VOICE_BUFFER 1    /* frames read in place from caller memory (float32) */
 #define SC_VOICE_STREAM 2    /* frames read from an sc_ring (float32) */
@@ -343,6 +340,7 @@ typedef struct sc_engine sc_engine;
 #define SC_TAINT_RTTIME_SIGNAL 8
 #define SC_TAINT_XRUN 16
 #define SC_TAINT_CLIPPED 32
+#define SC_TAINT_NONFINITE_OUTPUT 64 /* the mix overflowed to Inf/NaN: written as 0, counted */
 
 /* Why the watchdog demoted. */
 #define SC_DEMOTE_NONE 0
@@ -363,7 +361,6 @@ typedef struct sc_engine_config {
     uint32_t periods;          /* periods kept in the output ring (>= 2) */
     uint32_t format;           /* SC_OUT_* */
     uint32_t clock;            /* SC_CLOCK_* */
-    uint32_t sink;             /* SC_SINK_* (timer clock only) */
     int32_t lock_memory;       /* mlock the engine's memory and the mixer's stack */
     int32_t watchdog;          /* start the watchdog and canary threads */
     uint32_t overruns_in_row;  /* demote after this many over-budget cycles in a row */
@@ -441,6 +438,7 @@ typedef struct sc_engine_stats {
     uint64_t overruns;         /* cycles longer than the budget */
     uint64_t sigxcpu;          /* SIGXCPU signals caught */
     uint64_t demotions;
+    uint64_t output_nonfinite; /* output samples that were Inf/NaN in the mix, written as 0 */
     int64_t start_ns;          /* the timer clock's origin: deadline k is start_ns + k*period */
     int64_t late_min, late_max, late_sum;
     int64_t mix_min, mix_max, mix_sum;
@@ -450,6 +448,8 @@ typedef struct sc_engine_stats {
     uint32_t taints;           /* SC_TAINT_* */
     uint32_t fill;             /* output frames buffered after the last cycle */
     uint32_t running;
+    int32_t driver_error;      /* errno that ended the mixer's driver (EPIPE: reader gone), or 0 */
+    int32_t mixer_done;        /* the mixer left its loop on its own (its driver stopped or failed) */
     int64_t mixer_tid, watchdog_tid, canary_tid;
 } sc_engine_stats;
 
@@ -497,11 +497,16 @@ uint32_t sc_watchdog_decide(const sc_engine_config *config, sc_watchdog_state *s
 int sc_engine_create(sc_engine **out, const sc_engine_config *config);
 /* Stops it if running, then frees it.  NULL is accepted. */
 void sc_engine_destroy(sc_engine *engine);
+/* What wakes the mixer when a sink brings its own (see native/driver.h); opaque here. */
+typedef struct sc_driver sc_driver;
 /* Start the mixer (and the watchdog and canary when configured), writing into `output`
- * (a ring of the engine's channels and format, capacity >= periods*blocksize).  Returns once
- * the threads have published their tids.  -EINVAL for the manual clock or a wrong ring,
- * -EALREADY if running, -errno of pthread_create. */
-int sc_engine_start(sc_engine *engine, sc_ring *output);
+ * (a ring of the engine's channels and format, capacity >= periods*blocksize).  `driver` is a
+ * sink's own driver, or NULL for the engine's clock (config.clock): it is used from here until
+ * sc_engine_stop returns, and must stay alive that long.  The initial periods are rendered here,
+ * in the caller.  Returns once the threads have published their tids.  -EINVAL for the manual
+ * clock or a wrong ring, -EALREADY if running, -errno of the driver's attach or of the
+ * threads' start. */
+int sc_engine_start(sc_engine *engine, sc_ring *output, const sc_driver *driver);
 /* Ask the threads to finish and join them; active voices stay (see sc_engine_flush). */
 int sc_engine_stop(sc_engine *engine);
 /* RT-safe, for sinks on the consumer clock: a period was taken from the output ring
@@ -548,8 +553,9 @@ void sc_engine_test_spin(sc_engine *engine, int64_t spin_ns, uint32_t cycles);
  * the output ring holds exactly two halves of `half_frames` (each exactly the pipe's size);
  * periods are vmspliced as they are rendered, and a page goes back to the mixer only once a
  * half more went into the pipe after it, so no page the pipe still holds is ever rewritten.
- * Straight into a pipe (no relay, no tee) the engine's mixer thread is the writer from
- * sc_pipe_sink_start() to sc_pipe_sink_stop(); otherwise a C thread of the sink is.  With
+ * Straight into a pipe (no relay, no tee) the engine's mixer thread is the writer, through the
+ * sink's driver (sc_pipe_sink_driver) given to sc_engine_start(); otherwise a C thread of the
+ * sink is, from sc_pipe_sink_start() to sc_pipe_sink_stop().  With
  * `onward_fd` >= 0, `fd` is the sink's own relay pipe and everything goes on to `onward_fd`
  * (a regular file, or a pipe when a tee pipe gets a copy by tee()).  Copy mode (`zero_copy`
  * 0) write()s each period instead.  Stopping never hangs on a stalled reader: all waits poll
@@ -579,6 +585,10 @@ typedef struct sc_pipe_sink_stats {
 int sc_pipe_sink_create(sc_pipe_sink **out, sc_engine *engine, sc_ring *ring, int fd,
                         int relay_fd, int onward_fd, int tee_fd, uint64_t half_frames,
                         uint32_t blocksize, int zero_copy);
+/* The sink's own driver for sc_engine_start when the mixer writes the pipe itself (zero copy
+   straight into a pipe, no relay, no tee), else NULL (a thread of the sink writes; the engine
+   runs on its consumer clock).  Lives as long as the sink. */
+const sc_driver *sc_pipe_sink_driver(sc_pipe_sink *sink);
 /* Write `len` bytes (a stream header) before the first period; call before start. */
 int sc_pipe_sink_prefix(sc_pipe_sink *sink, const void *data, uint64_t len);
 int sc_pipe_sink_start(sc_pipe_sink *sink);

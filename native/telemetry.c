@@ -89,12 +89,17 @@ void sc_engine_get_stats(const sc_engine *e, sc_engine_stats *out)
     out->voices = atomic_load_explicit((_Atomic uint32_t *)&e->voices_now, memory_order_relaxed);
     out->taints = atomic_load_explicit((_Atomic uint32_t *)&e->taints, memory_order_relaxed);
     out->fill = atomic_load_explicit((_Atomic uint32_t *)&e->fill_now, memory_order_relaxed);
-    out->running = (uint32_t)atomic_load_explicit((_Atomic int32_t *)&e->running,
-                                                  memory_order_relaxed);
-    out->mixer_tid = atomic_load_explicit((_Atomic int64_t *)&e->mixer_tid, memory_order_relaxed);
-    out->watchdog_tid =
-        atomic_load_explicit((_Atomic int64_t *)&e->watchdog_tid, memory_order_relaxed);
-    out->canary_tid = atomic_load_explicit((_Atomic int64_t *)&e->canary_tid, memory_order_relaxed);
+    /* Running: started and not stopped, and the mixer has not left its loop on its own. */
+    out->running = atomic_load_explicit((_Atomic int32_t *)&e->running, memory_order_relaxed) &&
+                   !atomic_load_explicit((_Atomic int32_t *)&e->mixer_done, memory_order_relaxed);
+    out->mixer_tid = sc_rt_thread_tid(&e->mixer);
+    out->watchdog_tid = sc_rt_thread_tid(&e->watchdog);
+    out->canary_tid = sc_rt_thread_tid(&e->canary);
+    out->output_nonfinite = sc_read(&e->output_fixed);
+    out->driver_error = atomic_load_explicit((_Atomic int32_t *)&e->driver_error,
+                                             memory_order_acquire);
+    out->mixer_done = atomic_load_explicit((_Atomic int32_t *)&e->mixer_done,
+                                           memory_order_acquire);
 }
 
 void sc_telemetry_answer_snapshot(sc_engine *e)

@@ -54,7 +54,6 @@ uint32_t sc_watchdog_decide(const sc_engine_config *c, sc_watchdog_state *st,
 #include <signal.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 /* The thread's policy without SCHED_RESET_ON_FORK, or -errno. */
@@ -78,81 +77,94 @@ static int demote_tid(int64_t tid, int32_t *policy_before)
     return 0;
 }
 
-/* ---- SIGXCPU: engines with a watchdog register here; the handler demotes their mixers ---- */
-#define SC_MAX_ENGINES 16
-static _Atomic(sc_engine *) registry[SC_MAX_ENGINES];
+/* ---- SIGXCPU: every engine with a watchdog is on one list; the handler demotes their mixers.
+ * Writers (register, unregister: control threads) take a mutex; the handler only reads the
+ * list, lock-free, and counts itself in `in_handler` so that unregister can wait until no
+ * handler may still hold the engine it unlinked (its memory is freed right after).  The
+ * process's previous SIGXCPU action is installed back when the last engine leaves, and a
+ * previous handler function is called after ours (the chain stays whole). */
+static _Atomic(sc_engine *) registry_head;
+static _Atomic int in_handler;
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER; /* not RT: start/stop only */
 static int registered;
 static struct sigaction previous_action;
 
-static void on_sigxcpu(int sig)
+static void on_sigxcpu(int sig, siginfo_t *info, void *uctx)
 {
-    (void)sig;
     int saved = errno;
-    for (int i = 0; i < SC_MAX_ENGINES; i++) {
-        sc_engine *e = atomic_load_explicit(&registry[i], memory_order_acquire);
-        if (e == NULL)
-            continue;
+    atomic_fetch_add_explicit(&in_handler, 1, memory_order_seq_cst);
+    for (sc_engine *e = atomic_load_explicit(&registry_head, memory_order_seq_cst); e != NULL;
+         e = atomic_load_explicit(&e->registry_next, memory_order_acquire)) {
         /* async-signal-safe: an atomic add and the sched_setscheduler syscall */
         atomic_fetch_add_explicit(&e->sigxcpu, 1, memory_order_relaxed);
-        demote_tid(atomic_load_explicit(&e->mixer_tid, memory_order_relaxed), NULL);
+        demote_tid(sc_rt_thread_tid(&e->mixer), NULL);
+    }
+    atomic_fetch_sub_explicit(&in_handler, 1, memory_order_seq_cst);
+    if (previous_action.sa_flags & SA_SIGINFO) {
+        if (previous_action.sa_sigaction)
+            previous_action.sa_sigaction(sig, info, uctx);
+    } else if (previous_action.sa_handler != SIG_DFL && previous_action.sa_handler != SIG_IGN) {
+        previous_action.sa_handler(sig);
     }
     errno = saved;
 }
 
-void sc_watchdog_register(sc_engine *e)
+static void watchdog_register(sc_engine *e)
 {
     pthread_mutex_lock(&registry_lock);
-    for (int i = 0; i < SC_MAX_ENGINES; i++) {
-        if (atomic_load_explicit(&registry[i], memory_order_relaxed) == NULL) {
-            atomic_store_explicit(&registry[i], e, memory_order_release);
-            if (registered++ == 0) {
-                struct sigaction sa;
-                memset(&sa, 0, sizeof sa);
-                sa.sa_handler = on_sigxcpu;
-                sa.sa_flags = SA_RESTART;
-                sigemptyset(&sa.sa_mask);
-                sigaction(SIGXCPU, &sa, &previous_action);
-            }
-            break;
-        }
+    if (registered++ == 0) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = on_sigxcpu;
+        sa.sa_flags = SA_RESTART | SA_SIGINFO;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGXCPU, &sa, &previous_action);
     }
+    atomic_store_explicit(&e->registry_next, atomic_load_explicit(&registry_head,
+                                                                  memory_order_relaxed),
+                          memory_order_relaxed);
+    atomic_store_explicit(&registry_head, e, memory_order_seq_cst);
+    e->registered = 1;
     pthread_mutex_unlock(&registry_lock);
 }
 
-void sc_watchdog_unregister(sc_engine *e)
+static void watchdog_unregister(sc_engine *e)
 {
     pthread_mutex_lock(&registry_lock);
-    for (int i = 0; i < SC_MAX_ENGINES; i++) {
-        if (atomic_load_explicit(&registry[i], memory_order_relaxed) == e) {
-            atomic_store_explicit(&registry[i], NULL, memory_order_release);
-            if (--registered == 0)
-                sigaction(SIGXCPU, &previous_action, NULL);
-        }
+    if (!e->registered) {
+        pthread_mutex_unlock(&registry_lock);
+        return;
     }
+    _Atomic(sc_engine *) *link = &registry_head;
+    for (sc_engine *it = atomic_load(link); it != NULL; it = atomic_load(link)) {
+        if (it == e) {
+            atomic_store_explicit(link, atomic_load(&e->registry_next), memory_order_seq_cst);
+            break;
+        }
+        link = &it->registry_next;
+    }
+    e->registered = 0;
+    if (--registered == 0)
+        sigaction(SIGXCPU, &previous_action, NULL);
     pthread_mutex_unlock(&registry_lock);
+    /* A handler that started before the unlink may still be looking at e. */
+    while (atomic_load_explicit(&in_handler, memory_order_seq_cst) != 0)
+        sched_yield();
 }
 
 /* ---- the threads ---------------------------------------------------------------------- */
-static void sleep_ns(int64_t ns)
-{
-    struct timespec ts = {ns / 1000000000, ns % 1000000000};
-    while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
-        ;
-}
-
 static void *canary_main(void *arg)
 {
     sc_engine *e = arg;
-    prctl(PR_SET_NAME, "sc-canary", 0, 0, 0);
-    atomic_store_explicit(&e->canary_ns, sc_now_ns(), memory_order_release);
-    atomic_store_explicit(&e->canary_tid, (int64_t)syscall(SYS_gettid), memory_order_release);
     int64_t every = e->config.canary_ns / 10;
     if (every > 20000000)
         every = 20000000;
     while (atomic_load_explicit(&e->running, memory_order_acquire)) {
         atomic_store_explicit(&e->canary_ns, sc_now_ns(), memory_order_release);
-        sleep_ns(every);
+        uint32_t word = atomic_load_explicit(&e->watchdog_wake, memory_order_acquire);
+        if (!atomic_load_explicit(&e->running, memory_order_acquire))
+            break;
+        sc_futex_wait_until(&e->watchdog_wake, word, sc_now_ns() + every);
     }
     return NULL;
 }
@@ -175,7 +187,7 @@ static void act(sc_engine *e, uint32_t reason, const sc_watchdog_input *in)
     memset(&ev, 0, sizeof ev);
     ev.time_ns = in->now_ns;
     ev.reason = reason;
-    ev.tid = atomic_load_explicit(&e->mixer_tid, memory_order_relaxed);
+    ev.tid = sc_rt_thread_tid(&e->mixer);
     ev.busy_ns = in->busy_since_ns ? in->now_ns - in->busy_since_ns : 0;
     ev.streak = in->streak;
     ev.canary_age_ns = in->now_ns - in->canary_ns;
@@ -185,8 +197,7 @@ static void act(sc_engine *e, uint32_t reason, const sc_watchdog_input *in)
     if (reason == SC_DEMOTE_CANARY) {
         /* Starvation: every realtime thread of the engine goes, the watchdog (this thread)
          * too; it keeps looking at normal priority until repromote() promotes both again. */
-        int64_t self = atomic_load_explicit(&e->watchdog_tid, memory_order_relaxed);
-        if (demote_tid(self, NULL) == 0)
+        if (demote_tid(sc_rt_thread_tid(&e->watchdog), NULL) == 0)
             ev.threads++;
     }
     uint32_t taints = SC_TAINT_WATCHDOG_DEMOTED;
@@ -201,9 +212,7 @@ static void act(sc_engine *e, uint32_t reason, const sc_watchdog_input *in)
 static void *watchdog_main(void *arg)
 {
     sc_engine *e = arg;
-    prctl(PR_SET_NAME, "sc-watchdog", 0, 0, 0);
     prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0);
-    atomic_store_explicit(&e->watchdog_tid, (int64_t)syscall(SYS_gettid), memory_order_release);
     int64_t interval = e->config.watchdog_interval_ns;
     int64_t next = sc_now_ns();
     if (e->config.clock == SC_CLOCK_TIMER) {
@@ -216,11 +225,19 @@ static void *watchdog_main(void *arg)
         interval = (interval + p - 1) / p * p;
         next = e->start_ns + ((next - e->start_ns) / p + 1) * p + p / 2 - interval;
     }
-    while (atomic_load_explicit(&e->running, memory_order_acquire)) {
+    for (;;) {
         next += interval;
-        struct timespec ts = {next / 1000000000, next % 1000000000};
-        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
-            ;
+        /* The wait ends at the deadline, or at once when stop bumps watchdog_wake: however
+         * long the interval, stopping never waits for it. */
+        uint32_t word = atomic_load_explicit(&e->watchdog_wake, memory_order_acquire);
+        if (!atomic_load_explicit(&e->running, memory_order_acquire))
+            break;
+        while (sc_now_ns() < next && atomic_load_explicit(&e->running, memory_order_acquire)) {
+            sc_futex_wait_until(&e->watchdog_wake, word, next);
+            word = atomic_load_explicit(&e->watchdog_wake, memory_order_acquire);
+        }
+        if (!atomic_load_explicit(&e->running, memory_order_acquire))
+            break;
         sc_watchdog_input in;
         in.now_ns = sc_now_ns();
         if (in.now_ns - next > interval) /* late ourselves: skip, keeping the phase */
@@ -236,7 +253,7 @@ static void *watchdog_main(void *arg)
         in.cycle_periods = atomic_load_explicit(&e->cycle_periods, memory_order_acquire);
         in.sigxcpu = sc_read(&e->sigxcpu);
         in.hard_overruns = sc_read(&e->hard_overruns);
-        int policy = policy_of(atomic_load_explicit(&e->mixer_tid, memory_order_relaxed));
+        int policy = policy_of(sc_rt_thread_tid(&e->mixer));
         in.mixer_realtime = policy == SCHED_FIFO || policy == SCHED_RR;
         uint32_t reason = sc_watchdog_decide(&e->config, &e->wd_state, &in);
         if (reason != SC_DEMOTE_NONE)
@@ -247,32 +264,24 @@ static void *watchdog_main(void *arg)
 
 int sc_watchdog_start(sc_engine *e)
 {
-    atomic_store_explicit(&e->watchdog_tid, 0, memory_order_relaxed);
-    atomic_store_explicit(&e->canary_tid, 0, memory_order_relaxed);
     memset(&e->wd_state, 0, sizeof e->wd_state);
     e->wd_state.sigxcpu_seen = sc_read(&e->sigxcpu);
     e->wd_state.hard_overruns_seen = sc_read(&e->hard_overruns);
-    int rc = pthread_create(&e->canary_thread, NULL, canary_main, e);
+    atomic_store_explicit(&e->canary_ns, sc_now_ns(), memory_order_release);
+    int rc = sc_rt_thread_start(&e->canary, "sc-canary", canary_main, e, 0, 0);
     if (rc)
-        return -rc;
-    e->canary_started = 1;
-    rc = pthread_create(&e->watchdog_thread, NULL, watchdog_main, e);
+        return rc;
+    rc = sc_rt_thread_start(&e->watchdog, "sc-watchdog", watchdog_main, e, 0, 0);
     if (rc)
-        return -rc;
-    e->watchdog_started = 1;
-    while (atomic_load_explicit(&e->watchdog_tid, memory_order_acquire) == 0 ||
-           atomic_load_explicit(&e->canary_tid, memory_order_acquire) == 0)
-        sleep_ns(100000);
-    sc_watchdog_register(e);
+        return rc;
+    watchdog_register(e);
     return 0;
 }
 
 void sc_watchdog_stop(sc_engine *e)
 {
-    sc_watchdog_unregister(e);
-    if (e->watchdog_started)
-        pthread_join(e->watchdog_thread, NULL);
-    if (e->canary_started)
-        pthread_join(e->canary_thread, NULL);
-    e->watchdog_started = e->canary_started = 0;
+    watchdog_unregister(e);
+    sc_futex_bump_wake(&e->watchdog_wake); /* `running` is off: both threads leave at once */
+    sc_rt_thread_join(&e->watchdog);
+    sc_rt_thread_join(&e->canary);
 }

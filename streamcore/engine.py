@@ -184,7 +184,6 @@ class Engine:
         manual = sink == "manual"
         config.clock = {"manual": _lib.SC_CLOCK_MANUAL, "null": _lib.SC_CLOCK_TIMER,
                         "external": _lib.SC_CLOCK_CONSUMER}[sink]
-        config.sink = _lib.SC_SINK_NULL if sink == "null" else _lib.SC_SINK_NONE
         config.lock_memory = 1 if lock_memory else 0
         if dither and dtype != "int16":
             raise ValueError("dither is for int16 output")
@@ -283,7 +282,10 @@ class Engine:
             if self.output is None:
                 self.output = self._make_output()
             self._open_sink()
-            check(_lib.sc_engine_start(self._engine, self.output._ring), "starting the mixer")
+            driver = self.sink_object.native_driver() if self.sink_object is not None else None
+            check(_lib.sc_engine_start(self._engine, self.output._ring,
+                                       _ffi.NULL if driver is None else driver),
+                  "starting the mixer")
             self._started = True
             self.mixer_tid, self.watchdog_tid, self.canary_tid = _tids(self._engine)
             self._acquire_realtime()

@@ -26,6 +26,7 @@ TAINTS = {
     "RTTIME_SIGNAL": _lib.SC_TAINT_RTTIME_SIGNAL,
     "XRUN": _lib.SC_TAINT_XRUN,
     "CLIPPED": _lib.SC_TAINT_CLIPPED,
+    "NONFINITE_OUTPUT": _lib.SC_TAINT_NONFINITE_OUTPUT,
 }
 
 #: One record per mixer cycle (see sc_trace_record in native/streamcore.h).
@@ -118,6 +119,10 @@ class EngineStats:
     taints: frozenset[str]
     underruns_per_voice: dict[int, int] = field(default_factory=dict)  #: voice id -> underruns
     sink: dict[str, Any] = field(default_factory=dict)  #: the sink object's figures (Sink.stats())
+    #: output samples the mix made Inf/NaN (finite sources whose gains and sums overflowed):
+    #: written as 0, and the NONFINITE_OUTPUT taint set
+    output_nonfinite: int = 0
+    driver_error: int = 0  #: errno that ended the mixer's driver on its own (EPIPE...), or 0
 
     @classmethod
     def _from_native(cls, s: Any, underruns_per_voice: dict[int, int]) -> EngineStats:
@@ -134,6 +139,7 @@ class EngineStats:
                                             s.mix_hist),
             taints=taint_names(s.taints),
             underruns_per_voice=underruns_per_voice,
+            output_nonfinite=s.output_nonfinite, driver_error=s.driver_error,
         )
 
     @property

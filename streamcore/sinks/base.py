@@ -95,6 +95,26 @@ class Sink:
         """
         self.engine = engine
 
+    def native_driver(self) -> Any:
+        """The sink's own native driver for the engine's mixer, or None (the default).
+
+        A sink whose consumer the mixer thread itself can serve (the pipe sink, straight into
+        a pipe: the mixer vmsplices what it rendered and waits for the reader) returns the
+        ``sc_driver *`` of its native part; the engine gives it to ``sc_engine_start`` and
+        uses it until it stops (see native/driver.h).  None: the engine runs on its consumer
+        clock and the sink's own thread signals each period it took.
+
+        Returns
+        -------
+        cffi pointer or None
+            An ``sc_driver *`` that stays valid while the sink is open, or None.
+
+        Notes
+        -----
+        Called by ``Engine.start()`` in its thread, after :meth:`open`, every start.
+        """
+        return None
+
     def start(self) -> None:
         """Begin consuming (the mixer already runs on the consumer clock); pairs with :meth:`stop`.
 

@@ -307,8 +307,24 @@ class PipeSink(Sink):
             header = wav_header(engine.samplerate, engine.channels, self.dtype)
             check(_lib.sc_pipe_sink_prefix(self._native, header, len(header)), "WAV header")
 
+    def native_driver(self) -> Any:
+        """The native driver by which the mixer writes the pipe itself, or None.
+
+        Returns
+        -------
+        cffi pointer or None
+            The ``sc_driver *`` when the mixer is the writer (zero copy straight into a
+            pipe, no tee); None when a C thread of the sink writes (a file, a tee, copies).
+
+        Notes
+        -----
+        Called by ``Engine.start()`` after :meth:`open`.
+        """
+        driver = _lib.sc_pipe_sink_driver(self._native)
+        return None if driver == _ffi.NULL else driver
+
     def start(self) -> None:
-        """Start the C writer thread and the Python monitor thread.
+        """Start the C writer thread (unless the mixer writes) and the Python monitor thread.
 
         Raises
         ------

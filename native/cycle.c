@@ -1,0 +1,109 @@
+/*
+ * cycle.c: one cycle of the engine, the same for every driver and for manual rendering.
+ *
+ * A cycle applies the queued commands, renders periods (into the output ring until it holds
+ * `periods` periods again: double buffering, k+1 is rendered while k plays; or one period into
+ * the caller's buffer for the manual clock), and accounts for itself: the budget and hard
+ * limit per period rendered (the watchdog's input), the trace record, the wake-up and mix
+ * histograms, and a stats snapshot when one was asked for.  Realtime rules: atomics, the vDSO
+ * clock and the mlocked engine only.
+ */
+#define _GNU_SOURCE
+#include "engine_internal.h"
+
+/* Render periods until the output ring holds target_fill frames; *fill: the fill after. */
+static uint32_t render_until_full(sc_engine *e, int64_t *fill)
+{
+    sc_ring *out = e->output;
+    const uint32_t n = e->config.blocksize;
+    uint32_t rendered = 0;
+    int64_t have = sc_ring_readable(out);
+    if (have >= 0 && have < e->target_fill) /* what this cycle is about to render */
+        atomic_store_explicit(&e->cycle_periods, (uint32_t)((e->target_fill - have) / n),
+                              memory_order_release);
+    for (;; have = sc_ring_readable(out)) {
+        if (have < 0 || have + n > e->target_fill) {
+            *fill = have;
+            return rendered;
+        }
+        void *dst = NULL;
+        int64_t k = sc_ring_write_region(out, n, &dst);
+        if (k < (int64_t)n) { /* cannot happen: capacity >= target_fill (checked at start) */
+            *fill = have;
+            return rendered;
+        }
+        sc_mixer_render_period(e, dst);
+        sc_ring_write_advance(out, n);
+        rendered++;
+    }
+}
+
+/* The cycle's time against its budget: per period of audio, so a cycle that renders k
+ * periods (the consumer took k at once) may take k times as long.  Manual rendering runs in
+ * the caller's thread at the caller's pace: it has no budget. */
+static void account_budget(sc_engine *e, int64_t mix_ns, uint32_t rendered)
+{
+    if (e->config.clock == SC_CLOCK_MANUAL)
+        return;
+    const int64_t periods = rendered > 1 ? rendered : 1;
+    if (mix_ns > e->config.budget_ns * periods) {
+        sc_count(&e->overruns, 1);
+        atomic_store_explicit(&e->streak, atomic_load_explicit(&e->streak, memory_order_relaxed) + 1,
+                              memory_order_release);
+    } else {
+        atomic_store_explicit(&e->streak, 0, memory_order_release);
+    }
+    if (mix_ns > e->config.hard_limit_ns * periods)
+        sc_count(&e->hard_overruns, 1);
+}
+
+uint32_t sc_cycle_run(sc_engine *e, const sc_wake *w, void *dst)
+{
+    int64_t fill = 0;
+    uint32_t rendered;
+    sc_mixer_apply_commands(e);
+    if (dst) {
+        sc_mixer_render_period(e, dst);
+        rendered = 1;
+    } else {
+        rendered = render_until_full(e, &fill);
+    }
+    const int64_t done = sc_now_ns();
+    const int64_t mix_ns = done - w->woke_ns;
+    atomic_store_explicit(&e->busy_since_ns, 0, memory_order_release);
+    account_budget(e, mix_ns, rendered);
+    uint32_t flags = w->flags;
+    if (flags & SC_TRACE_XRUN) {
+        sc_count(&e->xruns, 1);
+        sc_taint(e, SC_TAINT_XRUN);
+    }
+    if (atomic_load_explicit(&e->demoted, memory_order_relaxed))
+        flags |= SC_TRACE_DEMOTED;
+    if (!(flags & SC_TRACE_PIPE))
+        sc_histogram_add(&e->telemetry.late, w->late_ns);
+    sc_histogram_add(&e->telemetry.mix, mix_ns);
+    sc_trace_record r = {
+        .cycle = sc_read(&e->cycles),
+        .wake_ns = w->woke_ns,
+        .late_ns = w->late_ns,
+        .mix_ns = mix_ns,
+        .fill = fill < 0 ? 0 : (uint32_t)fill,
+        .voices = e->active_voices,
+        .flags = flags,
+        .rendered = rendered,
+    };
+    sc_telemetry_record(&e->telemetry, &r);
+    if (!dst)
+        atomic_store_explicit(&e->fill_now, r.fill, memory_order_relaxed);
+    sc_count(&e->cycles, 1);
+    sc_telemetry_answer_snapshot(e);
+    return rendered;
+}
+
+void sc_cycle_prefill(sc_engine *e)
+{
+    int64_t fill = 0;
+    sc_mixer_apply_commands(e);
+    render_until_full(e, &fill);
+    atomic_store_explicit(&e->fill_now, (uint32_t)(fill < 0 ? 0 : fill), memory_order_relaxed);
+}

@@ -1,0 +1,138 @@
+/*
+ * mixer_thread.c: the engine's start and stop, and the mixer thread's one loop:
+ *
+ *     wait on the driver -> take (hand over / take back) -> one cycle (cycle.c) -> repeat
+ *
+ * The driver (driver.h) is chosen at sc_engine_start: a sink's own, or the engine's timer or
+ * consumer driver.  The loop ends when the engine stops, or when the driver stops or fails on
+ * its own (its errno is kept as driver_error and the mixer_done flag tells Python).  The
+ * thread runs on a locked, prefaulted stack (rt.c), blocks SIGPIPE (a pipe whose reader went
+ * away is EPIPE, not death) and makes no syscall but its driver's.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <sys/prctl.h>
+
+#include "engine_internal.h"
+
+#define MIXER_STACK_BYTES (256 * 1024)
+
+static void spin_if_asked(sc_engine *e)
+{
+    uint32_t cycles = atomic_load_explicit(&e->spin_cycles, memory_order_acquire);
+    if (cycles == 0)
+        return;
+    atomic_store_explicit(&e->spin_cycles, cycles - 1, memory_order_relaxed);
+    int64_t until = sc_now_ns() + atomic_load_explicit(&e->spin_ns, memory_order_relaxed);
+    while (sc_now_ns() < until && atomic_load_explicit(&e->running, memory_order_relaxed))
+        ; /* the test's runaway: burns the CPU inside the cycle */
+}
+
+static void *mixer_main(void *arg)
+{
+    sc_engine *e = arg;
+    const sc_driver *d = e->driver;
+    const sc_driver_ops *ops = d->ops;
+    prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0); /* 1 ns: wake at the deadline, not 50 µs after */
+    sc_block_sigpipe();
+    int err = 0;
+    while (atomic_load_explicit(&e->running, memory_order_acquire)) {
+        sc_wake w = {0};
+        int rc = ops->wait(d->ctx, e, &w);
+        if (rc != SC_DRIVER_CYCLE) {
+            err = rc < 0 ? -rc : 0;
+            break;
+        }
+        if (!atomic_load_explicit(&e->running, memory_order_acquire))
+            break;
+        w.woke_ns = sc_now_ns();
+        atomic_store_explicit(&e->busy_since_ns, w.woke_ns, memory_order_release);
+        spin_if_asked(e);
+        int took = ops->take ? ops->take(d->ctx, e, &w) : SC_DRIVER_CYCLE;
+        if (w.consumed)
+            atomic_fetch_add_explicit(&e->consumed, w.consumed, memory_order_relaxed);
+        uint32_t rendered = sc_cycle_run(e, &w, NULL);
+        if (ops->rendered)
+            ops->rendered(d->ctx, e, rendered);
+        if (took != SC_DRIVER_CYCLE) {
+            err = took < 0 ? -took : 0;
+            break;
+        }
+    }
+    atomic_store_explicit(&e->busy_since_ns, 0, memory_order_release);
+    if (ops->detach)
+        ops->detach(d->ctx, e, err);
+    if (err)
+        atomic_store_explicit(&e->driver_error, err, memory_order_release);
+    atomic_store_explicit(&e->mixer_done, 1, memory_order_release);
+    return NULL;
+}
+
+int sc_engine_start(sc_engine *e, sc_ring *output, const sc_driver *driver)
+{
+    if (e->config.clock == SC_CLOCK_MANUAL || output == NULL)
+        return -EINVAL;
+    if (e->started)
+        return -EALREADY;
+    if (sc_ring_channels(output) != e->config.channels ||
+        sc_ring_format(output) != e->config.format || /* SC_OUT_* == SC_FORMAT_* */
+        sc_ring_capacity(output) < e->target_fill)
+        return -EINVAL;
+    if (driver == NULL) {
+        if (e->config.clock == SC_CLOCK_TIMER)
+            sc_driver_timer_init(e);
+        else
+            sc_driver_consumer_init(e);
+        driver = &e->own_driver;
+    }
+    if (driver->ops == NULL || driver->ops->wait == NULL)
+        return -EINVAL;
+    e->output = output;
+    e->driver = driver;
+    atomic_store_explicit(&e->busy_since_ns, 0, memory_order_relaxed);
+    atomic_store_explicit(&e->streak, 0, memory_order_relaxed);
+    atomic_store_explicit(&e->driver_error, 0, memory_order_relaxed);
+    atomic_store_explicit(&e->mixer_done, 0, memory_order_relaxed);
+    sc_cycle_prefill(e); /* the initial periods, before the clock runs */
+    e->start_ns = sc_now_ns();
+    int rc = driver->ops->attach ? driver->ops->attach(driver->ctx, e) : 0;
+    if (rc)
+        return rc;
+    atomic_store_explicit(&e->running, 1, memory_order_release);
+    rc = sc_rt_thread_start(&e->mixer, "sc-mixer", mixer_main, e, MIXER_STACK_BYTES,
+                            e->config.lock_memory);
+    if (rc) {
+        atomic_store_explicit(&e->running, 0, memory_order_release);
+        if (driver->ops->detach)
+            driver->ops->detach(driver->ctx, e, -rc);
+        return rc;
+    }
+    if (e->config.lock_memory && !e->mixer.stack_locked)
+        sc_taint(e, SC_TAINT_MLOCK_FAILED);
+    e->started = 1;
+    if (e->config.watchdog) {
+        rc = sc_watchdog_start(e);
+        if (rc) {
+            sc_engine_stop(e);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+int sc_engine_stop(sc_engine *e)
+{
+    if (!e->started)
+        return 0;
+    atomic_store_explicit(&e->running, 0, memory_order_release);
+    if (e->driver->ops->interrupt)
+        e->driver->ops->interrupt(e->driver->ctx);
+    sc_rt_thread_join(&e->mixer);
+    sc_watchdog_stop(e);
+    e->started = 0;
+    e->driver = NULL;
+    atomic_store_explicit(&e->busy_since_ns, 0, memory_order_relaxed);
+    return 0;
+}
+
+sc_ring *sc_engine_output(const sc_engine *e) { return e->output; }
