@@ -2,4 +2,4 @@
 
 from setuptools import setup
 
-setup(cffi_modules=["native/build.py:ffibuilder"])
+setup(cffi_modules=["native/build.py:ffibuilder", "native/build.py:testing_builder"])

@@ -139,7 +139,7 @@ def largest_fitting(measure: Callable[[int], dict[str, Any]], limit: int,
 
 
 def run(quick: bool = False, smoke: bool = False) -> Report:
-    from streamcore._native import lib
+    from bench.drivers import lib
     from streamcore.engine import MAX_VOICES
 
     report = Report("mixing", quick or smoke)

@@ -16,9 +16,10 @@ import os
 import statistics
 import threading
 
+from bench.drivers import PageBuffer
+from bench.drivers import lib as _lib
 from bench.harness import CpuClock, Report, bench_main
-from streamcore._native import lib as _lib
-from streamcore.pipes import _PageBuffer, set_pipe_size
+from streamcore.pipes import set_pipe_size
 
 GB = 1e9
 
@@ -27,7 +28,7 @@ def _measure(pipe_bytes: int, total: int, zero_copy: bool, drain_splice: bool) -
     read_end, write_end = os.pipe()
     devnull = os.open(os.devnull, os.O_WRONLY)
     size = set_pipe_size(write_end, pipe_bytes)
-    buffer = _PageBuffer(2 * size)
+    buffer = PageBuffer(2 * size)
     buffer.map.write(b"\x01" * (2 * size))  # touch every page before timing
     drained: list[int] = []
     drain = threading.Thread(  # the C drain runs without the GIL

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from bench.drivers import ffi, lib, ring_handle
 from bench.harness import RESULTS, Report, median_of
 from streamcore import Ring
-from streamcore._native import ffi, lib
 
 FRAME_BYTES = 8  # stereo float32
 CHUNK_BYTES = [64, 256, 1024, 4096, 16384, 65536]
@@ -38,7 +38,7 @@ def _ring_run(ring: Ring, frames: int, chunk_frames: int) -> tuple[float, float]
     The busier thread is the bottleneck (the other one waits for it, partly asleep): near 1 it
     ran all along, well below 1 it was kept off a core by other load on the machine."""
     result = ffi.new("sc_ring_run_result *")
-    status = lib.sc_ring_pump(ring._ring, frames, chunk_frames, TIMEOUT_NS, result)
+    status = lib.sc_ring_pump(ring_handle(ring), frames, chunk_frames, TIMEOUT_NS, result)
     if status != 0 or not result.completed:
         raise RuntimeError(f"pump failed: status {status}, {result.status}")
     on_cpu = max(result.producer_cpu_ns, result.consumer_cpu_ns) / result.elapsed_ns

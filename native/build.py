@@ -1,8 +1,10 @@
-"""cffi build script for streamcore._native (API mode, out of line).
+"""cffi build script for streamcore._native and streamcore._testing (API mode, out of line).
 
 setuptools runs it through ``cffi_modules`` (see setup.py), so ``pip install .`` and
-``pip install -e .`` compile every ``native/*.c`` into one extension module.  The same header
-is given to ``cdef()`` and ``#include``d by the generated C, so the two cannot drift apart.
+``pip install -e .`` compile every ``native/*.c`` into ``streamcore._native`` (the shipped
+contract, ``native/streamcore.h``) and the test and benchmark drivers in ``native/testing/``
+into ``streamcore._testing`` (its own header, ``native/testing/testing.h``).  Each header is
+given to ``cdef()`` and ``#include``d by the generated C, so the two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -32,20 +34,42 @@ CFLAGS = [
 ]
 LIBRARIES = ["pthread", "rt"]
 
+_FLAGS_MACRO = ("SC_BUILD_FLAGS", '"' + shlex.join(CFLAGS).replace('"', r"\"") + '"')
+_TESTING = _HERE / "testing"
+
+
+def _sources(*paths: pathlib.Path) -> list[str]:
+    return [str(p.relative_to(_HERE.parent)) for p in paths]
+
+
 ffibuilder = cffi.FFI()
 ffibuilder.cdef(_HEADER.read_text())
-
-_sources = sorted(str(p.relative_to(_HERE.parent)) for p in _HERE.glob("*.c"))
 ffibuilder.set_source(
     "streamcore._native",
     '#include <stdint.h>\n#include "streamcore.h"\n',
-    sources=_sources,
+    sources=_sources(*sorted(_HERE.glob("*.c"))),
     include_dirs=[str(_HERE)],
     extra_compile_args=CFLAGS,
     libraries=LIBRARIES,
     # A C string literal: the flags as the module reports them at run time.
-    define_macros=[("SC_BUILD_FLAGS", '"' + shlex.join(CFLAGS).replace('"', r"\"") + '"')],
+    define_macros=[_FLAGS_MACRO],
 )
 
+# The drivers get their own copies of the ring and the realtime primitives they run on.
+testing_builder = cffi.FFI()
+testing_builder.cdef((_TESTING / "testing.h").read_text())
+testing_builder.set_source(
+    "streamcore._testing",
+    '#include <stdint.h>\n#include "streamcore.h"\n#include "testing.h"\n',
+    sources=_sources(*sorted(_TESTING.glob("*.c")), _HERE / "ring.c", _HERE / "rt.c"),
+    include_dirs=[str(_HERE), str(_TESTING)],
+    extra_compile_args=CFLAGS,
+    libraries=LIBRARIES,
+)
+
+#: Every module this script builds (the sanitizer test builds them all again).
+BUILDERS = [ffibuilder, testing_builder]
+
 if __name__ == "__main__":
-    ffibuilder.compile(verbose=True)
+    for builder in BUILDERS:
+        builder.compile(verbose=True)

@@ -4,7 +4,6 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "streamcore.h"
@@ -17,7 +16,6 @@ const char *sc_build_flags(void) { return SC_BUILD_FLAGS; }
 
 int sc_abi_version(void) { return SC_ABI_VERSION; }
 
-int64_t sc_gettid(void) { return (int64_t)syscall(SYS_gettid); }
 
 int sc_probe_mlock(size_t bytes)
 {

@@ -134,5 +134,3 @@ int sc_engine_stop(sc_engine *e)
     atomic_store_explicit(&e->busy_since_ns, 0, memory_order_relaxed);
     return 0;
 }
-
-sc_ring *sc_engine_output(const sc_engine *e) { return e->output; }

@@ -18,8 +18,6 @@
 const char *sc_build_flags(void);
 /* SC_ABI_VERSION as compiled into the shared object (catches a stale build). */
 int sc_abi_version(void);
-/* The calling thread's kernel thread id (gettid). */
-int64_t sc_gettid(void);
 /* Try to mlock (then munlock) `bytes` of fresh memory: 0, or -errno (EPERM, ENOMEM, EAGAIN). */
 int sc_probe_mlock(size_t bytes);
 
@@ -109,36 +107,7 @@ int64_t sc_ring_writable(const sc_ring *ring);
  * -EPIPE; a short count is an overrun / underrun like a short region. */
 int64_t sc_ring_write_frames(sc_ring *ring, const void *src, uint64_t frames);
 int64_t sc_ring_read_frames(sc_ring *ring, void *dst, uint64_t frames);
-/* Mark the ring broken (locally and in the shared header), e.g. when a side gives up. */
-void sc_ring_mark_broken(sc_ring *ring);
 void sc_ring_get_stats(const sc_ring *ring, sc_ring_stats *out);
-
-/* Test and benchmark drivers (not realtime API): a producer and a consumer pthread on the same
- * handle, run with the GIL released.  Not for a ring that has other users at the same time. */
-typedef struct sc_ring_run_result {
-    uint64_t frames_written, frames_read;
-    uint64_t mismatches;       /* samples that differed from the counting pattern (stress) */
-    uint64_t elapsed_ns;       /* from both threads started to both done */
-    uint64_t producer_minflt, consumer_minflt;  /* page faults taken inside the two loops */
-    uint64_t producer_majflt, consumer_majflt;
-    uint64_t producer_waits, consumer_waits;    /* times a side found the ring full / empty */
-    uint64_t producer_cpu_ns, consumer_cpu_ns;  /* CPU time of each loop (vs elapsed_ns: how
-                                                   much of the run each thread was on a core) */
-    int32_t completed;         /* 1 when every frame moved before the deadline */
-    int32_t status;            /* 0, or the -errno a ring call or pthread_create returned */
-} sc_ring_run_result;
-/* Move `frames` frames of a counting pattern (sample n of the stream holds n, truncated to the
- * sample width) in random chunks of 1..max_chunk frames (xorshift seeded by `seed`); the
- * consumer checks every sample.  Stops early after timeout_ns.  0 or -errno. */
-int sc_ring_stress(sc_ring *ring, uint64_t frames, uint64_t max_chunk, uint64_t seed,
-                   uint64_t timeout_ns, sc_ring_run_result *out);
-/* Throughput: the producer memcpy's chunks of chunk_frames from a source buffer into the ring,
- * the consumer memcpy's them out to a sink buffer, until `frames` moved or timeout_ns. */
-int sc_ring_pump(sc_ring *ring, uint64_t frames, uint64_t chunk_frames, uint64_t timeout_ns,
-                 sc_ring_run_result *out);
-/* The reference: one thread memcpy's `total_bytes` in chunks of chunk_bytes from a buffer of
- * buffer_bytes to another (cycling); returns the elapsed ns, or -errno. */
-int64_t sc_memcpy_reference(uint64_t total_bytes, uint64_t chunk_bytes, uint64_t buffer_bytes);
 
 
 /* ---- scheduling (native/sched.c) -------------------------------------------------------
@@ -186,28 +155,6 @@ void sc_probe_thread_stop(sc_probe_thread *probe);
 int64_t sc_pipe_set_size(int fd, uint64_t bytes);
 /* F_GETPIPE_SZ: the pipe's capacity in bytes, or -errno (-EBADF, -EINVAL: not a pipe). */
 int64_t sc_pipe_get_size(int fd);
-/* vmsplice `len` bytes at `data` into pipe `fd`, looping over partial transfers; blocks while
-   the pipe is full.  Returns `len`, or -errno (-EPIPE: no reader). */
-int64_t sc_pipe_vmsplice(int fd, const void *data, uint64_t len);
-/* write() `len` bytes, looping over partial writes: len or -errno. */
-int64_t sc_pipe_write(int fd, const void *data, uint64_t len);
-/* Read and discard from `fd` until end of input (a drain for tests and benchmarks); with
-   `use_splice` it splices into `sink_fd` (e.g. /dev/null) instead.  Bytes drained or -errno. */
-int64_t sc_pipe_drain(int fd, int use_splice, int sink_fd);
-
-/* The double-buffer protocol on its own: send `total` bytes of a counting pattern of uint32
-   words (word i holds i) through pipe `fd`, from `buffer` of 2 x `half` bytes (page-aligned),
-   filling a half only after the other half's vmsplice succeeded.  With `zero_copy` 0 it
-   write()s instead.  Returns bytes sent or -errno.  A reader checking the pattern detects any
-   page rewritten while the pipe still held it. */
-int64_t sc_pipe_pump_pattern(int fd, void *buffer, uint64_t half, uint64_t total, int zero_copy);
-/* The bare loop, the limit of this machine: send `total` bytes from the two halves of
-   `buffer` alternately (vmsplice, or write() with `zero_copy` 0) without touching them. */
-int64_t sc_pipe_send_halves(int fd, const void *buffer, uint64_t half, uint64_t total,
-                            int zero_copy);
-/* Check `len` bytes at `data` as words of the counting pattern starting at byte `offset`:
-   returns the number of words that differ. */
-uint64_t sc_pattern_mismatches(const void *data, uint64_t len, uint64_t offset);
 
 /* ---- sinks (native/device_sink.c, ...) ---------------------------------------------------
  * Consumers of the engine's output ring on the consumer clock (see streamcore/sinks/base.py).
@@ -515,8 +462,6 @@ void sc_engine_period_consumed(sc_engine *engine, int32_t underrun);
 /* The same for `periods` periods taken at once, with one wake (a pipe sink hands over halves
  * of many periods). */
 void sc_engine_periods_consumed(sc_engine *engine, uint32_t periods, int32_t underrun);
-/* The output ring given to sc_engine_start (NULL before). */
-sc_ring *sc_engine_output(const sc_engine *engine);
 /* Not running: hand every active voice back with SC_END_FLUSHED.  -EBUSY if running. */
 int sc_engine_flush(sc_engine *engine);
 /* Manual clock: render `periods` periods into dst (periods*blocksize frames of the output

@@ -11,8 +11,9 @@ import sys
 
 import pytest
 
+from bench.drivers import pump_pattern
 from streamcore.errors import NativeError
-from streamcore.pipes import PAGE_SIZE, pipe_size, pump_pattern, set_pipe_size
+from streamcore.pipes import PAGE_SIZE, pipe_size, set_pipe_size
 
 READER = pathlib.Path(__file__).parent / "helpers" / "pattern_reader.py"
 
@@ -103,7 +104,7 @@ class TestDoubleBuffer:
 SIGPIPE_DEFAULT_PROGRAM = """
 import errno, os, signal
 from streamcore.errors import NativeError
-from streamcore.pipes import pump_pattern
+from bench.drivers import pump_pattern
 signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # as a C host or `python -X` embedding may have it
 r, w = os.pipe()
 os.close(r)

@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
+from bench.drivers import ffi, lib, ring_handle
 from streamcore import Ring
-from streamcore._native import ffi, lib
 
 TIMEOUT_NS = 120 * 10**9  # a bound for a loaded machine; a quiet one needs about a second
 
@@ -17,7 +17,7 @@ TIMEOUT_NS = 120 * 10**9  # a bound for a loaded machine; a quiet one needs abou
 def stress(ring: Ring, frames: int, max_chunk: int, seed: int):
     result = ffi.new("sc_ring_run_result *")
     # cffi releases the GIL around the call: both pthreads run free of Python.
-    status = lib.sc_ring_stress(ring._ring, frames, max_chunk, seed, TIMEOUT_NS, result)
+    status = lib.sc_ring_stress(ring_handle(ring), frames, max_chunk, seed, TIMEOUT_NS, result)
     assert status == 0
     return result
 
@@ -151,7 +151,7 @@ class TestPump:
     def test_pump_moves_everything(self, chunk):
         with Ring(8192, 2, "float32", lock=True) as ring:
             result = ffi.new("sc_ring_run_result *")
-            assert lib.sc_ring_pump(ring._ring, 10**6, chunk, TIMEOUT_NS, result) == 0
+            assert lib.sc_ring_pump(ring_handle(ring), 10**6, chunk, TIMEOUT_NS, result) == 0
             assert result.completed == 1
             assert result.frames_read == 10**6
             assert ring.stats.frames_read == 10**6
@@ -159,8 +159,8 @@ class TestPump:
     def test_bad_chunks_are_refused(self):
         with Ring(64, lock=False) as ring:
             result = ffi.new("sc_ring_run_result *")
-            assert lib.sc_ring_pump(ring._ring, 10, 0, TIMEOUT_NS, result) == -22
-            assert lib.sc_ring_stress(ring._ring, 10, ring.capacity + 1, 1, TIMEOUT_NS,
+            assert lib.sc_ring_pump(ring_handle(ring), 10, 0, TIMEOUT_NS, result) == -22
+            assert lib.sc_ring_stress(ring_handle(ring), 10, ring.capacity + 1, 1, TIMEOUT_NS,
                                       result) == -22
             assert lib.sc_memcpy_reference(100, 0, 100) == -22
             assert lib.sc_memcpy_reference(1 << 20, 4096, 1 << 16) > 0
