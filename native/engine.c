@@ -22,7 +22,7 @@ static int check_config(const sc_engine_config *c)
         return -EINVAL;
     if (c->periods < 2 || c->periods > SC_MAX_PERIODS)
         return -EINVAL;
-    if (c->format != SC_OUT_F32 && c->format != SC_OUT_S16 && c->format != SC_OUT_S32)
+    if (c->format != SC_FORMAT_F32 && c->format != SC_FORMAT_S16 && c->format != SC_FORMAT_S32)
         return -EINVAL;
     if (c->clock > SC_CLOCK_CONSUMER)
         return -EINVAL;

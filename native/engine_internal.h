@@ -177,7 +177,7 @@ void sc_watchdog_stop(sc_engine *e);
 static inline size_t sc_period_bytes(const sc_engine *e)
 {
     return (size_t)e->config.blocksize * e->config.channels *
-           (e->config.format == SC_OUT_S16 ? sizeof(int16_t) : sizeof(int32_t));
+           (e->config.format == SC_FORMAT_S16 ? sizeof(int16_t) : sizeof(int32_t));
 }
 
 static inline void sc_taint(sc_engine *e, uint32_t bits)

@@ -337,12 +337,12 @@ static uint64_t convert(sc_engine *e, const float *mix, void *dst)
     const size_t count = (size_t)e->config.blocksize * e->config.channels;
     uint64_t clipped = 0;
     switch (e->config.format) {
-    case SC_OUT_F32:
+    case SC_FORMAT_F32:
         clipped = count_clipped(mix, count);
         if ((void *)mix != dst)
             memcpy(dst, mix, count * sizeof(float));
         break;
-    case SC_OUT_S16: {
+    case SC_FORMAT_S16: {
         int16_t *out = dst;
         for (size_t i = 0; i < count; i++) {
             float x = mix[i];
@@ -355,7 +355,7 @@ static uint64_t convert(sc_engine *e, const float *mix, void *dst)
         }
         break;
     }
-    case SC_OUT_S32: {
+    case SC_FORMAT_S32: {
         int32_t *out = dst;
         for (size_t i = 0; i < count; i++) {
             float x = mix[i];
@@ -401,12 +401,12 @@ void sc_mixer_render_period(sc_engine *e, void *dst)
 {
     const uint64_t t0 = sc_read(&e->frames);
     const size_t samples = (size_t)e->config.blocksize * e->config.channels;
-    const bool dithered = e->config.format == SC_OUT_S16 && e->config.dither;
+    const bool dithered = e->config.format == SC_FORMAT_S16 && e->config.dither;
     uint64_t clipped = 0;
     if (e->active_voices == 0 && !dithered) {
         memset(dst, 0, sc_period_bytes(e)); /* silence: zero in every format, nothing clips */
     } else {
-        float *mix = e->config.format == SC_OUT_F32 && (uintptr_t)dst % sizeof(float) == 0
+        float *mix = e->config.format == SC_FORMAT_F32 && (uintptr_t)dst % sizeof(float) == 0
                          ? dst : e->mix;
         memset(mix, 0, sizeof(float) * samples);
         prefetch_sources(e);

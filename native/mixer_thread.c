@@ -75,7 +75,7 @@ int sc_engine_start(sc_engine *e, sc_ring *output, const sc_driver *driver)
     if (e->started)
         return -EALREADY;
     if (sc_ring_channels(output) != e->config.channels ||
-        sc_ring_format(output) != e->config.format || /* SC_OUT_* == SC_FORMAT_* */
+        sc_ring_format(output) != e->config.format ||
         sc_ring_capacity(output) < e->target_fill)
         return -EINVAL;
     if (driver == NULL) {

@@ -26,7 +26,7 @@ int sc_probe_mlock(size_t bytes);
  * (section owned by the ring work; keep these separator comments so sections merge apart)
  */
 
-/* Sample formats (one sample of one channel). */
+/* Sample formats (one sample of one channel), of rings and of the engine's output alike. */
 #define SC_FORMAT_F32 1
 #define SC_FORMAT_S16 2
 #define SC_FORMAT_S32 3
@@ -257,10 +257,6 @@ typedef struct sc_engine sc_engine;
 /* Histogram bucket b counts values v (ns) with 2^b <= v < 2^(b+1); bucket 0 also holds 0. */
 #define SC_HIST_BUCKETS 40
 
-/* Output sample formats (same values as the ring's SC_FORMAT_*). */
-#define SC_OUT_F32 1
-#define SC_OUT_S16 2
-#define SC_OUT_S32 3
 
 /* What wakes the mixer, when the engine starts without a sink's own driver (driver.h). */
 #define SC_CLOCK_MANUAL 0    /* no thread: sc_engine_render() renders in the caller */
@@ -306,7 +302,7 @@ typedef struct sc_engine_config {
     uint32_t blocksize;        /* frames per period */
     uint32_t channels;
     uint32_t periods;          /* periods kept in the output ring (>= 2) */
-    uint32_t format;           /* SC_OUT_* */
+    uint32_t format;           /* SC_FORMAT_* */
     uint32_t clock;            /* SC_CLOCK_* */
     int32_t lock_memory;       /* mlock the engine's memory and the mixer's stack */
     int32_t watchdog;          /* start the watchdog and canary threads */

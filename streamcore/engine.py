@@ -60,7 +60,8 @@ __all__ = ["MAX_VOICES", "Engine"]
 
 MAX_VOICES = _lib.SC_MAX_VOICES
 
-_FORMATS = {"float32": _lib.SC_OUT_F32, "int16": _lib.SC_OUT_S16, "int32": _lib.SC_OUT_S32}
+_FORMATS = {"float32": _lib.SC_FORMAT_F32, "int16": _lib.SC_FORMAT_S16,
+            "int32": _lib.SC_FORMAT_S32}
 _SINKS = ("null", "manual", "external", "device")
 
 
