@@ -43,6 +43,7 @@ from typing import Any, cast
 
 import prctl
 
+from streamcore import _facts
 from streamcore import realtime as _rt
 from streamcore import rtkit as _rtkit
 from streamcore._version import __version__
@@ -60,11 +61,8 @@ __all__ = [
     "validate_report",
 ]
 
-try:  # the engine owns its default buffer sizes once it exists
-    from streamcore.engine import DEFAULT_LOCKED_BYTES as _ENGINE_LOCKED_BYTES  # type: ignore
-except ImportError:
-    # Output ring (2 x 256 KiB), 16 voice rings of 128 KiB, telemetry: about 3 MiB; rounded up.
-    _ENGINE_LOCKED_BYTES = 4 * 1024 * 1024
+# Output ring (2 x 256 KiB), 16 voice rings of 128 KiB, telemetry: about 3 MiB; rounded up.
+_ESTIMATED_LOCKED_BYTES = 4 * 1024 * 1024
 
 STATUSES = ("pass", "warn", "fail", "unknown")
 CHECK_IDS = (
@@ -135,17 +133,7 @@ def _kernel_config() -> dict[str, str] | None:
     return config
 
 
-def _limit(value: int) -> int | None:
-    return None if value == resource.RLIM_INFINITY else int(value)
-
-
-def _rlimit(which: int) -> dict[str, int | None]:
-    soft, hard = resource.getrlimit(which)
-    return {"soft": _limit(soft), "hard": _limit(hard)}
-
-
-def _text(value: int | None, unit: str = "") -> str:
-    return "unlimited" if value is None else f"{value}{unit}"
+_text = _facts.limit_text
 
 
 # ---- the verdicts, on data ----------------------------------------------------------------
@@ -274,7 +262,8 @@ def judge_capabilities(caps: dict[str, bool] | None, error: str | None,
     title = "CAP_SYS_NICE / CAP_IPC_LOCK"
     if caps is None:
         return Check("capabilities", title, "unknown", f"cannot read capabilities: {error}",
-                     "pip install python-prctl (needs libcap-dev)", {"error": error})
+                     "mount /proc (capabilities are read from /proc/thread-self/status)",
+                     {"error": error})
     detail = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in caps.items())
     if all(caps.values()):
         return Check("capabilities", title, "pass", detail, None, caps)
@@ -510,19 +499,29 @@ def _try_realtime(timeout: float) -> tuple[dict[str, Any] | None, dict[str, Any]
 
 def _caps() -> tuple[dict[str, bool] | None, str | None]:
     try:
-        return {"CAP_SYS_NICE": bool(prctl.cap_effective.sys_nice),
-                "CAP_IPC_LOCK": bool(prctl.cap_effective.ipc_lock)}, None
+        return _facts.capabilities(("CAP_SYS_NICE", "CAP_IPC_LOCK")), None
     except Exception as e:
         return None, str(e)
 
 
 def _mlock_probe(needed: int) -> str | None:
     try:
-        from streamcore._native import lib
+        return _facts.probe_mlock(needed)
     except ImportError as e:
         return f"native core not loaded: {e}"
-    rc = lib.sc_probe_mlock(needed)
-    return None if rc == 0 else os.strerror(-rc)
+
+
+def _engine_locked_bytes() -> int:
+    """What an engine locks by default: the engine's own figure once it exports one, else the
+    estimate (also when the native core is missing or stale: the engine cannot be imported
+    then, and `streamcore doctor` says so instead of crashing)."""
+    if not _facts.native_core().ok:
+        return _ESTIMATED_LOCKED_BYTES
+    try:  # the engine owns its default buffer sizes once it exists
+        from streamcore.engine import DEFAULT_LOCKED_BYTES  # type: ignore
+    except ImportError:
+        return _ESTIMATED_LOCKED_BYTES
+    return int(DEFAULT_LOCKED_BYTES)
 
 
 def _user() -> dict[str, Any]:
@@ -554,9 +553,9 @@ def run_checks(timeout: float = 1.0) -> dict[str, Any]:
     from streamcore.bus import system_bus_address
 
     user = _user()
-    rtprio = _rlimit(resource.RLIMIT_RTPRIO)
-    memlock = _rlimit(resource.RLIMIT_MEMLOCK)
-    rttime = _rlimit(resource.RLIMIT_RTTIME)  # before the realtime try may lower it
+    rtprio = _facts.rlimit_fields(resource.RLIMIT_RTPRIO)
+    memlock = _facts.rlimit_fields(resource.RLIMIT_MEMLOCK)
+    rttime = _facts.rlimit_fields(resource.RLIMIT_RTTIME)  # before the realtime try lowers it
     caps, caps_error = _caps()
     grant, child, rt_error = _try_realtime(timeout)
     method = grant["method"] if grant else None
@@ -580,7 +579,8 @@ def run_checks(timeout: float = 1.0) -> dict[str, Any]:
     except Exception as e:
         answers, polkit_error = None, f"{type(e).__name__}: {e}"
 
-    memlock_probe = _mlock_probe(_ENGINE_LOCKED_BYTES)
+    locked_bytes = _engine_locked_bytes()
+    memlock_probe = _mlock_probe(locked_bytes)
     cmdline = _read("/proc/cmdline")
     config = _kernel_config()
     version = platform.version()
@@ -612,7 +612,7 @@ def run_checks(timeout: float = 1.0) -> dict[str, Any]:
          lambda: judge_rtprio(rtprio, caps["CAP_SYS_NICE"] if caps else None)),
         ("rlimit-memlock", "RLIMIT_MEMLOCK",
          lambda: judge_memlock(memlock, caps["CAP_IPC_LOCK"] if caps else None,
-                               _ENGINE_LOCKED_BYTES, memlock_probe)),
+                               locked_bytes, memlock_probe)),
         ("rlimit-rttime", "RLIMIT_RTTIME",
          lambda: judge_rttime(rttime, limits["rttime_usec_max"] if limits else None)),
         ("capabilities", "capabilities",
