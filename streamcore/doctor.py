@@ -27,7 +27,6 @@ JSON report (``streamcore doctor --json``), checked by :func:`validate_report`::
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import glob
 import grp
@@ -48,7 +47,6 @@ from streamcore import realtime as _rt
 from streamcore import rtkit as _rtkit
 from streamcore._version import __version__
 from streamcore.bus import BusError
-from streamcore.system import print_report
 
 __all__ = [
     "CHECK_IDS",
@@ -56,7 +54,6 @@ __all__ = [
     "STATUSES",
     "Check",
     "format_report",
-    "run",
     "run_checks",
     "validate_report",
 ]
@@ -719,8 +716,3 @@ def format_report(report: dict[str, Any]) -> str:
                  f"{s['unknown']} unknown")
     return "\n".join(lines)
 
-
-def run(args: argparse.Namespace) -> int:
-    """The `streamcore doctor` command: exit 0 when it ran (whatever the verdicts)."""
-    print_report(run_checks(timeout=args.bus_timeout), args.json, format_report)
-    return 0
