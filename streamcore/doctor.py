@@ -220,12 +220,17 @@ def judge_rtprio(limit: dict[str, int | None], cap_sys_nice: bool | None) -> Che
 
 
 def judge_memlock(limit: dict[str, int | None], cap_ipc_lock: bool | None, needed: int,
-                  probe_error: str | None) -> Check:
+                  probe_error: str | None, untried: str | None = None) -> Check:
     title = "RLIMIT_MEMLOCK for the engine's buffers"
     soft = limit["soft"]
     detail = (f"soft {_text(soft, ' B')}, hard {_text(limit['hard'], ' B')}; "
               f"the engine locks about {needed} B by default")
     data = {**limit, "needed": needed, "cap_ipc_lock": cap_ipc_lock, "probe_error": probe_error}
+    if untried is not None:  # the probe is native: without the core nothing was locked
+        return Check("rlimit-memlock", title, "unknown",
+                     detail + f"; locking was not tried: {untried}",
+                     "the probe is native: " + _facts.rebuild_hint(),
+                     {**data, "untried": untried})
     if probe_error is not None:
         return Check("rlimit-memlock", title, "fail",
                      detail + f"; locking {needed} B failed: {probe_error}",
@@ -481,6 +486,9 @@ def _guard(check_id: str, title: str, func: Callable[[], Check]) -> Check:
 
 def _try_realtime(timeout: float) -> tuple[dict[str, Any] | None, dict[str, Any] | None,
                                            str | None]:
+    problem = _facts.native_core().problem()
+    if problem is not None:  # the scratch thread is native
+        return None, None, problem
     try:
         with _rt.ProbeThread() as probe:
             grant = _rt.acquire_realtime(probe.tid, priority=DEFAULT_PRIORITY, timeout=timeout)
@@ -501,11 +509,15 @@ def _caps() -> tuple[dict[str, bool] | None, str | None]:
         return None, str(e)
 
 
-def _mlock_probe(needed: int) -> str | None:
+def _mlock_probe(needed: int) -> tuple[str | None, str | None]:
+    """(why locking ``needed`` bytes failed, why it could not be tried); both None: locked."""
+    core = _facts.native_core()
+    if not core.ok:
+        return None, f"the native core is {core.state} ({core.error})"
     try:
-        return _facts.probe_mlock(needed)
+        return _facts.probe_mlock(needed), None
     except ImportError as e:
-        return f"native core not loaded: {e}"
+        return None, f"native core not loaded: {e}"
 
 
 def _engine_locked_bytes() -> int:
@@ -577,7 +589,7 @@ def run_checks(timeout: float = 1.0) -> dict[str, Any]:
         answers, polkit_error = None, f"{type(e).__name__}: {e}"
 
     locked_bytes = _engine_locked_bytes()
-    memlock_probe = _mlock_probe(locked_bytes)
+    memlock_probe, memlock_untried = _mlock_probe(locked_bytes)
     cmdline = _read("/proc/cmdline")
     config = _kernel_config()
     version = platform.version()
@@ -609,11 +621,12 @@ def run_checks(timeout: float = 1.0) -> dict[str, Any]:
          lambda: judge_rtprio(rtprio, caps["CAP_SYS_NICE"] if caps else None)),
         ("rlimit-memlock", "RLIMIT_MEMLOCK",
          lambda: judge_memlock(memlock, caps["CAP_IPC_LOCK"] if caps else None,
-                               locked_bytes, memlock_probe)),
+                               locked_bytes, memlock_probe, memlock_untried)),
         ("rlimit-rttime", "RLIMIT_RTTIME",
          lambda: judge_rttime(rttime, limits["rttime_usec_max"] if limits else None)),
         ("capabilities", "capabilities",
-         lambda: judge_capabilities(caps, caps_error, realtime_ok, memlock_probe is None)),
+         lambda: judge_capabilities(caps, caps_error, realtime_ok,
+                                    memlock_probe is None and memlock_untried is None)),
         ("groups", "groups",
          lambda: judge_groups(user["uid"], [g for g in ("audio", "realtime")
                                             if g in user["groups"]],

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from streamcore import _facts
 from streamcore.cli.exits import FAILURE, INTERRUPTED, OK, UsageError
 from streamcore.cli.output import Output, choose_output
 from streamcore.cli.progress import Progress, figures
@@ -36,9 +37,14 @@ def info_command(args: argparse.Namespace) -> int:
 
 
 def doctor_command(args: argparse.Namespace) -> int:
-    """`streamcore doctor`: exit 0 when it ran (whatever the verdicts)."""
+    """`streamcore doctor`: exit 0 when it ran (whatever the verdicts).  Without a usable
+    native core it still runs, and says on stderr which checks that leaves unknown."""
     from streamcore import doctor as _doctor
 
+    problem = _facts.native_core().problem()
+    if problem is not None:
+        print(f"streamcore: {problem} (the realtime and memory-lock checks need it)",
+              file=sys.stderr)
     print_report(_doctor.run_checks(timeout=args.bus_timeout), args.json, _doctor.format_report)
     return OK
 

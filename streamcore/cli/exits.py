@@ -1,9 +1,9 @@
 """Exit statuses of the `streamcore` command, and the one place exceptions become them.
 
 0 success; 1 a runtime failure (something failed while running: the device or its audio
-server went away, a pipe's reader left, a disk error); 2 a usage error (the command line
-cannot be carried out as written: a bad option value, a missing or undecodable file, an
-unknown device); 130 interrupted (Ctrl-C).
+server went away, a pipe's reader left, a disk error; or the native core a command needs is
+missing or stale); 2 a usage error (the command line cannot be carried out as written: a bad
+option value, a missing or undecodable file, an unknown device); 130 interrupted (Ctrl-C).
 Errors are one line on stderr (``streamcore: ...``); ``--debug`` shows the traceback instead.
 """
 
