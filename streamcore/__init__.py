@@ -24,12 +24,16 @@ Realtime scheduling (``streamcore.realtime``)
     reasons), :func:`current_scheduling` -> :class:`Scheduling`, :func:`demote`.
 
 The realtime path is C (``native/``); Python sets things up, feeds audio and reads figures.
+Without a usable build of it (missing, or built from other sources), ``import streamcore``
+still works and the names that need it raise ImportError saying how to rebuild it.
 """
 
 from __future__ import annotations
 
+import typing as _typing
+
+from streamcore import _facts
 from streamcore._version import __version__
-from streamcore.engine import Engine
 from streamcore.errors import (
     DecodeError,
     DeviceNotFoundError,
@@ -43,7 +47,6 @@ from streamcore.errors import (
     SinkError,
     StreamcoreError,
 )
-from streamcore.playback import decode, play
 from streamcore.realtime import (
     RealtimeGrant,
     Scheduling,
@@ -51,11 +54,28 @@ from streamcore.realtime import (
     current_scheduling,
     demote,
 )
-from streamcore.ring import Ring, RingStats
-from streamcore.sinks import DeviceSink, FileSink, PipeSink, Sink
 from streamcore.system import system_report
 from streamcore.voice import StreamVoice, Voice
-from streamcore.watchdog import Watchdog
+
+# The rest needs the compiled core.  When it is missing or stale (built from other sources),
+# `import streamcore` still works, so that `python -m streamcore info` and `doctor` can say so
+# and how to rebuild it; these names then raise ImportError with that line when used.
+_NATIVE_PROBLEM = _facts.native_core().problem()
+_NEEDS_NATIVE = frozenset({"DeviceSink", "Engine", "FileSink", "PipeSink", "Ring", "RingStats",
+                           "Sink", "Watchdog", "decode", "play"})
+if _NATIVE_PROBLEM is None:
+    from streamcore.engine import Engine
+    from streamcore.playback import decode, play
+    from streamcore.ring import Ring, RingStats
+    from streamcore.sinks import DeviceSink, FileSink, PipeSink, Sink
+    from streamcore.watchdog import Watchdog
+
+if not _typing.TYPE_CHECKING:  # for type checkers every name above exists
+
+    def __getattr__(name: str) -> _typing.Any:
+        if name in _NEEDS_NATIVE and _NATIVE_PROBLEM is not None:
+            raise ImportError(f"streamcore.{name} needs the native core, and {_NATIVE_PROBLEM}")
+        raise AttributeError(f"module 'streamcore' has no attribute {name!r}")
 
 __all__ = [
     "DecodeError",

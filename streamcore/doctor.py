@@ -27,7 +27,6 @@ JSON report (``streamcore doctor --json``), checked by :func:`validate_report`::
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import glob
 import grp
@@ -43,11 +42,11 @@ from typing import Any, cast
 
 import prctl
 
+from streamcore import _facts
 from streamcore import realtime as _rt
 from streamcore import rtkit as _rtkit
 from streamcore._version import __version__
 from streamcore.bus import BusError
-from streamcore.system import print_report
 
 __all__ = [
     "CHECK_IDS",
@@ -55,16 +54,12 @@ __all__ = [
     "STATUSES",
     "Check",
     "format_report",
-    "run",
     "run_checks",
     "validate_report",
 ]
 
-try:  # the engine owns its default buffer sizes once it exists
-    from streamcore.engine import DEFAULT_LOCKED_BYTES as _ENGINE_LOCKED_BYTES  # type: ignore
-except ImportError:
-    # Output ring (2 x 256 KiB), 16 voice rings of 128 KiB, telemetry: about 3 MiB; rounded up.
-    _ENGINE_LOCKED_BYTES = 4 * 1024 * 1024
+# Output ring (2 x 256 KiB), 16 voice rings of 128 KiB, telemetry: about 3 MiB; rounded up.
+_ESTIMATED_LOCKED_BYTES = 4 * 1024 * 1024
 
 STATUSES = ("pass", "warn", "fail", "unknown")
 CHECK_IDS = (
@@ -135,17 +130,7 @@ def _kernel_config() -> dict[str, str] | None:
     return config
 
 
-def _limit(value: int) -> int | None:
-    return None if value == resource.RLIM_INFINITY else int(value)
-
-
-def _rlimit(which: int) -> dict[str, int | None]:
-    soft, hard = resource.getrlimit(which)
-    return {"soft": _limit(soft), "hard": _limit(hard)}
-
-
-def _text(value: int | None, unit: str = "") -> str:
-    return "unlimited" if value is None else f"{value}{unit}"
+_text = _facts.limit_text
 
 
 # ---- the verdicts, on data ----------------------------------------------------------------
@@ -235,12 +220,17 @@ def judge_rtprio(limit: dict[str, int | None], cap_sys_nice: bool | None) -> Che
 
 
 def judge_memlock(limit: dict[str, int | None], cap_ipc_lock: bool | None, needed: int,
-                  probe_error: str | None) -> Check:
+                  probe_error: str | None, untried: str | None = None) -> Check:
     title = "RLIMIT_MEMLOCK for the engine's buffers"
     soft = limit["soft"]
     detail = (f"soft {_text(soft, ' B')}, hard {_text(limit['hard'], ' B')}; "
               f"the engine locks about {needed} B by default")
     data = {**limit, "needed": needed, "cap_ipc_lock": cap_ipc_lock, "probe_error": probe_error}
+    if untried is not None:  # the probe is native: without the core nothing was locked
+        return Check("rlimit-memlock", title, "unknown",
+                     detail + f"; locking was not tried: {untried}",
+                     "the probe is native: " + _facts.rebuild_hint(),
+                     {**data, "untried": untried})
     if probe_error is not None:
         return Check("rlimit-memlock", title, "fail",
                      detail + f"; locking {needed} B failed: {probe_error}",
@@ -274,7 +264,8 @@ def judge_capabilities(caps: dict[str, bool] | None, error: str | None,
     title = "CAP_SYS_NICE / CAP_IPC_LOCK"
     if caps is None:
         return Check("capabilities", title, "unknown", f"cannot read capabilities: {error}",
-                     "pip install python-prctl (needs libcap-dev)", {"error": error})
+                     "mount /proc (capabilities are read from /proc/thread-self/status)",
+                     {"error": error})
     detail = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in caps.items())
     if all(caps.values()):
         return Check("capabilities", title, "pass", detail, None, caps)
@@ -495,6 +486,9 @@ def _guard(check_id: str, title: str, func: Callable[[], Check]) -> Check:
 
 def _try_realtime(timeout: float) -> tuple[dict[str, Any] | None, dict[str, Any] | None,
                                            str | None]:
+    problem = _facts.native_core().problem()
+    if problem is not None:  # the scratch thread is native
+        return None, None, problem
     try:
         with _rt.ProbeThread() as probe:
             grant = _rt.acquire_realtime(probe.tid, priority=DEFAULT_PRIORITY, timeout=timeout)
@@ -510,19 +504,33 @@ def _try_realtime(timeout: float) -> tuple[dict[str, Any] | None, dict[str, Any]
 
 def _caps() -> tuple[dict[str, bool] | None, str | None]:
     try:
-        return {"CAP_SYS_NICE": bool(prctl.cap_effective.sys_nice),
-                "CAP_IPC_LOCK": bool(prctl.cap_effective.ipc_lock)}, None
+        return _facts.capabilities(("CAP_SYS_NICE", "CAP_IPC_LOCK")), None
     except Exception as e:
         return None, str(e)
 
 
-def _mlock_probe(needed: int) -> str | None:
+def _mlock_probe(needed: int) -> tuple[str | None, str | None]:
+    """(why locking ``needed`` bytes failed, why it could not be tried); both None: locked."""
+    core = _facts.native_core()
+    if not core.ok:
+        return None, f"the native core is {core.state} ({core.error})"
     try:
-        from streamcore._native import lib
+        return _facts.probe_mlock(needed), None
     except ImportError as e:
-        return f"native core not loaded: {e}"
-    rc = lib.sc_probe_mlock(needed)
-    return None if rc == 0 else os.strerror(-rc)
+        return None, f"native core not loaded: {e}"
+
+
+def _engine_locked_bytes() -> int:
+    """What an engine locks by default: the engine's own figure once it exports one, else the
+    estimate (also when the native core is missing or stale: the engine cannot be imported
+    then, and `streamcore doctor` says so instead of crashing)."""
+    if not _facts.native_core().ok:
+        return _ESTIMATED_LOCKED_BYTES
+    try:  # the engine owns its default buffer sizes once it exists
+        from streamcore.engine import DEFAULT_LOCKED_BYTES  # type: ignore
+    except ImportError:
+        return _ESTIMATED_LOCKED_BYTES
+    return int(DEFAULT_LOCKED_BYTES)
 
 
 def _user() -> dict[str, Any]:
@@ -554,9 +562,9 @@ def run_checks(timeout: float = 1.0) -> dict[str, Any]:
     from streamcore.bus import system_bus_address
 
     user = _user()
-    rtprio = _rlimit(resource.RLIMIT_RTPRIO)
-    memlock = _rlimit(resource.RLIMIT_MEMLOCK)
-    rttime = _rlimit(resource.RLIMIT_RTTIME)  # before the realtime try may lower it
+    rtprio = _facts.rlimit_fields(resource.RLIMIT_RTPRIO)
+    memlock = _facts.rlimit_fields(resource.RLIMIT_MEMLOCK)
+    rttime = _facts.rlimit_fields(resource.RLIMIT_RTTIME)  # before the realtime try lowers it
     caps, caps_error = _caps()
     grant, child, rt_error = _try_realtime(timeout)
     method = grant["method"] if grant else None
@@ -580,7 +588,8 @@ def run_checks(timeout: float = 1.0) -> dict[str, Any]:
     except Exception as e:
         answers, polkit_error = None, f"{type(e).__name__}: {e}"
 
-    memlock_probe = _mlock_probe(_ENGINE_LOCKED_BYTES)
+    locked_bytes = _engine_locked_bytes()
+    memlock_probe, memlock_untried = _mlock_probe(locked_bytes)
     cmdline = _read("/proc/cmdline")
     config = _kernel_config()
     version = platform.version()
@@ -612,11 +621,12 @@ def run_checks(timeout: float = 1.0) -> dict[str, Any]:
          lambda: judge_rtprio(rtprio, caps["CAP_SYS_NICE"] if caps else None)),
         ("rlimit-memlock", "RLIMIT_MEMLOCK",
          lambda: judge_memlock(memlock, caps["CAP_IPC_LOCK"] if caps else None,
-                               _ENGINE_LOCKED_BYTES, memlock_probe)),
+                               locked_bytes, memlock_probe, memlock_untried)),
         ("rlimit-rttime", "RLIMIT_RTTIME",
          lambda: judge_rttime(rttime, limits["rttime_usec_max"] if limits else None)),
         ("capabilities", "capabilities",
-         lambda: judge_capabilities(caps, caps_error, realtime_ok, memlock_probe is None)),
+         lambda: judge_capabilities(caps, caps_error, realtime_ok,
+                                    memlock_probe is None and memlock_untried is None)),
         ("groups", "groups",
          lambda: judge_groups(user["uid"], [g for g in ("audio", "realtime")
                                             if g in user["groups"]],
@@ -719,8 +729,3 @@ def format_report(report: dict[str, Any]) -> str:
                  f"{s['unknown']} unknown")
     return "\n".join(lines)
 
-
-def run(args: argparse.Namespace) -> int:
-    """The `streamcore doctor` command: exit 0 when it ran (whatever the verdicts)."""
-    print_report(run_checks(timeout=args.bus_timeout), args.json, format_report)
-    return 0

@@ -9,8 +9,9 @@
   level over time into a PNG (matplotlib: the ``plot`` extra).
 - :func:`top_lines` formats one screen of the engine's figures; :func:`top` refreshes it a few
   times a second on a terminal.
-- ``trace_command`` and ``top_command`` are the handlers of ``streamcore trace`` and
-  ``streamcore top``; ``streamcore stats --plot`` (streamcore/cli.py) calls :func:`plot_stats`.
+- :func:`trace_session` and :func:`top_session` run a demo engine for ``streamcore trace``
+  and ``streamcore top`` (their command lines: streamcore/cli/); ``streamcore stats --plot``
+  calls :func:`plot_stats`.
 
 Concurrency: everything here only reads an engine (``stats()``, ``trace()``, ``events()``),
 which any Python thread may do while it runs; nothing here runs in the mixer's thread.
@@ -18,12 +19,13 @@ which any Python thread may do while it runs; nothing here runs in the mixer's t
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -34,8 +36,8 @@ from streamcore.telemetry import TRACE_DEMOTED, TRACE_DTYPE, TRACE_XRUN, EngineS
 if TYPE_CHECKING:
     from streamcore.engine import Engine
 
-__all__ = ["TraceRecorder", "chrome_trace", "plot_stats", "top", "top_lines",
-           "write_chrome_trace"]
+__all__ = ["TraceRecorder", "TraceSession", "chrome_trace", "plot_stats", "top", "top_lines",
+           "top_session", "trace_session", "write_chrome_trace"]
 
 #: Names of the trace events, as Perfetto and chrome://tracing show them.
 EVENT_CYCLE = "mix cycle"
@@ -290,56 +292,106 @@ def top(engine: Engine, seconds: float | None = None, interval: float = 0.25,
         return engine.stats()
 
 
-# ---- the CLI's handlers (streamcore trace / top / stats --plot) ------------------------------
+# ---- runs of a demo engine (`streamcore trace` and `streamcore top`) --------------------------
 
-def _demo_engine(args: argparse.Namespace) -> tuple[Engine, list[_np.ndarray]]:
-    """An engine on the chosen sink, playing a few quiet looping tones (so the mixer has work)."""
+@dataclass(frozen=True)
+class TraceSession:
+    """What :func:`trace_session` wrote.
+
+    Parameters
+    ----------
+    path : Path
+        The trace-event JSON file.
+    cycles : int
+        Mixer cycles in it.
+    xruns : int
+        The engine's xruns over the run.
+    missed : int
+        Cycles overwritten in the engine's trace ring before they were collected.
+    """
+
+    path: Path
+    cycles: int
+    xruns: int
+    missed: int
+
+
+@contextmanager
+def _demo_engine(samplerate: int, blocksize: int, sink: str) -> Iterator[Engine]:
+    """An engine on ``sink``, playing a few quiet looping tones (so the mixer has work)."""
     from streamcore import Engine
 
-    engine = Engine(samplerate=args.samplerate, blocksize=args.blocksize, sink=args.sink)
-    frames = args.samplerate  # one second, looped
-    t = _np.arange(frames, dtype=_np.float32) / args.samplerate
+    frames = samplerate  # one second, looped
+    t = _np.arange(frames, dtype=_np.float32) / samplerate
     tones = [(0.05 * _np.sin(2 * _np.pi * f * t)).astype(_np.float32) for f in (220, 330, 440)]
-    return engine, tones
-
-
-def _run_engine(args: argparse.Namespace, body: Callable[[Engine], int]) -> int:
-    engine, tones = _demo_engine(args)
-    with engine:
+    with Engine(samplerate=samplerate, blocksize=blocksize, sink=sink) as engine:
         for tone in tones:  # the arrays stay alive in `tones` until the engine is closed
             engine.play(tone, loop=True)
-        return body(engine)
+        yield engine
 
 
-def trace_command(args: argparse.Namespace) -> int:
-    """``streamcore trace --seconds N --out trace.json``."""
-    def body(engine: Engine) -> int:
+def trace_session(path: str | os.PathLike[str], seconds: float, *, samplerate: int = 48000,
+                  blocksize: int = 128, sink: str = "null") -> TraceSession:
+    """Run a demo engine (three quiet looping tones) and write its Chrome trace.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Where the trace-event JSON goes (see :func:`write_chrome_trace`).
+    seconds : float
+        How long the engine runs.
+    samplerate : int
+        The engine's sample rate, Hz.
+    blocksize : int
+        Frames per period.
+    sink : str
+        ``"null"`` (a timer clock) or ``"device"`` (the default output device).
+
+    Returns
+    -------
+    TraceSession
+        The file, how many cycles it holds, the xruns and the cycles missed.
+
+    Notes
+    -----
+    Blocks for ``seconds``; `streamcore trace` is this plus a line saying what was written.
+    """
+    with _demo_engine(samplerate, blocksize, sink) as engine:
         recorder = TraceRecorder(engine)
-        records = recorder.run(args.seconds, every=min(1.0, 4000 * engine.period_ns / 1e9))
+        records = recorder.run(seconds, every=min(1.0, 4000 * engine.period_ns / 1e9))
         stats = engine.stats()
         meta = {"samplerate": engine.samplerate, "blocksize": engine.blocksize,
                 "sink": engine.sink, "grant": str(engine.grant), "missed_cycles": recorder.missed,
                 "taints": sorted(stats.taints)}
-        write_chrome_trace(args.out, records, engine.events(), origin_ns=stats.start_ns,
-                           mixer_tid=engine.mixer_tid, metadata=meta)
-        print(f"wrote {args.out}: {len(records)} cycles, {stats.xruns} xruns "
-              f"(open it in https://ui.perfetto.dev or chrome://tracing)")
-        return 0
-    return _run_engine(args, body)
+        written = write_chrome_trace(path, records, engine.events(), origin_ns=stats.start_ns,
+                                     mixer_tid=engine.mixer_tid, metadata=meta)
+        return TraceSession(written, len(records), stats.xruns, recorder.missed)
 
 
-def top_command(args: argparse.Namespace) -> int:
-    """``streamcore top [--seconds N]``."""
-    def body(engine: Engine) -> int:
-        top(engine, seconds=args.seconds, interval=args.interval)
-        return 0
-    return _run_engine(args, body)
+def top_session(seconds: float | None = None, interval: float = 0.25, *, samplerate: int = 48000,
+                blocksize: int = 128, sink: str = "null",
+                out: TextIO | None = None) -> EngineStats:
+    """Run a demo engine (three quiet looping tones) under :func:`top`.
 
+    Parameters
+    ----------
+    seconds : float or None
+        How long; None: until Ctrl-C.
+    interval : float
+        Seconds between refreshes.
+    samplerate : int
+        The engine's sample rate, Hz.
+    blocksize : int
+        Frames per period.
+    sink : str
+        ``"null"`` (a timer clock) or ``"device"`` (the default output device).
+    out : TextIO or None
+        Where the screens go; None: stdout.
 
-def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
-    """The engine options the profiling commands share."""
-    parser.add_argument("--samplerate", type=int, default=48000)
-    parser.add_argument("--blocksize", type=int, default=128)
-    parser.add_argument("--sink", default="null", choices=("null", "device"),
-                        help="null: timer clock, no device (default); device: the default "
-                             "output device")
+    Returns
+    -------
+    EngineStats
+        The last readout.
+    """
+    with _demo_engine(samplerate, blocksize, sink) as engine:
+        return top(engine, seconds=seconds, interval=interval, out=out)

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from streamcore import _facts
 from streamcore import rtkit as _rtkit
 from streamcore.bus import BusConnection, BusError
 from streamcore.errors import check as _check
@@ -76,12 +77,7 @@ _POLICY_NAMES = {
 }
 _KERNEL_NAMES = {"other": "SCHED_OTHER", "fifo": "SCHED_FIFO", "rr": "SCHED_RR",
                  "batch": "SCHED_BATCH", "idle": "SCHED_IDLE", "deadline": "SCHED_DEADLINE"}
-_CAP_SYS_NICE = 23  # bit number in /proc/<pid>/status CapEff
 _RESET = os.SCHED_RESET_ON_FORK
-
-
-def _unlimited_as_none(value: int) -> int | None:
-    return None if value == resource.RLIM_INFINITY else int(value)
 
 
 def _errno_name(code: int | None) -> str:
@@ -322,23 +318,7 @@ def explain_direct_failure(code: int, policy: str, priority: int, *, rtprio_hard
     return f"{what}: {os.strerror(code)}"
 
 
-# ---- facts of this process (I/O) --------------------------------------------------------
-
-
-def _rlimit(which: int) -> tuple[int | None, int | None]:
-    soft, hard = resource.getrlimit(which)
-    return _unlimited_as_none(soft), _unlimited_as_none(hard)
-
-
-def _cap_sys_nice() -> bool | None:
-    try:
-        with open("/proc/thread-self/status") as status:
-            for line in status:
-                if line.startswith("CapEff:"):
-                    return bool(int(line.split()[1], 16) >> _CAP_SYS_NICE & 1)
-    except OSError:
-        return None
-    return None
+# ---- facts of this process (I/O; rlimits and capabilities: streamcore._facts) ---------
 
 
 def rt_budget(tid: int | None = None) -> tuple[str, int] | None:
@@ -446,7 +426,7 @@ class RealtimeGrant:
 def _grant(method: str, tid: int, requested: int, reasons: list[str],
            notes: list[str]) -> RealtimeGrant:
     now = current_scheduling(tid)
-    soft, hard = _rlimit(resource.RLIMIT_RTTIME)
+    soft, hard = _facts.rlimit(resource.RLIMIT_RTTIME)
     return RealtimeGrant(method=method, policy=now.policy, priority=now.priority, nice=now.nice,
                          rttime_soft_us=soft, rttime_hard_us=hard,
                          reset_on_fork=now.reset_on_fork, reasons=tuple(reasons), tid=tid,
@@ -470,14 +450,13 @@ def _try_direct(tid: int, policy: str, priority: int, reasons: list[str],
         if not now.realtime:
             reasons.append(f"direct: the kernel accepted but the thread reads back as {now}")
         return now.realtime
-    rtprio_soft, rtprio_hard = _rlimit(resource.RLIMIT_RTPRIO)
+    rtprio_soft, rtprio_hard = _facts.rlimit(resource.RLIMIT_RTPRIO)
     retry = direct_retry(priority, rtprio_soft, rtprio_hard) if code == _errno.EPERM else None
     if retry is not None:
         clamped, new_soft = retry
         try:
             if new_soft is not None:
-                resource.setrlimit(resource.RLIMIT_RTPRIO,
-                                   (new_soft, resource.getrlimit(resource.RLIMIT_RTPRIO)[1]))
+                _facts.set_soft_rlimit(resource.RLIMIT_RTPRIO, new_soft)
             retry_code = _set_realtime(tid, POLICIES[policy], clamped)
         except (OSError, ValueError) as e:
             retry_code = getattr(e, "errno", None) or _errno.EPERM
@@ -485,8 +464,8 @@ def _try_direct(tid: int, policy: str, priority: int, reasons: list[str],
             notes.append(f"priority {priority} clamped to RLIMIT_RTPRIO {clamped}")
             return True
     reasons.append("direct: " + explain_direct_failure(
-        code, policy, priority, rtprio_hard=rtprio_hard, cap_sys_nice=_cap_sys_nice(),
-        budget=rt_budget(tid)))
+        code, policy, priority, rtprio_hard=rtprio_hard,
+        cap_sys_nice=_facts.has_capability("CAP_SYS_NICE"), budget=rt_budget(tid)))
     return False
 
 
@@ -509,7 +488,7 @@ def _try_rtkit(bus: BusConnection, limits: _rtkit.RtkitLimits, tid: int, policy:
         reasons.append("rtkit: skipped: " + ", ".join(problems) +
                        " (rtkit publishes no usable limit; check its configuration)")
         return False
-    soft, hard = _rlimit(resource.RLIMIT_RTTIME)
+    soft, hard = _facts.rlimit(resource.RLIMIT_RTTIME)
     # problems() is empty, so both limits are set
     new_soft, new_hard = rttime_limits(soft, hard, cast(int, limits.rttime_usec_max))
     if (new_soft, new_hard) != (soft, hard):
@@ -554,7 +533,7 @@ def _try_rtkit_nice(bus: BusConnection, limits: _rtkit.RtkitLimits, tid: int, ni
         _rtkit.make_thread_high_priority(tid, clamped, bus=bus)
     except BusError as e:
         reasons.append("rtkit-nice: " + _rtkit.explain(
-            e, rttime_hard_us=_rlimit(resource.RLIMIT_RTTIME)[1],
+            e, rttime_hard_us=_facts.rlimit(resource.RLIMIT_RTTIME)[1],
             polkit=_polkit_after(e, bus, _rtkit.POLKIT_ACTION_HIGH_PRIORITY)))
         return False
     now = current_scheduling(tid)
@@ -576,7 +555,7 @@ def _try_nice(tid: int, nice: int, reasons: list[str], notes: list[str]) -> bool
         return True
     except OSError as e:
         first = e
-    retry = nice_retry(nice, _rlimit(resource.RLIMIT_NICE)[0])
+    retry = nice_retry(nice, _facts.rlimit(resource.RLIMIT_NICE)[0])
     if retry is not None:
         try:
             os.setpriority(os.PRIO_PROCESS, tid, retry)

@@ -7,74 +7,59 @@ PortAudio, no bus) never hides the others.
 from __future__ import annotations
 
 import json
-import os
 import resource
 import sys
 from collections.abc import Callable
 from typing import Any
 
+from streamcore import _facts
 from streamcore._version import __version__
 
 __all__ = ["format_report", "limit_text", "print_report", "system_report"]
 
-_UNLIMITED = resource.RLIM_INFINITY
+limit_text = _facts.limit_text
 
-
-def _limit(value: int) -> int | None:
-    """An rlimit value, with "unlimited" as None."""
-    return None if value == _UNLIMITED else int(value)
-
-
-def limit_text(value: int | None, unit: str = "") -> str:
-    return "unlimited" if value is None else f"{value}{unit}"
+_PROBE_BYTES = 64 * 1024  # what the mlock line tries: a little, to answer yes or no
 
 
 def _rlimits() -> dict[str, dict[str, int | None]]:
-    out = {}
-    for name in ("RLIMIT_MEMLOCK", "RLIMIT_RTPRIO", "RLIMIT_RTTIME"):
-        soft, hard = resource.getrlimit(getattr(resource, name))
-        out[name] = {"soft": _limit(soft), "hard": _limit(hard)}
-    return out
+    return {name: _facts.rlimit_fields(getattr(resource, name))
+            for name in ("RLIMIT_MEMLOCK", "RLIMIT_RTPRIO", "RLIMIT_RTTIME")}
 
 
 def _native() -> dict[str, Any]:
-    try:
-        from streamcore._native import ffi, lib
-    except ImportError as e:
-        return {"loaded": False, "error": str(e)}
-    import streamcore._native as module
-
+    core = _facts.native_core()
+    if core.state == "missing":
+        return {"loaded": False, "state": core.state, "error": core.error,
+                "fix": _facts.rebuild_hint()}
     return {
         "loaded": True,
-        "path": module.__file__,
-        "abi_version": lib.sc_abi_version(),
-        "cflags": ffi.string(lib.sc_build_flags()).decode(),
+        "state": core.state,
+        "path": core.path,
+        "abi_version": core.abi_version,
+        "expected_abi_version": _facts.NATIVE_ABI_VERSION,
+        "cflags": core.cflags,
+        "error": core.error,
+        "fix": None if core.ok else _facts.rebuild_hint(),
     }
 
 
 def _mlock() -> dict[str, Any]:
     try:
-        from streamcore._native import lib
+        error = _facts.probe_mlock(_PROBE_BYTES)
     except ImportError as e:
         return {"can_lock": None, "error": str(e)}
-    probe = 64 * 1024
-    rc = lib.sc_probe_mlock(probe)
-    result: dict[str, Any] = {"can_lock": rc == 0, "probe_bytes": probe}
-    if rc != 0:
-        result["error"] = os.strerror(-rc)
+    result: dict[str, Any] = {"can_lock": error is None, "probe_bytes": _PROBE_BYTES}
+    if error is not None:
+        result["error"] = error
     return result
 
 
 def _capabilities() -> dict[str, Any]:
     try:
-        import prctl
-    except ImportError as e:
-        return {"error": f"python-prctl is not importable: {e}"}
-    return {
-        "CAP_SYS_NICE": bool(prctl.cap_effective.sys_nice),
-        "CAP_IPC_LOCK": bool(prctl.cap_effective.ipc_lock),
-        "CAP_SYS_RESOURCE": bool(prctl.cap_effective.sys_resource),
-    }
+        return dict(_facts.capabilities())
+    except (OSError, ValueError) as e:
+        return {"error": f"cannot read the capabilities: {e}"}
 
 
 def _portaudio() -> dict[str, Any]:
@@ -125,7 +110,8 @@ def system_report(bus_timeout: float = 1.0) -> dict[str, Any]:
     Returns
     -------
     dict of str to Any
-        Keys: version, native, portaudio, mlock, rlimits (bytes, priorities and µs; None:
+        Keys: version, native (``state`` 'ok', 'missing' or 'stale', with the ``error`` and
+        the ``fix`` when not ok), portaudio, mlock, rlimits (bytes, priorities and µs; None:
         unlimited), capabilities, rtkit.
 
     Notes
@@ -147,11 +133,14 @@ def format_report(report: dict[str, Any]) -> str:
     """The report as short readable lines."""
     lines = [f"streamcore {report['version']}"]
     native = report["native"]
-    if native["loaded"]:
+    if native["state"] == "ok":
         lines.append(f"native core: {native['path']}")
         lines.append(f"  built with: {native['cflags']}")
-    else:
-        lines.append(f"native core: NOT LOADED ({native['error']})")
+    else:  # missing or stale: what is wrong and how to rebuild, on the first line
+        lines.append(f"native core: {native['state'].upper()} ({native['error']}): "
+                     f"{native['fix']}")
+        if native["loaded"]:
+            lines.append(f"  built with: {native['cflags']}")
     pa = report["portaudio"]
     if pa["available"]:
         lines.append(f"PortAudio: {pa['version']}")
