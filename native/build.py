@@ -7,7 +7,9 @@ is given to ``cdef()`` and ``#include``d by the generated C, so the two cannot d
 
 from __future__ import annotations
 
+import os
 import pathlib
+import re
 import shlex
 
 import cffi
@@ -32,6 +34,26 @@ CFLAGS = [
 ]
 LIBRARIES = ["pthread", "rt"]
 
+# STREAMCORE_SANITIZE=address,undefined builds a sanitizer variant (tests/sanitize.py builds it
+# into its own directory for tests/test_sanitizers.py; never install it).  -O1 keeps reports
+# readable, frame pointers keep their stacks whole, and UBSan stops at its first report instead
+# of printing and going on, so a test sees it.  Unset (the normal build): nothing changes.
+SANITIZE = os.environ.get("STREAMCORE_SANITIZE", "").strip()
+LINK_ARGS: list[str] = []
+if SANITIZE:
+    if not re.fullmatch(r"[a-z-]+(,[a-z-]+)*", SANITIZE):
+        raise ValueError(f"STREAMCORE_SANITIZE={SANITIZE!r}: expected e.g. address,undefined")
+    LINK_ARGS = [f"-fsanitize={SANITIZE}"]
+    CFLAGS = [f for f in CFLAGS if not f.startswith("-O")] + [
+        "-O1",
+        *LINK_ARGS,
+        "-fno-omit-frame-pointer",
+        "-fno-sanitize-recover=undefined",
+        # Python's own CFLAGS (sysconfig) add -fwrapv, which defines signed overflow and so
+        # turns UBSan's check for it off; the core is plain C and must not rely on it.
+        "-fno-wrapv",
+    ]
+
 ffibuilder = cffi.FFI()
 ffibuilder.cdef(_HEADER.read_text())
 
@@ -43,6 +65,7 @@ ffibuilder.set_source(
     include_dirs=[str(_HERE)],
     extra_compile_args=CFLAGS,
     libraries=LIBRARIES,
+    extra_link_args=LINK_ARGS,
     # A C string literal: the flags as the module reports them at run time.
     define_macros=[("SC_BUILD_FLAGS", '"' + shlex.join(CFLAGS).replace('"', r"\"") + '"')],
 )
