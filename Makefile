@@ -12,7 +12,7 @@ DEB_PACKAGES := libportaudio2 libcap-dev jackd2 dbus polkitd rtkit libsndfile1 r
 INSTALL_INPUTS := pyproject.toml setup.py $(wildcard native/*.c native/*.h native/*.py native/testing/*.c native/testing/*.h)
 STAMP := $(VENV)/.streamcore-installed
 
-.PHONY: demo test bench lint system-packages clean
+.PHONY: demo test bench lint tsan system-packages clean
 
 demo: $(STAMP)
 	$(PY) -m streamcore demo
@@ -28,6 +28,40 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check streamcore tests bench demos native
+
+# ThreadSanitizer on the lock-free parts of the C core: it cannot run inside the uninstrumented
+# CPython, so small C drivers (tests/native/, one producer and one consumer thread each) carry
+# the ring and the SPSC queue.  Each driver's seconds: TSAN_SECONDS (default 2).
+# A run that dies with "FATAL: ThreadSanitizer: unexpected memory mapping" is repeated with
+# address-space randomisation off for that process (setarch -R): gcc 12's TSan expects the
+# program and its libraries in fixed ranges, which kernels with more mmap randomisation bits
+# (vm.mmap_rnd_bits > 28, the default of some newer kernels) violate.  Only then: setarch -R
+# needs personality(ADDR_NO_RANDOMIZE), which some container seccomp profiles refuse.
+TSAN_DIR := build/tsan
+TSAN_BINS := $(TSAN_DIR)/tsan_ring $(TSAN_DIR)/tsan_spsc
+TSAN_CFLAGS := -std=gnu11 -fsanitize=thread -g -O1 -pthread -Wall -Wextra -Werror -Inative
+TSAN_SECONDS ?= 2
+
+tsan: $(TSAN_BINS)
+	@export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 $$TSAN_OPTIONS"; \
+	status=0; for bin in $(TSAN_BINS); do \
+	  $$bin $(TSAN_SECONDS) 2>$$bin.stderr; rc=$$?; \
+	  if grep -q "unexpected memory mapping" $$bin.stderr; then \
+	    echo "$$bin: TSan's memory layout needs ASLR off here: again under setarch -R" >&2; \
+	    setarch "$$(uname -m)" -R $$bin $(TSAN_SECONDS) 2>$$bin.stderr; rc=$$?; \
+	  fi; \
+	  cat $$bin.stderr >&2; \
+	  if [ $$rc != 0 ]; then echo "$$bin: exit status $$rc" >&2; status=1; fi; \
+	done; exit $$status
+
+# ring.c is built alone with its driver: it needs nothing from the other native/*.c files.
+$(TSAN_DIR)/tsan_ring: tests/native/tsan_ring.c native/ring.c $(wildcard native/*.h)
+	@mkdir -p $(TSAN_DIR)
+	$(CC) $(TSAN_CFLAGS) -o $@ tests/native/tsan_ring.c native/ring.c
+
+$(TSAN_DIR)/tsan_spsc: tests/native/tsan_spsc.c $(wildcard native/*.h)
+	@mkdir -p $(TSAN_DIR)
+	$(CC) $(TSAN_CFLAGS) -o $@ tests/native/tsan_spsc.c
 
 system-packages:
 	@missing=$$(for p in $(DEB_PACKAGES); do \

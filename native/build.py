@@ -9,7 +9,9 @@ given to ``cdef()`` and ``#include``d by the generated C, so the two cannot drif
 
 from __future__ import annotations
 
+import os
 import pathlib
+import re
 import shlex
 
 import cffi
@@ -34,6 +36,26 @@ CFLAGS = [
 ]
 LIBRARIES = ["pthread", "rt"]
 
+# STREAMCORE_SANITIZE=address,undefined builds a sanitizer variant (tests/sanitize.py builds it
+# into its own directory for tests/test_sanitizers.py; never install it).  -O1 keeps reports
+# readable, frame pointers keep their stacks whole, and UBSan stops at its first report instead
+# of printing and going on, so a test sees it.  Unset (the normal build): nothing changes.
+SANITIZE = os.environ.get("STREAMCORE_SANITIZE", "").strip()
+LINK_ARGS: list[str] = []
+if SANITIZE:
+    if not re.fullmatch(r"[a-z-]+(,[a-z-]+)*", SANITIZE):
+        raise ValueError(f"STREAMCORE_SANITIZE={SANITIZE!r}: expected e.g. address,undefined")
+    LINK_ARGS = [f"-fsanitize={SANITIZE}"]
+    CFLAGS = [f for f in CFLAGS if not f.startswith("-O")] + [
+        "-O1",
+        *LINK_ARGS,
+        "-fno-omit-frame-pointer",
+        "-fno-sanitize-recover=undefined",
+        # Python's own CFLAGS (sysconfig) add -fwrapv, which defines signed overflow and so
+        # turns UBSan's check for it off; the core is plain C and must not rely on it.
+        "-fno-wrapv",
+    ]
+
 _FLAGS_MACRO = ("SC_BUILD_FLAGS", '"' + shlex.join(CFLAGS).replace('"', r"\"") + '"')
 _TESTING = _HERE / "testing"
 
@@ -51,6 +73,7 @@ ffibuilder.set_source(
     include_dirs=[str(_HERE)],
     extra_compile_args=CFLAGS,
     libraries=LIBRARIES,
+    extra_link_args=LINK_ARGS,
     # A C string literal: the flags as the module reports them at run time.
     define_macros=[_FLAGS_MACRO],
 )
@@ -65,6 +88,7 @@ testing_builder.set_source(
     include_dirs=[str(_HERE), str(_TESTING)],
     extra_compile_args=CFLAGS,
     libraries=LIBRARIES,
+    extra_link_args=LINK_ARGS,
 )
 
 #: Every module this script builds (the sanitizer test builds them all again).
