@@ -8,12 +8,16 @@ Rings
 Errors
     :class:`StreamcoreError` and its subclasses (``streamcore.errors``).
 Engine
-    :class:`Engine` mixes :class:`Voice` and :class:`StreamVoice` objects in a realtime C
-    thread; :class:`Watchdog` configures its watchdog; ``streamcore.telemetry`` reads figures.
+    :class:`Engine` (a facade) mixes :class:`Voice` and :class:`StreamVoice` objects in a
+    realtime C thread; their slots are a ``streamcore.voice.VoiceTable``, its watchdog events
+    a ``streamcore.events.EventLog``; :class:`Watchdog` configures the watchdog;
+    ``streamcore.telemetry`` reads figures.  An engine still open at interpreter exit is
+    closed by an exit hook (with a ResourceWarning).
 Sinks (``streamcore.sinks``)
     ``Engine(sink=...)`` takes a :class:`Sink`: :class:`DeviceSink` (a PortAudio device
     through a C callback), :class:`FileSink` (WAV/FLAC/OGG, offline or paced),
-    :class:`PipeSink` (a pipe or stdout, vmsplice zero copy).
+    :class:`PipeSink` (a pipe or stdout, vmsplice zero copy).  A sink sees its engine only
+    through a :class:`SinkContext`, and serves one engine at a time.
 Playing the simple way (``streamcore.playback``)
     :func:`play` (an array or a file, blocking, like ``sounddevice.play`` + ``wait``),
     :func:`decode` (a file to float32 frames, resampled with soxr when asked).
@@ -34,13 +38,16 @@ from streamcore.errors import (
     DecodeError,
     DeviceNotFoundError,
     DeviceSettingsError,
+    EngineClosedError,
     MemoryLockError,
     MemoryLockWarning,
     NativeError,
     NoDeviceError,
+    RingClosedError,
     RingCorruptedError,
     RingFormatError,
     SinkError,
+    SinkInUseError,
     StreamcoreError,
 )
 from streamcore.playback import decode, play
@@ -52,7 +59,7 @@ from streamcore.realtime import (
     demote,
 )
 from streamcore.ring import Ring, RingStats
-from streamcore.sinks import DeviceSink, FileSink, PipeSink, Sink
+from streamcore.sinks import DeviceSink, FileSink, PipeSink, Sink, SinkContext
 from streamcore.system import system_report
 from streamcore.voice import StreamVoice, Voice
 from streamcore.watchdog import Watchdog
@@ -63,6 +70,7 @@ __all__ = [
     "DeviceSettingsError",
     "DeviceSink",
     "Engine",
+    "EngineClosedError",
     "FileSink",
     "MemoryLockError",
     "MemoryLockWarning",
@@ -71,12 +79,15 @@ __all__ = [
     "PipeSink",
     "RealtimeGrant",
     "Ring",
+    "RingClosedError",
     "RingCorruptedError",
     "RingFormatError",
     "RingStats",
     "Scheduling",
     "Sink",
+    "SinkContext",
     "SinkError",
+    "SinkInUseError",
     "StreamVoice",
     "StreamcoreError",
     "Voice",
