@@ -785,8 +785,10 @@ class Engine:
         -----
         Any thread; the mixer writes the trace without waiting for readers.
         """
-        max_records = min(positive_int("max_records", max_records, 0, sys.maxsize),
-                          _lib.SC_TRACE_SLOTS)
+        slots = _lib.SC_TRACE_SLOTS
+        if isinstance(max_records, int | _np.integer) and max_records > slots:
+            max_records = slots  # more than the trace keeps: all of it
+        max_records = positive_int("max_records", max_records, 0, slots)
         with self._lock:
             self._check_open()
             return _telemetry.read_trace(self._handle, max_records)
