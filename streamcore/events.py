@@ -171,7 +171,7 @@ class EventLog:
         """The delivery thread: ``fd`` stays open until stop_delivery() has joined us."""
         stop = self._stop_pipe[0]
         try:
-            while True:
+            while not self._stopping:  # a subscriber may have closed the engine
                 readable, _, _ = select.select([fd, stop], [], [])
                 if stop in readable or self._stopping:
                     return

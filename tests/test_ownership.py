@@ -252,6 +252,31 @@ class TestCloseFromAnotherThread:
             assert voice.done and stream.done
 
 
+class TestSubscriberCloses:
+    """A subscriber callback may close the engine: no deadlock, no error in the thread."""
+
+    def test_close_from_the_callback(self):
+        errors: list[BaseException] = []
+        hook, threading.excepthook = threading.excepthook, lambda a: errors.append(a.exc_value)
+        try:
+            engine = Engine(watchdog=Watchdog(hard_limit_periods=4, cooldown=60))
+            engine.start()
+            assert engine.grant is not None and engine.grant.realtime, engine.grant
+            seen = []
+            engine.subscribe(lambda event: (seen.append(event), engine.close()))
+            engine._test_spin(0.2)  # past the hard limit: a demotion event
+            deadline = time.monotonic() + 10
+            while not engine.closed and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert engine.closed and [e.reason for e in seen] == ["hard_limit"]
+            engine.close()  # returns once the callback's close has finished
+            time.sleep(0.1)  # the delivery thread ends after its callback
+        finally:
+            threading.excepthook = hook
+        assert errors == []
+        assert not any(t.name == "streamcore-events" for t in threading.enumerate())
+
+
 # ---- rings in use: deferred close -----------------------------------------------------------
 
 
