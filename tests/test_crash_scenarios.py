@@ -281,3 +281,21 @@ class TestDeviceSinkReuse:
         """, timeout=90)
         assert_exit(proc, 0)
         assert proc.stdout.strip() == "ok"
+
+    def test_script_ends_with_a_device_engine_playing(self, jack_server):
+        """PortAudio's own exit handler (sounddevice's) may run before the engines are
+        closed: the sink then leaves the terminated PortAudio alone."""
+        proc = run_script("""
+            import numpy as np
+            import streamcore
+            from streamcore.sinks.device import DeviceSink
+
+            engine = streamcore.Engine(samplerate=48000, blocksize=256,
+                                       sink=DeviceSink("system"))
+            engine.start()
+            engine.play(np.zeros((4800, 2), np.float32), loop=True)
+            print("playing")
+        """, timeout=90)
+        assert_exit(proc, 0)
+        assert proc.stdout.strip() == "playing"
+        assert "ResourceWarning" in proc.stderr
