@@ -577,11 +577,16 @@ class VoiceTable:
                               v.underrun_frames, v.nans)
 
     def _disown(self, lock: Any) -> None:
-        """After fork, in the child: closed, with a fresh lock; the pins are the parent's."""
+        """After fork, in the child: closed, with a fresh lock; no mixer runs here, so every
+        voice is done for the child (its rings and arrays are the parent's business)."""
         self._lock = lock
         self._closed = True
         self._handle = _ffi.NULL
-        self._pins.clear()  # no C thread of this process reads them
+        for voice in self._voices.values():
+            voice._finish("flushed", voice.frames_played, voice.underruns,
+                          voice.underrun_frames, voice.nans)
+        self._voices.clear()
+        self._pins.clear()
 
 
 _voice_ids = itertools.count(1)  # next() is atomic under the GIL

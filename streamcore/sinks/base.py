@@ -44,6 +44,7 @@ carries it as ``'error'``.
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from collections.abc import Callable
@@ -309,6 +310,14 @@ class SinkContext:
 
 
 _binding = threading.Lock()
+
+
+def _new_binding_lock_in_child() -> None:
+    global _binding
+    _binding = threading.Lock()  # a parent thread may have held it at fork
+
+
+os.register_at_fork(after_in_child=_new_binding_lock_in_child)
 
 
 def bind(sink: Sink, owner: object) -> None:

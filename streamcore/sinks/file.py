@@ -124,6 +124,9 @@ class FileSink(Sink):
         self._raised = False
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        # Serialises start/stop/drain/close from any thread; never held while joining the
+        # writer (which may be stopping the engine, and so this sink, itself).
+        self._lock = threading.RLock()
         self._started_ns = 0
         self._stopped_ns = 0
 
@@ -190,20 +193,21 @@ class FileSink(Sink):
         -----
         Called by ``Engine.start()`` in its thread; again after a stop (the file goes on).
         """
-        if self.error is not None:
-            raise SinkError(self.error)
-        if self._file is None:
-            raise EngineClosedError("the file sink is not open: its engine is closed (or no "
-                                    "engine opened it)")
-        if self._thread is not None:
-            return
-        self._stopping.clear()
-        if not self._started_ns:
-            self._started_ns = time.monotonic_ns()
-        self._stopped_ns = 0
-        self._thread = threading.Thread(target=self._run, name="streamcore-file-sink",
-                                        daemon=True)
-        self._thread.start()
+        with self._lock:
+            if self.error is not None:
+                raise SinkError(self.error)
+            if self._file is None:
+                raise EngineClosedError("the file sink is not open: its engine is closed (or "
+                                        "no engine opened it)")
+            if self._thread is not None:
+                return
+            self._stopping.clear()
+            if not self._started_ns:
+                self._started_ns = time.monotonic_ns()
+            self._stopped_ns = 0
+            self._thread = threading.Thread(target=self._run, name="streamcore-file-sink",
+                                            daemon=True)
+            self._thread.start()
 
     def stop(self) -> None:
         """Stop the writer after the period it is writing (idempotent).
@@ -215,7 +219,8 @@ class FileSink(Sink):
         left in the ring.
         """
         self._stopping.set()
-        thread, self._thread = self._thread, None
+        with self._lock:
+            thread, self._thread = self._thread, None
         if thread is not None and thread is not threading.current_thread():
             thread.join()
         if self._stopped_ns == 0 and self._started_ns:
@@ -229,12 +234,13 @@ class FileSink(Sink):
         Called by ``Engine.stop()`` in its thread, with the writer stopped; it becomes the
         ring's reader.  A write error is kept in :attr:`error` and raised by :meth:`close`.
         """
-        if self._file is None or self.error is not None or self.context is None:
-            return
-        ring = self.context.output
-        while ring.readable:
-            if not self._write(ring, ring.readable):
+        with self._lock:
+            if self._file is None or self.error is not None or self.context is None:
                 return
+            ring = self.context.output
+            while ring.readable:
+                if not self._write(ring, ring.readable):
+                    return
 
     def close(self) -> None:
         """Finalise the file (the header, fsync) and close it; idempotent.
@@ -250,18 +256,19 @@ class FileSink(Sink):
         Called by ``Engine.close()`` in its thread.
         """
         self.stop()
-        f, self._file = self._file, None
-        if f is not None:
-            try:
-                f.close()
-                os.fsync(self._fd)
-            except Exception as e:  # libsndfile rewrites the header here: a disk error too
-                self._fail(f"finalising {self.path!r} failed: {e}", e)
-            self._check_linked()
-        self._close_fd()
-        if self.error is not None and not self._raised:
-            self._raised = True
-            raise SinkError(self.error) from self._cause
+        with self._lock:
+            f, self._file = self._file, None
+            if f is not None:
+                try:
+                    f.close()
+                    os.fsync(self._fd)
+                except Exception as e:  # libsndfile rewrites the header here: a disk error
+                    self._fail(f"finalising {self.path!r} failed: {e}", e)
+                self._check_linked()
+            self._close_fd()
+            if self.error is not None and not self._raised:
+                self._raised = True
+                raise SinkError(self.error) from self._cause
 
     def _close_fd(self) -> None:
         if self._fd >= 0:
