@@ -439,7 +439,7 @@ class Engine:
                 self._close_sink()
             finally:
                 self._events.close()
-                _lib.sc_engine_destroy(self._handle)  # joins no thread: stop did
+                _lib.sc_engine_destroy(self._handle)  # stops the threads too if stop failed
                 self._handle = _ffi.NULL
                 self._table.close()     # unpins every voice's array or ring
                 self._output_native = None
