@@ -8,12 +8,16 @@ Rings
 Errors
     :class:`StreamcoreError` and its subclasses (``streamcore.errors``).
 Engine
-    :class:`Engine` mixes :class:`Voice` and :class:`StreamVoice` objects in a realtime C
-    thread; :class:`Watchdog` configures its watchdog; ``streamcore.telemetry`` reads figures.
+    :class:`Engine` (a facade) mixes :class:`Voice` and :class:`StreamVoice` objects in a
+    realtime C thread; their slots are a ``streamcore.voice.VoiceTable``, its watchdog events
+    a ``streamcore.events.EventLog``; :class:`Watchdog` configures the watchdog;
+    ``streamcore.telemetry`` reads figures.  An engine still open at interpreter exit is
+    closed by an exit hook (with a ResourceWarning).
 Sinks (``streamcore.sinks``)
     ``Engine(sink=...)`` takes a :class:`Sink`: :class:`DeviceSink` (a PortAudio device
     through a C callback), :class:`FileSink` (WAV/FLAC/OGG, offline or paced),
-    :class:`PipeSink` (a pipe or stdout, vmsplice zero copy).
+    :class:`PipeSink` (a pipe or stdout, vmsplice zero copy).  A sink sees its engine only
+    through a :class:`SinkContext`, and serves one engine at a time.
 Playing the simple way (``streamcore.playback``)
     :func:`play` (an array or a file, blocking, like ``sounddevice.play`` + ``wait``),
     :func:`decode` (a file to float32 frames, resampled with soxr when asked).
@@ -38,13 +42,16 @@ from streamcore.errors import (
     DecodeError,
     DeviceNotFoundError,
     DeviceSettingsError,
+    EngineClosedError,
     MemoryLockError,
     MemoryLockWarning,
     NativeError,
     NoDeviceError,
+    RingClosedError,
     RingCorruptedError,
     RingFormatError,
     SinkError,
+    SinkInUseError,
     StreamcoreError,
 )
 from streamcore.realtime import (
@@ -62,12 +69,12 @@ from streamcore.voice import StreamVoice, Voice
 # and how to rebuild it; these names then raise ImportError with that line when used.
 _NATIVE_PROBLEM = _facts.native_core().problem()
 _NEEDS_NATIVE = frozenset({"DeviceSink", "Engine", "FileSink", "PipeSink", "Ring", "RingStats",
-                           "Sink", "Watchdog", "decode", "play"})
+                           "Sink", "SinkContext", "Watchdog", "decode", "play"})
 if _NATIVE_PROBLEM is None:
     from streamcore.engine import Engine
     from streamcore.playback import decode, play
     from streamcore.ring import Ring, RingStats
-    from streamcore.sinks import DeviceSink, FileSink, PipeSink, Sink
+    from streamcore.sinks import DeviceSink, FileSink, PipeSink, Sink, SinkContext
     from streamcore.watchdog import Watchdog
 
 if not _typing.TYPE_CHECKING:  # for type checkers every name above exists
@@ -83,6 +90,7 @@ __all__ = [
     "DeviceSettingsError",
     "DeviceSink",
     "Engine",
+    "EngineClosedError",
     "FileSink",
     "MemoryLockError",
     "MemoryLockWarning",
@@ -91,12 +99,15 @@ __all__ = [
     "PipeSink",
     "RealtimeGrant",
     "Ring",
+    "RingClosedError",
     "RingCorruptedError",
     "RingFormatError",
     "RingStats",
     "Scheduling",
     "Sink",
+    "SinkContext",
     "SinkError",
+    "SinkInUseError",
     "StreamVoice",
     "StreamcoreError",
     "Voice",

@@ -1,4 +1,4 @@
-"""The realtime mixing engine: ``streamcore.Engine``.
+"""The realtime mixing engine: ``streamcore.Engine``, a thin facade over its parts.
 
 An engine owns a C mixer (native/mixer.c) that mixes voices into an output ring of
 ``periods`` periods of ``blocksize`` frames, clocked by its sink:
@@ -12,27 +12,36 @@ An engine owns a C mixer (native/mixer.c) that mixes voices into an output ring 
   then calls :meth:`Engine.period_consumed` (C: ``sc_engine_period_consumed``), which wakes
   the mixer at once to render the next.
 
-Concurrency contract: every method may be called from any Python thread (commands are
-serialised by a lock into the single-producer command queue).  The mixer thread never takes
-the GIL.  Voices are handed back through the return queue and released on the next call that
-reaps it (``play``, ``Voice.done``, ``stats``...).
+The parts: :class:`~streamcore.voice.VoiceTable` (voice slots, commands, the pins that keep
+what the mixer reads alive), :class:`~streamcore.events.EventLog` (watchdog events and
+subscribers), and the sink object, which sees only a
+:class:`~streamcore.sinks.base.SinkContext`.
+
+Concurrency contract: every method may be called from any Python thread, also while another
+thread closes the engine.  One lock serialises them; the closed check and the native call it
+guards are made under it, and after :meth:`Engine.close` began every method raises
+:class:`~streamcore.errors.EngineClosedError`.  The mixer thread never takes the GIL.  Voices
+are handed back through the return queue and released on the next call that reaps it
+(``play``, ``Voice.done``, ``stats``...).
+
+Engines still open when the interpreter exits are stopped and freed by an exit hook (with a
+ResourceWarning) before modules are torn down, so a script that ends or raises with an
+engine playing exits normally.
 """
 
 from __future__ import annotations
 
-import collections
-import contextlib
+import atexit
 import dataclasses
-import errno as _errno
-import math
 import os
-import select
+import sys
 import threading
 import time
+import traceback
 import warnings
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as _np
 
@@ -41,47 +50,26 @@ from streamcore import telemetry as _telemetry
 from streamcore._native import ffi as _ffi
 from streamcore._native import lib as _lib
 from streamcore.errors import (
-    CommandQueueFullError,
     EngineClosedError,
     EngineTimeoutError,
     RepromoteRefusedError,
     StreamcoreError,
-    VoiceLimitError,
     check,
 )
+from streamcore.events import EventLog
 from streamcore.ring import Ring as _Ring
-from streamcore.voice import StreamVoice, Voice
+from streamcore.voice import MAX_VOICES, StreamVoice, Voice, VoiceTable, finite, positive_int
 from streamcore.watchdog import Event, Watchdog
 
 if TYPE_CHECKING:
-    from streamcore.sinks.base import Sink
+    from streamcore.sinks.base import Sink, SinkContext
 
 __all__ = ["MAX_VOICES", "Engine"]
-
-MAX_VOICES = _lib.SC_MAX_VOICES
 
 _FORMATS = {"float32": _lib.SC_FORMAT_F32, "int16": _lib.SC_FORMAT_S16,
             "int32": _lib.SC_FORMAT_S32}
 _SINKS = ("null", "manual", "external", "device")
-
-
-def _positive_int(name: str, value: Any, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | _np.integer):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    if not lo <= value <= hi:
-        raise ValueError(f"{name} must be within {lo}..{hi}, not {value}")
-    return int(value)
-
-
-def _finite(name: str, value: Any, lo: float | None = None, hi: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | _np.floating | _np.integer):
-        raise TypeError(f"{name} must be a number, not {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, not {value}")
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise ValueError(f"{name} must be within {lo}..{hi}, not {value}")
-    return cast(float, value)  # converted by float() above
+_CLOSED = "the engine is closed; create a new Engine"
 
 
 class Engine:
@@ -102,6 +90,7 @@ class Engine:
         thread: :meth:`render`), 'external' (the consumer clock: see
         :meth:`period_consumed`), 'device' (the default output device), or a
         :class:`streamcore.sinks.Sink`, which runs on the consumer clock like 'external'.
+        A sink object serves one engine at a time, until that engine is closed.
     dtype : str or None
         Output samples: 'float32', 'int16' or 'int32'; None: what the sink carries, else
         float32.
@@ -122,99 +111,129 @@ class Engine:
     TypeError
         A number of the wrong type, an unknown ``dtype``, or ``watchdog`` of the wrong type.
     ValueError
-        A number out of its range, an unknown ``sink``, ``dither`` without int16, or a
-        ``dtype`` the sink object cannot carry.
+        A number out of its range, an unknown ``sink``, ``dither`` without int16, a
+        ``dtype`` the sink object cannot carry, or watchdog settings too large for the C
+        engine.
+    SinkInUseError
+        The sink object belongs to another engine that is not closed.
     NativeError
         The C engine could not be created (memory).
 
     Notes
     -----
     Build, use and close an engine from any Python thread: every method serialises on one
-    lock.  The realtime mixer thread, its watchdog and its canary are C threads started by
-    :meth:`start`; they never take the GIL.  Closing is idempotent; an engine collected while
-    open warns (ResourceWarning).  After fork the child's copies are marked closed.
+    lock, and every method but :meth:`close` raises
+    :class:`~streamcore.errors.EngineClosedError` once closing began.  The realtime mixer
+    thread, its watchdog and its canary are C threads started by :meth:`start`; they never
+    take the GIL.  Closing is idempotent; an engine collected while open warns
+    (ResourceWarning), and one still open at interpreter exit is closed by an exit hook,
+    with the same warning.  After fork the child's copies are marked closed.
     """
 
-    _engine = _ffi.NULL  # class-level NULL: close() is safe after a failed __init__
-    _subscriber_thread: threading.Thread | None = None
+    # Class-level defaults: close(), __del__ and repr work after a failed __init__.
+    _handle = _ffi.NULL
+    _lock: Any = None
+    _closing = True
+    _closed = True
+    _started = False
+    sink_object: Any = None
 
     def __init__(self, samplerate: int = 48000, blocksize: int = 128, channels: int = 2,
                  periods: int = 2, sink: Any = "null", dtype: str | None = None,
                  realtime: bool = True, priority: int = 10, lock_memory: bool = True,
                  watchdog: Watchdog | bool | None = None, dither: bool = False) -> None:
-        samplerate = _positive_int("samplerate", samplerate, _lib.SC_MIN_SAMPLERATE,
-                                   _lib.SC_MAX_SAMPLERATE)
-        blocksize = _positive_int("blocksize", blocksize, _lib.SC_MIN_BLOCKSIZE,
-                                  _lib.SC_MAX_BLOCKSIZE)
-        channels = _positive_int("channels", channels, 1, _lib.SC_MAX_CHANNELS)
-        periods = _positive_int("periods", periods, 2, _lib.SC_MAX_PERIODS)
-        priority = _positive_int("priority", priority, 1, 98)
-        sink, self.sink_object = _sink_hook(sink)
-        if self.sink_object is not None:
-            dtype, periods = _sink_format(self.sink_object, blocksize, channels, dtype, periods)
-        dtype = "float32" if dtype is None else dtype
-        dtype = _np.dtype(dtype).name if not isinstance(dtype, str) else dtype
-        if dtype not in _FORMATS:
-            raise TypeError(f"dtype must be one of {tuple(_FORMATS)}, not {dtype!r}")
+        samplerate = positive_int("samplerate", samplerate, _lib.SC_MIN_SAMPLERATE,
+                                  _lib.SC_MAX_SAMPLERATE)
+        blocksize = positive_int("blocksize", blocksize, _lib.SC_MIN_BLOCKSIZE,
+                                 _lib.SC_MAX_BLOCKSIZE)
+        channels = positive_int("channels", channels, 1, _lib.SC_MAX_CHANNELS)
+        periods = positive_int("periods", periods, 2, _lib.SC_MAX_PERIODS)
+        priority = positive_int("priority", priority, 1, 98)
         if watchdog is None or watchdog is True:
             watchdog = Watchdog()
         elif watchdog is False:
             watchdog = Watchdog(enabled=False)
         elif not isinstance(watchdog, Watchdog):
             raise TypeError(f"watchdog must be a Watchdog, None or False, not {watchdog!r}")
+        sink, sink_object = _sink_hook(sink)
+        if sink_object is not None:
+            from streamcore.sinks.base import bind
+
+            bind(sink_object, self)  # SinkInUseError while another engine holds it
+        try:
+            self._create(samplerate, blocksize, channels, periods, sink, sink_object, dtype,
+                         realtime, priority, lock_memory, watchdog, dither)
+        except BaseException:
+            if sink_object is not None:
+                from streamcore.sinks.base import unbind
+
+                unbind(sink_object, self)
+            raise
+
+    def _create(self, samplerate: int, blocksize: int, channels: int, periods: int, sink: str,
+                sink_object: Any, dtype: Any, realtime: bool, priority: int,
+                lock_memory: bool, watchdog: Watchdog, dither: bool) -> None:
+        if sink_object is not None:
+            dtype, periods = _sink_format(sink_object, blocksize, channels, dtype, periods)
+        dtype = "float32" if dtype is None else dtype
+        if not isinstance(dtype, str):
+            try:
+                dtype = _np.dtype(dtype).name
+            except TypeError:
+                raise TypeError(f"dtype must be one of {tuple(_FORMATS)}, not "
+                                f"{dtype!r}") from None
+        if dtype not in _FORMATS:
+            raise TypeError(f"dtype must be one of {tuple(_FORMATS)}, not {dtype!r}")
+        if dither and dtype != "int16":
+            raise ValueError("dither is for int16 output")
 
         self.samplerate = samplerate
         self.blocksize = blocksize
         self.channels = channels
         self.periods = periods
         self.sink = sink
+        self.sink_object = sink_object
         self.dtype = _np.dtype(dtype)
         self.realtime = bool(realtime)
         self.priority = priority
         self.lock_memory = bool(lock_memory)
         self.watchdog = watchdog
+        self.dither = bool(dither)
         self.period_ns = blocksize * 1_000_000_000 // samplerate
         self.grant: _realtime.RealtimeGrant | None = None  #: mixer's grant (None: not started/off)
         self.watchdog_grant: _realtime.RealtimeGrant | None = None  #: the watchdog thread's grant
-        self.output: _Ring | None = None  #: the output Ring (null sink), None for 'manual'
+        self.output: _Ring | None = None  #: the output Ring (made by the first start)
+        self.mixer_tid = self.watchdog_tid = self.canary_tid = 0  #: kernel tids, once started
 
         config = _ffi.new("sc_engine_config *")
         config.samplerate, config.blocksize = samplerate, blocksize
         config.channels, config.periods = channels, periods
         config.format = _FORMATS[dtype]
-        manual = sink == "manual"
         config.clock = {"manual": _lib.SC_CLOCK_MANUAL, "null": _lib.SC_CLOCK_TIMER,
                         "external": _lib.SC_CLOCK_CONSUMER}[sink]
         config.lock_memory = 1 if lock_memory else 0
-        if dither and dtype != "int16":
-            raise ValueError("dither is for int16 output")
         config.dither = 1 if dither else 0
-        self.dither = bool(dither)
-        watchdog._fill(config, self.period_ns)
-        if manual:
+        try:
+            watchdog._fill(config, self.period_ns)
+        except (OverflowError, ValueError) as e:  # a setting too large for the C fields
+            raise ValueError(f"watchdog settings out of range for this engine: {e}") from None
+        if sink == "manual":
             config.watchdog = 0
         out = _ffi.new("sc_engine **")
         check(_lib.sc_engine_create(out, config), "sc_engine_create")
-        self._engine = out[0]
-        _engines.add(self)
 
         self._lock = threading.RLock()
-        self._free = collections.deque(range(MAX_VOICES))
-        self._generations = [0] * MAX_VOICES
-        self._voices: dict[int, Voice] = {}
-        self._events: list[Event] = []
-        self._subscribers: list[Any] = []
-        self._last_demotion: int | None = None
-        self._started = False
-        self._closed = False
-        self._stream_rings: list[Any] = []
-        self._sink_opened = False
+        self._handle = out[0]
+        self._table = VoiceTable(self._handle, self._lock, samplerate, channels)
+        self._events = EventLog(self._handle, self._lock)
+        self._context: SinkContext | None = None
+        # (sc_ring *, keepalive) of the output ring: the mixer writes it until destroy.
+        self._output_native: tuple[Any, object] | None = None
         self._snapshot_token = 0
-        self._subscriber_thread: threading.Thread | None = None
-        self._subscriber_stop = (-1, -1)
-        self.mixer_tid = self.watchdog_tid = self.canary_tid = 0  #: kernel tids, once started
-        self._cmd = _ffi.new("sc_command *")      # reused under _lock
-        self._ret = _ffi.new("sc_voice_return *")  # reused under _lock
+        self._closer: int | None = None
+        self._closed_event = threading.Event()
+        self._closing = self._closed = False
+        _engines.add(self)
 
     # ---- life cycle -------------------------------------------------------------------------
 
@@ -225,36 +244,57 @@ class Engine:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __del__(self) -> None:
-        if self._engine != _ffi.NULL:
-            warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=2)
+    def __del__(self, _finalizing: Callable[[], bool] = sys.is_finalizing) -> None:
+        # The default argument survives module teardown.  While the interpreter finalises,
+        # no native code is touched (the exit hook closed every engine it could reach).
+        if self._closing or _finalizing():
+            return
+        try:
+            warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=2, source=self)
             self.close()
+        except Exception:  # nothing may escape __del__; the warning said what matters
+            pass
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "running" if self._started else "stopped"
-        return (f"<Engine {state} {self.samplerate} Hz, {self.blocksize} frames x "
-                f"{self.periods}, {self.channels} ch, {self.dtype.name}, sink={self.sink}>")
+        state = ("closed" if self._closing else "running" if self._started else "stopped")
+        try:
+            return (f"<Engine {state} {self.samplerate} Hz, {self.blocksize} frames x "
+                    f"{self.periods}, {self.channels} ch, {self.dtype.name}, sink={self.sink}>")
+        except AttributeError:  # a constructor that failed half-way
+            return f"<Engine {state}>"
 
     @property
     def closed(self) -> bool:
-        """True once :meth:`close` ran; every later call raises EngineClosedError.
+        """True once :meth:`close` began; every later call raises EngineClosedError.
 
         Notes
         -----
         Any thread.
         """
-        return self._closed
+        return self._closing
+
+    @property
+    def running(self) -> bool:
+        """True between :meth:`start` and :meth:`stop` (never for the 'manual' sink).
+
+        Notes
+        -----
+        Any thread.  The mixer may have stopped on its own meanwhile (a failed sink stops
+        the engine): ``stats().running`` reads the C side.
+        """
+        return self._started
 
     def _check_open(self) -> None:
-        if self._closed:
-            raise EngineClosedError("the engine is closed; create a new Engine")
+        """Raise EngineClosedError once closing began (callers hold the lock)."""
+        if self._closing:
+            raise EngineClosedError(_CLOSED)
 
     def start(self) -> None:
         """Start the mixer thread, its watchdog and canary, and acquire realtime for the mixer.
 
         Idempotent; nothing to start for the 'manual' sink.  Pairs with :meth:`stop`.  The
-        output ring is made on the first start and the sink object, if any, is opened and
-        started.
+        output ring is made on the first start and the sink object, if any, is opened (once)
+        and started (at every start).
 
         Raises
         ------
@@ -283,12 +323,17 @@ class Engine:
             if self.output is None:
                 self.output = self._make_output()
             self._open_sink()
+            if self._output_native is None:
+                # Held until the native engine is freed, whatever happens to the Ring object.
+                self._output_native = self.output.native_handle()
+            # A sink may bring its own driver (the pipe sink: the mixer writes the pipe), used
+            # from here until the engine stops; None: the engine's own clock.
             driver = self.sink_object.native_driver() if self.sink_object is not None else None
-            check(_lib.sc_engine_start(self._engine, self.output._ring,
+            check(_lib.sc_engine_start(self._handle, self._output_native[0],
                                        _ffi.NULL if driver is None else driver),
                   "starting the mixer")
-            self._started = True
-            self.mixer_tid, self.watchdog_tid, self.canary_tid = _tids(self._engine)
+            self._started = self._table.running = True
+            self.mixer_tid, self.watchdog_tid, self.canary_tid = _tids(self._handle)
             self._acquire_realtime()
             self._start_sink()
 
@@ -296,19 +341,19 @@ class Engine:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # an unlocked ring is reported as a taint instead
             ring = _Ring(self.periods * self.blocksize, self.channels, self.dtype.name,
-                        lock="try" if self.lock_memory else False, name="engine-output")
+                         lock="try" if self.lock_memory else False, name="engine-output")
         if self.lock_memory and not ring.locked:
-            _lib.sc_engine_taint(self._engine, _lib.SC_TAINT_MLOCK_FAILED)
+            _lib.sc_engine_taint(self._handle, _lib.SC_TAINT_MLOCK_FAILED)
         return ring
 
     def _acquire_realtime(self) -> None:
         if not self.realtime:
             self.grant = None
-            _lib.sc_engine_taint(self._engine, _lib.SC_TAINT_RT_DENIED)
+            _lib.sc_engine_taint(self._handle, _lib.SC_TAINT_RT_DENIED)
             return
         self.grant = _realtime.acquire_realtime(tid=self.mixer_tid, priority=self.priority)
         if not self.grant.realtime:
-            _lib.sc_engine_taint(self._engine, _lib.SC_TAINT_RT_DENIED)
+            _lib.sc_engine_taint(self._handle, _lib.SC_TAINT_RT_DENIED)
         if self.watchdog_tid:
             self.watchdog_grant = _realtime.acquire_realtime(
                 tid=self.watchdog_tid, priority=min(self.priority + 1, 99))
@@ -322,6 +367,8 @@ class Engine:
 
         Raises
         ------
+        EngineClosedError
+            The engine is closed.
         NativeError
             The C engine refused to stop or flush.
 
@@ -331,18 +378,20 @@ class Engine:
         never from the audio path.
         """
         with self._lock:
-            if self._engine == _ffi.NULL:
-                return
-            if self._started:
-                try:
-                    self._stop_sink()
-                finally:
-                    check(_lib.sc_engine_stop(self._engine), "stopping the mixer")
-                    self._started = False
-                    self._drain_sink()
-            check(_lib.sc_engine_flush(self._engine), "sc_engine_flush")
-            self._reap()
-            self._poll_events()
+            self._check_open()
+            self._stop_locked()
+
+    def _stop_locked(self) -> None:
+        if self._started:
+            try:
+                self._stop_sink()
+            finally:
+                self._started = self._table.running = False
+                check(_lib.sc_engine_stop(self._handle), "stopping the mixer")
+                self._drain_sink()
+        check(_lib.sc_engine_flush(self._handle), "sc_engine_flush")
+        self._table.reap()
+        self._events.poll()
 
     def close(self) -> None:
         """Stop, then free the native engine, the output ring and the rings it made; idempotent.
@@ -352,42 +401,56 @@ class Engine:
         SinkError
             The sink object reports a failure at close (e.g. the file sink's write error);
             the engine is freed all the same.
+        NativeError
+            The C engine refused to stop; it is freed all the same.
 
         Notes
         -----
-        Any Python thread, not from a :meth:`subscribe` callback (it ends that thread
-        first); joins the C threads, so never from the audio path.
+        Any Python thread, also a :meth:`subscribe` callback or a thread racing another
+        caller: from the moment closing begins every other method raises
+        :class:`~streamcore.errors.EngineClosedError`, and a second ``close()`` from another
+        thread waits until the first one has finished.  Joins the C threads, so never from
+        the audio path.
         """
-        self._stop_subscribers()  # first, without the lock: its thread may be waiting for it
-        with self._lock:
-            if self._engine == _ffi.NULL:
-                self._closed = True
-                return
+        lock = self._lock
+        if lock is None:  # the constructor failed before the engine existed
+            return
+        with lock:
+            if self._closing:
+                first = False
+                wait = not self._closed and self._closer != threading.get_ident()
+            else:
+                first, wait = True, False
+                self._closing = True
+                self._closer = threading.get_ident()
+        if not first:
+            if wait:
+                self._closed_event.wait()
+            return
+        try:
+            self._events.stop_delivery()  # outside the lock: its thread may be waiting for it
+            with lock:
+                self._shutdown_locked()
+        finally:
+            self._closed_event.set()
+
+    def _shutdown_locked(self) -> None:
+        """Stop, close the sink, free the native engine, release every pin (lock held)."""
+        try:
+            self._stop_locked()
+        finally:
             try:
-                self.stop()
+                self._close_sink()
             finally:
-                try:
-                    self._close_sink()
-                finally:
-                    _lib.sc_engine_destroy(self._engine)
-                    self._engine = _ffi.NULL
-                    self._closed = True
-                    if self.output is not None:
-                        self.output.close()
-                    for ring in self._stream_rings:
-                        ring.close()
-                    self._stream_rings.clear()
-
-    @property
-    def running(self) -> bool:
-        """True between :meth:`start` and :meth:`stop` (never for the 'manual' sink).
-
-        Notes
-        -----
-        Any thread.  The mixer may have stopped on its own meanwhile (a failed sink stops
-        the engine): ``stats().running`` reads the C side.
-        """
-        return self._started
+                self._events.close()
+                _lib.sc_engine_destroy(self._handle)  # stops the threads too if stop failed
+                self._handle = _ffi.NULL
+                self._table.close()     # unpins every voice's array or ring
+                self._output_native = None
+                if self.output is not None:
+                    self.output.close()
+                self._closed = True
+                _engines.discard(self)
 
     # ---- voices -----------------------------------------------------------------------------
 
@@ -396,7 +459,7 @@ class Engine:
         """Play ``array`` in place, from output frame ``at`` (None: the next period).
 
         The array is read where it is, not copied: keep it unchanged until the voice is done
-        (the voice holds a reference until then).
+        (the engine holds a reference until then).
 
         Parameters
         ----------
@@ -440,7 +503,6 @@ class Engine:
         Any Python thread; returns at once, the realtime mixer thread starts the voice at the
         start of its next period.
         """
-        self._check_open()
         if not isinstance(array, _np.ndarray):
             raise TypeError(f"array must be a numpy array, not {type(array).__name__}")
         if array.dtype != _np.float32:
@@ -461,9 +523,10 @@ class Engine:
         if not array.flags.c_contiguous:
             raise ValueError("array must be C-contiguous (numpy.ascontiguousarray(array)); "
                              "voices read it in place")
-        loop = bool(loop)
-        return self._add(_lib.SC_VOICE_BUFFER, array, voice_channels, gain, pan, at, fade_in,
-                         loop=loop, frames=array.shape[0])
+        with self._lock:
+            self._check_open()
+            return self._table.add(_lib.SC_VOICE_BUFFER, array, voice_channels, gain, pan, at,
+                                   fade_in, loop=bool(loop))
 
     def stream(self, channels: int = 1, frames: int | None = None, gain: float = 1.0,
                pan: float = 0.0, at: int | None = None, fade_in: float = 0.0,
@@ -472,7 +535,8 @@ class Engine:
 
         Write with ``write_view``/``commit`` or ``write`` on the returned
         :class:`StreamVoice`.  On underrun the voice plays silence, counts it
-        (``stats()['underruns']``) and continues with the next frames written.
+        (``stats()['underruns']``) and continues with the next frames written.  A stream
+        voice ends when it is stopped (:meth:`StreamVoice.stop`).
 
         Parameters
         ----------
@@ -491,8 +555,9 @@ class Engine:
             Seconds (0 .. 3600) of a linear ramp at the start.
         ring : Ring or None
             Play an existing float32 :class:`~streamcore.Ring` instead, e.g. one attached
-            from another process's fd (its writer is then that process).  Do not close it
-            while the voice plays.
+            from another process's fd (its writer is then that process).  The engine holds
+            the ring's memory until the voice is done: closing the ring meanwhile closes
+            the Python object at once and frees the memory when the voice is handed back.
 
         Returns
         -------
@@ -502,10 +567,11 @@ class Engine:
         Raises
         ------
         TypeError
-            ``ring`` is not float32, or a number of the wrong type.
+            ``ring`` is not a float32 Ring, or a number of the wrong type.
         ValueError
-            Channels other than 1 or the engine's, a closed ``ring``, or a number out of its
-            range.
+            Channels other than 1 or the engine's, or a number out of its range.
+        RingClosedError
+            ``ring`` is closed.
         EngineClosedError
             The engine is closed.
         VoiceLimitError
@@ -516,152 +582,63 @@ class Engine:
         Notes
         -----
         Any Python thread.  The ring has one writer (one thread, or the process holding the
-        fd) and the realtime mixer thread as its reader until the voice is done.  The engine
-        closes the rings it made when it closes.
+        fd) and the realtime mixer thread as its reader until the voice is done.  A ring the
+        engine made is closed when the voice is handed back (its fd, mappings and locked
+        memory go then); a ring passed in stays the caller's to close.
         """
-        self._check_open()
         if ring is None:
-            channels = _positive_int("channels", channels, 1, self.channels)
+            channels = positive_int("channels", channels, 1, self.channels)
             if channels not in (1, self.channels):
                 raise ValueError(f"a stream voice has 1 or {self.channels} channels, "
                                  f"not {channels}")
             if frames is None:
                 frames = max(self.samplerate // 4, 4 * self.periods * self.blocksize)
-            frames = _positive_int("frames", frames, 1, 1 << 26)
+            size = positive_int("frames", frames, 1, 1 << 26)
+            with self._lock:
+                self._check_open()  # before making a ring for nothing
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # unlocked: reported by the ring's stats
-                ring = _Ring(frames, channels, "float32",
-                            lock="try" if self.lock_memory else False, name="stream-voice")
-            self._stream_rings.append(ring)
+                ring = _Ring(size, channels, "float32",
+                             lock="try" if self.lock_memory else False, name="stream-voice")
+            owned = True  # the table closes it when the voice is handed back (or not added)
         else:
-            if ring.closed:
-                raise ValueError("the ring is closed")
-            if ring.dtype != _np.float32:
+            if not isinstance(ring, _Ring):
+                raise TypeError(f"ring must be a streamcore.Ring, not {type(ring).__name__}")
+            if ring.dtype != _np.float32:  # RingClosedError if closed
                 raise TypeError(f"a stream voice's ring must be float32, not {ring.dtype}")
             if ring.channels not in (1, self.channels):
                 raise ValueError(f"the ring has {ring.channels} channels; the engine mixes 1 "
                                  f"or {self.channels}")
             channels = ring.channels
-        voice = self._add(_lib.SC_VOICE_STREAM, ring, channels, gain, pan, at, fade_in,
-                          ring_ptr=ring._ring)
-        return cast(StreamVoice, voice)  # _add makes a StreamVoice for SC_VOICE_STREAM
-
-    def _check_gain_pan(self, gain: float, pan: float, voice_channels: int) -> tuple[float, float]:
-        gain = _finite("gain", gain, -64.0, 64.0)
-        pan = _finite("pan", pan, -1.0, 1.0)
-        if pan != 0.0 and self.channels != 2:
-            raise ValueError(f"pan needs a stereo engine (this one has {self.channels} channels)")
-        return gain, pan
-
-    def _add(self, kind: int, source: Any, voice_channels: int, gain: float, pan: float,
-             at: int | None, fade_in: float, loop: bool = False, frames: int = 0,
-             ring_ptr: Any = _ffi.NULL, data_ptr: Any = None) -> Voice:
-        gain, pan = self._check_gain_pan(gain, pan, voice_channels)
-        if at is not None:
-            at = _positive_int("at", at, 0, 2**62)
-        fade_frames = round(_finite("fade_in", fade_in, 0.0, 3600.0) * self.samplerate)
+            owned = False
         with self._lock:
-            self._check_open()
-            self._reap()
-            if not self._free:
-                raise VoiceLimitError(f"all {MAX_VOICES} voices are busy: stop one or wait "
-                                      "for one to finish")
-            slot = self._free[0]
-            generation = (self._generations[slot] + 1) & 0xFFFFFFFF
-            cls = StreamVoice if kind == _lib.SC_VOICE_STREAM else Voice
-            voice = cls(self, slot, generation, source, voice_channels, gain, pan)
-            cmd = self._cmd
-            cmd.op = _lib.SC_CMD_ADD
-            cmd.slot, cmd.generation, cmd.kind = slot, generation, kind
-            cmd.channels, cmd.loop, cmd.frames = voice_channels, int(loop), frames
-            if kind == _lib.SC_VOICE_BUFFER:
-                # The mixer reads the array's memory until it returns the voice; `voice`
-                # keeps the array alive until then.
-                cmd.data = _ffi.cast("const float *", _ffi.from_buffer(source))
-            else:
-                cmd.data = _ffi.NULL
-            cmd.ring = ring_ptr
-            cmd.start_frame = -1 if at is None else at
-            cmd.fade_frames = fade_frames
-            cmd.gain, cmd.pan = gain, pan
-            self._send(cmd)
-            self._free.popleft()
-            self._generations[slot] = generation
-            self._voices[slot] = voice
+            try:
+                self._check_open()
+            except BaseException:
+                if owned:
+                    ring.close()
+                raise
+            voice = self._table.add(_lib.SC_VOICE_STREAM, ring, channels, gain, pan, at,
+                                    fade_in, owned=owned)
+            assert isinstance(voice, StreamVoice)  # the table makes one for SC_VOICE_STREAM
             return voice
-
-    def _send(self, cmd: Any) -> None:
-        """Queue one command (caller holds _lock); waits up to 1 s for room while running."""
-        deadline = time.monotonic() + 1.0
-        while True:
-            status = _lib.sc_engine_command(self._engine, cmd)
-            if status != -_errno.EAGAIN:  # full: wait for the mixer
-                check(status, "sc_engine_command")
-                return
-            if not self._started or time.monotonic() > deadline:
-                raise CommandQueueFullError(
-                    "the mixer's command queue is full"
-                    + ("" if self._started else " (render periods to apply commands)"))
-            time.sleep(0.001)
-
-    def _set_gain_pan(self, voice: Voice, gain: float, pan: float) -> None:
-        gain, pan = self._check_gain_pan(gain, pan, voice.channels)
-        with self._lock:
-            if voice._done.is_set() or self._engine == _ffi.NULL:
-                return
-            cmd = self._cmd
-            cmd.op, cmd.slot, cmd.generation = _lib.SC_CMD_SET, voice._slot, voice._generation
-            cmd.gain, cmd.pan = gain, pan
-            self._send(cmd)
-
-    def _stop_voice(self, voice: Voice, fade: float) -> None:
-        fade_frames = round(_finite("fade", fade, 0.0, 3600.0) * self.samplerate)
-        with self._lock:
-            if voice._done.is_set() or self._engine == _ffi.NULL:
-                return
-            cmd = self._cmd
-            cmd.op, cmd.slot, cmd.generation = _lib.SC_CMD_STOP, voice._slot, voice._generation
-            cmd.fade_frames = fade_frames
-            self._send(cmd)
-
-    def _voice_stats(self, voice: Voice) -> dict[str, int]:
-        with self._lock:
-            if voice._done.is_set() or self._engine == _ffi.NULL:
-                return {"frames_played": voice.frames_played, "underruns": voice.underruns,
-                        "underrun_frames": getattr(voice, "underrun_frames", 0),
-                        "nans": voice.nans}
-            s = _ffi.new("sc_voice_stats *")
-            check(_lib.sc_engine_voice_stats(self._engine, voice._slot, s), "voice stats")
-            return {"frames_played": s.frames_played, "underruns": s.underruns,
-                    "underrun_frames": s.underrun_frames, "nans": s.nonfinite}
-
-    def _reap(self) -> int:
-        """Release the voices the mixer handed back; returns how many."""
-        n = 0
-        with self._lock:
-            if self._engine == _ffi.NULL:
-                return 0
-            ret = self._ret
-            while _lib.sc_engine_poll_return(self._engine, ret):
-                voice = self._voices.get(ret.slot)
-                if voice is not None and voice._generation == ret.generation:
-                    del self._voices[ret.slot]
-                    self._free.append(ret.slot)
-                    voice._finish(ret)
-                    n += 1
-        return n
 
     @property
     def voices(self) -> list[Voice]:
         """The voices not yet handed back (a new list).
+
+        Raises
+        ------
+        EngineClosedError
+            The engine is closed.
 
         Notes
         -----
         Any thread; reaps the voices the mixer returned first.
         """
         with self._lock:
-            self._reap()
-            return list(self._voices.values())
+            self._check_open()
+            return self._table.voices()
 
     # ---- manual clock -----------------------------------------------------------------------
 
@@ -694,15 +671,15 @@ class Engine:
         Any Python thread; the mixing runs in it (offline rendering, golden tests).  Commands
         sent before are applied at the start of the first period.
         """
-        self._check_open()
         if self.sink != "manual":
             raise StreamcoreError("render() is for sink='manual'; this engine has a clock")
-        periods = _positive_int("periods", periods, 0, 1 << 20)
+        periods = positive_int("periods", periods, 0, 1 << 20)
         out = _np.zeros((periods * self.blocksize, self.channels), dtype=self.dtype)
         with self._lock:
-            check(_lib.sc_engine_render(self._engine, _ffi.from_buffer(out), periods),
+            self._check_open()
+            check(_lib.sc_engine_render(self._handle, _ffi.from_buffer(out), periods),
                   "sc_engine_render")
-            self._reap()
+            self._table.reap()
         return out
 
     @property
@@ -718,8 +695,9 @@ class Engine:
         -----
         Any thread; read live, so it may be one period behind the mixer.
         """
-        self._check_open()
-        return _telemetry.read_stats(self._engine, {}).frames
+        with self._lock:
+            self._check_open()
+            return _telemetry.read_stats(self._handle, {}).frames
 
     # ---- figures ----------------------------------------------------------------------------
 
@@ -734,7 +712,7 @@ class Engine:
             queue for a copy taken at the end of one cycle (histogram counts then equal
             ``cycles`` exactly).
         timeout : float
-            Seconds to wait for the mixer's copy when ``consistent``.
+            Seconds (>= 0) to wait for the mixer's copy when ``consistent``.
 
         Returns
         -------
@@ -744,6 +722,8 @@ class Engine:
 
         Raises
         ------
+        TypeError, ValueError
+            ``timeout`` is not a finite number >= 0.
         EngineClosedError
             The engine is closed.
         EngineTimeoutError
@@ -755,32 +735,28 @@ class Engine:
         -----
         Any Python thread; never stops or waits for the mixer unless ``consistent``.
         """
-        self._check_open()
+        timeout = finite("timeout", timeout, 0.0)
         with self._lock:
-            self._reap()
-            per_voice = {}
-            s = _ffi.new("sc_voice_stats *")
-            for slot, voice in self._voices.items():
-                if isinstance(voice, StreamVoice):
-                    _lib.sc_engine_voice_stats(self._engine, slot, s)
-                    per_voice[voice.id] = s.underruns
+            self._check_open()
+            self._table.reap()
+            per_voice = self._table.underruns_per_voice()
             if consistent and self._started:
                 stats = _telemetry.EngineStats._from_native(self._snapshot(timeout), per_voice)
             else:
-                stats = _telemetry.read_stats(self._engine, per_voice)
+                stats = _telemetry.read_stats(self._handle, per_voice)
             if self.sink_object is not None:
                 stats = dataclasses.replace(stats, sink=self.sink_object.stats())
             return stats
 
     def _snapshot(self, timeout: float) -> Any:
-        """Ask the mixer for a one-cycle-consistent copy (caller holds _lock)."""
+        """Ask the mixer for a one-cycle-consistent copy (caller holds the lock)."""
         self._snapshot_token = (self._snapshot_token + 1) & 0xFFFFFFFF or 1
-        cmd = self._cmd
+        cmd = _ffi.new("sc_command *")
         cmd.op, cmd.slot, cmd.generation = _lib.SC_CMD_SNAPSHOT, 0, self._snapshot_token
-        self._send(cmd)
+        self._table.send(cmd)
         out = _ffi.new("sc_engine_stats *")
         deadline = time.monotonic() + timeout
-        while _lib.sc_engine_get_snapshot(self._engine, out) != self._snapshot_token:
+        while _lib.sc_engine_get_snapshot(self._handle, out) != self._snapshot_token:
             if time.monotonic() > deadline:
                 raise EngineTimeoutError(f"the mixer did not answer a stats request within "
                                          f"{timeout} s (stuck or demoted and starved?)")
@@ -793,7 +769,8 @@ class Engine:
         Parameters
         ----------
         max_records : int
-            Records at most (the trace keeps the last ``SC_TRACE_SLOTS``, 8192, cycles).
+            Records at most, >= 0 (the trace keeps the last ``SC_TRACE_SLOTS``, 8192,
+            cycles; more asks for all of them).
 
         Returns
         -------
@@ -803,6 +780,8 @@ class Engine:
 
         Raises
         ------
+        TypeError, ValueError
+            ``max_records`` is not an int >= 0.
         EngineClosedError
             The engine is closed.
 
@@ -810,8 +789,13 @@ class Engine:
         -----
         Any thread; the mixer writes the trace without waiting for readers.
         """
-        self._check_open()
-        return _telemetry.read_trace(self._engine, max_records)
+        slots = _lib.SC_TRACE_SLOTS
+        if isinstance(max_records, int | _np.integer) and max_records > slots:
+            max_records = slots  # more than the trace keeps: all of it
+        max_records = positive_int("max_records", max_records, 0, slots)
+        with self._lock:
+            self._check_open()
+            return _telemetry.read_trace(self._handle, max_records)
 
     def events(self) -> list[Event]:
         """Every watchdog event so far, oldest first.
@@ -830,26 +814,16 @@ class Engine:
         -----
         Any Python thread.  See :meth:`subscribe` to be called for each new one.
         """
-        self._check_open()
         with self._lock:
-            self._poll_events()
-            return list(self._events)
-
-    def _poll_events(self) -> list[Event]:
-        fresh = []
-        ev = _ffi.new("sc_event *")
-        while _lib.sc_engine_poll_event(self._engine, ev):
-            event = Event._from_native(ev)
-            fresh.append(event)
-            self._last_demotion = event.time_ns
-        self._events.extend(fresh)
-        return fresh
+            self._check_open()
+            return self._events.all()
 
     @property
     def event_fd(self) -> int:
         """A file descriptor that becomes readable when the watchdog records an event.
 
-        Select or poll it, then call :meth:`events`.  Owned by the engine: do not close it.
+        Select or poll it, then call :meth:`events`.  Owned by the engine: do not close it;
+        it is closed with the engine.
 
         Raises
         ------
@@ -860,8 +834,9 @@ class Engine:
         -----
         Any thread.
         """
-        self._check_open()
-        return cast(int, _lib.sc_engine_event_fd(self._engine))  # a C int
+        with self._lock:
+            self._check_open()
+            return self._events.fd()
 
     def period_consumed(self, underrun: bool = False) -> None:
         """For sink='external': the sink took one period from ``output``; wakes the mixer now.
@@ -880,20 +855,23 @@ class Engine:
 
         Notes
         -----
-        The sink's thread only (the single reader of ``output``), once per period; it takes
-        no lock, so it is cheap enough for a consuming loop.  A sink object's C thread calls
-        ``sc_engine_period_consumed`` instead.
+        The consuming thread only (the single reader of ``output``), once per period.  It
+        takes the engine's lock (uncontended it costs well under a microsecond), so that a
+        concurrent :meth:`close` is never in between.  A sink object uses its
+        :class:`~streamcore.sinks.base.SinkContext` instead.
         """
         if self.sink != "external":
             raise StreamcoreError("period_consumed() is for sink='external'")
-        self._check_open()
-        _lib.sc_engine_period_consumed(self._engine, 1 if underrun else 0)
+        with self._lock:
+            self._check_open()
+            _lib.sc_engine_period_consumed(self._handle, 1 if underrun else 0)
 
     def _test_spin(self, seconds: float, cycles: int = 1) -> None:
         """Test hook: the mixer busy-loops for ``seconds`` inside each of its next ``cycles``
         cycles (a runaway, for the watchdog's tests)."""
-        self._check_open()
-        _lib.sc_engine_test_spin(self._engine, int(seconds * 1e9), cycles)
+        with self._lock:
+            self._check_open()
+            _lib.sc_engine_test_spin(self._handle, int(seconds * 1e9), cycles)
 
     def subscribe(self, callback: Callable[[Event], object]) -> None:
         """Call ``callback(event)`` for every new watchdog event.
@@ -905,51 +883,20 @@ class Engine:
 
         Raises
         ------
+        TypeError
+            ``callback`` is not callable.
         EngineClosedError
             The engine is closed.
 
         Notes
         -----
         The callbacks run in one Python thread of the engine ("streamcore-events"), which
-        waits on :attr:`event_fd` and ends with :meth:`close`; a callback must not close
-        the engine.  Any thread may subscribe.
+        waits on :attr:`event_fd` and ends with :meth:`close` (a callback may call any
+        method of the engine, ``close()`` included).  Any thread may subscribe.
         """
-        self._check_open()
         with self._lock:
-            self._subscribers.append(callback)
-            if self._subscriber_thread is None:
-                self._subscriber_stop = os.pipe()
-                self._subscriber_thread = threading.Thread(
-                    target=self._deliver_events, name="streamcore-events", daemon=True)
-                self._subscriber_thread.start()
-
-    def _deliver_events(self) -> None:
-        fd, stop = self.event_fd, self._subscriber_stop[0]
-        while True:
-            readable, _, _ = select.select([fd, stop], [], [])
-            if stop in readable:
-                return
-            with contextlib.suppress(BlockingIOError):
-                os.read(fd, 8)
-            with self._lock:
-                if self._engine == _ffi.NULL:
-                    return
-                fresh = self._poll_events()
-                callbacks = list(self._subscribers)
-            for event in fresh:
-                for callback in callbacks:
-                    callback(event)
-
-    def _stop_subscribers(self) -> None:
-        thread = self._subscriber_thread
-        if thread is None:
-            return
-        os.write(self._subscriber_stop[1], b"x")
-        if thread is not threading.current_thread():
-            thread.join()
-        for fd in self._subscriber_stop:
-            os.close(fd)
-        self._subscriber_thread = None
+            self._check_open()
+            self._events.subscribe(callback)
 
     def repromote(self) -> _realtime.RealtimeGrant | None:
         """Acquire realtime for the mixer again after a watchdog demotion and re-arm the watchdog.
@@ -980,66 +927,117 @@ class Engine:
             self._check_open()
             if not self._started:
                 raise StreamcoreError("the engine is not running")
-            self._poll_events()
-            if self._last_demotion is not None:
-                age = (time.monotonic_ns() - self._last_demotion) / 1e9
+            self._events.poll()
+            last = self._events.last_demotion
+            if last is not None:
+                age = (time.monotonic_ns() - last) / 1e9
                 if age < self.watchdog.cooldown:
                     raise RepromoteRefusedError(
                         f"the watchdog demoted the mixer {age:.2f} s ago; re-promotion is "
                         f"refused for {self.watchdog.cooldown} s after a demotion")
             self._acquire_realtime()  # the mixer, and the watchdog (the canary rule demotes it)
-            _lib.sc_engine_rearm(self._engine)
+            _lib.sc_engine_rearm(self._handle)
             return self.grant
 
-
-    # ---- sink objects (streamcore.sinks; the hook of the sinks branch) -----------------------
-    # A Sink object runs the engine on the consumer clock ('external'): open() once the output
-    # ring exists, start() once the mixer has filled it, stop() before the mixer stops,
-    # drain() (optional) after it stopped, close() with the engine.  See streamcore/sinks/base.py.
+    # ---- the sink object: it sees a SinkContext, never the engine ----------------------------
+    # open() once the output ring exists, start() once the mixer has filled it, stop() before
+    # the mixer stops, drain() (optional) after it stopped, close() with the engine.  See
+    # streamcore/sinks/base.py.
 
     def _open_sink(self) -> None:
-        if self.sink_object is None or self._sink_opened:
+        if self.sink_object is None or self._context is not None:
             return
+        from streamcore.sinks.base import SinkContext
+
+        assert self.output is not None  # made by start() just before
+        ref = weakref.ref(self)  # the context must not keep the engine alive
+
+        def stop_engine() -> None:
+            engine = ref()
+            if engine is not None and not engine._closing:
+                engine._stop_locked()
+
+        def running() -> bool:
+            engine = ref()
+            return engine is not None and engine._started
+
+        def mixer_grant() -> _realtime.RealtimeGrant | None:
+            engine = ref()
+            return None if engine is None else engine.grant
+
+        def move_mixer(priority: int) -> _realtime.RealtimeGrant:
+            engine = ref()
+            if engine is None:
+                raise EngineClosedError(_CLOSED)
+            return engine._move_mixer(priority)
+
+        context = SinkContext(self.output, self._handle, self.samplerate, self.blocksize,
+                              self.channels, self.dtype, self.periods, self._lock,
+                              stop_engine, running, mixer_grant, move_mixer)
         try:
-            self.sink_object.open(self)
+            self.sink_object.open(context)
         except BaseException:
-            self.sink_object.close()
+            try:
+                self.sink_object.close()
+            finally:
+                context.close()
             raise
-        self._sink_opened = True
+        self._context = context
+
+    def _move_mixer(self, priority: int) -> _realtime.RealtimeGrant:
+        """Acquire realtime for the mixer at ``priority``; kept when it is realtime."""
+        priority = positive_int("priority", priority, 1, 98)
+        with self._lock:
+            self._check_open()
+            grant = _realtime.acquire_realtime(tid=self.mixer_tid, priority=priority)
+            if grant.realtime:
+                self.grant, self.priority = grant, priority
+            return grant
 
     def _start_sink(self) -> None:
-        if self.sink_object is None:
+        if self.sink_object is None or self._context is None:
             return
+        self._context.begin_start()
         try:
             self.sink_object.start()
         except BaseException:
-            self.stop()
+            self._stop_locked()
             raise
 
     def _stop_sink(self) -> None:
-        if self.sink_object is not None and self._sink_opened:
+        if self.sink_object is not None and self._context is not None:
+            self._context.begin_stop()
             self.sink_object.stop()
 
     def _drain_sink(self) -> None:
         drain = getattr(self.sink_object, "drain", None)  # optional for sinks not on Sink
-        if drain is not None and self._sink_opened:
+        if drain is not None and self._context is not None:
             drain()
 
     def _close_sink(self) -> None:
-        if self.sink_object is not None:
-            self.sink_object.close()
+        sink = self.sink_object
+        if sink is None:
+            return
+        from streamcore.sinks.base import unbind
 
-    def _sink_failed(self, sink: Sink, abandon: threading.Event) -> None:
-        """Called from a sink's own Python thread when it failed for good (``sink.error`` is
-        set): stop the engine, unless ``abandon`` is set first (someone else is stopping it)."""
-        while not abandon.is_set():
-            if self._lock.acquire(timeout=0.05):
-                try:
-                    if self._engine != _ffi.NULL and sink is self.sink_object:
-                        self.stop()
-                finally:
-                    self._lock.release()
-                return
+        try:
+            sink.close()
+        finally:
+            if self._context is not None:
+                self._context.close()
+            unbind(sink, self)
+
+    def _disown(self) -> None:
+        """After fork, in the child: the copy has none of the parent's threads.  Closing it
+        would join threads that do not exist, so it is only marked closed."""
+        lock = threading.RLock()  # a lock held by a parent thread stays held otherwise
+        self._lock = lock
+        self._handle = _ffi.NULL
+        self._started = False
+        self._closing = self._closed = True
+        self._closed_event.set()
+        self._table._disown(lock)
+        self._events._disown(lock)
 
 
 def _sink_format(sink: Sink, blocksize: int, channels: int, dtype: Any,
@@ -1053,7 +1051,7 @@ def _sink_format(sink: Sink, blocksize: int, channels: int, dtype: Any,
                              f"leave dtype out or pass dtype={wanted_dtype!r}")
         dtype = wanted_dtype
     if wanted_periods is not None:
-        periods = _positive_int("the sink's periods", wanted_periods, 2, _lib.SC_MAX_PERIODS)
+        periods = positive_int("the sink's periods", wanted_periods, 2, _lib.SC_MAX_PERIODS)
     return dtype, periods
 
 
@@ -1067,31 +1065,49 @@ def _sink_hook(sink: Any) -> tuple[str, Any]:
         sink = DeviceSink()
     if isinstance(sink, Sink):
         return "external", sink
-    if sink not in _SINKS:
+    if not isinstance(sink, str) or sink not in _SINKS:
         raise ValueError(f"sink must be one of {_SINKS} or a streamcore.sinks.Sink, "
                          f"not {sink!r}")
     return sink, None
-
-
-_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
-
-
-def _disown_engines_in_child() -> None:
-    """After fork: the child has a copy of each engine's memory but none of its threads.
-    Closing the copy would join threads that do not exist, so the child's engines are only
-    marked closed (the parent's engines are unaffected)."""
-    for engine in list(_engines):
-        engine._engine = _ffi.NULL
-        engine._started = False
-        engine._closed = True
-        engine._lock = threading.RLock()  # a lock held by a parent thread stays held otherwise
-        engine._subscriber_thread = None
-
-
-os.register_at_fork(after_in_child=_disown_engines_in_child)
 
 
 def _tids(engine_ptr: Any) -> tuple[int, int, int]:
     s = _ffi.new("sc_engine_stats *")
     _lib.sc_engine_get_stats(engine_ptr, s)
     return s.mixer_tid, s.watchdog_tid, s.canary_tid
+
+
+# ---- every live engine: closed at interpreter exit, disowned after fork ------------------------
+
+_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _close_engines_at_exit() -> None:
+    """The exit hook: stop and free every engine still open, while every module still works.
+
+    Without it the interpreter's teardown frees an engine's rings (the output ring, a voice's
+    array) while its C mixer still reads them.  Each engine closed here gets a
+    ResourceWarning, like one collected open."""
+    for engine in list(_engines):
+        if engine.closed:
+            continue
+        warnings.warn(f"unclosed {engine!r} at interpreter exit: closing it (use `with "
+                      f"Engine(...)` or call close())", ResourceWarning, stacklevel=1,
+                      source=engine)
+        try:
+            engine.close()
+        except Exception:  # one engine's failure must not leave the others running
+            traceback.print_exc()
+
+
+atexit.register(_close_engines_at_exit)  # once, at import: before any engine exists
+
+
+def _disown_engines_in_child() -> None:
+    """After fork: the child has a copy of each engine's memory but none of its threads.
+    The child's engines are only marked closed (the parent's engines are unaffected)."""
+    for engine in list(_engines):
+        engine._disown()
+
+
+os.register_at_fork(after_in_child=_disown_engines_in_child)

@@ -23,9 +23,11 @@ __all__ = [
     "NativeError",
     "NoDeviceError",
     "RepromoteRefusedError",
+    "RingClosedError",
     "RingCorruptedError",
     "RingFormatError",
     "SinkError",
+    "SinkInUseError",
     "StreamcoreError",
     "VoiceLimitError",
     "check",
@@ -99,7 +101,21 @@ class MemoryLockWarning(RuntimeWarning):
 
 
 class EngineClosedError(StreamcoreError, RuntimeError):
-    """The engine was closed; create a new one."""
+    """The engine was closed (or is closing); create a new one.
+
+    Raised by every method of the engine, of its voices and of the sink context it gave its
+    sink, when called after :meth:`Engine.close <streamcore.Engine.close>` began, from any
+    thread.
+    """
+
+
+class RingClosedError(StreamcoreError, ValueError):
+    """The ring handle was closed; every method but ``close()`` raises it from then on.
+
+    A ``ValueError`` (what a closed ring raised before this class existed).  The ring's memory
+    may live on while an engine still plays it or a view of it is kept; only this handle is
+    closed.
+    """
 
 
 class VoiceLimitError(StreamcoreError, RuntimeError):
@@ -132,6 +148,14 @@ class DeviceSettingsError(StreamcoreError, ValueError):
 
 class SinkError(StreamcoreError, RuntimeError):
     """A sink failed while running (audio server gone, disk full, reader gone)."""
+
+
+class SinkInUseError(StreamcoreError, ValueError):
+    """The sink given as ``sink`` already belongs to another engine that is not closed.
+
+    A sink serves one engine at a time; once that engine is closed the sink may serve
+    another.
+    """
 
 
 class DecodeError(StreamcoreError, ValueError):

@@ -15,7 +15,14 @@ Concurrency contract
   the reading methods (:meth:`~Ring.read_view`, :meth:`~Ring.release`, :meth:`~Ring.read`);
   the two may be the same thread, two threads of one process, or two processes.
 - Fill levels, :attr:`~Ring.stats` and the other properties may be read from any thread.
-- :meth:`~Ring.close` belongs to the owner, once no thread is inside a writing or reading call.
+- :meth:`~Ring.close` may be called by any thread at any time, also while another thread is
+  inside a call: a call that began before finishes on memory that is still mapped, every call
+  after it raises :class:`~streamcore.errors.RingClosedError`.  Whether closing is checked and
+  which C handle is used is one atomic read of one attribute (the handle together with the
+  array that keeps it alive), so no lock is needed on the hot paths.
+- An engine playing the ring holds its own reference (:meth:`~Ring.native_handle`): closing
+  the ring while a voice plays it closes this Python object at once, and the memory, the fd
+  and the locked pages go when the engine hands the voice back.
 - The other side is not trusted: every index it stores is checked before use.  A value no
   honest peer writes marks the ring broken, and every later call on either side raises
   :class:`~streamcore.errors.RingCorruptedError`; no view ever reaches outside the mapping.
@@ -40,6 +47,7 @@ from streamcore.errors import (
     MemoryLockError,
     MemoryLockWarning,
     NativeError,
+    RingClosedError,
     RingCorruptedError,
     RingFormatError,
 )
@@ -114,6 +122,25 @@ def _count(value: Any, what: str) -> int:
     if n < 0:
         raise ValueError(f"{what} must be 0 or more frames, not {n}")
     return n
+
+
+_CLOSED = "the ring is closed"
+
+
+def _writable_target(out: Any) -> None:
+    """Refuse memory the caller may not have written into (checked before anything else)."""
+    if isinstance(out, _np.ndarray):
+        if not out.flags.writeable:
+            raise ValueError("out must be writable: this array is read-only (a view of "
+                             "bytes, a read-only mapping, or writeable=False)")
+        return
+    try:
+        view = memoryview(out)
+    except TypeError:
+        return  # not a buffer at all: the type check that follows says what is expected
+    with view:
+        if view.readonly:
+            raise ValueError(f"out must be writable: this {type(out).__name__} is read-only")
 
 
 def _positive(value: Any, what: str) -> int:
@@ -217,9 +244,10 @@ class Ring:
 
     # Class-level defaults: close() and __del__ work on an object whose constructor failed
     # half-way (before any of these was set on the instance).
-    _ring = _ffi.NULL
-    _mirror: _np.ndarray | None = None
-    _readonly: _np.ndarray | None = None
+    # _state is (C handle, the writable mirror array, its read-only view): the arrays keep the
+    # handle alive (see _adopt), so one read of _state is both the closed check and the
+    # handle a call may use to its end.  None once closed.
+    _state: tuple[Any, _np.ndarray, _np.ndarray] | None = None
     _closed = True
 
     def __init__(self, frames: int, channels: int = 2, dtype: Any = "float32",
@@ -230,10 +258,14 @@ class Ring:
         mode = _lock_mode(lock)
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str or None, not {type(name).__name__}")
+        if name is not None and "\0" in name:
+            raise ValueError("name must not contain NUL characters")
         out = _ffi.new("sc_ring **")
         # The encoded name only needs to live through the call (the kernel copies it).
         c_name = _ffi.new("char[]", name.encode()) if name else _ffi.NULL
-        status = _lib.sc_ring_create(out, frames, channels, _FORMATS[dt], c_name)
+        too_big = frames * channels * dt.itemsize > _lib.SC_RING_MAX_BYTES
+        status = -_errno.EINVAL if too_big else _lib.sc_ring_create(
+            out, frames, channels, _FORMATS[dt], c_name)
         if status == -_errno.EINVAL:
             raise ValueError(f"a ring of {frames} frames × {channels} channels of {dt} is larger "
                              f"than the {_lib.SC_RING_MAX_BYTES} bytes a ring may hold")
@@ -288,6 +320,8 @@ class Ring:
         by what it is used for: the one-writer, one-reader rule counts every process.
         """
         fd = _count(fd, "fd")
+        if fd > 0x7FFFFFFF:
+            raise ValueError(f"fd must be a file descriptor (a C int), not {fd}")
         expected_dtype = None if dtype is None else _dtype_of(dtype)
         expected_channels = None if channels is None else _positive(channels, "channels")
         mode = _lock_mode(lock)
@@ -320,7 +354,6 @@ class Ring:
 
     def _adopt(self, handle: Any) -> None:
         """Take ownership of a new C handle and build the numpy array over its mapping."""
-        self._ring = handle
         self._capacity = int(_lib.sc_ring_capacity(handle))
         self._channels = int(_lib.sc_ring_channels(handle))
         self._dtype = _DTYPES[int(_lib.sc_ring_format(handle))]
@@ -332,11 +365,12 @@ class Ring:
         # out holds as its base: the mapping outlives close() for as long as any view lives.
         keeper = _ffi.gc(_ffi.cast("char *", base), lambda _p, h=handle: _lib.sc_ring_destroy(h))
         nbytes = 2 * self._capacity * self._frame_bytes
-        self._mirror = _np.frombuffer(_ffi.buffer(keeper, nbytes), dtype=self._dtype).reshape(
+        mirror = _np.frombuffer(_ffi.buffer(keeper, nbytes), dtype=self._dtype).reshape(
             2 * self._capacity, self._channels)
         # The reader's views are sliced from a read-only view of the same memory.
-        self._readonly = self._mirror.view()
-        self._readonly.flags.writeable = False
+        readonly = mirror.view()
+        readonly.flags.writeable = False
+        self._state = (handle, mirror, readonly)
         # Out-parameters, one per side so the writer and the reader thread never share one.
         # Typed char ** so that `pointer - base` is a plain byte offset (no ffi.cast per call);
         # the void ** casts are what the C functions take, and need the char ** kept alive.
@@ -348,25 +382,41 @@ class Ring:
         self._closed = False
 
     def _keep_from_children(self) -> None:
-        _check(_lib.sc_ring_dontfork(self._ring), "madvise(MADV_DONTFORK) of the ring")
+        ring, _mirror = self._live()
+        _check(_lib.sc_ring_dontfork(ring), "madvise(MADV_DONTFORK) of the ring")
         _private_rings.add(self)
+
+    @property
+    def _ring(self) -> Any:
+        """The C handle, NULL once closed (for streamcore's own tests and benchmarks, which
+        keep the Ring open while they use it; other C users take :meth:`native_handle`)."""
+        state = self._state
+        return _ffi.NULL if state is None else state[0]
 
     # ---- lifetime --------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Give up this handle; idempotent.  The mapping and fd go when the last view does.
+        """Give up this handle; idempotent.  The mapping and fd go when the last user does.
+
+        Every later call of this object raises :class:`~streamcore.errors.RingClosedError`.
+        The memory, the fd and the locked pages are released once nothing uses them any
+        more: no view handed out is alive and no engine plays the ring (an engine holds the
+        ring from :meth:`Engine.stream <streamcore.Engine.stream>` until it hands the voice
+        back).
 
         Notes
         -----
-        The owner's call, once no thread is inside a writing or reading call of this handle.
-        Another process's handle on the same ring is not affected.
+        Any thread, at any time, also while another thread is inside a call of this ring
+        (that call finishes on memory that is still mapped).  Another process's handle on
+        the same ring is not affected.
         """
+        self._state = None  # drops the keeper unless a view or an engine still holds it
         if self._closed:
             return
         self._closed = True
-        _private_rings.discard(self)
-        self._ring = _ffi.NULL
-        self._mirror = self._readonly = None  # drops the keeper unless a view still holds it
+        discard = getattr(_private_rings, "discard", None)  # None at interpreter teardown
+        if discard is not None:
+            discard(self)
 
     @property
     def closed(self) -> bool:
@@ -394,17 +444,19 @@ class Ring:
                 self.close()
 
     def __repr__(self) -> str:
-        if self._closed:
+        try:
+            fd, locked = self.fd, self.locked
+        except RingClosedError:  # closed, perhaps by another thread a moment ago
             return "<Ring closed>"
         return (f"<Ring {self._capacity} frames × {self._channels} channels {self._dtype}, "
-                f"fd {self.fd}{', locked' if self.locked else ''}>")
+                f"fd {fd}{', locked' if locked else ''}>")
 
     def _live(self) -> tuple[Any, _np.ndarray]:
         """The C handle and the array that keeps it alive for the duration of a call."""
-        mirror = self._mirror
-        if self._closed or mirror is None:
-            raise ValueError("the ring is closed")
-        return self._ring, mirror
+        state = self._state
+        if state is None:
+            raise RingClosedError(_CLOSED)
+        return state[0], state[1]
 
     def _frames_now(self, count: Any, operation: str) -> int:
         """``count(ring)``, a native frame count, checked (raises as :meth:`_fail`)."""
@@ -458,7 +510,7 @@ class Ring:
         MemoryLockError
             ``required`` and the kernel refused (the message has the bytes needed, the
             RLIMIT_MEMLOCK limit, and how to raise it).
-        ValueError
+        RingClosedError
             The ring is closed.
 
         Notes
@@ -497,7 +549,9 @@ class Ring:
         TypeError
             ``n`` is not an integer.
         ValueError
-            ``n`` is negative, or the ring is closed.
+            ``n`` is negative.
+        RingClosedError
+            The ring is closed.
         RingCorruptedError
             The ring is broken (the other side stored an impossible index).
 
@@ -507,17 +561,17 @@ class Ring:
         replaces the grant.  No allocation besides the view object, no syscall.
         """
         # The hot path is written out flat: on a slow machine each Python call costs ~100 ns.
-        mirror = self._mirror  # keeps the handle alive through the call
-        if mirror is None:
-            raise ValueError("the ring is closed")
-        if type(n) is not int or n < 0:
-            n = _count(n, "n")
-        k = _lib.sc_ring_write_region(self._ring, n, self._write_arg)
+        state = self._state  # the closed check; keeps the handle alive through the call
+        if state is None:
+            raise RingClosedError(_CLOSED)
+        if type(n) is not int or not 0 <= n <= self._capacity:
+            n = min(_count(n, "n"), self._capacity)  # more than the ring holds: all it has
+        k = _lib.sc_ring_write_region(state[0], n, self._write_arg)
         if k < 0:
             self._fail(k, "write_view")
         start = self._region_start(self._write_ptr[0])
         self._granted_write = k
-        return mirror[start:start + k]
+        return state[1][start:start + k]
 
     def commit(self, k: int) -> None:
         """Writer: publish the first ``k`` frames of the last :meth:`write_view` to the reader.
@@ -532,7 +586,9 @@ class Ring:
         TypeError
             ``k`` is not an integer.
         ValueError
-            ``k`` is negative or more than was handed out, or the ring is closed.
+            ``k`` is negative or more than was handed out.
+        RingClosedError
+            The ring is closed.
         RingCorruptedError
             The ring is broken.
 
@@ -541,15 +597,15 @@ class Ring:
         The writer thread only.  The store of the write index is a release: the reader sees
         the frames before it sees the index move.
         """
-        mirror = self._mirror  # keeps the handle alive through the call
-        if mirror is None:
-            raise ValueError("the ring is closed")
+        state = self._state  # the closed check; keeps the handle alive through the call
+        if state is None:
+            raise RingClosedError(_CLOSED)
         if type(k) is not int or k < 0:
             k = _count(k, "k")
         if k > self._granted_write:
             raise ValueError(f"commit({k}) is more than the {self._granted_write} frames "
                              f"write_view handed out: commit at most what it returned")
-        status = _lib.sc_ring_write_advance(self._ring, k)
+        status = _lib.sc_ring_write_advance(state[0], k)
         if status < 0:
             self._fail(status, "commit")
         self._granted_write -= k
@@ -574,7 +630,9 @@ class Ring:
         TypeError
             Not a numpy array, or not the ring's dtype.
         ValueError
-            The wrong shape, or the ring is closed.
+            The wrong shape.
+        RingClosedError
+            The ring is closed.
         RingCorruptedError
             The ring is broken.
 
@@ -582,14 +640,16 @@ class Ring:
         -----
         The writer thread only.  Cancels a pending :meth:`write_view` grant.
         """
-        mirror = self._mirror  # keeps the handle alive through the call
-        if mirror is None:
-            raise ValueError("the ring is closed")
+        state = self._state  # the closed check; keeps the handle alive through the call
+        if state is None:
+            raise RingClosedError(_CLOSED)
         array = self._frames_arg(frames, "write()")
         if not array.flags.c_contiguous:
             array = _np.ascontiguousarray(array)
+        # At most a ring's worth: C takes a uint64 count, and no more fits anyway.
+        count = min(array.shape[0], self._capacity)
         # The from_buffer cdata keeps `array` alive for the call, which is all C needs.
-        k: int = _lib.sc_ring_write_frames(self._ring, _ffi.from_buffer(array), array.shape[0])
+        k: int = _lib.sc_ring_write_frames(state[0], _ffi.from_buffer(array), count)
         if k < 0:
             self._fail(k, "write")
         self._granted_write = 0  # the ring moved past any earlier write_view
@@ -616,7 +676,9 @@ class Ring:
         TypeError
             ``n`` is not an integer.
         ValueError
-            ``n`` is negative, or the ring is closed.
+            ``n`` is negative.
+        RingClosedError
+            The ring is closed.
         RingCorruptedError
             The ring is broken.
 
@@ -624,16 +686,16 @@ class Ring:
         -----
         The reader thread only.  The frames stay valid until they are released.
         """
-        readonly = self._readonly  # keeps the handle alive through the call
-        if readonly is None:
-            raise ValueError("the ring is closed")
-        if type(n) is not int or n < 0:
-            n = _count(n, "n")
-        k = _lib.sc_ring_read_region(self._ring, n, self._read_arg)
+        state = self._state  # the closed check; keeps the handle alive through the call
+        if state is None:
+            raise RingClosedError(_CLOSED)
+        if type(n) is not int or not 0 <= n <= self._capacity:
+            n = min(_count(n, "n"), self._capacity)  # more than the ring holds: all it has
+        k = _lib.sc_ring_read_region(state[0], n, self._read_arg)
         if k < 0:
             self._fail(k, "read_view")
         start = self._region_start(self._read_ptr[0])
-        return readonly[start:start + k]
+        return state[2][start:start + k]
 
     def release(self, k: int) -> None:
         """Reader: hand ``k`` frames back to the writer; pairs with :meth:`read_view`.
@@ -649,7 +711,9 @@ class Ring:
         TypeError
             ``k`` is not an integer.
         ValueError
-            ``k`` is negative or more than :attr:`readable`, or the ring is closed.
+            ``k`` is negative or more than :attr:`readable`.
+        RingClosedError
+            The ring is closed.
         RingCorruptedError
             The ring is broken.
 
@@ -657,12 +721,15 @@ class Ring:
         -----
         The reader thread only.
         """
-        mirror = self._mirror  # keeps the handle alive through the call
-        if mirror is None:
-            raise ValueError("the ring is closed")
-        if type(k) is not int or k < 0:
+        state = self._state  # the closed check; keeps the handle alive through the call
+        if state is None:
+            raise RingClosedError(_CLOSED)
+        if type(k) is not int or not 0 <= k <= self._capacity:
             k = _count(k, "k")
-        status = _lib.sc_ring_read_advance(self._ring, k)
+            if k > self._capacity:
+                raise ValueError(f"release({k}) is more than the ring's {self._capacity} "
+                                 f"frames")
+        status = _lib.sc_ring_read_advance(state[0], k)
         if status < 0:
             if status == -_errno.EINVAL:
                 raise ValueError(f"release({k}) is more than the {self.readable} "
@@ -692,8 +759,11 @@ class Ring:
         TypeError
             ``n`` is not an integer, or ``out`` is not an array of the ring's dtype.
         ValueError
-            ``n`` is negative, ``out`` has the wrong shape or is not C-contiguous, or the ring
-            is closed.
+            ``n`` is negative, ``out`` is read-only ("out must be writable": a read-only
+            array, bytes, a read-only mapping; nothing is written into it and nothing is
+            read from the ring), or ``out`` has the wrong shape or is not C-contiguous.
+        RingClosedError
+            The ring is closed.
         RingCorruptedError
             The ring is broken.
 
@@ -701,18 +771,20 @@ class Ring:
         -----
         The reader thread only.  Without ``out`` it allocates: pass ``out`` on a hot path.
         """
-        mirror = self._mirror  # keeps the handle alive through the call
-        if mirror is None:
-            raise ValueError("the ring is closed")
-        n = _count(n, "n")
+        state = self._state  # the closed check; keeps the handle alive through the call
+        if state is None:
+            raise RingClosedError(_CLOSED)
+        n = min(_count(n, "n"), self._capacity)  # more than the ring holds: all it has
         if out is None:
-            out = _np.empty((min(n, self._capacity), self._channels), self._dtype)
+            out = _np.empty((n, self._channels), self._dtype)
         else:
+            _writable_target(out)
             out = self._frames_arg(out, "read(out=...)")
             if not out.flags.c_contiguous:
                 raise ValueError("read(out=...) needs a C-contiguous array to copy into")
             n = min(n, out.shape[0])
-        k = _lib.sc_ring_read_frames(self._ring, _ffi.from_buffer(out), n)
+        # require_writable: C writes into `out` (checked above; cffi checks it again).
+        k = _lib.sc_ring_read_frames(state[0], _ffi.from_buffer(out, require_writable=True), n)
         if k < 0:
             self._fail(k, "read")
         return out[:k]
@@ -725,7 +797,7 @@ class Ring:
 
         Raises
         ------
-        ValueError
+        RingClosedError
             The ring is closed.
         RingCorruptedError
             The ring is broken.
@@ -742,7 +814,7 @@ class Ring:
 
         Raises
         ------
-        ValueError
+        RingClosedError
             The ring is closed.
         RingCorruptedError
             The ring is broken.
@@ -759,7 +831,7 @@ class Ring:
 
         Raises
         ------
-        ValueError
+        RingClosedError
             The ring is closed.
 
         Notes
@@ -775,7 +847,7 @@ class Ring:
 
         Raises
         ------
-        ValueError
+        RingClosedError
             The ring is closed.
 
         Notes
@@ -791,7 +863,7 @@ class Ring:
 
         Raises
         ------
-        ValueError
+        RingClosedError
             The ring is closed.
 
         Notes
@@ -807,7 +879,7 @@ class Ring:
 
         Raises
         ------
-        ValueError
+        RingClosedError
             The ring is closed.
 
         Notes
@@ -826,7 +898,7 @@ class Ring:
 
         Raises
         ------
-        ValueError
+        RingClosedError
             The ring is closed.
 
         Notes
@@ -842,7 +914,7 @@ class Ring:
 
         Raises
         ------
-        ValueError
+        RingClosedError
             The ring is closed.
 
         Notes
@@ -858,7 +930,7 @@ class Ring:
 
         Raises
         ------
-        ValueError
+        RingClosedError
             The ring is closed.
 
         Notes
@@ -873,7 +945,7 @@ class Ring:
 
         Raises
         ------
-        ValueError
+        RingClosedError
             The ring is closed.
 
         Notes
@@ -888,7 +960,7 @@ class Ring:
 
         Raises
         ------
-        ValueError
+        RingClosedError
             The ring is closed.
 
         Notes
@@ -903,7 +975,7 @@ class Ring:
 
         Raises
         ------
-        ValueError
+        RingClosedError
             The ring is closed.
 
         Notes
@@ -919,15 +991,33 @@ class Ring:
             locked=bool(raw.locked), locked_bytes=raw.locked_bytes, lock_errno=raw.lock_errno,
             broken=bool(raw.broken))
 
-    def _native_handle(self) -> tuple[Any, object]:
-        """For streamcore's own C users (the engine): ``(sc_ring *, keepalive)``.
+    def native_handle(self) -> tuple[Any, object]:
+        """The C handle (``sc_ring *``) and the object that keeps it valid, for C users.
 
-        The handle stays valid, even after :meth:`close`, for as long as ``keepalive`` is
-        referenced: hold it as long as C code may use the handle.  The C side must keep to
-        the ring's contract (one writer, one reader), like any other user.
+        The engine takes it for the rings its voices play and its sinks read.  The handle
+        stays valid, even after :meth:`close`, for as long as the keepalive is referenced:
+        hold it as long as C code may use the handle, then drop it (the last one dropped
+        unmaps the ring and closes its fd).  The C side must keep to the ring's contract (one
+        writer, one reader), like any other user.
+
+        Returns
+        -------
+        tuple of (cffi pointer, object)
+            ``(handle, keepalive)``.
+
+        Raises
+        ------
+        RingClosedError
+            The ring is closed.
+
+        Notes
+        -----
+        Any thread.
         """
         ring, mirror = self._live()
         return ring, mirror
+
+    _native_handle = native_handle  # the name streamcore used before it was public
 
     # ---- helpers ---------------------------------------------------------------------------
 

@@ -1,9 +1,10 @@
-"""Voices: what the engine mixes.  Created by ``Engine.play()`` and ``Engine.stream()``.
+"""Voices: what the engine mixes, and :class:`VoiceTable`, the slots they live in.
 
-A :class:`Voice` plays a float32 numpy array IN PLACE: the mixer reads the array's own memory,
-so the array must not be resized or freed while the voice plays; the voice keeps a reference
-until the mixer hands the voice back (``done``), and writing into the array meanwhile changes
-what is heard.  A :class:`StreamVoice` plays what is written into its ring.
+Created by ``Engine.play()`` and ``Engine.stream()``.  A :class:`Voice` plays a float32 numpy
+array IN PLACE: the mixer reads the array's own memory, so the array must not be resized or
+freed while the voice plays; the engine keeps a reference until the mixer hands the voice back
+(``done``), and writing into the array meanwhile changes what is heard.  A
+:class:`StreamVoice` plays what is written into its ring.
 
 Pan law (``pan`` from -1 = left to +1 = right, on a stereo engine):
 
@@ -18,24 +19,77 @@ Pan law (``pan`` from -1 = left to +1 = right, on a stereo engine):
 Gain and pan changes are ramped linearly over one period (blocksize frames); ``stop(fade)``
 ramps to silence over ``fade`` seconds.
 
-Concurrency: any Python thread may use a voice (the engine serialises commands); the mixer
-applies commands at the start of its next period.
+Ownership (the model is rtmixer's action queue with its keepalive table): the
+:class:`VoiceTable` owns the slots, their generations and a pin for each busy slot, the
+array or the ring handle (with its keepalive) that the C mixer reads.  A pin is taken before
+the ADD command is queued and dropped only when the mixer hands the voice back through the
+return queue (or after the native engine is freed), so nothing the mixer reads is ever freed
+under it.  A ring the engine made for a stream voice is closed when the voice is handed back
+(its fd, mappings and locked pages go then, or when the last view of it does); a user's ring
+is only unpinned.
+
+Concurrency: any Python thread may use a voice; the table serialises commands with the
+engine's lock (the single producer of the C command queue) and the mixer applies them at the
+start of its next period.  Once the engine is closed, the methods that need it
+(:meth:`Voice.stop`, the ``gain`` and ``pan`` setters, :meth:`Voice.stats`) raise
+:class:`~streamcore.errors.EngineClosedError`; ``done``, ``wait`` and the final counts stay
+readable.
 """
 
 from __future__ import annotations
 
+import collections
+import errno as _errno
+import itertools
 import math
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as _np
+
+from streamcore._native import ffi as _ffi
+from streamcore._native import lib as _lib
+from streamcore.errors import (
+    CommandQueueFullError,
+    EngineClosedError,
+    VoiceLimitError,
+    check,
+)
 
 if TYPE_CHECKING:
-    import numpy as _np
-
-    from streamcore.engine import Engine
     from streamcore.ring import Ring
 
-__all__ = ["StreamVoice", "Voice", "pan_gains"]
+__all__ = ["MAX_VOICES", "StreamVoice", "Voice", "VoiceTable", "pan_gains"]
+
+MAX_VOICES = _lib.SC_MAX_VOICES
+_CLOSED = "the engine is closed; create a new Engine"
+_END_REASONS = {_lib.SC_END_FINISHED: "finished", _lib.SC_END_STOPPED: "stopped",
+                _lib.SC_END_FLUSHED: "flushed"}
+
+
+def positive_int(name: str, value: Any, lo: int, hi: int) -> int:
+    """``value`` as an int within ``lo .. hi``; TypeError/ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int | _np.integer):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} must be within {lo}..{hi}, not {value}")
+    return int(value)
+
+
+def finite(name: str, value: Any, lo: float | None = None, hi: float | None = None) -> float:
+    """``value`` as a finite float within ``lo .. hi``; TypeError/ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int | float | _np.floating | _np.integer):
+        raise TypeError(f"{name} must be a number, not {type(value).__name__}")
+    try:
+        value = float(value)
+    except OverflowError:  # an int too large for a float
+        raise ValueError(f"{name} must be within {lo}..{hi}, not {value}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, not {value}")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise ValueError(f"{name} must be within {lo}..{hi}, not {value}")
+    return cast(float, value)  # converted by float() above
 
 
 def pan_gains(gain: float, pan: float, voice_channels: int, engine_channels: int) -> list[float]:
@@ -53,19 +107,504 @@ def pan_gains(gain: float, pan: float, voice_channels: int, engine_channels: int
     return gains
 
 
+class VoiceTable:
+    """The engine's voice slots: generations, the commands that add, change and stop voices,
+    and the pins that keep what the mixer reads alive until it hands a voice back.
+
+    Parameters
+    ----------
+    handle : cffi pointer
+        The native ``sc_engine *``; used only under ``lock`` and only until :meth:`close`.
+    lock : threading.RLock
+        The engine's lock: every native call of the table is made holding it, after the
+        closed check, so a concurrent ``Engine.close()`` is never in between.
+    samplerate : int
+        The engine's rate (fade lengths are given in seconds).
+    channels : int
+        The engine's output channels (which voice layouts and pans are possible).
+
+    Notes
+    -----
+    Made by the engine, never by hand; the engine's facade and the voices call it.  Any
+    Python thread may call any method.  The C command queue has one producer: this table
+    (the engine's stats snapshots go through :meth:`send` too).
+    """
+
+    def __init__(self, handle: Any, lock: Any, samplerate: int, channels: int) -> None:
+        self._handle = handle
+        self._lock = lock
+        self._samplerate = samplerate
+        self._channels = channels
+        #: True while the mixer runs (set by the engine): a full command queue is then
+        #: waited for, up to 1 s, instead of refused at once.
+        self.running = False
+        self._closed = False
+        self._free = collections.deque(range(MAX_VOICES))
+        self._generations = [0] * MAX_VOICES
+        self._voices: dict[int, Voice] = {}
+        # slot -> (what keeps the C side's pointer valid, the ring to close when handed back)
+        self._pins: dict[int, tuple[object, Ring | None]] = {}
+        self._cmd = _ffi.new("sc_command *")      # reused under the lock
+        self._ret = _ffi.new("sc_voice_return *")  # reused under the lock
+
+    # ---- the lock and the closed check --------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise EngineClosedError(_CLOSED)
+
+    @property
+    def free_slots(self) -> int:
+        """Slots free for a new voice (after reaping what the mixer handed back).
+
+        Notes
+        -----
+        Any thread.
+        """
+        with self._lock:
+            self.reap()
+            return len(self._free)
+
+    def voices(self) -> list[Voice]:
+        """The voices not yet handed back, after reaping.
+
+        Returns
+        -------
+        list of Voice
+            A new list.
+
+        Raises
+        ------
+        EngineClosedError
+            The engine is closed.
+
+        Notes
+        -----
+        Any thread.
+        """
+        with self._lock:
+            self._check_open()
+            self.reap()
+            return list(self._voices.values())
+
+    # ---- commands ---------------------------------------------------------------------------
+
+    def send(self, cmd: Any) -> None:
+        """Queue one command; waits up to 1 s for room while the mixer runs.
+
+        Parameters
+        ----------
+        cmd : cffi pointer
+            An ``sc_command *`` filled by the caller.
+
+        Raises
+        ------
+        EngineClosedError
+            The engine is closed.
+        CommandQueueFullError
+            No room within 1 s (or at once when the mixer is not running).
+        NativeError
+            The engine refused the command.
+
+        Notes
+        -----
+        Any thread; takes the engine's lock (the queue's single producer).
+        """
+        with self._lock:
+            self._check_open()
+            deadline = time.monotonic() + 1.0
+            while True:
+                status = _lib.sc_engine_command(self._handle, cmd)
+                if status != -_errno.EAGAIN:  # full: wait for the mixer
+                    check(status, "sc_engine_command")
+                    return
+                running = self.running
+                if not running or time.monotonic() > deadline:
+                    raise CommandQueueFullError(
+                        "the mixer's command queue is full"
+                        + ("" if running else " (render periods to apply commands)"))
+                time.sleep(0.001)
+
+    def check_gain_pan(self, gain: Any, pan: Any) -> tuple[float, float]:
+        """``(gain, pan)`` checked against the engine's layout.
+
+        Parameters
+        ----------
+        gain : float
+            Linear, -64 .. 64.
+        pan : float
+            -1 .. 1; not 0 only on a stereo engine.
+
+        Returns
+        -------
+        tuple of (float, float)
+            The values as floats.
+
+        Raises
+        ------
+        TypeError
+            Not a number.
+        ValueError
+            Not finite, out of range, or a pan on an engine that is not stereo.
+
+        Notes
+        -----
+        Any thread; pure.
+        """
+        gain = finite("gain", gain, -64.0, 64.0)
+        pan = finite("pan", pan, -1.0, 1.0)
+        if pan != 0.0 and self._channels != 2:
+            raise ValueError(f"pan needs a stereo engine (this one has {self._channels} "
+                             f"channels)")
+        return gain, pan
+
+    def fade_frames(self, name: str, seconds: Any) -> int:
+        """A fade of ``seconds`` (0 .. 3600) in frames.
+
+        Parameters
+        ----------
+        name : str
+            The argument's name, for the error.
+        seconds : float
+            The fade's length.
+
+        Returns
+        -------
+        int
+            Frames at the engine's rate.
+
+        Raises
+        ------
+        TypeError
+            Not a number.
+        ValueError
+            Not finite or outside 0 .. 3600 s.
+
+        Notes
+        -----
+        Any thread; pure.
+        """
+        return round(finite(name, seconds, 0.0, 3600.0) * self._samplerate)
+
+    def add(self, kind: int, source: Any, channels: int, gain: Any, pan: Any,
+            at: int | None, fade_in: Any, loop: bool = False, owned: bool = False) -> Voice:
+        """Pin ``source``, take a slot and queue the ADD command: a new playing voice.
+
+        Parameters
+        ----------
+        kind : int
+            ``SC_VOICE_BUFFER`` (``source`` is a checked float32 C-contiguous array) or
+            ``SC_VOICE_STREAM`` (``source`` is a float32 :class:`~streamcore.Ring`).
+        source : numpy.ndarray or Ring
+            What the mixer reads.
+        channels : int
+            The voice's channels: 1 or the engine's.
+        gain : float
+            Linear gain, -64 .. 64.
+        pan : float
+            -1 .. 1.
+        at : int or None
+            The output frame to start at (0 .. 2**62); None: the next period.
+        fade_in : float
+            Seconds of the fade-in, 0 .. 3600.
+        loop : bool
+            Buffer voices: repeat until stopped.
+        owned : bool
+            Stream voices: the engine made the ring, and closes it when the voice is handed
+            back (also when the ADD fails).
+
+        Returns
+        -------
+        Voice
+            A :class:`Voice`, or a :class:`StreamVoice` for ``SC_VOICE_STREAM``.
+
+        Raises
+        ------
+        TypeError, ValueError
+            A bad ``gain``, ``pan``, ``at`` or ``fade_in``.
+        RingClosedError
+            The ring was closed (perhaps by another thread) before it could be pinned.
+        EngineClosedError
+            The engine is closed.
+        VoiceLimitError
+            All ``MAX_VOICES`` slots are busy.
+        CommandQueueFullError
+            The mixer took no command for 1 s.
+
+        Notes
+        -----
+        Any thread.
+        """
+        try:
+            gain, pan = self.check_gain_pan(gain, pan)
+            start = -1 if at is None else positive_int("at", at, 0, 2**62)
+            fade = self.fade_frames("fade_in", fade_in)
+            with self._lock:
+                self._check_open()
+                self.reap()
+                if not self._free:
+                    raise VoiceLimitError(f"all {MAX_VOICES} voices are busy: stop one or "
+                                          "wait for one to finish")
+                cmd = self._cmd
+                if kind == _lib.SC_VOICE_BUFFER:
+                    # The cdata keeps the array's buffer exported (and the array alive)
+                    # until the pin is dropped, after the mixer handed the voice back.
+                    data = _ffi.from_buffer(source)
+                    pin: tuple[object, Ring | None] = ((data, source), None)
+                    cmd.data, cmd.ring, cmd.frames = (_ffi.cast("const float *", data),
+                                                      _ffi.NULL, source.shape[0])
+                else:
+                    # RingClosedError here if the ring was closed meanwhile; from now on
+                    # the keepalive keeps the C handle valid whatever the ring's owner does.
+                    handle, keepalive = source.native_handle()
+                    pin = (keepalive, source if owned else None)
+                    cmd.data, cmd.ring, cmd.frames = _ffi.NULL, handle, 0
+                slot = self._free[0]
+                generation = (self._generations[slot] + 1) & 0xFFFFFFFF
+                cmd.op = _lib.SC_CMD_ADD
+                cmd.slot, cmd.generation, cmd.kind = slot, generation, kind
+                cmd.channels, cmd.loop = channels, int(bool(loop))
+                cmd.start_frame, cmd.fade_frames = start, fade
+                cmd.gain, cmd.pan = gain, pan
+                cls = StreamVoice if kind == _lib.SC_VOICE_STREAM else Voice
+                voice = cls(self, slot, generation, source, channels, gain, pan)
+                # Pinned before the command can reach the mixer, unpinned at the hand-back.
+                self._pins[slot] = pin
+                try:
+                    self.send(cmd)
+                except BaseException:
+                    del self._pins[slot]  # not queued: the mixer never saw it
+                    raise
+                self._free.popleft()
+                self._generations[slot] = generation
+                self._voices[slot] = voice
+                return voice
+        except BaseException:
+            if owned:
+                source.close()  # the engine's own new ring: nobody else will close it
+            raise
+
+    def set_gain_pan(self, voice: Voice, gain: Any, pan: Any) -> tuple[float, float]:
+        """Queue new gain and pan for ``voice`` (ramped over one period by the mixer).
+
+        Parameters
+        ----------
+        voice : Voice
+            A voice of this table.
+        gain : float
+            Linear gain, -64 .. 64.
+        pan : float
+            -1 .. 1.
+
+        Returns
+        -------
+        tuple of (float, float)
+            The checked values (kept by the voice even once it is done).
+
+        Raises
+        ------
+        TypeError, ValueError
+            A bad ``gain`` or ``pan``.
+        EngineClosedError
+            The engine is closed.
+        CommandQueueFullError
+            The mixer took no command for 1 s.
+
+        Notes
+        -----
+        Any thread; nothing is queued for a voice already done.
+        """
+        gain, pan = self.check_gain_pan(gain, pan)
+        with self._lock:
+            self._check_open()
+            if voice._done.is_set():
+                return gain, pan
+            cmd = self._cmd
+            cmd.op, cmd.slot, cmd.generation = _lib.SC_CMD_SET, voice._slot, voice._generation
+            cmd.gain, cmd.pan = gain, pan
+            self.send(cmd)
+        return gain, pan
+
+    def stop_voice(self, voice: Voice, fade: Any) -> None:
+        """Queue the STOP command for ``voice`` (faded over ``fade`` seconds).
+
+        Parameters
+        ----------
+        voice : Voice
+            A voice of this table.
+        fade : float
+            Seconds, 0 .. 3600.
+
+        Raises
+        ------
+        TypeError, ValueError
+            A bad ``fade``.
+        EngineClosedError
+            The engine is closed.
+        CommandQueueFullError
+            The mixer took no command for 1 s.
+
+        Notes
+        -----
+        Any thread; nothing is queued for a voice already done.
+        """
+        frames = self.fade_frames("fade", fade)
+        with self._lock:
+            self._check_open()
+            if voice._done.is_set():
+                return
+            cmd = self._cmd
+            cmd.op, cmd.slot, cmd.generation = _lib.SC_CMD_STOP, voice._slot, voice._generation
+            cmd.fade_frames = frames
+            self.send(cmd)
+
+    def voice_stats(self, voice: Voice) -> dict[str, int]:
+        """Live counters of ``voice`` (its final ones once it is done).
+
+        Parameters
+        ----------
+        voice : Voice
+            A voice of this table.
+
+        Returns
+        -------
+        dict of str to int
+            ``frames_played``, ``underruns``, ``underrun_frames`` and ``nans``.
+
+        Raises
+        ------
+        EngineClosedError
+            The engine is closed.
+        NativeError
+            The engine refused the read.
+
+        Notes
+        -----
+        Any thread.
+        """
+        with self._lock:
+            self._check_open()
+            if voice._done.is_set():
+                return voice._final_stats()
+            s = _ffi.new("sc_voice_stats *")
+            check(_lib.sc_engine_voice_stats(self._handle, voice._slot, s), "voice stats")
+            return {"frames_played": s.frames_played, "underruns": s.underruns,
+                    "underrun_frames": s.underrun_frames, "nans": s.nonfinite}
+
+    def underruns_per_voice(self) -> dict[int, int]:
+        """``{voice.id: underruns}`` of the stream voices still in the table.
+
+        Returns
+        -------
+        dict of int to int
+            Live counts, read without stopping the mixer.
+
+        Raises
+        ------
+        EngineClosedError
+            The engine is closed.
+
+        Notes
+        -----
+        Any thread.
+        """
+        with self._lock:
+            self._check_open()
+            out = {}
+            s = _ffi.new("sc_voice_stats *")
+            for slot, voice in self._voices.items():
+                if isinstance(voice, StreamVoice):
+                    _lib.sc_engine_voice_stats(self._handle, slot, s)
+                    out[voice.id] = s.underruns
+            return out
+
+    # ---- the hand-back ------------------------------------------------------------------------
+
+    def reap(self) -> int:
+        """Release the voices the mixer handed back: unpin, free the slot, finish the voice.
+
+        Returns
+        -------
+        int
+            How many voices were released (0 once the engine is closed: :meth:`close`
+            released them all).
+
+        Notes
+        -----
+        Any thread.  A ring the engine made for a stream voice is closed here.
+        """
+        n = 0
+        with self._lock:
+            if self._closed:
+                return 0
+            ret = self._ret
+            while _lib.sc_engine_poll_return(self._handle, ret):
+                voice = self._voices.get(ret.slot)
+                if voice is None or voice._generation != ret.generation:
+                    continue  # not ours (cannot happen: every ADD is recorded)
+                self._release(ret.slot, _END_REASONS.get(ret.reason, "?"), ret.frames_played,
+                              ret.underruns, ret.underrun_frames, ret.nonfinite)
+                n += 1
+        return n
+
+    def _release(self, slot: int, reason: str, frames_played: int, underruns: int,
+                 underrun_frames: int, nans: int) -> None:
+        """The slot is Python's again (caller holds the lock)."""
+        voice = self._voices.pop(slot)
+        _keepalive, owned_ring = self._pins.pop(slot)
+        self._free.append(slot)
+        voice._finish(reason, frames_played, underruns, underrun_frames, nans)
+        if owned_ring is not None:
+            owned_ring.close()  # fd, mappings and locked pages go with the last reference
+        # _keepalive goes out of scope here: the array or the ring's memory is released
+
+    def close(self) -> None:
+        """After the native engine was freed: finish every voice left, drop every pin.
+
+        Notes
+        -----
+        Called by the engine under its lock, once no C thread can read a voice any more.
+        Voices not handed back end as ``'flushed'`` with the counts they had last.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._handle = _ffi.NULL
+            for slot in list(self._voices):
+                v = self._voices[slot]
+                self._release(slot, "flushed", v.frames_played, v.underruns,
+                              v.underrun_frames, v.nans)
+
+    def _disown(self, lock: Any) -> None:
+        """After fork, in the child: closed, with a fresh lock; no mixer runs here, so every
+        voice is done for the child (its rings and arrays are the parent's business)."""
+        self._lock = lock
+        self._closed = True
+        self._handle = _ffi.NULL
+        for voice in self._voices.values():
+            voice._finish("flushed", voice.frames_played, voice.underruns,
+                          voice.underrun_frames, voice.nans)
+        self._voices.clear()
+        self._pins.clear()
+
+
+_voice_ids = itertools.count(1)  # next() is atomic under the GIL
+
+
 class Voice:
     """A voice playing a float32 buffer in place.  See the module docstring for the pan law.
 
     Parameters
     ----------
-    engine : Engine
-        The engine that mixes the voice.
+    table : VoiceTable
+        The engine's voice table, which sends this voice's commands.
     slot : int
         The mixer's voice slot (0 .. ``MAX_VOICES`` - 1).
     generation : int
         The slot's generation, so a command never reaches a later voice in the same slot.
     source : numpy.ndarray or Ring
-        What the mixer reads: the array (kept referenced until :attr:`done`) or the ring.
+        What the mixer reads: the array or the ring (the table pins it until :attr:`done`).
     channels : int
         The voice's channels: 1 or the engine's.
     gain : float
@@ -76,22 +615,21 @@ class Voice:
     Notes
     -----
     Made by :meth:`Engine.play <streamcore.Engine.play>`, never by hand.  Any Python thread
-    may use a voice (the engine serialises its commands); the realtime mixer thread applies
+    may use a voice (the table serialises its commands); the realtime mixer thread applies
     them at the start of its next period.  Once :attr:`done`, ``end_reason`` is
     ``'finished'``, ``'stopped'`` or ``'flushed'`` and ``frames_played``, ``underruns`` and
-    ``nans`` hold the final counts.
+    ``nans`` hold the final counts.  After the engine is closed, :meth:`stop`,
+    :meth:`stats` and setting ``gain`` or ``pan`` raise
+    :class:`~streamcore.errors.EngineClosedError`.
     """
 
-    _ids = 0
-
-    def __init__(self, engine: Engine, slot: int, generation: int, source: Any, channels: int,
-                 gain: float, pan: float) -> None:
-        Voice._ids += 1
-        self.id = Voice._ids          #: unique per process (keys stats().underruns_per_voice)
-        self._engine = engine
+    def __init__(self, table: VoiceTable, slot: int, generation: int, source: Any,
+                 channels: int, gain: float, pan: float) -> None:
+        self.id = next(_voice_ids)    #: unique per process (keys stats().underruns_per_voice)
+        self._table = table
         self._slot = slot
         self._generation = generation
-        self._source = source         # kept alive: the mixer reads its memory until done
+        self._source = source         # what the mixer reads (the table holds the real pin)
         self.channels = channels
         self._gain = gain
         self._pan = pan
@@ -99,6 +637,7 @@ class Voice:
         self.end_reason: str | None = None  #: "finished", "stopped" or "flushed" once done
         self.frames_played = 0        #: final count, once done
         self.underruns = 0            #: final count, once done
+        self.underrun_frames = 0      #: final count, once done
         self.nans = 0                 #: blocks silenced for NaN/Inf, once done
 
     def __repr__(self) -> str:
@@ -115,6 +654,8 @@ class Voice:
             On setting: not a number.
         ValueError
             On setting: not finite or outside -64 .. 64.
+        EngineClosedError
+            On setting: the engine is closed.
         CommandQueueFullError
             On setting: the mixer took no command for 1 s.
 
@@ -126,8 +667,7 @@ class Voice:
 
     @gain.setter
     def gain(self, value: float) -> None:
-        self._engine._set_gain_pan(self, value, self._pan)
-        self._gain = float(value)
+        self._gain, _pan = self._table.set_gain_pan(self, value, self._pan)
 
     @property
     def pan(self) -> float:
@@ -140,6 +680,8 @@ class Voice:
         ValueError
             On setting: not finite, outside -1 .. 1, or not 0 on an engine that is not
             stereo.
+        EngineClosedError
+            On setting: the engine is closed.
         CommandQueueFullError
             On setting: the mixer took no command for 1 s.
 
@@ -151,8 +693,7 @@ class Voice:
 
     @pan.setter
     def pan(self, value: float) -> None:
-        self._engine._set_gain_pan(self, self._gain, value)
-        self._pan = float(value)
+        _gain, self._pan = self._table.set_gain_pan(self, self._gain, value)
 
     @property
     def done(self) -> bool:
@@ -160,10 +701,11 @@ class Voice:
 
         Notes
         -----
-        Any thread; asking reaps the voices the mixer returned.  Pairs with :meth:`wait`.
+        Any thread; asking reaps the voices the mixer returned.  True after the engine
+        closed.  Pairs with :meth:`wait`.
         """
         if not self._done.is_set():
-            self._engine._reap()
+            self._table.reap()
         return self._done.is_set()
 
     def stop(self, fade: float = 0.01) -> None:
@@ -180,17 +722,18 @@ class Voice:
             ``fade`` is not a number.
         ValueError
             ``fade`` is not finite or outside 0 .. 3600 s.
+        EngineClosedError
+            The engine is closed.
         CommandQueueFullError
             The mixer took no command for 1 s.
 
         Notes
         -----
-        Idempotent (nothing happens once :attr:`done`).  Any thread; returns at once, the
-        mixer fades from its next period: pair with :meth:`wait`.
+        Idempotent while the engine is open (nothing happens once :attr:`done`).  Any
+        thread; returns at once, the mixer fades from its next period: pair with
+        :meth:`wait`.
         """
-        if self._done.is_set():
-            return
-        self._engine._stop_voice(self, fade)
+        self._table.stop_voice(self, fade)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until :attr:`done`; pairs with :meth:`stop`.
@@ -205,11 +748,20 @@ class Voice:
         bool
             True when the voice is done, False on timeout.
 
+        Raises
+        ------
+        TypeError
+            ``timeout`` is not a number or None.
+        ValueError
+            ``timeout`` is NaN.
+
         Notes
         -----
         Any thread but the audio path: it polls every 2 ms.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None
+        if timeout is not None:
+            deadline = time.monotonic() + finite("timeout", timeout)
         while not self.done:
             if deadline is not None and time.monotonic() >= deadline:
                 return False
@@ -228,6 +780,9 @@ class Voice:
 
         Raises
         ------
+        EngineClosedError
+            The engine is closed (the final counts stay in ``frames_played``,
+            ``underruns``, ``underrun_frames`` and ``nans``).
         NativeError
             The engine refused the read.
 
@@ -235,15 +790,20 @@ class Voice:
         -----
         Any thread.
         """
-        return self._engine._voice_stats(self)
+        return self._table.voice_stats(self)
 
-    def _finish(self, ret: Any) -> None:
-        """Called by the engine with the native sc_voice_return."""
-        self.end_reason = {1: "finished", 2: "stopped", 3: "flushed"}.get(ret.reason, "?")
-        self.frames_played = ret.frames_played
-        self.underruns = ret.underruns
-        self.underrun_frames = ret.underrun_frames
-        self.nans = ret.nonfinite
+    def _final_stats(self) -> dict[str, int]:
+        return {"frames_played": self.frames_played, "underruns": self.underruns,
+                "underrun_frames": self.underrun_frames, "nans": self.nans}
+
+    def _finish(self, reason: str, frames_played: int, underruns: int, underrun_frames: int,
+                nans: int) -> None:
+        """Called by the table when the mixer handed the voice back (under its lock)."""
+        self.end_reason = reason
+        self.frames_played = frames_played
+        self.underruns = underruns
+        self.underrun_frames = underrun_frames
+        self.nans = nans
         self._source = None
         self._done.set()
 
@@ -261,12 +821,14 @@ class StreamVoice(Voice):
     Made by :meth:`Engine.stream <streamcore.Engine.stream>`.  The ring has a single writer:
     one thread of this process, or one other process holding the ring's fd; the realtime
     mixer thread is its reader.  On underrun the voice plays silence, counts it, and continues
-    with the data that arrives next, in order.
+    with the data that arrives next, in order.  A ring the engine made is closed when the
+    voice is handed back: the writing methods then raise
+    :class:`~streamcore.errors.RingClosedError`.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._ring: Ring = self._source  # stays usable (e.g. to inspect) after the voice is done
+        self._ring: Ring = self._source
 
     @property
     def ring(self) -> Ring:
@@ -274,8 +836,9 @@ class StreamVoice(Voice):
 
         Notes
         -----
-        Stays usable after the voice is done (e.g. to inspect it); the engine closes a ring it
-        made when the engine closes.
+        Any thread.  A ring the engine made is closed once the voice is done (its memory,
+        fd and locked pages are released then); a ring given to ``Engine.stream(ring=...)``
+        stays the caller's.
         """
         return self._ring
 
@@ -295,7 +858,9 @@ class StreamVoice(Voice):
         Raises
         ------
         TypeError, ValueError
-            ``frames`` is not a count, or the ring is closed.
+            ``frames`` is not a count.
+        RingClosedError
+            The ring is closed (an engine's ring closes when the voice is done).
         RingCorruptedError
             The ring is broken.
 
@@ -317,7 +882,9 @@ class StreamVoice(Voice):
         Raises
         ------
         TypeError, ValueError
-            ``frames`` is not a count, is more than was handed out, or the ring is closed.
+            ``frames`` is not a count, or is more than was handed out.
+        RingClosedError
+            The ring is closed.
         RingCorruptedError
             The ring is broken.
 
@@ -345,7 +912,9 @@ class StreamVoice(Voice):
         TypeError
             Not a numpy array, or not float32.
         ValueError
-            The wrong shape, or the ring is closed.
+            The wrong shape.
+        RingClosedError
+            The ring is closed.
         RingCorruptedError
             The ring is broken.
 
@@ -358,6 +927,11 @@ class StreamVoice(Voice):
     @property
     def writable(self) -> int:
         """Frames that can be written now.
+
+        Raises
+        ------
+        RingClosedError
+            The ring is closed.
 
         Notes
         -----

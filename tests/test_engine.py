@@ -344,5 +344,5 @@ class TestConcurrentCallers:
                 t.join()
             assert errors == []
             assert all(v.wait(10.0) for v in voices)
-            assert len(e._free) == 256 and e.voices == []
+            assert e._table.free_slots == 256 and e.voices == []
             assert e.stats(consistent=True).voices == 0

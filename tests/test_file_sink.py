@@ -208,20 +208,20 @@ class _Recording(Sink):
         self.calls: list[tuple] = []
         self.fail_open = fail_open
 
-    def open(self, engine) -> None:
-        super().open(engine)
-        self.calls.append(("open", engine.running, engine.output is not None))
+    def open(self, context) -> None:
+        super().open(context)
+        self.calls.append(("open", context.running, context.output is not None))
         if self.fail_open:
             raise ValueError("refused")
 
     def start(self) -> None:
-        self.calls.append(("start", self.engine.running))
+        self.calls.append(("start", self.context.running))
 
     def stop(self) -> None:
-        self.calls.append(("stop", self.engine.running))
+        self.calls.append(("stop", self.context.running))
 
     def drain(self) -> None:
-        self.calls.append(("drain", self.engine.running))
+        self.calls.append(("drain", self.context.running))
 
     def close(self) -> None:
         self.calls.append(("close",))

@@ -244,7 +244,7 @@ class TestErrors:
         with manual() as e:
             with pytest.raises(exc):
                 e.play(array)
-            assert e.voices == [] and len(e._free) == 256
+            assert e.voices == [] and e._table.free_slots == 256
 
     @pytest.mark.parametrize("kw", [{"gain": float("nan")}, {"pan": 1.5}, {"at": -1},
                                     {"fade_in": -1.0}])

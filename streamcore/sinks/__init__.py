@@ -1,6 +1,7 @@
 """Sinks: consumers of the engine's output ring (``Engine(sink=...)``).
 
-- :class:`Sink` (``streamcore.sinks.base``): the protocol every sink follows.
+- :class:`Sink` (``streamcore.sinks.base``): the protocol every sink follows, and
+  :class:`SinkContext`, all a sink sees of its engine.
 - :class:`DeviceSink` (``streamcore.sinks.device``): any PortAudio output device, through a
   C stream callback (no Python runs in the audio thread).
 - :class:`PipeSink` (``streamcore.sinks.pipe``): a pipe, FIFO, file or stdout; the output
@@ -11,9 +12,9 @@
 
 from __future__ import annotations
 
-from streamcore.sinks.base import Sink
+from streamcore.sinks.base import Sink, SinkContext
 from streamcore.sinks.device import DeviceSink
 from streamcore.sinks.file import FileSink
 from streamcore.sinks.pipe import PipeSink
 
-__all__ = ["DeviceSink", "FileSink", "PipeSink", "Sink"]
+__all__ = ["DeviceSink", "FileSink", "PipeSink", "Sink", "SinkContext"]

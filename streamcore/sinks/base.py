@@ -1,31 +1,40 @@
-"""The sink protocol: what ``Engine(sink=...)`` accepts besides the built-in strings.
+"""The sink protocol: what ``Engine(sink=...)`` accepts besides the built-in strings, and the
+:class:`SinkContext` through which a sink sees its engine.
 
 A sink consumes the engine's output ring on the *consumer clock* (the engine's
-``sink='external'`` mode): it reads one period at a time from ``engine.output`` (single
-reader), advances the ring, and then calls ``sc_engine_period_consumed(engine, underrun)``
-(Python: ``engine.period_consumed()``), which wakes the mixer at once to render the next.
+``sink='external'`` mode): it reads one period at a time from ``context.output`` (single
+reader), advances the ring, and then calls ``context.period_consumed()`` (C:
+``sc_engine_period_consumed(context.engine_handle, underrun)``), which wakes the mixer at once
+to render the next.  A sink never sees the :class:`~streamcore.Engine` itself: everything it
+may use is on the context (the output ring, the native engine handle, the format, the failure
+callback).
 
 Life cycle, driven by the engine (every call from the Python thread that drives the engine):
 
-1. ``open(engine)``: the engine's output ring exists (``engine.output``), the mixer is not
-   running yet.  Prepare and validate here; raise a clear error (the engine then closes
-   itself and re-raises).
+0. ``output_format(blocksize, channels)``: asked by the engine's constructor, once the sink
+   is bound to that engine (a sink serves one engine at a time: a second engine gets
+   :class:`~streamcore.errors.SinkInUseError` until the first is closed).
+1. ``open(context)``: the engine's output ring exists (``context.output``), the mixer is not
+   running yet.  Prepare and validate here; raise a clear error (the engine then closes the
+   sink and re-raises).
 2. ``start()``: the mixer runs on the consumer clock and has filled the ring; begin
    consuming.
 3. ``stop()``: stop consuming (idempotent).  What is drained first is the sink's contract
    (the device sink drops what is queued; the file sink writes every rendered period).
-   The engine calls it BEFORE it stops the mixer.
+   The engine calls it BEFORE it stops the mixer.  ``start()`` may follow again (the
+   engine was stopped and started).
 4. ``drain()`` (optional, default: nothing): called once the mixer has stopped; a sink
    that promises "nothing rendered is lost" (the file sink) consumes what is left in the
    ring here.  Not called after a failed ``open``.
 5. ``close()``: release everything (idempotent; also after a failed ``open``).  A sink may
    raise here (e.g. :class:`~streamcore.errors.SinkError` for a write that failed earlier);
-   the engine frees its own resources first.
+   the engine frees its own resources first.  The context is closed right after: its
+   methods then raise :class:`~streamcore.errors.EngineClosedError`.  Another engine may
+   open the sink again.
 
 When a sink fails on its own thread it sets ``error``, stops consuming, and calls
-``engine._sink_failed(sink, abandon)`` (``abandon``: a threading.Event the sink sets in
-``stop()``), which stops the engine from that thread unless someone else is already stopping
-it; ``stop()`` must then not join the calling thread.
+``context.fail(reason)``, which stops the engine from that thread unless someone else is
+already stopping it; ``stop()`` must then not join the calling thread.
 
 ``stats()`` is merged into ``engine.stats().sink`` (a plain dict).  ``error`` is None until
 the sink fails for good (reader gone, server died, disk full); it is a one-line sentence
@@ -35,9 +44,330 @@ carries it as ``'error'``.
 
 from __future__ import annotations
 
-from typing import Any
+import os
+import threading
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["Sink"]
+from streamcore._native import ffi as _ffi
+from streamcore._native import lib as _lib
+from streamcore.errors import EngineClosedError, SinkInUseError
+
+if TYPE_CHECKING:
+    import numpy as _np
+
+    from streamcore.realtime import RealtimeGrant
+    from streamcore.ring import Ring
+
+__all__ = ["Sink", "SinkContext", "bind", "unbind"]
+
+_CLOSED = "the sink's engine is closed"
+
+
+class SinkContext:
+    """What a sink may use of its engine: output ring, native handle, format, failure callback.
+
+    Parameters
+    ----------
+    output : Ring
+        The engine's output ring; the sink is its single reader from ``start()`` to
+        ``stop()``.
+    engine_handle : cffi pointer
+        The native ``sc_engine *`` (for C sinks: ``sc_device_sink_create``,
+        ``sc_pipe_sink_create``); valid until the sink's ``close()`` returned.
+    samplerate : int
+        Hz.
+    blocksize : int
+        Frames per period.
+    channels : int
+        Output channels.
+    dtype : numpy.dtype
+        The output samples: float32, int16 or int32.
+    periods : int
+        Periods in the output ring.
+    lock : threading.RLock
+        The engine's lock (:meth:`fail` takes it to stop the engine).
+    stop_engine : callable
+        Stops the engine; called by :meth:`fail` with ``lock`` held.
+    running : callable
+        Returns True while the engine's mixer runs.
+    mixer_grant : callable
+        Returns the mixer's :class:`~streamcore.realtime.RealtimeGrant` (None: not asked).
+    move_mixer : callable
+        ``move_mixer(priority)`` acquires realtime for the mixer at ``priority`` and returns
+        the new grant (the engine keeps it only when it is realtime).
+
+    Notes
+    -----
+    Made by the engine, handed to :meth:`Sink.open`.  The format attributes are plain values;
+    the rest raises :class:`~streamcore.errors.EngineClosedError` once the engine closed the
+    context (right after the sink's ``close()``).  Any thread may use it; the
+    callables are the engine's, bound weakly so that a sink never keeps its engine alive.
+    """
+
+    def __init__(self, output: Ring, engine_handle: Any, samplerate: int, blocksize: int,
+                 channels: int, dtype: _np.dtype, periods: int, lock: Any,
+                 stop_engine: Callable[[], None], running: Callable[[], bool],
+                 mixer_grant: Callable[[], RealtimeGrant | None],
+                 move_mixer: Callable[[int], RealtimeGrant]) -> None:
+        self._output: Ring | None = output
+        self._handle = engine_handle
+        self.samplerate = samplerate  #: Hz
+        self.blocksize = blocksize    #: frames per period
+        self.channels = channels      #: output channels
+        self.dtype = dtype            #: the output samples (numpy dtype)
+        self.periods = periods        #: periods in the output ring
+        self._lock = lock
+        self._stop_engine = stop_engine
+        self._running = running
+        self._mixer_grant = mixer_grant
+        self._move_mixer = move_mixer
+        self._stopping = threading.Event()  # set by the engine before it stops the sink
+        self.failure: str | None = None  #: the first reason given to :meth:`fail`
+
+    def __repr__(self) -> str:
+        state = "closed" if self._output is None else "open"
+        return (f"<SinkContext {state} {self.samplerate} Hz, {self.blocksize} frames x "
+                f"{self.periods}, {self.channels} ch, {self.dtype}>")
+
+    @property
+    def closed(self) -> bool:
+        """True once the engine closed the context (after the sink's ``close()``).
+
+        Notes
+        -----
+        Any thread.
+        """
+        return self._output is None
+
+    @property
+    def output(self) -> Ring:
+        """The engine's output ring (the sink reads it).
+
+        Raises
+        ------
+        EngineClosedError
+            The engine is closed.
+
+        Notes
+        -----
+        Any thread; reading is for the sink's consuming thread only.
+        """
+        output = self._output
+        if output is None:
+            raise EngineClosedError(_CLOSED)
+        return output
+
+    @property
+    def engine_handle(self) -> Any:
+        """The native ``sc_engine *``, for the sink's C side.
+
+        Raises
+        ------
+        EngineClosedError
+            The engine is closed.
+
+        Notes
+        -----
+        Any thread.  Valid until the sink's ``close()`` returns: a C object made with it
+        must be freed there.
+        """
+        handle = self._handle
+        if handle == _ffi.NULL:
+            raise EngineClosedError(_CLOSED)
+        return handle
+
+    @property
+    def running(self) -> bool:
+        """True while the engine's mixer runs.
+
+        Notes
+        -----
+        Any thread.
+        """
+        return self._output is not None and self._running()
+
+    @property
+    def mixer_grant(self) -> RealtimeGrant | None:
+        """How the mixer got realtime (None: not asked, or the engine is not running).
+
+        Notes
+        -----
+        Any thread.
+        """
+        return None if self._output is None else self._mixer_grant()
+
+    def move_mixer(self, priority: int) -> RealtimeGrant:
+        """Acquire realtime for the mixer again at ``priority`` (e.g. below an audio thread).
+
+        Parameters
+        ----------
+        priority : int
+            The realtime priority, 1 .. 98.
+
+        Returns
+        -------
+        RealtimeGrant
+            The result; when it is realtime the engine keeps it (``engine.grant``,
+            ``engine.priority``).
+
+        Raises
+        ------
+        EngineClosedError
+            The engine is closed.
+
+        Notes
+        -----
+        The thread that drives the engine (e.g. from the sink's ``start()``); may block on
+        the system bus for up to 2 s.
+        """
+        if self._output is None:
+            raise EngineClosedError(_CLOSED)
+        return self._move_mixer(priority)
+
+    def period_consumed(self, underrun: bool = False) -> None:
+        """The sink took one period from :attr:`output`: wake the mixer to render the next.
+
+        Parameters
+        ----------
+        underrun : bool
+            The sink found less than a period (counted as an xrun).
+
+        Raises
+        ------
+        EngineClosedError
+            The engine is closed.
+
+        Notes
+        -----
+        The sink's consuming thread, between ``start()`` and the return of ``stop()``
+        (the engine joins that thread before it frees the native engine, so no lock is
+        taken: cheap enough for every period).
+        """
+        handle = self._handle
+        if handle == _ffi.NULL:
+            raise EngineClosedError(_CLOSED)
+        _lib.sc_engine_period_consumed(handle, 1 if underrun else 0)
+
+    def fail(self, reason: str) -> None:
+        """The sink failed for good (``reason`` says why): stop the engine from this thread.
+
+        Parameters
+        ----------
+        reason : str
+            One sentence (the sink's ``error``).
+
+        Notes
+        -----
+        The sink's own thread (a monitor or writer), never a realtime thread.  Returns without
+        stopping anything when someone else is already stopping the engine (the sink's
+        ``stop()`` is then on its way and must not be waited for here), or once the engine
+        is closed.  Otherwise it takes the engine's lock and stops the engine, which calls
+        the sink's ``stop()`` from this very thread.
+        """
+        if self.failure is None:
+            self.failure = reason
+        while not self._stopping.is_set() and self._output is not None:
+            if self._lock.acquire(timeout=0.05):
+                try:
+                    if not self._stopping.is_set() and self._output is not None:
+                        self._stop_engine()
+                finally:
+                    self._lock.release()
+                return
+
+    # ---- for the engine ------------------------------------------------------------------------
+
+    def begin_start(self) -> None:
+        """The engine is about to start the sink (a later :meth:`fail` may stop it).
+
+        Notes
+        -----
+        Called by the engine, under its lock.
+        """
+        self._stopping.clear()
+
+    def begin_stop(self) -> None:
+        """The engine is about to stop the sink (a :meth:`fail` now returns at once).
+
+        Notes
+        -----
+        Called by the engine, under its lock, before the sink's ``stop()``.
+        """
+        self._stopping.set()
+
+    def close(self) -> None:
+        """The sink is closed: forget the ring and the native engine (freed next).
+
+        Notes
+        -----
+        Called by the engine, under its lock, after the sink's ``close()``; idempotent.
+        """
+        self._stopping.set()
+        self._output = None
+        self._handle = _ffi.NULL
+
+
+_binding = threading.Lock()
+
+
+def _new_binding_lock_in_child() -> None:
+    global _binding
+    _binding = threading.Lock()  # a parent thread may have held it at fork
+
+
+os.register_at_fork(after_in_child=_new_binding_lock_in_child)
+
+
+def bind(sink: Sink, owner: object) -> None:
+    """Make ``owner`` (an engine) the one user of ``sink`` until :func:`unbind`.
+
+    Parameters
+    ----------
+    sink : Sink
+        The sink given to the engine.
+    owner : object
+        The engine (held weakly: a collected engine frees the sink too).
+
+    Raises
+    ------
+    SinkInUseError
+        Another engine that is not closed holds the sink.
+
+    Notes
+    -----
+    Any thread (a lock makes the check and the claim one step).
+    """
+    with _binding:
+        ref = sink._owner
+        current = None if ref is None else ref()
+        if current is not None and current is not owner:
+            raise SinkInUseError(f"sink {sink!r} belongs to another engine ({current!r}); a "
+                                 f"sink serves one engine at a time: close that engine first, "
+                                 f"or give each engine its own sink")
+        sink._owner = weakref.ref(owner)
+
+
+def unbind(sink: Sink, owner: object) -> None:
+    """Release ``sink`` from ``owner`` (nothing happens if another engine holds it).
+
+    Parameters
+    ----------
+    sink : Sink
+        The sink.
+    owner : object
+        The engine that bound it.
+
+    Notes
+    -----
+    Any thread; called by the engine when it closes (or when its constructor failed).
+    """
+    with _binding:
+        ref = sink._owner
+        current = None if ref is None else ref()
+        if current is None or current is owner:
+            sink._owner = None
 
 
 class Sink:
@@ -48,12 +378,15 @@ class Sink:
     Concurrency: the life-cycle methods are called by the engine from one Python thread at a
     time; the sink's own consuming thread (a PortAudio callback, a C or Python thread) is
     the ring's single reader from ``start()`` until ``stop()`` returns.  ``name`` labels the
-    sink, ``error`` is None until it fails for good, ``engine`` is set by :meth:`open`.
+    sink, ``error`` is None until it fails for good, ``context`` (a :class:`SinkContext`) is
+    set by :meth:`open`.  A sink belongs to one engine at a time (from the engine's
+    constructor to its ``close()``) and may be started again after a stop.
     """
 
     name: str = "sink"
     error: str | None = None
-    engine: Any = None
+    context: SinkContext | None = None
+    _owner: Any = None  # weakref to the engine that holds the sink (see bind())
 
     def output_format(self, blocksize: int, channels: int) -> tuple[str | None, int | None]:
         """The (dtype, periods) the engine's output ring must have for this sink.
@@ -80,20 +413,20 @@ class Sink:
         """
         return None, None
 
-    def open(self, engine: Any) -> None:
-        """Bind to ``engine`` (its ``output`` ring exists, the mixer is not running).
+    def open(self, context: SinkContext) -> None:
+        """Prepare to consume ``context.output`` (the ring exists, the mixer is not running).
 
         Parameters
         ----------
-        engine : Engine
-            The engine whose ``output`` ring the sink will read.
+        context : SinkContext
+            The output ring, the native engine, the format and the failure callback.
 
         Notes
         -----
-        Called by ``Engine.start()`` in its thread.  A sink raises here when it cannot run;
-        the engine then closes the sink and re-raises.
+        Called by ``Engine.start()`` in its thread (once per engine).  A sink raises here
+        when it cannot run; the engine then closes the sink and re-raises.
         """
-        self.engine = engine
+        self.context = context
 
     def native_driver(self) -> Any:
         """The sink's own native driver for the engine's mixer, or None (the default).

@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, cast
 
 from streamcore._native import ffi as _ffi
@@ -38,11 +40,12 @@ from streamcore._native import lib as _lib
 from streamcore.errors import (
     DeviceNotFoundError,
     DeviceSettingsError,
+    EngineClosedError,
     NoDeviceError,
     SinkError,
     check,
 )
-from streamcore.sinks.base import Sink
+from streamcore.sinks.base import Sink, SinkContext
 
 __all__ = ["DeviceSink", "output_devices", "portaudio_usable", "resolve_output_device"]
 
@@ -112,6 +115,13 @@ def _park(stream: Any) -> None:
     _PARKED_STREAMS.append(stream)
     _BROKEN_PARKED.append(stream)
     atexit.unregister(sd._exit_handler)  # Pa_Terminate would abort the process
+
+def _portaudio_running() -> bool:
+    """False once PortAudio was terminated in this process (sounddevice's exit handler runs
+    before streamcore's engines are closed at exit): its streams are closed by then, and
+    calling them again would touch freed memory."""
+    return bool(_sd()._initialized)
+
 
 _DTYPES = {"float32": "float32", "int16": "int16", "int32": "int32"}
 _NO_DEVICE_HINT = ("use sink='null' (a timer clock, no device), sink='manual' (offline "
@@ -237,16 +247,18 @@ class DeviceSink(Sink):
     def __init__(self, device: int | str | None = None, latency: str | float = "low",
                  extra_settings: Any = None, frames_per_buffer: int | None = None,
                  stall_timeout: float | None = None, mixer_below_callback: bool = True) -> None:
-        if stall_timeout is not None and not stall_timeout > 0:
-            raise ValueError(f"stall_timeout must be > 0 seconds, not {stall_timeout!r}")
+        if stall_timeout is not None and (isinstance(stall_timeout, bool) or not isinstance(
+                stall_timeout, int | float) or not 0 < stall_timeout < float("inf")):
+            raise ValueError(f"stall_timeout must be a number of seconds > 0, not "
+                             f"{stall_timeout!r}")
         self.device = device
         self.latency = latency
         self.extra_settings = extra_settings
         self.stall_timeout = stall_timeout
         if frames_per_buffer is not None and (isinstance(frames_per_buffer, bool) or not
                                               isinstance(frames_per_buffer, int) or
-                                              frames_per_buffer < 0):
-            raise ValueError(f"frames_per_buffer must be an int >= 0 or None, not "
+                                              not 0 <= frames_per_buffer <= 1 << 20):
+            raise ValueError(f"frames_per_buffer must be an int 0 .. 2**20 or None, not "
                              f"{frames_per_buffer!r}")
         self.frames_per_buffer = frames_per_buffer
         self.mixer_below_callback = bool(mixer_below_callback)
@@ -256,21 +268,28 @@ class DeviceSink(Sink):
         self.device_index: int | None = None
         self.device_name = ""
         self.hostapi = ""
+        self._index = -1
         self._monitor: threading.Thread | None = None
         self._stopping = threading.Event()
         self._started = False
-        self._closed = False
-        self._parked = False
+        # Serialises the stream's life (open, start, stop, close) and the native state
+        # against stats() from any thread.  Never held while waiting for the monitor, which
+        # takes no lock (it may be stopping the engine when someone else stops the sink).
+        self._lock = threading.RLock()
 
     # ---- life cycle (driven by the engine) --------------------------------------------------
+    # One PortAudio stream and one native callback state per run: made by open() (so that a
+    # device that refuses shows at once) or by a start() after a stop, and closed by stop().
+    # PortAudio's finished callback marks the state for good (a stopped stream reports
+    # "finished"), so a stream that was stopped is never started again.
 
-    def open(self, engine: Any) -> None:
+    def open(self, context: SinkContext) -> None:
         """Find the device, check the settings and open (not start) the stream.
 
         Parameters
         ----------
-        engine : Engine
-            The engine whose output ring the callback will read.
+        context : SinkContext
+            The engine's output ring (the callback reads it), native handle and format.
 
         Raises
         ------
@@ -290,59 +309,104 @@ class DeviceSink(Sink):
 
         Notes
         -----
-        Called by ``Engine.start()`` in its thread, before the mixer runs.
+        Called by ``Engine.start()`` in its thread, before the mixer runs.  A sink whose
+        engine was closed may be opened by another engine: the failure and the figures of
+        the earlier run are forgotten.
         """
         sd = _sd()
-        self.engine = engine
-        if not portaudio_usable():
+        with self._lock:
+            self.context = context
+            self.error, self.mixer_moved, self._last_stats = None, None, {}
+            if not portaudio_usable():
+                try:
+                    _fresh_portaudio()
+                except (OSError, SinkError) as e:
+                    raise SinkError(f"an audio server died under a device sink in this "
+                                    f"process and a fresh PortAudio could not be loaded ({e}): "
+                                    f"open the device from a new process") from e
+            dtype = _DTYPES[context.dtype.name]
+            index = resolve_output_device(self.device, list(sd.query_devices()),
+                                          list(sd.query_hostapis()), sd.default.device[1])
+            info = sd.query_devices(index)
+            self.device_index = self._index = index
+            self.device_name = info["name"]
+            self.hostapi = sd.query_hostapis(info["hostapi"])["name"]
             try:
-                _fresh_portaudio()
-            except (OSError, SinkError) as e:
-                raise SinkError(f"an audio server died under a device sink in this process "
-                                f"and a fresh PortAudio could not be loaded ({e}): open the "
-                                f"device from a new process") from e
-        dtype = _DTYPES[engine.dtype.name]
-        index = resolve_output_device(self.device, list(sd.query_devices()),
-                                      list(sd.query_hostapis()), sd.default.device[1])
-        info = sd.query_devices(index)
-        self.device_index = index
-        self.device_name = info["name"]
-        self.hostapi = sd.query_hostapis(info["hostapi"])["name"]
-        asked = (f"samplerate {engine.samplerate} Hz, {engine.channels} channels, {dtype}, "
-                 f"blocksize {engine.blocksize} on device {index} '{self.device_name}' "
-                 f"({self.hostapi}, max {info['max_output_channels']} output channels, "
-                 f"default samplerate {info['default_samplerate']:g} Hz)")
-        try:
-            sd.check_output_settings(device=index, channels=engine.channels, dtype=dtype,
-                                     extra_settings=self.extra_settings,
-                                     samplerate=engine.samplerate)
-        except sd.PortAudioError as e:
-            raise DeviceSettingsError(f"the device refused {asked}: PortAudio: {e}") from e
-        fpb = self.frames_per_buffer
-        if fpb and fpb > (engine.periods - 1) * engine.blocksize:
-            raise ValueError(
-                f"frames_per_buffer {fpb} needs an output ring of at least one period more "
-                f"(periods * blocksize >= {fpb + engine.blocksize}); this engine has "
-                f"{engine.periods} x {engine.blocksize}: raise periods")
+                sd.check_output_settings(device=index, channels=context.channels, dtype=dtype,
+                                         extra_settings=self.extra_settings,
+                                         samplerate=context.samplerate)
+            except sd.PortAudioError as e:
+                raise DeviceSettingsError(f"the device refused {self._asked(info)}: "
+                                          f"PortAudio: {e}") from e
+            fpb = self.frames_per_buffer
+            if fpb and fpb > (context.periods - 1) * context.blocksize:
+                raise ValueError(
+                    f"frames_per_buffer {fpb} needs an output ring of at least one period "
+                    f"more (periods * blocksize >= {fpb + context.blocksize}); this engine "
+                    f"has {context.periods} x {context.blocksize}: raise periods")
+            self._open_stream()
+
+    def _asked(self, info: Any = None) -> str:
+        context = self._live_context()
+        text = (f"samplerate {context.samplerate} Hz, {context.channels} channels, "
+                f"{context.dtype.name}, blocksize {context.blocksize} on device "
+                f"{self._index} '{self.device_name}' ({self.hostapi}")
+        if info is not None:
+            text += (f", max {info['max_output_channels']} output channels, default "
+                     f"samplerate {info['default_samplerate']:g} Hz")
+        return text + ")"
+
+    def _live_context(self) -> SinkContext:
+        context = self.context
+        if context is None or context.closed:
+            raise EngineClosedError("the device sink is not open: its engine is closed (or "
+                                    "no engine opened it)")
+        return context
+
+    def _open_stream(self) -> None:
+        """A new native state and a new PortAudio stream on it (lock held)."""
+        sd = _sd()
+        context = self._live_context()
         out = _ffi.new("sc_device_sink **")
-        check(_lib.sc_device_sink_create(out, engine._engine, engine.output._ring,
-                                         engine.blocksize), "sc_device_sink_create")
-        self._state = out[0]
+        ring, keepalive = context.output.native_handle()
+        check(_lib.sc_device_sink_create(out, context.engine_handle, ring, context.blocksize),
+              "sc_device_sink_create")
+        self._state, self._ring_keepalive = out[0], keepalive
         try:
-            # The stream keeps both function pointers; _state lives until close(), after the
-            # stream is closed, so the callback never sees freed memory.
+            # The stream keeps both function pointers; _state lives until the stream is
+            # closed (_close_stream), so the callback never sees freed memory.
             self._stream = sd._StreamBase(
-                kind="output", samplerate=engine.samplerate,
-                blocksize=(engine.blocksize if self.frames_per_buffer is None
+                kind="output", samplerate=context.samplerate,
+                blocksize=(context.blocksize if self.frames_per_buffer is None
                            else self.frames_per_buffer),
-                device=index, channels=engine.channels, dtype=dtype, latency=self.latency,
+                device=self._index, channels=context.channels,
+                dtype=_DTYPES[context.dtype.name], latency=self.latency,
                 extra_settings=self.extra_settings,
                 callback=_ffi.addressof(_lib, "sc_device_sink_callback"),
                 finished_callback=sd._ffi.cast("PaStreamFinishedCallback *", _ffi.addressof(
                     _lib, "sc_device_sink_finished")),
                 userdata=_ffi.cast("void *", self._state), wrap_callback=None)
         except sd.PortAudioError as e:
-            raise DeviceSettingsError(f"could not open {asked}: PortAudio: {e}") from e
+            _lib.sc_device_sink_destroy(self._state)
+            self._state, self._ring_keepalive = _ffi.NULL, None
+            raise DeviceSettingsError(f"could not open {self._asked()}: PortAudio: {e}") from e
+
+    def _close_stream(self) -> None:
+        """Close the stream (unless its server died: parked) and free the state (lock held)."""
+        stream, self._stream = self._stream, None
+        if self._state != _ffi.NULL:
+            self._last_stats = self._native_stats(self._state, stream)
+        if stream is not None and self.error is None and _portaudio_running():
+            with contextlib.suppress(Exception):
+                stream.close()   # Pa_CloseStream: no callback runs after it
+        elif stream is not None and self.error is not None:
+            _park(stream)        # the server is gone: any PortAudio call would block
+            self._state = _ffi.NULL  # leaked on purpose (one page): the stream may use it
+        # Otherwise PortAudio was terminated (its exit handler ran): every stream is closed.
+        if self._state != _ffi.NULL:
+            _lib.sc_device_sink_destroy(self._state)
+            self._state = _ffi.NULL
+        self._ring_keepalive = None
 
     def start(self) -> None:
         """Start the PortAudio stream (the ring is full) and the monitor thread.
@@ -351,41 +415,53 @@ class DeviceSink(Sink):
         ------
         SinkError
             The device already failed (see :meth:`raise_for_error`).
+        EngineClosedError
+            The sink's engine is closed (or no engine opened the sink).
+        DeviceSettingsError
+            After a stop: the device refused to open a new stream.
         sounddevice.PortAudioError
             PortAudio could not start the stream.
 
         Notes
         -----
-        Called by ``Engine.start()`` in its thread.  With ``mixer_below_callback`` it waits
-        up to 1 s for the first callback to learn the audio thread's priority, and may move
-        the mixer (a bus call, up to 2 s).
+        Called by ``Engine.start()`` in its thread, also after a stop (a new stream is
+        opened).  With ``mixer_below_callback`` it waits up to 1 s for the first callback
+        to learn the audio thread's priority, and may move the mixer (a bus call, up to
+        2 s).
         """
-        self.raise_for_error()
-        if self._started or self._stream is None:
-            return
-        self._stopping.clear()
-        _lib.sc_device_sink_set_active(self._state, 1)
-        self._stream.start()
-        self._started = True
-        self._monitor = threading.Thread(target=self._watch, name="streamcore-device-monitor",
-                                         daemon=True)
-        self._monitor.start()
+        with self._lock:
+            self.raise_for_error()
+            self._live_context()
+            if self._started:
+                return
+            if self._stream is None:
+                self._open_stream()  # the last run's stream was closed by stop()
+            self._stopping.clear()
+            _lib.sc_device_sink_set_active(self._state, 1)
+            self._stream.start()
+            self._started = True
+            self._monitor = threading.Thread(
+                target=self._watch, args=(self._state, self._stream, self._stall_limit()),
+                name="streamcore-device-monitor", daemon=True)
+            self._monitor.start()
         if self.mixer_below_callback:
             self._place_mixer_below_callback()
 
     def _place_mixer_below_callback(self, wait: float = 1.0) -> None:
-        from streamcore import realtime
-
-        s = _ffi.new("sc_device_sink_stats *")
-        deadline = time.monotonic() + wait
-        while True:
-            _lib.sc_device_sink_get_stats(self._state, s)
-            if s.callback_tid or time.monotonic() > deadline:
-                break
-            time.sleep(0.002)
+        with self._lock:
+            state = self._state
+            if state == _ffi.NULL or not self._started:
+                return
+            s = _ffi.new("sc_device_sink_stats *")
+            deadline = time.monotonic() + wait
+            while True:
+                _lib.sc_device_sink_get_stats(state, s)
+                if s.callback_tid or time.monotonic() > deadline:
+                    break
+                time.sleep(0.002)
         policy, priority = _scheduling(s.callback_tid)
-        engine = self.engine
-        grant = engine.grant
+        context = self._live_context()
+        grant = context.mixer_grant
         if policy not in ("SCHED_FIFO", "SCHED_RR") or grant is None or not grant.realtime:
             method = getattr(grant, "method", None)
             self.mixer_moved = f"left: audio thread {policy}, mixer {method}"
@@ -397,127 +473,110 @@ class DeviceSink(Sink):
         if priority <= 1:
             self.mixer_moved = f"left: the audio thread runs at {priority}, nothing below"
             return
-        new = realtime.acquire_realtime(tid=engine.mixer_tid, priority=priority - 1)
+        new = context.move_mixer(priority - 1)
         if new.realtime:
-            engine.grant, engine.priority = new, priority - 1
             self.mixer_moved = f"mixer moved from {grant.priority} to {new.priority} " \
                                f"(audio thread at {priority})"
         else:
             self.mixer_moved = f"left: moving the mixer failed: {'; '.join(new.reasons)}"
 
     def stop(self) -> None:
-        """Stop consuming (what is queued in the ring is dropped), stop the stream, end the monitor.
+        """Stop consuming (what is queued in the ring is dropped), stop and close the stream.
 
         Notes
         -----
         Idempotent.  Called by ``Engine.stop()``, from the engine's caller's thread or from
         the monitor thread after a failure.  After a failure the stream is parked, never
-        stopped (any PortAudio call on it would block).
+        stopped (any PortAudio call on it would block).  A later :meth:`start` opens a new
+        stream.
         """
         self._stopping.set()
-        if self._state != _ffi.NULL:
-            _lib.sc_device_sink_set_active(self._state, 0)
-        monitor, self._monitor = self._monitor, None
+        with self._lock:
+            if self._state != _ffi.NULL:
+                _lib.sc_device_sink_set_active(self._state, 0)
+            monitor, self._monitor = self._monitor, None
         if monitor is not None and monitor is not threading.current_thread():
-            monitor.join()
-        if self._started and self._stream is not None:
-            self._started = False
-            if self.error is None:
+            monitor.join()  # outside the lock: the monitor may be stopping the engine
+        with self._lock:
+            if self._started and self._stream is not None and self.error is None \
+                    and _portaudio_running():
                 self._stream.stop()   # Pa_StopStream: waits for the last callback
-            else:
-                _park(self._stream)   # the server is gone: any PortAudio call would block
-                self._stream = None
-                self._parked = True
+            self._started = False
+            if self._stream is not None or self._state != _ffi.NULL:
+                self._close_stream()
 
     def close(self) -> None:
-        """Close the stream and free the native state (idempotent).
+        """Stop, close the stream and free the native state (idempotent).
 
         Notes
         -----
         Called by ``Engine.close()`` in its thread.  The figures stay readable
-        (:meth:`stats`) after close.
+        (:meth:`stats`) after close; another engine may open the sink again.
         """
         self.stop()
-        if self._state != _ffi.NULL:
-            self._last_stats = self.stats()  # the figures stay readable after close
-        stream, self._stream = self._stream, None
-        if stream is not None:
-            with contextlib.suppress(Exception):
-                stream.close()
-        if self._state != _ffi.NULL and not self._parked:
-            _lib.sc_device_sink_destroy(self._state)
-        self._state = _ffi.NULL  # a parked stream's state is leaked on purpose (one page)
-        self._closed = True
 
-    def __del__(self) -> None:
-        if self._state != _ffi.NULL:
+    def __del__(self, _finalizing: Callable[[], bool] = sys.is_finalizing) -> None:
+        # Never PortAudio while the interpreter finalises (the engine's exit hook closed
+        # the sink with its engine before that, if it could).
+        if self._stream is None or _finalizing():
+            return
+        try:
             import warnings
 
-            warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=2)
+            warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=2, source=self)
             self.close()
+        except Exception:  # nothing may escape __del__
+            pass
 
     # ---- failure detection (a normal Python thread) -----------------------------------------
 
     def _stall_limit(self) -> float:
         if self.stall_timeout is not None:
-            return self.stall_timeout
-        period: float = self.engine.blocksize / self.engine.samplerate
+            return float(self.stall_timeout)
+        context = self._live_context()
+        period: float = context.blocksize / context.samplerate
         latency = float(self._stream.latency) if self._stream is not None else 0.0
         return max(0.5, 20 * period, 4 * latency)
 
-    def _watch(self) -> None:
-        limit = self._stall_limit()
+    def _watch(self, state: Any, stream: Any, limit: float) -> None:
+        """The monitor: ``state`` and ``stream`` stay valid until stop() joined it; no lock
+        is taken here (stop() may hold it)."""
         s = _ffi.new("sc_device_sink_stats *")
         started = time.monotonic_ns()
         while not self._stopping.wait(0.05):
-            _lib.sc_device_sink_get_stats(self._state, s)
+            _lib.sc_device_sink_get_stats(state, s)
             now = time.monotonic_ns()
             last = s.last_callback_ns or started
             reason = None
             if s.finished:
                 reason = "PortAudio ended the stream (the audio server stopped or went away)"
-            elif not self._stream.active:
+            elif not stream.active:
                 reason = "the stream stopped being active (the audio server shut down)"
             elif (now - last) / 1e9 > limit:
                 reason = (f"the device stopped calling back for {(now - last) / 1e9:.2f} s "
                           f"(the audio server died or hangs)")
             if reason is None:
                 continue
+            if self._stopping.is_set():
+                return  # a stop raced the check: PortAudio's own "finished", not a failure
             self.error = f"device {self.device_index} '{self.device_name}' ({self.hostapi}): " \
                          + reason
-            _lib.sc_device_sink_set_active(self._state, 0)
-            self.engine._sink_failed(self, self._stopping)
+            _lib.sc_device_sink_set_active(state, 0)
+            context = self.context
+            if context is not None:
+                context.fail(self.error)
             return
 
     # ---- figures ----------------------------------------------------------------------------
 
-    def stats(self) -> dict[str, Any]:
-        """Device, host API, PortAudio's latency and samplerate, and the callback's figures.
-
-        Returns
-        -------
-        dict of str to Any
-            ``device``, ``device_name``, ``hostapi``, ``latency`` (s), ``samplerate`` (Hz),
-            and the callback's ``frames``, ``periods``, ``underruns`` (ring short), ``xruns``
-            (PortAudio output under/overflow flags), ``frames_min``/``frames_max`` (frames
-            asked for), ``callback_ns`` (its duration in ns: min, max, mean, log2
-            histogram), ``callback_policy``/``callback_priority`` of the audio thread,
-            ``mixer_moved`` and ``error``.
-
-        Notes
-        -----
-        Any thread; the callback's counters are read live, without stopping it.
-        """
-        out: dict[str, Any] = {"name": self.name, "error": self.error,
-                               "device": self.device_index, "device_name": self.device_name,
-                               "hostapi": self.hostapi}
-        if self._stream is not None:
-            out["latency"] = float(self._stream.latency)
-            out["samplerate"] = float(self._stream.samplerate)
-        if self._state == _ffi.NULL:
-            return {**self._last_stats, **out, "error": self.error}
+    def _native_stats(self, state: Any, stream: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if stream is not None:
+            with contextlib.suppress(Exception):  # a closed or terminated stream
+                out["latency"] = float(stream.latency)
+                out["samplerate"] = float(stream.samplerate)
         s = _ffi.new("sc_device_sink_stats *")
-        _lib.sc_device_sink_get_stats(self._state, s)
+        _lib.sc_device_sink_get_stats(state, s)
         hist = [int(v) for v in s.duration_hist]
         out.update(
             callbacks=s.callbacks, frames=s.frames, ring_frames=s.ring_frames,
@@ -530,8 +589,32 @@ class DeviceSink(Sink):
                          "histogram": hist},
             callback_tid=s.callback_tid, active=bool(s.active), finished=bool(s.finished))
         out["callback_policy"], out["callback_priority"] = _scheduling(s.callback_tid)
-        out["mixer_moved"] = self.mixer_moved
         return out
+
+    def stats(self) -> dict[str, Any]:
+        """Device, host API, PortAudio's latency and samplerate, and the callback's figures.
+
+        Returns
+        -------
+        dict of str to Any
+            ``device``, ``device_name``, ``hostapi``, ``latency`` (s), ``samplerate`` (Hz),
+            and the callback's ``frames``, ``periods``, ``underruns`` (ring short), ``xruns``
+            (PortAudio output under/overflow flags), ``frames_min``/``frames_max`` (frames
+            asked for), ``callback_ns`` (its duration in ns: min, max, mean, log2
+            histogram), ``callback_policy``/``callback_priority`` of the audio thread,
+            ``mixer_moved`` and ``error``.  The callback's figures are those of the current
+            stream (a start after a stop counts from zero), or of the last one once stopped.
+
+        Notes
+        -----
+        Any thread; the callback's counters are read live, without stopping it.
+        """
+        with self._lock:
+            figures = (self._native_stats(self._state, self._stream)
+                       if self._state != _ffi.NULL else dict(self._last_stats))
+        return {**figures, "name": self.name, "error": self.error,
+                "device": self.device_index, "device_name": self.device_name,
+                "hostapi": self.hostapi, "mixer_moved": self.mixer_moved}
 
     def raise_for_error(self) -> None:
         """Raise :class:`SinkError` if the device failed while playing.

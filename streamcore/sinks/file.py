@@ -2,8 +2,8 @@
 
 :class:`FileSink` never writes from a realtime thread: its writer thread (SCHED_OTHER) is the
 output ring's single reader.  It takes every whole period the ring holds, writes it, releases
-it and calls ``engine.period_consumed()`` once per period, which wakes the mixer to render the
-next.  So by default the engine renders as fast as the disk takes it (offline rendering, like
+it and calls ``context.period_consumed()`` once per period, which wakes the mixer to render
+the next.  So by default the engine renders as fast as the disk takes it (offline rendering, like
 JACK's freewheel mode); with ``realtime=True`` the writer paces itself at the sample rate.
 
 On a clean stop nothing is lost: the engine stops the writer, then the mixer, then calls
@@ -15,7 +15,9 @@ header.  A write error (disk full, file too large, I/O error), or the file losin
 :class:`~streamcore.errors.SinkError` with it (once): it is reported, never swallowed.
 
 Concurrency: the engine calls open/start/stop/drain/close from one Python thread; the writer
-thread owns the SoundFile and the ring's read side from start() until stop() returns.
+thread owns the SoundFile and the ring's read side from start() until stop() returns.  A stop
+followed by a start writes on into the same file; another engine opening the sink after the
+first one closed starts the file again (truncated).
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ import threading
 import time
 from typing import Any
 
-from streamcore.errors import SinkError
-from streamcore.sinks.base import Sink
+from streamcore.errors import EngineClosedError, SinkError
+from streamcore.sinks.base import Sink, SinkContext
 
 __all__ = ["FileSink"]
 
@@ -82,10 +84,15 @@ class FileSink(Sink):
     realtime : bool
         Pace at the sample rate instead of rendering as fast as the disk takes it.
 
+    Raises
+    ------
+    TypeError
+        ``path`` is not a path, or ``format`` or ``subtype`` is not a str.
+
     Notes
     -----
     The writer is a normal (SCHED_OTHER) Python thread, the output ring's single reader from
-    :meth:`start` until :meth:`stop` returns; it calls ``engine.period_consumed()`` once per
+    :meth:`start` until :meth:`stop` returns; it calls ``context.period_consumed()`` once per
     period written.  The engine drives the life cycle from one Python thread.
     """
 
@@ -95,7 +102,16 @@ class FileSink(Sink):
 
     def __init__(self, path: str | os.PathLike[str], format: str | None = None,
                  subtype: str | None = None, realtime: bool = False) -> None:
-        self.path = os.fspath(path)
+        try:
+            self.path = os.fspath(path)
+        except TypeError:
+            raise TypeError(f"path must be a str or os.PathLike, not "
+                            f"{type(path).__name__}") from None
+        if isinstance(self.path, bytes):
+            raise TypeError("path must be a str or os.PathLike of str, not bytes")
+        for name, value in (("format", format), ("subtype", subtype)):
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"{name} must be a str or None, not {type(value).__name__}")
         self.format = format
         self.subtype = subtype
         self.realtime = bool(realtime)
@@ -108,18 +124,21 @@ class FileSink(Sink):
         self._raised = False
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        # Serialises start/stop/drain/close from any thread; never held while joining the
+        # writer (which may be stopping the engine, and so this sink, itself).
+        self._lock = threading.RLock()
         self._started_ns = 0
         self._stopped_ns = 0
 
     # ---- life cycle (driven by the engine) --------------------------------------------------
 
-    def open(self, engine: Any) -> None:
+    def open(self, context: SinkContext) -> None:
         """Check the format and the directory, and create the file.
 
         Parameters
         ----------
-        engine : Engine
-            The engine whose output ring the writer will read.
+        context : SinkContext
+            The engine's output ring (the writer reads it) and format.
 
         Raises
         ------
@@ -131,11 +150,15 @@ class FileSink(Sink):
 
         Notes
         -----
-        Called by ``Engine.start()`` in its thread, before the mixer runs.
+        Called by ``Engine.start()`` in its thread, before the mixer runs.  The figures and
+        a failure of an earlier engine's run are forgotten (the file starts again).
         """
         sf = _sf()
-        self.engine = engine
-        fmt, subtype = choose_format(self.path, self.format, self.subtype, engine.dtype.name)
+        self.context = context
+        self.error, self._cause, self._raised = None, None, False
+        self.frames_written = self.periods_written = self.waits = self.write_ns = 0
+        self._started_ns = self._stopped_ns = 0
+        fmt, subtype = choose_format(self.path, self.format, self.subtype, context.dtype.name)
         if not sf.check_format(fmt, subtype):
             raise ValueError(f"soundfile cannot write {fmt} with subtype {subtype}; "
                              f"{fmt} takes {sorted(sf.available_subtypes(fmt))}")
@@ -149,8 +172,8 @@ class FileSink(Sink):
             # takes writes happily and vanishes at close, which must be reported too.
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
                                0o666)
-            self._file = sf.SoundFile(self._fd, "w", samplerate=engine.samplerate,
-                                      channels=engine.channels, subtype=subtype, format=fmt,
+            self._file = sf.SoundFile(self._fd, "w", samplerate=context.samplerate,
+                                      channels=context.channels, subtype=subtype, format=fmt,
                                       closefd=False)
         except (sf.LibsndfileError, OSError) as e:
             self._close_fd()
@@ -163,20 +186,28 @@ class FileSink(Sink):
         ------
         SinkError
             Writing failed earlier.
+        EngineClosedError
+            The sink's engine is closed (or no engine opened the sink).
 
         Notes
         -----
-        Called by ``Engine.start()`` in its thread.
+        Called by ``Engine.start()`` in its thread; again after a stop (the file goes on).
         """
-        if self.error is not None:
-            raise SinkError(self.error)
-        if self._thread is not None or self._file is None:
-            return
-        self._stopping.clear()
-        self._started_ns = time.monotonic_ns()
-        self._thread = threading.Thread(target=self._run, name="streamcore-file-sink",
-                                        daemon=True)
-        self._thread.start()
+        with self._lock:
+            if self.error is not None:
+                raise SinkError(self.error)
+            if self._file is None:
+                raise EngineClosedError("the file sink is not open: its engine is closed (or "
+                                        "no engine opened it)")
+            if self._thread is not None:
+                return
+            self._stopping.clear()
+            if not self._started_ns:
+                self._started_ns = time.monotonic_ns()
+            self._stopped_ns = 0
+            self._thread = threading.Thread(target=self._run, name="streamcore-file-sink",
+                                            daemon=True)
+            self._thread.start()
 
     def stop(self) -> None:
         """Stop the writer after the period it is writing (idempotent).
@@ -188,7 +219,8 @@ class FileSink(Sink):
         left in the ring.
         """
         self._stopping.set()
-        thread, self._thread = self._thread, None
+        with self._lock:
+            thread, self._thread = self._thread, None
         if thread is not None and thread is not threading.current_thread():
             thread.join()
         if self._stopped_ns == 0 and self._started_ns:
@@ -202,12 +234,13 @@ class FileSink(Sink):
         Called by ``Engine.stop()`` in its thread, with the writer stopped; it becomes the
         ring's reader.  A write error is kept in :attr:`error` and raised by :meth:`close`.
         """
-        if self._file is None or self.error is not None:
-            return
-        ring = self.engine.output
-        while ring.readable:
-            if not self._write(ring, ring.readable):
+        with self._lock:
+            if self._file is None or self.error is not None or self.context is None:
                 return
+            ring = self.context.output
+            while ring.readable:
+                if not self._write(ring, ring.readable):
+                    return
 
     def close(self) -> None:
         """Finalise the file (the header, fsync) and close it; idempotent.
@@ -223,18 +256,19 @@ class FileSink(Sink):
         Called by ``Engine.close()`` in its thread.
         """
         self.stop()
-        f, self._file = self._file, None
-        if f is not None:
-            try:
-                f.close()
-                os.fsync(self._fd)
-            except Exception as e:  # libsndfile rewrites the header here: a disk error too
-                self._fail(f"finalising {self.path!r} failed: {e}", e)
-            self._check_linked()
-        self._close_fd()
-        if self.error is not None and not self._raised:
-            self._raised = True
-            raise SinkError(self.error) from self._cause
+        with self._lock:
+            f, self._file = self._file, None
+            if f is not None:
+                try:
+                    f.close()
+                    os.fsync(self._fd)
+                except Exception as e:  # libsndfile rewrites the header here: a disk error
+                    self._fail(f"finalising {self.path!r} failed: {e}", e)
+                self._check_linked()
+            self._close_fd()
+            if self.error is not None and not self._raised:
+                self._raised = True
+                raise SinkError(self.error) from self._cause
 
     def _close_fd(self) -> None:
         if self._fd >= 0:
@@ -281,17 +315,19 @@ class FileSink(Sink):
         return True
 
     def _run(self) -> None:
-        engine = self.engine
-        ring = engine.output
-        block = engine.blocksize
-        rate = engine.samplerate
+        context = self.context
+        assert context is not None  # start() runs after open()
+        ring = context.output
+        block = context.blocksize
+        rate = context.samplerate
         start = time.monotonic()
+        written_at_start = self.frames_written  # a restart paces from here
         next_check = start + 0.25
         while not self._stopping.is_set():
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + 0.25
                 if not self._check_linked():
-                    engine._sink_failed(self, self._stopping)
+                    context.fail(self.error or "the file lost its name")
                     return
             periods = ring.readable // block
             if periods == 0:
@@ -299,18 +335,18 @@ class FileSink(Sink):
                 time.sleep(0.0002)  # the mixer renders within microseconds of our signal
                 continue
             if self.realtime:
-                due = start + (self.frames_written + block) / rate
+                due = start + (self.frames_written - written_at_start + block) / rate
                 delay = due - time.monotonic()
                 if delay > 0:
                     self._stopping.wait(delay)
                     continue
                 periods = 1
             if not self._write(ring, periods * block):
-                engine._sink_failed(self, self._stopping)
+                context.fail(self.error or "writing failed")
                 return
             self.periods_written += periods
             for _ in range(periods):
-                engine.period_consumed()
+                context.period_consumed()
 
     # ---- figures ----------------------------------------------------------------------------
 

@@ -46,9 +46,9 @@ import numpy as _np
 
 from streamcore._native import ffi as _ffi
 from streamcore._native import lib as _lib
-from streamcore.errors import StreamcoreError, check
+from streamcore.errors import EngineClosedError, StreamcoreError, check
 from streamcore.pipes import PAGE_SIZE, pipe_size, set_pipe_size
-from streamcore.sinks.base import Sink
+from streamcore.sinks.base import Sink, SinkContext
 
 __all__ = ["PipeSink", "wav_header"]
 
@@ -117,8 +117,17 @@ class PipeSink(Sink):
     def __init__(self, target: int | IO[Any] | str = "stdout", format: str = "wav",
                  dtype: str | None = None, pipe_size: int | None = None,
                  zero_copy: bool = True, tee: int | IO[Any] | None = None) -> None:
+        if not isinstance(format, str):
+            raise ValueError(f"format must be 'wav', 's16le', 's32le' or 'f32le', not "
+                             f"{format!r}")
+        if dtype is not None:
+            try:
+                dtype = _np.dtype(dtype).name
+            except TypeError:
+                raise ValueError(f"dtype must be 'int16', 'int32' or 'float32', not "
+                                 f"{dtype!r}") from None
         if format in _RAW:
-            if dtype is not None and _np.dtype(dtype).name != _RAW[format]:
+            if dtype is not None and dtype != _RAW[format]:
                 raise ValueError(f"format {format!r} carries {_RAW[format]}, not {dtype}")
             dtype = _RAW[format]
         elif format == "wav":
@@ -127,7 +136,8 @@ class PipeSink(Sink):
                 raise ValueError(f"a WAV stream carries int16, int32 or float32, not {dtype}")
         else:
             raise ValueError(f"format must be 'wav', 's16le', 's32le' or 'f32le', not {format!r}")
-        if pipe_size is not None and (not isinstance(pipe_size, int) or pipe_size <= 0):
+        if pipe_size is not None and (isinstance(pipe_size, bool) or not isinstance(
+                pipe_size, int) or not 0 < pipe_size < 1 << 31):
             raise ValueError(f"pipe_size must be a positive number of bytes, not {pipe_size!r}")
         self.format = format
         self.dtype = dtype
@@ -150,6 +160,10 @@ class PipeSink(Sink):
         self._final: dict[str, Any] | None = None
         self._monitor: threading.Thread | None = None
         self._stopping = threading.Event()
+        self._ring_keepalive: object = None  # keeps the output ring's C handle valid
+        # Serialises the native writer's life (create, start, stop, destroy) against stats()
+        # from any thread; never held while waiting for the monitor or the engine.
+        self._lock = threading.RLock()
 
     @staticmethod
     def _resolve(target: int | IO[Any] | str) -> int:
@@ -223,6 +237,9 @@ class PipeSink(Sink):
         tee_is_pipe = self.tee_fd is not None and self._kind(self.tee_fd) == "pipe"
         pipe_fd = self.fd
         if self.kind == "file" or tee_is_pipe:
+            if self._internal is not None and self._native == _ffi.NULL:
+                for fd in self._internal:  # left by an engine whose constructor failed
+                    os.close(fd)
             self._internal = os.pipe()  # the relay: our pages go in here, then on
             pipe_fd = self._internal[1]
         wanted = self.requested_pipe_size or max(PAGE_SIZE, blocksize * frame_bytes)
@@ -259,13 +276,14 @@ class PipeSink(Sink):
 
     # -- life cycle ------------------------------------------------------------------------
 
-    def open(self, engine: Any) -> None:
+    def open(self, context: SinkContext) -> None:
         """Check the engine's format and ring, create the native writer, queue the WAV header.
 
         Parameters
         ----------
-        engine : Engine
-            The engine whose output ring the writer will hand to the pipe.
+        context : SinkContext
+            The engine's output ring (the writer hands its pages to the pipe), native handle
+            and format.
 
         Raises
         ------
@@ -279,33 +297,40 @@ class PipeSink(Sink):
 
         Notes
         -----
-        Called by ``Engine.start()`` in its thread, before the mixer runs.
+        Called by ``Engine.start()`` in its thread, before the mixer runs.  A sink closed
+        with its first engine may be opened by another (the figures start again).
         """
-        if self._native != _ffi.NULL:
-            raise StreamcoreError("this PipeSink is already open; give each engine its own")
-        super().open(engine)
-        if engine.dtype.name != self.dtype:
-            raise ValueError(f"the engine renders {engine.dtype.name} but this {self.format} "
-                             f"stream carries {self.dtype}: Engine(dtype={self.dtype!r})")
-        pipe_fd, relay, onward = self.fd, -1, -1
-        if self._internal is not None and self.zero_copy:
-            relay, pipe_fd = self._internal
-            onward = self.fd
-        tee = -1 if self.tee_fd is None else self.tee_fd
-        if self.zero_copy and engine.output.capacity != 2 * self.half_frames:
-            raise StreamcoreError(
-                f"the engine's output ring holds {engine.output.capacity} frames; the pipe "
-                f"sink needs exactly {2 * self.half_frames} (two pipe-sized halves)")
-        out = _ffi.new("sc_pipe_sink **")
-        # The ring handle stays valid while _ring_keepalive is referenced (Ring contract).
-        ring, self._ring_keepalive = engine.output._native_handle()
-        check(_lib.sc_pipe_sink_create(out, engine._engine, ring, pipe_fd, relay, onward, tee,
-                                       self.half_frames, engine.blocksize, int(self.zero_copy)),
-              "creating the pipe sink")
-        self._native = out[0]
-        if self.format == "wav":
-            header = wav_header(engine.samplerate, engine.channels, self.dtype)
-            check(_lib.sc_pipe_sink_prefix(self._native, header, len(header)), "WAV header")
+        with self._lock:
+            if self._native != _ffi.NULL:
+                raise StreamcoreError("this PipeSink is already open; give each engine its "
+                                      "own")
+            super().open(context)
+            self.error, self._final = None, None
+            if context.dtype.name != self.dtype:
+                raise ValueError(f"the engine renders {context.dtype.name} but this "
+                                 f"{self.format} stream carries {self.dtype}: "
+                                 f"Engine(dtype={self.dtype!r})")
+            pipe_fd, relay, onward = self.fd, -1, -1
+            if self._internal is not None and self.zero_copy:
+                relay, pipe_fd = self._internal
+                onward = self.fd
+            tee = -1 if self.tee_fd is None else self.tee_fd
+            output = context.output
+            if self.zero_copy and output.capacity != 2 * self.half_frames:
+                raise StreamcoreError(
+                    f"the engine's output ring holds {output.capacity} frames; the pipe "
+                    f"sink needs exactly {2 * self.half_frames} (two pipe-sized halves)")
+            out = _ffi.new("sc_pipe_sink **")
+            # The ring handle stays valid while _ring_keepalive is referenced (Ring contract).
+            ring, keepalive = output.native_handle()
+            check(_lib.sc_pipe_sink_create(out, context.engine_handle, ring, pipe_fd, relay,
+                                           onward, tee, self.half_frames, context.blocksize,
+                                           int(self.zero_copy)), "creating the pipe sink")
+            self._native, self._ring_keepalive = out[0], keepalive
+            if self.format == "wav":
+                header = wav_header(context.samplerate, context.channels, self.dtype)
+                check(_lib.sc_pipe_sink_prefix(self._native, header, len(header)),
+                      "WAV header")
 
     def native_driver(self) -> Any:
         """The native driver by which the mixer writes the pipe itself, or None.
@@ -320,36 +345,51 @@ class PipeSink(Sink):
         -----
         Called by ``Engine.start()`` after :meth:`open`.
         """
-        driver = _lib.sc_pipe_sink_driver(self._native)
-        return None if driver == _ffi.NULL else driver
+        with self._lock:
+            if self._native == _ffi.NULL:
+                return None  # not open: start() says so
+            driver = _lib.sc_pipe_sink_driver(self._native)
+            return None if driver == _ffi.NULL else driver
 
     def start(self) -> None:
         """Start the C writer thread (unless the mixer writes) and the Python monitor thread.
 
         Raises
         ------
+        EngineClosedError
+            The sink's engine is closed (or no engine opened the sink).
         NativeError
             The writer thread could not be started.
 
         Notes
         -----
-        Called by ``Engine.start()`` in its thread, once the ring is full.
+        Called by ``Engine.start()`` in its thread, once the ring is full; again after a
+        stop (the stream goes on where it stopped).
         """
-        check(_lib.sc_pipe_sink_start(self._native), "starting the pipe sink")
-        self._stopping.clear()
-        self._monitor = threading.Thread(target=self._watch, name="streamcore-pipe-monitor",
-                                         daemon=True)
-        self._monitor.start()
+        with self._lock:
+            if self._native == _ffi.NULL:
+                raise EngineClosedError("the pipe sink is not open: its engine is closed (or "
+                                        "no engine opened it)")
+            check(_lib.sc_pipe_sink_start(self._native), "starting the pipe sink")
+            self._stopping.clear()
+            self._monitor = threading.Thread(target=self._watch, args=(self._native,),
+                                             name="streamcore-pipe-monitor", daemon=True)
+            self._monitor.start()
 
-    def _watch(self) -> None:
+    def _watch(self, native: Any) -> None:
         """A normal thread: when the C writer ended on its own (reader gone, write error), say
-        so and stop the engine, so nobody waits for a voice that can no longer play."""
+        so and stop the engine, so nobody waits for a voice that can no longer play.
+
+        ``native`` stays valid until stop() has joined this thread; no lock is taken here
+        (stop() may hold it while it waits for the writer)."""
         raw = _ffi.new("sc_pipe_sink_stats *")
         while not self._stopping.wait(0.05):
-            _lib.sc_pipe_sink_get_stats(self._native, raw)
+            _lib.sc_pipe_sink_get_stats(native, raw)
             if raw.finished:
-                self._read_stats()  # sets self.error from the errno
-                self.engine._sink_failed(self, self._stopping)
+                self._read_stats(native)  # sets self.error from the errno
+                context = self.context
+                if context is not None:
+                    context.fail(self.error or "the pipe writer ended")
                 return
 
     def stop(self) -> None:
@@ -366,9 +406,10 @@ class PipeSink(Sink):
         monitor, self._monitor = self._monitor, None
         if monitor is not None and monitor is not threading.current_thread():
             monitor.join()  # the monitor itself may be the caller (a failure stops the engine)
-        if self._native != _ffi.NULL:
-            _lib.sc_pipe_sink_stop(self._native, 1)
-            self._final = self._read_stats()
+        with self._lock:
+            if self._native != _ffi.NULL:
+                _lib.sc_pipe_sink_stop(self._native, 1)
+                self._final = self._read_stats(self._native)
 
     def close(self) -> None:
         """Stop, free the native writer and close the sink's own relay pipe; idempotent.
@@ -376,22 +417,24 @@ class PipeSink(Sink):
         Notes
         -----
         Called by ``Engine.close()`` in its thread.  The target and ``tee`` descriptors are
-        never closed by the sink.
+        never closed by the sink.  Another engine may open the sink afterwards.
         """
-        if self._native != _ffi.NULL:
-            self.stop()
-            _lib.sc_pipe_sink_destroy(self._native)
-            self._native = _ffi.NULL
-        if self._internal is not None:
-            for fd in self._internal:
-                os.close(fd)
-            self._internal = None
+        self.stop()
+        with self._lock:
+            if self._native != _ffi.NULL:
+                _lib.sc_pipe_sink_destroy(self._native)
+                self._native = _ffi.NULL
+            self._ring_keepalive = None
+            if self._internal is not None:
+                for fd in self._internal:
+                    os.close(fd)
+                self._internal = None
 
     # -- figures ---------------------------------------------------------------------------
 
-    def _read_stats(self) -> dict[str, Any]:
+    def _read_stats(self, native: Any) -> dict[str, Any]:
         raw = _ffi.new("sc_pipe_sink_stats *")
-        _lib.sc_pipe_sink_get_stats(self._native, raw)
+        _lib.sc_pipe_sink_get_stats(native, raw)
         if raw.error and self.error is None:
             self.error = ("the pipe's reader went away (EPIPE)" if raw.error == 32 else
                           f"writing to the pipe failed: {os.strerror(raw.error)}")
@@ -414,9 +457,12 @@ class PipeSink(Sink):
 
         Notes
         -----
-        Any thread; the writer's counters are read live.
+        Any thread; the writer's counters are read live.  The last figures stay readable
+        after close.
         """
-        figures = self._read_stats() if self._native != _ffi.NULL else (self._final or {})
+        with self._lock:
+            figures = (self._read_stats(self._native) if self._native != _ffi.NULL
+                       else (self._final or {}))
         tee_copy = None
         if self.tee_fd is not None:
             tee_copy = not (self.zero_copy and self._kind(self.tee_fd) == "pipe"
