@@ -4,7 +4,8 @@
 ``streamcore._native``; a second module added there is built too, with the same flags; one
 built some other way goes into EXTRA_CFFI_MODULES) with ``STREAMCORE_SANITIZE`` set (see
 native/build.py) into ``build/sanitize/<digest>/``.  The digest covers everything the build
-reads (native/ and native/testing/ *.c and *.h, native/*.py, setup.py, this file), the sanitizers, the compiler's version and
+reads (the .c and .h of native/ and native/testing/, native/*.py, setup.py,
+this file), the sanitizers, the compiler's version and
 the interpreter's ABI, so a second run with nothing changed compiles nothing.  The editable
 install's ``streamcore/_native*.so`` is never touched.
 
@@ -53,8 +54,8 @@ def cffi_modules() -> list[str]:
 
 def _inputs() -> list[pathlib.Path]:
     native = ROOT / "native"
-    files = [*native.glob("**/*.c"), *native.glob("**/*.h"), *native.glob("*.py"), ROOT / "setup.py",
-             pathlib.Path(__file__).resolve()]
+    files = [*native.glob("**/*.c"), *native.glob("**/*.h"), *native.glob("*.py"),
+             ROOT / "setup.py", pathlib.Path(__file__).resolve()]
     return sorted(files)
 
 
