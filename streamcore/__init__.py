@@ -62,19 +62,20 @@ from streamcore.realtime import (
     demote,
 )
 from streamcore.system import system_report
-from streamcore.voice import StreamVoice, Voice
 
 # The rest needs the compiled core.  When it is missing or stale (built from other sources),
 # `import streamcore` still works, so that `python -m streamcore info` and `doctor` can say so
 # and how to rebuild it; these names then raise ImportError with that line when used.
 _NATIVE_PROBLEM = _facts.native_core().problem()
 _NEEDS_NATIVE = frozenset({"DeviceSink", "Engine", "FileSink", "PipeSink", "Ring", "RingStats",
-                           "Sink", "SinkContext", "Watchdog", "decode", "play"})
+                           "Sink", "SinkContext", "StreamVoice", "Voice", "Watchdog", "decode",
+                           "play"})
 if _NATIVE_PROBLEM is None:
     from streamcore.engine import Engine
     from streamcore.playback import decode, play
     from streamcore.ring import Ring, RingStats
     from streamcore.sinks import DeviceSink, FileSink, PipeSink, Sink, SinkContext
+    from streamcore.voice import StreamVoice, Voice
     from streamcore.watchdog import Watchdog
 
 if not _typing.TYPE_CHECKING:  # for type checkers every name above exists

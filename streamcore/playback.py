@@ -109,6 +109,10 @@ def decode(path: str | os.PathLike[str], samplerate: int | None = None) -> Decod
 
     Raises
     ------
+    TypeError
+        ``path`` is not a path, or ``samplerate`` not an int.
+    ValueError
+        ``samplerate`` is outside 8000 .. 384000 Hz.
     FileNotFoundError
         No such file.
     IsADirectoryError
@@ -125,6 +129,10 @@ def decode(path: str | os.PathLike[str], samplerate: int | None = None) -> Decod
     """
     import soundfile
 
+    if not isinstance(path, str | bytes | os.PathLike):
+        raise TypeError(f"path must be a str or os.PathLike, not {type(path).__name__}")
+    if samplerate is not None:
+        samplerate = _samplerate("samplerate", samplerate)
     name = os.fspath(path)
     if not os.path.exists(name):
         raise FileNotFoundError(f"no such file: {name}")
@@ -145,6 +153,15 @@ def decode(path: str | os.PathLike[str], samplerate: int | None = None) -> Decod
     target = rate if samplerate is None else int(samplerate)
     data = resample(_np.ascontiguousarray(data), rate, target)
     return Decoded(name, data, target, rate, fmt)
+
+
+def _samplerate(name: str, value: Any) -> int:
+    """A sample rate the engine can run at, or TypeError/ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int | _np.integer):
+        raise TypeError(f"{name} must be an int (Hz), not {type(value).__name__}")
+    if not 8000 <= value <= 384000:
+        raise ValueError(f"{name} must be within 8000..384000 Hz, not {value}")
+    return int(value)
 
 
 def fit_channels(frames: _np.ndarray, channels: int) -> _np.ndarray:

@@ -145,7 +145,7 @@ def _own_tid(tid: int | None) -> int:
     if isinstance(tid, bool) or not isinstance(tid, int) or tid <= 0:
         raise ValueError(f"tid must be a positive kernel thread id, not {tid!r}")
     if not os.path.exists(f"/proc/self/task/{tid}"):
-        raise ValueError(f"thread {tid} is not a thread of this process (pid {os.getpid()})")
+        raise ValueError(f"tid {tid} is not a thread of this process (pid {os.getpid()})")
     return tid
 
 

@@ -603,7 +603,7 @@ class Ring:
         if type(k) is not int or k < 0:
             k = _count(k, "k")
         if k > self._granted_write:
-            raise ValueError(f"commit({k}) is more than the {self._granted_write} frames "
+            raise ValueError(f"commit(k={k}) is more than the {self._granted_write} frames "
                              f"write_view handed out: commit at most what it returned")
         status = _lib.sc_ring_write_advance(state[0], k)
         if status < 0:
@@ -643,7 +643,7 @@ class Ring:
         state = self._state  # the closed check; keeps the handle alive through the call
         if state is None:
             raise RingClosedError(_CLOSED)
-        array = self._frames_arg(frames, "write()")
+        array = self._frames_arg(frames, "write(frames)")
         if not array.flags.c_contiguous:
             array = _np.ascontiguousarray(array)
         # At most a ring's worth: C takes a uint64 count, and no more fits anyway.
@@ -727,12 +727,12 @@ class Ring:
         if type(k) is not int or not 0 <= k <= self._capacity:
             k = _count(k, "k")
             if k > self._capacity:
-                raise ValueError(f"release({k}) is more than the ring's {self._capacity} "
+                raise ValueError(f"release(k={k}) is more than the ring's {self._capacity} "
                                  f"frames")
         status = _lib.sc_ring_read_advance(state[0], k)
         if status < 0:
             if status == -_errno.EINVAL:
-                raise ValueError(f"release({k}) is more than the {self.readable} "
+                raise ValueError(f"release(k={k}) is more than the {self.readable} "
                                  f"readable frames")
             self._fail(status, "release")
 

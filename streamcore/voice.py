@@ -53,6 +53,7 @@ from streamcore._native import lib as _lib
 from streamcore.errors import (
     CommandQueueFullError,
     EngineClosedError,
+    StreamcoreError,
     VoiceLimitError,
     check,
 )
@@ -761,7 +762,7 @@ class Voice:
         """
         deadline = None
         if timeout is not None:
-            deadline = time.monotonic() + finite("timeout", timeout)
+            deadline = time.monotonic() + finite("timeout", timeout, 0.0)
         while not self.done:
             if deadline is not None and time.monotonic() >= deadline:
                 return False
@@ -922,7 +923,12 @@ class StreamVoice(Voice):
         -----
         The ring's writer thread only.
         """
-        return self._ring.write(array)
+        try:
+            return self._ring.write(array)
+        except (TypeError, ValueError) as e:
+            if isinstance(e, StreamcoreError):  # the ring's own errors (closed) stay as they are
+                raise
+            raise type(e)(f"array: {e}") from None
 
     @property
     def writable(self) -> int:

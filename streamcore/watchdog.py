@@ -20,6 +20,7 @@ Each demotion is an :class:`Event` and sets taints.  Nothing re-promotes by itse
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,18 @@ REASONS = {
     _lib.SC_DEMOTE_CANARY: "canary",
     _lib.SC_DEMOTE_RTTIME: "rttime",
 }
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number, not {type(value).__name__}")
+    return float(value)
+
+
+def _positive_finite(name: str, value: Any) -> None:
+    number = _number(name, value)
+    if not (number > 0 and math.isfinite(number)):
+        raise ValueError(f"{name} must be a positive finite number, not {value!r}")
 
 
 @dataclass(frozen=True)
@@ -64,8 +77,10 @@ class Watchdog:
 
     Raises
     ------
+    TypeError
+        A setting is not a number.
     ValueError
-        A setting is out of the range above.
+        A setting is out of the range above (or not finite where a finite one is needed).
 
     Notes
     -----
@@ -82,18 +97,17 @@ class Watchdog:
     enabled: bool = True
 
     def __post_init__(self) -> None:
-        if not self.budget > 0:
-            raise ValueError(f"budget must be a positive fraction of the period, not {self.budget}")
-        if not isinstance(self.overruns_in_row, int) or self.overruns_in_row < 1:
-            raise ValueError(f"overruns_in_row must be an int >= 1, not {self.overruns_in_row!r}")
-        if not self.hard_limit_periods > 0:
-            raise ValueError(f"hard_limit_periods must be > 0, not {self.hard_limit_periods}")
-        if not self.canary_ms > 0:
-            raise ValueError(f"canary_ms must be > 0, not {self.canary_ms}")
-        if not self.cooldown >= 0:
-            raise ValueError(f"cooldown must be >= 0, not {self.cooldown}")
-        if self.interval_ms is not None and not self.interval_ms > 0:
-            raise ValueError(f"interval_ms must be > 0, not {self.interval_ms}")
+        for name in ("budget", "hard_limit_periods", "canary_ms"):
+            _positive_finite(name, getattr(self, name))
+        if self.interval_ms is not None:
+            _positive_finite("interval_ms", self.interval_ms)
+        cooldown = _number("cooldown", self.cooldown)
+        if not cooldown >= 0:  # infinite is allowed: never re-promote
+            raise ValueError(f"cooldown must be >= 0 seconds, not {self.cooldown!r}")
+        if (isinstance(self.overruns_in_row, bool) or not isinstance(self.overruns_in_row, int)
+                or not 1 <= self.overruns_in_row <= 2**31 - 1):
+            raise ValueError(f"overruns_in_row must be an int within 1..2**31-1, not "
+                             f"{self.overruns_in_row!r}")
 
     def _fill(self, config: Any, period_ns: int) -> None:
         """Write these settings into an ``sc_engine_config``."""

@@ -43,6 +43,9 @@ NATIVE_TEST_FILES = [
     "tests/test_file_sink.py",
     "tests/test_watchdog.py",
     "tests/test_ring_process.py",
+    "tests/test_core_rules.py",
+    "tests/test_ownership.py",
+    "tests/test_stateful.py",
 ]
 
 # Tests of those files that cannot pass under ASan, and why.  All files are kept: none needs

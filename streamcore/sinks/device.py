@@ -228,7 +228,7 @@ class DeviceSink(Sink):
     Raises
     ------
     ValueError
-        ``stall_timeout`` or ``frames_per_buffer`` out of range.
+        ``latency``, ``stall_timeout`` or ``frames_per_buffer`` out of range.
 
     Notes
     -----
@@ -251,6 +251,12 @@ class DeviceSink(Sink):
                 stall_timeout, int | float) or not 0 < stall_timeout < float("inf")):
             raise ValueError(f"stall_timeout must be a number of seconds > 0, not "
                              f"{stall_timeout!r}")
+        if isinstance(latency, str):
+            if latency not in ("low", "high"):
+                raise ValueError(f"latency must be 'low', 'high' or seconds > 0, not {latency!r}")
+        elif (isinstance(latency, bool) or not isinstance(latency, int | float)
+              or not 0 < latency < float("inf")):
+            raise ValueError(f"latency must be 'low', 'high' or seconds > 0, not {latency!r}")
         self.device = device
         self.latency = latency
         self.extra_settings = extra_settings

@@ -69,6 +69,21 @@ def choose_format(path: str, format: str | None, subtype: str | None,
     return format, subtype.upper()
 
 
+def _check_format_names(path: str, format: str | None, subtype: str | None) -> None:
+    """Refuse, at construction, a format or subtype libsndfile does not know (the full check
+    against the engine's dtype comes at open, when the dtype is known)."""
+    import soundfile as sf
+
+    if format is not None and format.upper() not in sf.available_formats():
+        raise ValueError(f"format {format!r} is not one libsndfile writes: "
+                         f"{', '.join(sorted(sf.available_formats()))}")
+    if subtype is not None and subtype.upper() not in sf.available_subtypes():
+        raise ValueError(f"subtype {subtype!r} is not one libsndfile knows: "
+                         f"{', '.join(sorted(sf.available_subtypes()))}")
+    if format is None and subtype is not None:
+        choose_format(path, None, subtype, "float32")  # the extension must say the format
+
+
 class FileSink(Sink):
     """Write the engine's output to ``path`` (``Engine(sink=FileSink('out.wav'))``).
 
@@ -112,6 +127,7 @@ class FileSink(Sink):
         for name, value in (("format", format), ("subtype", subtype)):
             if value is not None and not isinstance(value, str):
                 raise TypeError(f"{name} must be a str or None, not {type(value).__name__}")
+        _check_format_names(self.path, format, subtype)
         self.format = format
         self.subtype = subtype
         self.realtime = bool(realtime)

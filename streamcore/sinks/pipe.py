@@ -128,12 +128,13 @@ class PipeSink(Sink):
                                  f"{dtype!r}") from None
         if format in _RAW:
             if dtype is not None and dtype != _RAW[format]:
-                raise ValueError(f"format {format!r} carries {_RAW[format]}, not {dtype}")
+                raise ValueError(f"dtype: format {format!r} carries {_RAW[format]}, not {dtype}")
             dtype = _RAW[format]
         elif format == "wav":
             dtype = _np.dtype(dtype or "int16").name
             if dtype not in _WAV_TAGS:
-                raise ValueError(f"a WAV stream carries int16, int32 or float32, not {dtype}")
+                raise ValueError(f"dtype: a WAV stream carries int16, int32 or float32, not "
+                                 f"{dtype}")
         else:
             raise ValueError(f"format must be 'wav', 's16le', 's32le' or 'f32le', not {format!r}")
         if pipe_size is not None and (isinstance(pipe_size, bool) or not isinstance(
@@ -144,7 +145,7 @@ class PipeSink(Sink):
         self.requested_pipe_size = pipe_size
         self.fd = self._resolve(target)
         self.kind = self._kind(self.fd)
-        self.tee_fd = None if tee is None else self._resolve(tee)
+        self.tee_fd = None if tee is None else self._resolve(tee, "tee")
         if self.tee_fd is not None and self.tee_fd == self.fd:
             raise ValueError("tee must be another descriptor than the target")
         self.zero_copy = bool(zero_copy)
@@ -166,14 +167,14 @@ class PipeSink(Sink):
         self._lock = threading.RLock()
 
     @staticmethod
-    def _resolve(target: int | IO[Any] | str) -> int:
+    def _resolve(target: int | IO[Any] | str, name: str = "target") -> int:
         if isinstance(target, str):
             if target != "stdout":
-                raise ValueError(f"target must be a descriptor, a file object or 'stdout', "
+                raise ValueError(f"{name} must be a descriptor, a file object or 'stdout', "
                                  f"not {target!r}")
             return sys.stdout.fileno()
         if isinstance(target, bool):
-            raise TypeError("target must be a descriptor or a file object, not a bool")
+            raise TypeError(f"{name} must be a descriptor or a file object, not a bool")
         if isinstance(target, int):
             fd = target
         elif hasattr(target, "fileno"):
@@ -181,14 +182,15 @@ class PipeSink(Sink):
                 target.flush()  # what Python buffered goes first
             fd = target.fileno()
         else:
-            raise TypeError(f"target must be a descriptor or a file object, not "
+            raise TypeError(f"{name} must be a descriptor or a file object, not "
                             f"{type(target).__name__}")
         try:
             mode = os.fstat(fd).st_mode
-        except OSError as e:
-            raise ValueError(f"target descriptor {fd} is not open: {e.strerror}") from e
+        except (OSError, OverflowError) as e:
+            why = e.strerror if isinstance(e, OSError) else "no such descriptor"
+            raise ValueError(f"{name} descriptor {fd} is not open: {why}") from e
         if not os.access(f"/proc/self/fd/{fd}", os.W_OK) and stat.S_ISREG(mode):
-            raise ValueError(f"target descriptor {fd} is not writable")
+            raise ValueError(f"{name} descriptor {fd} is not writable")
         return fd
 
     @staticmethod
