@@ -19,10 +19,14 @@
 
 static void spin_if_asked(sc_engine *e)
 {
+    /* A compare-and-swap, not load + store: a request Python makes meanwhile is kept. */
     uint32_t cycles = atomic_load_explicit(&e->spin_cycles, memory_order_acquire);
-    if (cycles == 0)
-        return;
-    atomic_store_explicit(&e->spin_cycles, cycles - 1, memory_order_relaxed);
+    do {
+        if (cycles == 0)
+            return;
+    } while (!atomic_compare_exchange_weak_explicit(&e->spin_cycles, &cycles, cycles - 1,
+                                                    memory_order_acq_rel,
+                                                    memory_order_acquire));
     int64_t until = sc_now_ns() + atomic_load_explicit(&e->spin_ns, memory_order_relaxed);
     while (sc_now_ns() < until && atomic_load_explicit(&e->running, memory_order_relaxed))
         ; /* the test's runaway: burns the CPU inside the cycle */

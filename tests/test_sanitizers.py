@@ -61,10 +61,6 @@ DESELECTED = {
         "mlock is a no-op under ASan",
     "tests/test_engine.py::TestUnprivileged::test_runs_tainted":
         "mlock is a no-op under ASan (no MLOCK_FAILED taint)",
-    # Counts overruns of a SCHED_OTHER mixer on a busy 2-core machine: fails without any
-    # sanitizer too (2 of 9 runs), which would make this test flaky for a reason not its own.
-    "tests/test_watchdog.py::TestRunaway::test_a_mixer_that_is_not_realtime_is_left_alone":
-        "timing-dependent, flaky without sanitizers as well",
 }
 
 # What a sanitizer prints when it found something (ASan, and UBSan's per-report line).

@@ -131,6 +131,7 @@ class TestRunaway:
             assert current_scheduling(e.mixer_tid).policy == "other"
             time.sleep(0.1)
             e._test_spin(0.1)  # ~20 hard limits long
+            time.sleep(0.3)  # that cycle is over before the next request replaces its length
             e._test_spin(0.7 * e.period_ns / 1e9, cycles=20)
             time.sleep(0.5)
             assert e.events() == [] and e.stats().overruns >= 20
