@@ -16,7 +16,7 @@ from streamcore._testing import ffi, lib
 from streamcore._native import ffi as _native_ffi
 from streamcore.errors import check
 
-__all__ = ["PageBuffer", "ffi", "lib", "pump_pattern", "ring_handle"]
+__all__ = ["NativeProbe", "PageBuffer", "ffi", "lib", "pump_pattern", "ring_handle"]
 
 PAGE_SIZE = mmap.PAGESIZE
 
@@ -63,3 +63,44 @@ def pump_pattern(fd: int, total: int, half: int | None = None, zero_copy: bool =
                      "vmsplice" if zero_copy else "write")
     finally:
         buffer.close()
+
+
+class NativeProbe:
+    """The probe thread in C (native/testing/sched_probe.c): a thread Python did not create,
+    to promote by :attr:`tid` and let read its own scheduling or a forked child's.  The same
+    protocol as ``streamcore.realtime.ProbeThread``, for tests of threads made in C."""
+
+    _probe: Any = None
+
+    def __init__(self) -> None:
+        out = ffi.new("sc_probe_thread **")
+        check(lib.sc_probe_thread_start(out), "starting the native probe thread")
+        self._probe = out[0]  # owned: freed by sc_probe_thread_stop in close()
+        self.tid = int(lib.sc_probe_thread_tid(self._probe))
+
+    def _ask(self, request: Any, operation: str, tid: int) -> Any:
+        from streamcore.realtime import Scheduling
+
+        if self._probe is None:
+            raise ValueError("the probe thread is closed")
+        info = ffi.new("sc_sched_info *")
+        check(request(self._probe, info), operation)
+        policy = info.policy | (lib.SC_SCHED_RESET_ON_FORK if info.reset_on_fork else 0)
+        return Scheduling._from_kernel(tid, policy, info.priority, info.nice)
+
+    def scheduling(self) -> Any:
+        return self._ask(lib.sc_probe_thread_read, "reading the probe's scheduling", self.tid)
+
+    def child_scheduling(self) -> Any:
+        return self._ask(lib.sc_probe_thread_fork_read, "forking from the probe thread", 0)
+
+    def close(self) -> None:
+        probe, self._probe = self._probe, None
+        if probe is not None:
+            lib.sc_probe_thread_stop(probe)
+
+    def __enter__(self) -> NativeProbe:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -110,40 +110,6 @@ int64_t sc_ring_read_frames(sc_ring *ring, void *dst, uint64_t frames);
 void sc_ring_get_stats(const sc_ring *ring, sc_ring_stats *out);
 
 
-/* ---- scheduling (native/sched.c) -------------------------------------------------------
- * Native helpers for realtime acquisition and its tests.
- */
-
-/* The kernel's SCHED_RESET_ON_FORK flag (ORed into a policy). */
-#define SC_SCHED_RESET_ON_FORK 1073741824
-
-/* How a thread is scheduled, as the thread itself reads it (sched_getscheduler(0) & co.). */
-typedef struct {
-    int32_t policy;        /* SCHED_OTHER 0, FIFO 1, RR 2, BATCH 3, IDLE 5: no flag bits */
-    int32_t priority;      /* sched_priority; 0 for the normal policies */
-    int32_t nice;          /* getpriority() of the thread */
-    int32_t reset_on_fork; /* 1 when SCHED_RESET_ON_FORK is set, else 0 */
-} sc_sched_info;
-
-/* A native probe thread: a C thread that only waits for requests.  It exists so that Python
- * can promote a thread it did not create (by kernel tid) and let that thread report its own
- * scheduling and fork.  Any thread may send requests; they are serialised by a mutex (the
- * probe is a diagnostic, not a realtime-safe object). */
-typedef struct sc_probe_thread sc_probe_thread;
-
-/* Start a probe; *out receives it once its tid is known.  0 or -errno. */
-int sc_probe_thread_start(sc_probe_thread **out);
-/* The probe's kernel thread id (gettid() as the probe read it). */
-int64_t sc_probe_thread_tid(sc_probe_thread *probe);
-/* The probe reads its own scheduling into *out.  0 or -errno. */
-int sc_probe_thread_read(sc_probe_thread *probe, sc_sched_info *out);
-/* The probe forks; the child reads its own scheduling, sends it back and exits; *out is what
- * the child saw (SCHED_RESET_ON_FORK works when it is SCHED_OTHER, nice >= 0).  0 or -errno. */
-int sc_probe_thread_fork_read(sc_probe_thread *probe, sc_sched_info *out);
-/* Stop the probe, join it and free it (NULL is ignored). */
-void sc_probe_thread_stop(sc_probe_thread *probe);
-
-
 /* ---- pipes (native/pipe.c) ------------------------------------------------------------
  * vmsplice/splice/tee primitives for the pipe sink, and the double-buffer rule in one place:
  * pages handed to a pipe with vmsplice are referenced, not copied, so a buffer half may be

@@ -44,7 +44,6 @@ from typing import Any, cast
 from streamcore import _facts
 from streamcore import rtkit as _rtkit
 from streamcore.bus import BusConnection, BusError
-from streamcore.errors import check as _check
 
 __all__ = [
     "POLICIES",
@@ -652,56 +651,122 @@ def acquire_realtime(tid: int | None = None, priority: int = 10, policy: str = "
     return _grant("none", tid, priority, reasons, notes)
 
 
-# ---- a native thread to promote ---------------------------------------------------------
+# ---- a scratch thread to promote ---------------------------------------------------------
+
+
+def _own_scheduling(tid: int) -> Scheduling:
+    """The calling thread's scheduling as it reads it itself (``tid`` labels the answer)."""
+    return Scheduling._from_kernel(tid, os.sched_getscheduler(0),
+                                   os.sched_getparam(0).sched_priority,
+                                   os.getpriority(os.PRIO_PROCESS, 0))
+
+
+def _forked_child_scheduling() -> Scheduling:
+    """Fork; the child reads the scheduling it starts with, sends it back and exits."""
+    read_end, write_end = os.pipe()
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: three numbers into the pipe, then gone
+            try:
+                answer = (f"{os.sched_getscheduler(0)} {os.sched_getparam(0).sched_priority} "
+                          f"{os.getpriority(os.PRIO_PROCESS, 0)}")
+                os.write(write_end, answer.encode())
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        write_end = -1
+        with os.fdopen(read_end, "rb") as f:
+            read_end = -1
+            words = f.read().split()
+        os.waitpid(pid, 0)
+    finally:
+        for fd in (read_end, write_end):
+            if fd >= 0:
+                os.close(fd)
+    if len(words) != 3:
+        raise OSError(_errno.EPIPE, "the forked child did not report its scheduling")
+    policy, priority, nice = (int(w) for w in words)
+    return Scheduling._from_kernel(0, policy, priority, nice)
 
 
 class ProbeThread:
-    """A C thread that waits for requests: promote it by :attr:`tid`, then let it read its own
-    scheduling (:meth:`scheduling`) or fork a child that reads its (:meth:`child_scheduling`).
+    """A scratch thread that waits for requests: promote it by :attr:`tid`, then let it read
+    its own scheduling (:meth:`scheduling`) or fork a child that reads its
+    (:meth:`child_scheduling`).
 
-    Doctor uses it as its scratch thread; tests use it to prove that a thread created in C is
-    promoted by tid and that RESET_ON_FORK holds.  Requests are serialised in C, so any thread
-    may call the methods.  Close it once (``close()`` or ``with``).
+    Doctor uses it as its scratch thread (promoting the caller's own thread would change it);
+    tests use it to prove that a thread is promoted by tid and that RESET_ON_FORK holds.  A
+    plain Python thread that only waits: any thread may call the methods (one request at a
+    time).  Close it once (``close()`` or ``with``).  The same probe in C, for tests that
+    need a thread Python did not create, is ``bench.drivers.NativeProbe``.
     """
 
     # Class-level None so close() is safe when __init__ failed half-way.
-    _probe = None
+    _thread: threading.Thread | None = None
 
     def __init__(self) -> None:
-        # Imported here so that `import streamcore` works (and `streamcore info` can say why)
-        # when the native core failed to build.
-        from streamcore._native import ffi as _ffi
-        from streamcore._native import lib as _lib
+        self._requests: list[Any] = []
+        self._wake = threading.Condition()
+        self._serial = threading.Lock()
+        self._reply: tuple[Any, BaseException | None] | None = None
+        self.tid = 0
+        started = threading.Event()
 
-        self._ffi, self._lib = _ffi, _lib
-        out = _ffi.new("sc_probe_thread **")
-        _check(_lib.sc_probe_thread_start(out), "starting the native probe thread")
-        self._probe = out[0]  # owned: freed by sc_probe_thread_stop in close()
-        self.tid = int(_lib.sc_probe_thread_tid(self._probe))
+        def serve() -> None:
+            self.tid = threading.get_native_id()
+            started.set()
+            while True:
+                with self._wake:
+                    while not self._requests:
+                        self._wake.wait()
+                    request = self._requests.pop()
+                if request is None:
+                    return
+                try:
+                    reply: tuple[Any, BaseException | None] = (request(), None)
+                except BaseException as e:  # handed to the asking thread
+                    reply = (None, e)
+                with self._wake:
+                    self._reply = reply
+                    self._wake.notify_all()
 
-    def _ask(self, request: Any, operation: str, tid: int) -> Scheduling:
-        if self._probe is None:
-            raise ValueError("the probe thread is closed")
-        info = self._ffi.new("sc_sched_info *")
-        _check(request(self._probe, info), operation)
-        policy = info.policy | (_RESET if info.reset_on_fork else 0)
-        return Scheduling._from_kernel(tid, policy, info.priority, info.nice)
+        self._thread = threading.Thread(target=serve, name="streamcore-probe", daemon=True)
+        self._thread.start()
+        started.wait()
+
+    def _ask(self, request: Any) -> Scheduling:
+        with self._serial:
+            if self._thread is None:
+                raise ValueError("the probe thread is closed")
+            with self._wake:
+                self._reply = None
+                self._requests.append(request)
+                self._wake.notify_all()
+                while self._reply is None:
+                    self._wake.wait()
+                value, error = self._reply
+        if error is not None:
+            raise error
+        return cast(Scheduling, value)
 
     def scheduling(self) -> Scheduling:
         """The probe's scheduling as the probe itself reads it."""
-        return self._ask(self._lib.sc_probe_thread_read, "reading the probe's scheduling",
-                         self.tid)
+        return self._ask(lambda: _own_scheduling(self.tid))
 
     def child_scheduling(self) -> Scheduling:
         """The scheduling a child forked by the probe starts with (tid 0: it has exited)."""
-        return self._ask(self._lib.sc_probe_thread_fork_read, "forking from the probe thread",
-                         0)
+        return self._ask(_forked_child_scheduling)
 
     def close(self) -> None:
-        """Stop and free the native thread; safe to call again."""
-        probe, self._probe = self._probe, None
-        if probe is not None:
-            self._lib.sc_probe_thread_stop(probe)
+        """Stop and join the thread; safe to call again."""
+        with self._serial:
+            thread, self._thread = self._thread, None
+            if thread is None:
+                return
+            with self._wake:
+                self._requests.append(None)
+                self._wake.notify_all()
+        thread.join()
 
     def __enter__(self) -> ProbeThread:
         return self
@@ -710,6 +775,6 @@ class ProbeThread:
         self.close()
 
     def __del__(self) -> None:
-        if self._probe is not None:
+        if self._thread is not None:
             warnings.warn("ProbeThread was not closed", ResourceWarning, stacklevel=2)
             self.close()

@@ -603,3 +603,25 @@ class TestZeroRtBudget:
         rtkit_line = next(r for r in grant.reasons if r.startswith("rtkit: "))
         assert "no realtime budget" in rtkit_line
         assert result["child"].nice >= 0  # RESET_ON_FORK resets a negative nice too
+
+
+class TestNativeThread:
+    """A thread made in C, not by Python, is promoted by its tid the same way, and a child it
+    forks starts with normal scheduling (RESET_ON_FORK)."""
+
+    def test_a_c_thread_is_promoted_and_its_child_is_not(self):
+        from bench.drivers import NativeProbe
+
+        if os.geteuid() != 0:
+            pytest.skip("promotes directly: needs root (CI runs as root)")
+        with NativeProbe() as probe:
+            grant = streamcore.acquire_realtime(probe.tid, priority=12)
+            own = probe.scheduling()
+            child = probe.child_scheduling()
+            realtime.demote(probe.tid)
+            after = probe.scheduling()
+        assert grant.realtime and grant.method == "direct", grant.reasons
+        assert (own.policy, own.priority, own.reset_on_fork) == ("fifo", 12, True)
+        assert (child.policy, child.realtime, child.nice) == ("other", False, 0)
+        assert after.policy == "other"
+

@@ -188,7 +188,7 @@ def _scheduling(tid: int) -> tuple[str | None, int | None]:
     if not tid:
         return None, None
     try:
-        policy = os.sched_getscheduler(tid) & ~_lib.SC_SCHED_RESET_ON_FORK
+        policy = os.sched_getscheduler(tid) & ~os.SCHED_RESET_ON_FORK
         priority = os.sched_getparam(tid).sched_priority
     except OSError:
         return None, None

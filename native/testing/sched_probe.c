@@ -1,4 +1,5 @@
-/* Scheduling helpers: the native probe thread (see streamcore.h, "scheduling").
+/* The native probe thread (streamcore._testing; see testing.h, "scheduling"): a C thread for
+ * tests that need one Python did not create.
  *
  * The probe is a diagnostic, never on the audio path: it blocks on a condition variable and
  * does one request at a time (read its own scheduling, or fork and let the child read its).
@@ -17,6 +18,7 @@
 #include <unistd.h>
 
 #include "streamcore.h"
+#include "testing.h"
 
 #ifndef SCHED_RESET_ON_FORK
 #define SCHED_RESET_ON_FORK 0x40000000
