@@ -417,18 +417,25 @@ static int pump(sc_pipe_sink *s, uint32_t *periods)
     }
 }
 
+/* A new run of either writer (control thread, before it starts): the last stop's wake-up is
+ * spent, and the state of the last run forgotten. */
+static void begin_run(sc_pipe_sink *s)
+{
+    uint64_t stale;
+    while (read(s->stop_fd, &stale, sizeof stale) > 0)
+        ;
+    atomic_store_explicit(&s->stop_asked, 0, memory_order_release);
+    atomic_store_explicit(&s->error, 0, memory_order_release);
+    atomic_store_explicit(&s->finished, 0, memory_order_release);
+    atomic_store_explicit(&s->running, 1, memory_order_release);
+}
+
 /* Control thread, in sc_engine_start: a new run of the mixer as the writer. */
 static int driver_attach(void *ctx, sc_engine *e)
 {
     (void)e;
     sc_pipe_sink *s = ctx;
-    uint64_t stale;
-    while (read(s->stop_fd, &stale, sizeof stale) > 0)
-        ; /* a restart: the last stop's wake-up is spent */
-    atomic_store_explicit(&s->stop_asked, 0, memory_order_release);
-    atomic_store_explicit(&s->error, 0, memory_order_release);
-    atomic_store_explicit(&s->finished, 0, memory_order_release);
-    atomic_store_explicit(&s->running, 1, memory_order_release);
+    begin_run(s);
     s->need_wait = 0;
     s->last_pump = PUMP_DONE;
     return 0;
@@ -630,12 +637,7 @@ int sc_pipe_sink_start(sc_pipe_sink *s)
         s->started = 1;
         return 0;
     }
-    uint64_t stale;
-    while (read(s->stop_fd, &stale, sizeof stale) > 0)
-        ; /* a restart: the last stop's wake-up is spent */
-    atomic_store_explicit(&s->stop_asked, 0, memory_order_release);
-    atomic_store_explicit(&s->finished, 0, memory_order_release);
-    atomic_store_explicit(&s->running, 1, memory_order_release);
+    begin_run(s);
     int rc = pthread_create(&s->thread, NULL, sink_main, s);
     if (rc) {
         atomic_store_explicit(&s->running, 0, memory_order_release);

@@ -53,6 +53,7 @@ from streamcore.errors import (
     EngineClosedError,
     EngineTimeoutError,
     RepromoteRefusedError,
+    SinkError,
     StreamcoreError,
     check,
 )
@@ -193,6 +194,9 @@ class Engine:
         self.periods = periods
         self.sink = sink
         self.sink_object = sink_object
+        #: Why the sink failed for good (a sentence), or None.  Once set the engine has
+        #: stopped, its voices ended as 'failed' and start/play/stream raise SinkError.
+        self.failure: str | None = None
         self.dtype = _np.dtype(dtype)
         self.realtime = bool(realtime)
         self.priority = priority
@@ -289,6 +293,26 @@ class Engine:
         if self._closing:
             raise EngineClosedError(_CLOSED)
 
+    def _check_usable(self) -> None:
+        """The closed check, and SinkError once the sink failed (callers hold the lock):
+        a voice queued on an engine whose sink is gone would never be handed back."""
+        self._check_open()
+        if self.failure is not None:
+            raise SinkError(f"the engine's sink failed ({self.failure}) and the engine "
+                            f"stopped: close it and make a new one")
+
+    def _fail_locked(self, reason: str) -> None:
+        """The sink failed for good (its own thread, holding the lock): remember why, stop,
+        and tell subscribers.  Voices flushed by the stop end as 'failed'."""
+        self.failure = reason
+        self._table.failure = reason
+        try:
+            self._stop_locked()
+        finally:
+            self._events.post(Event(time_ns=time.monotonic_ns(), reason="sink_failed", tid=0,
+                                    threads=0, policy_before=0, busy_ns=0, streak=0,
+                                    canary_age_ns=0, cycle=0, result=0, detail=reason))
+
     def start(self) -> None:
         """Start the mixer thread, its watchdog and canary, and acquire realtime for the mixer.
 
@@ -317,7 +341,7 @@ class Engine:
         why).
         """
         with self._lock:
-            self._check_open()
+            self._check_usable()
             if self._started or self.sink == "manual":
                 return
             if self.output is None:
@@ -351,7 +375,16 @@ class Engine:
             self.grant = None
             _lib.sc_engine_taint(self._handle, _lib.SC_TAINT_RT_DENIED)
             return
-        self.grant = _realtime.acquire_realtime(tid=self.mixer_tid, priority=self.priority)
+        try:
+            self.grant = _realtime.acquire_realtime(tid=self.mixer_tid, priority=self.priority)
+        except ValueError:
+            # A sink's own driver may end the mixer at once (a pipe whose reader is already
+            # gone): its thread has exited, so there is nothing to promote.  The sink's
+            # failure reaches the application through the sink (engine.failure).
+            if os.path.exists(f"/proc/self/task/{self.mixer_tid}"):
+                raise
+            self.grant = None
+            return
         if not self.grant.realtime:
             _lib.sc_engine_taint(self._handle, _lib.SC_TAINT_RT_DENIED)
         if self.watchdog_tid:
@@ -524,7 +557,7 @@ class Engine:
             raise ValueError("array must be C-contiguous (numpy.ascontiguousarray(array)); "
                              "voices read it in place")
         with self._lock:
-            self._check_open()
+            self._check_usable()
             return self._table.add(_lib.SC_VOICE_BUFFER, array, voice_channels, gain, pan, at,
                                    fade_in, loop=bool(loop))
 
@@ -595,7 +628,7 @@ class Engine:
                 frames = max(self.samplerate // 4, 4 * self.periods * self.blocksize)
             size = positive_int("frames", frames, 1, 1 << 26)
             with self._lock:
-                self._check_open()  # before making a ring for nothing
+                self._check_usable()  # before making a ring for nothing
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # unlocked: reported by the ring's stats
                 ring = _Ring(size, channels, "float32",
@@ -613,7 +646,7 @@ class Engine:
             owned = False
         with self._lock:
             try:
-                self._check_open()
+                self._check_usable()
             except BaseException:
                 if owned:
                     ring.close()
@@ -955,7 +988,7 @@ class Engine:
         def stop_engine() -> None:
             engine = ref()
             if engine is not None and not engine._closing:
-                engine._stop_locked()
+                engine._fail_locked(context.failure or "the sink failed")
 
         def running() -> bool:
             engine = ref()

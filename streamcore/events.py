@@ -58,6 +58,10 @@ class EventLog:
         self._wake = threading.Lock()  # guards _stop_pipe, which the thread closes on exit
         self._stop_pipe = (-1, -1)
         self._stopping = False
+        # Events made in Python (a sink that failed), queued for the next poll; the eventfd
+        # wakes the delivery thread for them as the native event fd does for the watchdog's.
+        self._posted: list[Event] = []
+        self._post_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.last_demotion: int | None = None  #: CLOCK_MONOTONIC ns of the latest event
 
     def _check_open(self) -> None:
@@ -89,8 +93,28 @@ class EventLog:
                 event = Event._from_native(ev)
                 fresh.append(event)
                 self.last_demotion = event.time_ns
+            fresh.extend(self._posted)
+            self._posted.clear()
             self._events.extend(fresh)
             return fresh
+
+    def post(self, event: Event) -> None:
+        """Add an event made in Python (not a demotion) for :meth:`poll` and the subscribers.
+
+        Parameters
+        ----------
+        event : Event
+            The event (``reason`` 'sink_failed' for a sink that failed for good).
+
+        Notes
+        -----
+        Any thread (takes the engine's lock); nothing happens once the log is closed.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._posted.append(event)
+            os.eventfd_write(self._post_fd, 1)
 
     def all(self) -> list[Event]:
         """Every event so far, oldest first (polls first).
@@ -172,11 +196,12 @@ class EventLog:
         stop = self._stop_pipe[0]
         try:
             while not self._stopping:  # a subscriber may have closed the engine
-                readable, _, _ = select.select([fd, stop], [], [])
+                readable, _, _ = select.select([fd, stop, self._post_fd], [], [])
                 if stop in readable or self._stopping:
                     return
-                with contextlib.suppress(BlockingIOError):
-                    os.read(fd, 8)
+                for ready in readable:  # the native event fd, our own posts
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(ready, 8)
                 with self._lock:
                     if self._closed or self._stopping:
                         return
@@ -219,6 +244,9 @@ class EventLog:
         with self._lock:
             self._closed = True
             self._handle = _ffi.NULL
+            if self._post_fd >= 0:  # the delivery thread, its only other user, has ended
+                os.close(self._post_fd)
+                self._post_fd = -1
 
     def _disown(self, lock: Any) -> None:
         """After fork, in the child: closed, with a fresh lock and no thread."""

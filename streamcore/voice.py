@@ -53,6 +53,7 @@ from streamcore._native import lib as _lib
 from streamcore.errors import (
     CommandQueueFullError,
     EngineClosedError,
+    SinkError,
     StreamcoreError,
     VoiceLimitError,
     check,
@@ -136,6 +137,9 @@ class VoiceTable:
         self._lock = lock
         self._samplerate = samplerate
         self._channels = channels
+        #: The sink's failure (set by the engine when its sink failed for good): voices the
+        #: engine flushes from then on end as 'failed', and wait() raises.
+        self.failure: str | None = None
         #: True while the mixer runs (set by the engine): a full command queue is then
         #: waited for, up to 1 s, instead of refused at once.
         self.running = False
@@ -550,11 +554,16 @@ class VoiceTable:
 
     def _release(self, slot: int, reason: str, frames_played: int, underruns: int,
                  underrun_frames: int, nans: int) -> None:
-        """The slot is Python's again (caller holds the lock)."""
+        """The slot is Python's again (caller holds the lock).  A voice flushed because the
+        sink failed (:attr:`failure` set) ends as ``'failed'``, with the sink's reason."""
         voice = self._voices.pop(slot)
         _keepalive, owned_ring = self._pins.pop(slot)
         self._free.append(slot)
-        voice._finish(reason, frames_played, underruns, underrun_frames, nans)
+        if reason == "flushed" and self.failure is not None:
+            voice._finish("failed", frames_played, underruns, underrun_frames, nans,
+                          self.failure)
+        else:
+            voice._finish(reason, frames_played, underruns, underrun_frames, nans)
         if owned_ring is not None:
             owned_ring.close()  # fd, mappings and locked pages go with the last reference
         # _keepalive goes out of scope here: the array or the ring's memory is released
@@ -618,9 +627,10 @@ class Voice:
     Made by :meth:`Engine.play <streamcore.Engine.play>`, never by hand.  Any Python thread
     may use a voice (the table serialises its commands); the realtime mixer thread applies
     them at the start of its next period.  Once :attr:`done`, ``end_reason`` is
-    ``'finished'``, ``'stopped'`` or ``'flushed'`` and ``frames_played``, ``underruns`` and
-    ``nans`` hold the final counts.  After the engine is closed, :meth:`stop`,
-    :meth:`stats` and setting ``gain`` or ``pan`` raise
+    ``'finished'``, ``'stopped'``, ``'flushed'`` (the engine stopped) or ``'failed'`` (the
+    sink failed for good: ``error`` says why, and :meth:`wait` raises) and
+    ``frames_played``, ``underruns`` and ``nans`` hold the final counts.  After the engine
+    is closed, :meth:`stop`, :meth:`stats` and setting ``gain`` or ``pan`` raise
     :class:`~streamcore.errors.EngineClosedError`.
     """
 
@@ -635,7 +645,10 @@ class Voice:
         self._gain = gain
         self._pan = pan
         self._done = threading.Event()
-        self.end_reason: str | None = None  #: "finished", "stopped" or "flushed" once done
+        #: once done: "finished", "stopped", "flushed" (the engine stopped) or "failed" (its
+        #: sink failed for good: :attr:`error` says why)
+        self.end_reason: str | None = None
+        self.error: str | None = None  #: the sink's failure when end_reason is "failed"
         self.frames_played = 0        #: final count, once done
         self.underruns = 0            #: final count, once done
         self.underrun_frames = 0      #: final count, once done
@@ -754,7 +767,10 @@ class Voice:
         TypeError
             ``timeout`` is not a number or None.
         ValueError
-            ``timeout`` is NaN.
+            ``timeout`` is NaN or negative.
+        SinkError
+            The voice ended because the engine's sink failed (``end_reason`` is
+            ``'failed'``, :attr:`error` says why): it was not heard to its end.
 
         Notes
         -----
@@ -767,6 +783,8 @@ class Voice:
             if deadline is not None and time.monotonic() >= deadline:
                 return False
             time.sleep(0.002)
+        if self.end_reason == "failed":
+            raise SinkError(f"the voice was cut short: {self.error}")
         return True
 
     def stats(self) -> dict[str, int]:
@@ -798,8 +816,9 @@ class Voice:
                 "underrun_frames": self.underrun_frames, "nans": self.nans}
 
     def _finish(self, reason: str, frames_played: int, underruns: int, underrun_frames: int,
-                nans: int) -> None:
+                nans: int, error: str | None = None) -> None:
         """Called by the table when the mixer handed the voice back (under its lock)."""
+        self.error = error
         self.end_reason = reason
         self.frames_played = frames_played
         self.underruns = underruns

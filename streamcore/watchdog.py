@@ -127,7 +127,7 @@ class Event:
     """One demotion by the watchdog."""
 
     time_ns: int          #: CLOCK_MONOTONIC (time.monotonic_ns())
-    reason: str           #: "overruns", "hard_limit", "canary" or "rttime"
+    reason: str           #: "overruns", "hard_limit", "canary", "rttime", or "sink_failed"
     tid: int              #: the demoted thread (the mixer)
     threads: int          #: threads demoted (the canary rule demotes every RT thread)
     policy_before: int    #: the mixer's policy before (os.SCHED_*)
@@ -136,6 +136,7 @@ class Event:
     canary_age_ns: int    #: time since the canary last ran
     cycle: int            #: the mixer's cycle count
     result: int           #: 0, or -errno of the demotion
+    detail: str = ""      #: for "sink_failed": why (the sink's error); else empty
 
     @classmethod
     def _from_native(cls, ev: Any) -> Event:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from streamcore import Engine
+from streamcore.errors import SinkError
 from streamcore.sinks.pipe import PipeSink, wav_header
 from streamcore.telemetry import TRACE_PIPE
 from tests.services.common import require_program, wait_until
@@ -153,17 +154,26 @@ class TestReaderGone:
         finally:
             os.close(w)
 
-    def test_reader_gone_before_the_first_byte(self):
-        """A reader that exits at once: play().wait() returns instead of hanging."""
+    @pytest.mark.parametrize("realtime", [False, True])
+    def test_reader_gone_before_the_first_byte(self, realtime):
+        """A reader that exits at once: play().wait() raises instead of hanging.  With
+        realtime the mixer has often ended (EPIPE on its first vmsplice) before start()
+        promotes it: start() must not fail for a thread that is already gone."""
         r, w = os.pipe()
         os.close(r)
         try:
             sink = PipeSink(w, format="wav")
-            with Engine(blocksize=256, channels=CHANNELS, sink=sink, realtime=False) as engine:
+            with Engine(blocksize=256, channels=CHANNELS, sink=sink,
+                        realtime=realtime) as engine:
                 voice = engine.play(float_pattern(48000))
-                assert voice.wait(timeout=10)
-                assert voice.end_reason == "flushed" and "EPIPE" in sink.error
+                with pytest.raises(SinkError, match="EPIPE"):
+                    voice.wait(timeout=10)  # not heard to its end: the failure says so
+                assert voice.end_reason == "failed" and "EPIPE" in sink.error
+                assert "EPIPE" in voice.error and "EPIPE" in engine.failure
                 assert not engine.running
+                with pytest.raises(SinkError, match="EPIPE"):
+                    engine.play(float_pattern(480))  # would never be handed back
+                assert [e.reason for e in engine.events()] == ["sink_failed"]
         finally:
             os.close(w)
 
