@@ -261,6 +261,28 @@ class TestPlayFailures:
                        str(tmp_path / "no" / "x.wav"), env=no_device_env(tmp_path))
         one_line_error(done, 2, "does not exist")
 
+    def test_closed_stdout_is_a_message_not_a_traceback(self, tmp_path):
+        """`streamcore play X --pipe >&-`: one line, exit 2 (an AttributeError before)."""
+        write_tone(tmp_path / "tone.wav", seconds=0.2)
+        done = subprocess.run([sys.executable, "-m", "streamcore", "play",
+                               str(tmp_path / "tone.wav"), "--pipe", "-q"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              env=no_device_env(tmp_path), timeout=60,
+                              preexec_fn=lambda: os.close(1))
+        assert done.returncode == 2, done.stderr
+        assert "stdout, which is closed" in done.stderr and "Traceback" not in done.stderr
+
+    def test_read_only_stdout_is_refused(self, tmp_path):
+        """stdout open for reading only (`1<&0`): refused before anything plays."""
+        write_tone(tmp_path / "tone.wav", seconds=0.2)
+        with open(os.devnull, "rb") as readonly:
+            done = subprocess.run([sys.executable, "-m", "streamcore", "play",
+                                   str(tmp_path / "tone.wav"), "--pipe", "-q"],
+                                  stdout=readonly, stderr=subprocess.PIPE, text=True,
+                                  env=no_device_env(tmp_path), timeout=60)
+        assert done.returncode == 1, done.stderr
+        assert "reading only" in done.stderr and "Traceback" not in done.stderr
+
     def test_pipe_reader_going_away_is_a_runtime_failure(self, tmp_path):
         """The reader leaves: exit 1, one line saying so (figures stay on stderr too)."""
         write_tone(tmp_path / "tone.wav", seconds=0.5)

@@ -6,6 +6,7 @@ import json
 import os
 import pathlib
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -216,6 +217,78 @@ class TestArguments:
         with pytest.raises(TypeError):
             PipeSink(3.5)  # type: ignore[arg-type]
 
+    def test_the_read_end_of_a_pipe_is_refused(self):
+        """Its flags say read-only (the path /proc/self/fd/N would say nothing useful)."""
+        r, w = os.pipe()
+        try:
+            with pytest.raises(ValueError, match="reading only"):
+                PipeSink(r)
+            with pytest.raises(ValueError, match="tee descriptor .* reading only"):
+                PipeSink(w, tee=r)
+        finally:
+            os.close(r)
+            os.close(w)
+
+    def test_a_file_opened_for_reading_is_refused(self, tmp_path):
+        path = tmp_path / "x.wav"
+        path.write_bytes(b"")
+        with open(path, "rb") as f, pytest.raises(ValueError, match="reading only"):
+            PipeSink(f)
+
+
+class TestWavFile:
+    """Into a regular file the WAV header ends up with the stream's real sizes (a pipe keeps
+    the streaming 0xFFFFFFFF: its readers play to end of input)."""
+
+    @pytest.mark.parametrize("zero_copy", [True, False])
+    def test_the_header_sizes_are_exact_after_close(self, tmp_path, zero_copy):
+        import wave
+
+        path = tmp_path / "out.wav"
+        data = float_pattern(24000)
+        with open(path, "wb") as f:
+            sink = PipeSink(f, format="wav", dtype="float32", zero_copy=zero_copy)
+            with Engine(blocksize=256, channels=CHANNELS, sink=sink, realtime=False) as e:
+                assert e.play(data).wait(30)
+            written = sink.stats()["bytes"]
+        assert path.stat().st_size == written
+        raw = path.read_bytes()
+        riff, data_bytes = struct.unpack("<I", raw[4:8])[0], struct.unpack("<I", raw[40:44])[0]
+        assert (riff, data_bytes) == (written - 8, written - 44)
+        frames = data_bytes // (4 * CHANNELS)
+        assert frames >= 24000  # the voice, and the silence rendered around it (issue 14)
+        soxi = subprocess.run(["soxi", "-s", str(path)], capture_output=True, text=True)
+        assert soxi.returncode == 0, soxi.stderr
+        assert int(soxi.stdout) == frames
+        if zero_copy is False:  # the wave module reads only PCM; float WAV: check by numpy
+            got = np.frombuffer(raw[44:], np.float32).reshape(-1, CHANNELS)
+            assert got.shape[0] == frames
+        with pytest.raises(wave.Error):  # float WAV is not PCM: wave refuses, not misreads
+            wave.open(str(path)).getnframes()
+
+    def test_int16_header_read_by_the_wave_module(self, tmp_path):
+        import wave
+
+        path = tmp_path / "out.wav"
+        with open(path, "wb") as f:
+            sink = PipeSink(f, format="wav", dtype="int16")
+            with Engine(blocksize=256, channels=CHANNELS, sink=sink, realtime=False) as e:
+                assert e.play(float_pattern(4800) * 0.5).wait(30)
+            written = sink.stats()["bytes"]
+        with wave.open(str(path)) as w:
+            assert w.getnframes() == (written - 44) // (2 * CHANNELS)  # not 1 073 741 823
+
+    def test_a_pipe_keeps_the_streaming_header(self):
+        r, w = os.pipe()
+        try:
+            sink = PipeSink(w, format="wav")
+            with Engine(blocksize=256, channels=CHANNELS, sink=sink, realtime=False) as e:
+                head = os.read(r, 44)
+                e.stop()
+            assert head[4:8] == b"\xff\xff\xff\xff" and head[40:44] == b"\xff\xff\xff\xff"
+        finally:
+            os.close(r)
+            os.close(w)
 
 
 class TestTee:

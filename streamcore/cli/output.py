@@ -45,6 +45,9 @@ def choose_output(args: argparse.Namespace, command: str, samplerate: int, chann
     from streamcore.sinks import DeviceSink, FileSink, PipeSink
 
     if getattr(args, "pipe", False):
+        if sys.stdout is None:  # Python's view of a closed descriptor 1
+            raise UsageError("--pipe writes to stdout, which is closed: redirect it into a "
+                             "program or a file")
         if sys.stdout.isatty():
             raise UsageError("--pipe writes binary audio to stdout: pipe it into a program "
                              "(`streamcore play FILE --pipe | aplay`)")

@@ -35,6 +35,7 @@ kernel may hold spliced pages in a socket until the peer acknowledges them.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
 import struct
@@ -56,6 +57,7 @@ __all__ = ["PipeSink", "wav_header"]
 _RAW = {"s16le": "int16", "s32le": "int32", "f32le": "float32"}
 _WAV_TAGS = {"int16": 1, "int32": 1, "float32": 3}  # WAVE_FORMAT_PCM, _IEEE_FLOAT
 _STREAMING_SIZE = 0xFFFFFFFF  # "unknown length": readers play until end of input
+_HEADER_BYTES = 44
 
 
 def wav_header(samplerate: int, channels: int, dtype: str) -> bytes:
@@ -78,7 +80,8 @@ class PipeSink(Sink):
     target : int, file object, or 'stdout'
         Where the stream goes.  The sink never closes a descriptor it did not open.
     format : 'wav', 's16le', 's32le' or 'f32le'
-        'wav' writes a streaming WAV header, then samples of ``dtype``.
+        'wav' writes a streaming WAV header, then samples of ``dtype``; into a regular
+        file the header's sizes are made exact at each stop.
     dtype : 'int16', 'int32' or 'float32'
         Sample type for 'wav' (raw formats imply theirs).  The engine renders in this dtype,
         so no conversion (and no copy) is needed on the way out.
@@ -159,6 +162,7 @@ class PipeSink(Sink):
         self.pipe_bytes = 0
         self.error: str | None = None
         self._final: dict[str, Any] | None = None
+        self._header_at: int | None = None  # a regular file's offset of the WAV header
         self._monitor: threading.Thread | None = None
         self._stopping = threading.Event()
         self._ring_keepalive: object = None  # keeps the output ring's C handle valid
@@ -172,7 +176,9 @@ class PipeSink(Sink):
             if target != "stdout":
                 raise ValueError(f"{name} must be a descriptor, a file object or 'stdout', "
                                  f"not {target!r}")
-            return sys.stdout.fileno()
+            if sys.stdout is None:  # descriptor 1 was closed when Python started
+                raise ValueError(f"{name} 'stdout' is closed")
+            target = sys.stdout  # checked below like any other descriptor
         if isinstance(target, bool):
             raise TypeError(f"{name} must be a descriptor or a file object, not a bool")
         if isinstance(target, int):
@@ -189,8 +195,11 @@ class PipeSink(Sink):
         except (OSError, OverflowError) as e:
             why = e.strerror if isinstance(e, OSError) else "no such descriptor"
             raise ValueError(f"{name} descriptor {fd} is not open: {why}") from e
-        if not os.access(f"/proc/self/fd/{fd}", os.W_OK) and stat.S_ISREG(mode):
-            raise ValueError(f"{name} descriptor {fd} is not writable")
+        # The descriptor's own access mode, not the path's: the read end of a pipe, or a file
+        # opened 'rb', would take nothing (and a voice written to it would never end).
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY:
+            raise ValueError(f"{name} descriptor {fd} is open for reading only (the read end "
+                             f"of a pipe, or a file opened 'rb'): give one open for writing")
         return fd
 
     @staticmethod
@@ -329,6 +338,9 @@ class PipeSink(Sink):
                                            onward, tee, self.half_frames, context.blocksize,
                                            int(self.zero_copy)), "creating the pipe sink")
             self._native, self._ring_keepalive = out[0], keepalive
+            # Where the stream begins in a regular file, for the header's sizes at each stop.
+            self._header_at = (os.lseek(self.fd, 0, os.SEEK_CUR) if self.format == "wav"
+                               and self._seekable_file() else None)
             if self.format == "wav":
                 header = wav_header(context.samplerate, context.channels, self.dtype)
                 check(_lib.sc_pipe_sink_prefix(self._native, header, len(header)),
@@ -412,6 +424,28 @@ class PipeSink(Sink):
             if self._native != _ffi.NULL:
                 _lib.sc_pipe_sink_stop(self._native, 1)
                 self._final = self._read_stats(self._native)
+                self._fix_wav_header(self._final["bytes"])
+
+    def _seekable_file(self) -> bool:
+        """A regular file we may write at an offset (not O_APPEND, where pwrite appends)."""
+        return (stat.S_ISREG(os.fstat(self.fd).st_mode)
+                and not fcntl.fcntl(self.fd, fcntl.F_GETFL) & os.O_APPEND)
+
+    def _fix_wav_header(self, written: int) -> None:
+        """A regular file gets the real RIFF and data sizes once the writer stopped (a pipe
+        keeps the streaming header: its readers play to end of input).  Done at every stop,
+        so the file is valid between runs too; a stream past 4 GiB keeps 0xFFFFFFFF."""
+        if self._header_at is None or written < _HEADER_BYTES:
+            return
+        data = written - _HEADER_BYTES
+        if data + 36 > _STREAMING_SIZE:
+            return
+        try:
+            os.pwrite(self.fd, struct.pack("<I", data + 36), self._header_at + 4)
+            os.pwrite(self.fd, struct.pack("<I", data), self._header_at + 40)
+        except OSError as e:
+            if self.error is None:
+                self.error = f"fixing the WAV header's sizes failed: {e.strerror}"
 
     def close(self) -> None:
         """Stop, free the native writer and close the sink's own relay pipe; idempotent.
