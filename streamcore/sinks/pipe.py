@@ -191,7 +191,7 @@ class PipeSink(Sink):
             raise TypeError(f"{name} must be a descriptor or a file object, not "
                             f"{type(target).__name__}")
         try:
-            mode = os.fstat(fd).st_mode
+            os.fstat(fd)
         except (OSError, OverflowError) as e:
             why = e.strerror if isinstance(e, OSError) else "no such descriptor"
             raise ValueError(f"{name} descriptor {fd} is not open: {why}") from e
