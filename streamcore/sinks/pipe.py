@@ -47,7 +47,7 @@ import numpy as _np
 
 from streamcore._native import ffi as _ffi
 from streamcore._native import lib as _lib
-from streamcore.errors import EngineClosedError, StreamcoreError, check
+from streamcore.errors import EngineClosedError, SinkError, StreamcoreError, check
 from streamcore.pipes import PAGE_SIZE, pipe_size, set_pipe_size
 from streamcore.sinks.base import Sink, SinkContext
 
@@ -163,6 +163,7 @@ class PipeSink(Sink):
         self.error: str | None = None
         self._final: dict[str, Any] | None = None
         self._header_at: int | None = None  # a regular file's offset of the WAV header
+        self._raised = False  # the failure was raised by close() already
         self._monitor: threading.Thread | None = None
         self._stopping = threading.Event()
         self._ring_keepalive: object = None  # keeps the output ring's C handle valid
@@ -316,7 +317,7 @@ class PipeSink(Sink):
                 raise StreamcoreError("this PipeSink is already open; give each engine its "
                                       "own")
             super().open(context)
-            self.error, self._final = None, None
+            self.error, self._final, self._raised = None, None, False
             if context.dtype.name != self.dtype:
                 raise ValueError(f"the engine renders {context.dtype.name} but this "
                                  f"{self.format} stream carries {self.dtype}: "
@@ -450,6 +451,12 @@ class PipeSink(Sink):
     def close(self) -> None:
         """Stop, free the native writer and close the sink's own relay pipe; idempotent.
 
+        Raises
+        ------
+        SinkError
+            The stream failed (the reader went away, a write failed): once, after everything
+            is freed, like :class:`~streamcore.sinks.FileSink`.
+
         Notes
         -----
         Called by ``Engine.close()`` in its thread.  The target and ``tee`` descriptors are
@@ -465,6 +472,9 @@ class PipeSink(Sink):
                 for fd in self._internal:
                     os.close(fd)
                 self._internal = None
+            if self.error is not None and not self._raised:
+                self._raised = True  # once, like FileSink: everything is freed by now
+                raise SinkError(self.error)
 
     # -- figures ---------------------------------------------------------------------------
 
