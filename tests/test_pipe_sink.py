@@ -317,6 +317,23 @@ class TestWavFile:
         assert received[4:8] == b"\xff\xff\xff\xff" and received[40:44] == b"\xff\xff\xff\xff"
 
 
+class TestFullTarget:
+    """A target that refuses the bytes (/dev/full: ENOSPC): wait() and close() raise."""
+
+    def test_dev_full_raises_from_wait_and_close(self):
+        with open("/dev/full", "wb") as f:
+            engine = Engine(blocksize=256, channels=CHANNELS, sink=PipeSink(f, format="s16le"),
+                            realtime=False)
+            engine.start()
+            voice = engine.play(float_pattern(48000))
+            with pytest.raises(SinkError, match="No space left"):
+                voice.wait(10)
+            assert voice.end_reason == "failed"
+            with pytest.raises(SinkError, match="No space left"):
+                engine.close()
+            assert engine.closed
+
+
 class TestTee:
     """A second consumer gets the same bytes, by tee() when both are pipes, never corrupted."""
 
