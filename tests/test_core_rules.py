@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from streamcore import Engine
+from streamcore.errors import SinkError
 from streamcore.watchdog import Watchdog
 
 SIGXCPU_BIT = 1 << (signal.SIGXCPU - 1)
@@ -164,6 +165,8 @@ class TestDriverFailure:
             stats = e.stats()
             assert stats.driver_error == 32  # EPIPE
             assert not stats.running
+            with pytest.raises(SinkError, match="EPIPE"):  # the failure, once, at close
+                e.close()
         finally:
             e.close()
             os.close(w)
