@@ -522,7 +522,11 @@ static void *sink_main(void *arg)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     prctl(PR_SET_TIMERSLACK, 1000UL); /* naps of NAP_MIN_NS, not the default 50 us more */
     int rc = send_prefix(s);
-    while (rc == 0)
+    /* Stop is looked at before every step, not only when the writer naps: with a reader
+     * that keeps up, a step never naps (the mixer refills what it releases), and a stop
+     * waited for the reader to fall behind (a tee of two paced readers: close() took 58 s
+     * and 284 s).  What is rendered and not yet sent goes out in the final flush. */
+    while (rc == 0 && !sc_pipe_sink_stop_asked(s))
         rc = step(s);
     if (rc < 0)
         atomic_store_explicit(&s->error, -rc, memory_order_release);

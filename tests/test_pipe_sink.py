@@ -337,6 +337,47 @@ class TestFullTarget:
 class TestTee:
     """A second consumer gets the same bytes, by tee() when both are pipes, never corrupted."""
 
+    PACED = """
+import os, sys, time
+rate = 48000 * 2 * 4  # f32 stereo: bytes per second of audio
+t0, got = time.monotonic(), 0
+while True:
+    b = os.read(0, 4096)
+    if not b:
+        break
+    got += len(b)
+    ahead = got / rate - (time.monotonic() - t0)
+    if ahead > 0:
+        time.sleep(ahead)
+print(got)
+"""
+
+    @pytest.mark.parametrize("zero_copy", [True, False], ids=["tee", "copy"])
+    def test_close_is_bounded_with_readers_at_the_sample_rate(self, zero_copy):
+        """Two readers that keep up at the sample rate: close() stops at once (it waited for
+        them to fall behind: 58 s, once 284 s) and both got every byte the sink counted."""
+        r, w = os.pipe()
+        tr, tw = os.pipe()
+        readers = [subprocess.Popen([sys.executable, "-c", self.PACED], stdin=fd,
+                                    stdout=subprocess.PIPE, text=True) for fd in (r, tr)]
+        os.close(r)
+        os.close(tr)
+        try:
+            sink = PipeSink(w, format="f32le", tee=tw, zero_copy=zero_copy)
+            engine = Engine(blocksize=256, channels=CHANNELS, sink=sink, realtime=False)
+            engine.start()
+            engine.play(float_pattern(4800), loop=True)
+            time.sleep(1.0)
+            t0 = time.monotonic()
+            engine.close()
+            took = time.monotonic() - t0
+        finally:
+            os.close(w)
+            os.close(tw)
+        got = [int(p.communicate(timeout=60)[0]) for p in readers]
+        assert took < 10, f"close() took {took:.1f} s"
+        assert got == [sink.stats()["bytes"]] * 2
+
     @pytest.mark.parametrize("tee_kind", ["pipe", "file"])
     def test_both_consumers_get_every_word(self, tee_kind, tmp_path):
         """16 MiB to a slow read() reader and, at the same time, to a tee: a second slow reader

@@ -164,6 +164,7 @@ class PipeSink(Sink):
         self._final: dict[str, Any] | None = None
         self._header_at: int | None = None  # a regular file's offset of the WAV header
         self._raised = False  # the failure was raised by close() already
+        self._tee_copy: bool | None = None  # set by open()
         self._monitor: threading.Thread | None = None
         self._stopping = threading.Event()
         self._ring_keepalive: object = None  # keeps the output ring's C handle valid
@@ -339,6 +340,12 @@ class PipeSink(Sink):
                                            onward, tee, self.half_frames, context.blocksize,
                                            int(self.zero_copy)), "creating the pipe sink")
             self._native, self._ring_keepalive = out[0], keepalive
+            # Whether the tee gets a copy (write()) or the pages (tee()), decided now: the
+            # caller may close the tee descriptor once the engine is closed, and stats()
+            # must still answer (it read the descriptor each time and raised EBADF).
+            self._tee_copy = None if self.tee_fd is None else not (
+                self.zero_copy and self._kind(self.tee_fd) == "pipe"
+                and pipe_size(self.tee_fd) == self.pipe_bytes)
             # Where the stream begins in a regular file, for the header's sizes at each stop.
             self._header_at = (os.lseek(self.fd, 0, os.SEEK_CUR) if self.format == "wav"
                                and self._seekable_file() else None)
@@ -509,11 +516,7 @@ class PipeSink(Sink):
         with self._lock:
             figures = (self._read_stats(self._native) if self._native != _ffi.NULL
                        else (self._final or {}))
-        tee_copy = None
-        if self.tee_fd is not None:
-            tee_copy = not (self.zero_copy and self._kind(self.tee_fd) == "pipe"
-                            and pipe_size(self.tee_fd) == self.pipe_bytes)
         return {**super().stats(), **figures, "format": self.format, "dtype": self.dtype,
-                "target": self.kind, "zero_copy": self.zero_copy, "tee_copy": tee_copy,
+                "target": self.kind, "zero_copy": self.zero_copy, "tee_copy": self._tee_copy,
                 "copy_reason": self.copy_reason, "pipe_bytes": self.pipe_bytes,
                 "error": self.error}
