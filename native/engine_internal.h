@@ -118,8 +118,9 @@ struct sc_engine {
     _Atomic(struct sc_engine *) registry_next; /* the SIGXCPU list (watchdog.c) */
     int registered;            /* on that list (under its mutex) */
 
-    /* The driver, from sc_engine_start to sc_engine_stop (driver.h).  own_driver is the
-     * engine's timer or consumer driver when no sink brought one. */
+    /* The driver, from sc_engine_start to sc_engine_stop (driver.h), NULL while stopped: the
+     * engine is started exactly while it is set.  own_driver is the engine's timer or
+     * consumer driver when no sink brought one. */
     const sc_driver *driver;
     sc_driver own_driver;
     sc_timer_driver timer;
@@ -144,7 +145,6 @@ struct sc_engine {
     /* Threads. */
     sc_ring *output;
     _Atomic int32_t running;
-    int32_t started;
     sc_rt_thread mixer, watchdog, canary;
 
     sc_telemetry telemetry;

@@ -76,7 +76,7 @@ int sc_engine_start(sc_engine *e, sc_ring *output, const sc_driver *driver)
 {
     if (e->config.clock == SC_CLOCK_MANUAL || output == NULL)
         return -EINVAL;
-    if (e->started)
+    if (e->driver)
         return -EALREADY;
     if (sc_ring_channels(output) != e->config.channels ||
         sc_ring_format(output) != e->config.format ||
@@ -100,8 +100,10 @@ int sc_engine_start(sc_engine *e, sc_ring *output, const sc_driver *driver)
     sc_cycle_prefill(e); /* the initial periods, before the clock runs */
     e->start_ns = sc_now_ns();
     int rc = driver->ops->attach ? driver->ops->attach(driver->ctx, e) : 0;
-    if (rc)
+    if (rc) {
+        e->driver = NULL; /* not started */
         return rc;
+    }
     atomic_store_explicit(&e->running, 1, memory_order_release);
     rc = sc_rt_thread_start(&e->mixer, "sc-mixer", mixer_main, e, MIXER_STACK_BYTES,
                             e->config.lock_memory);
@@ -109,11 +111,11 @@ int sc_engine_start(sc_engine *e, sc_ring *output, const sc_driver *driver)
         atomic_store_explicit(&e->running, 0, memory_order_release);
         if (driver->ops->detach)
             driver->ops->detach(driver->ctx, e, -rc);
+        e->driver = NULL; /* not started */
         return rc;
     }
     if (e->config.lock_memory && !e->mixer.stack_locked)
         sc_taint(e, SC_TAINT_MLOCK_FAILED);
-    e->started = 1;
     if (e->config.watchdog) {
         rc = sc_watchdog_start(e);
         if (rc) {
@@ -126,14 +128,13 @@ int sc_engine_start(sc_engine *e, sc_ring *output, const sc_driver *driver)
 
 int sc_engine_stop(sc_engine *e)
 {
-    if (!e->started)
+    if (!e->driver)
         return 0;
     atomic_store_explicit(&e->running, 0, memory_order_release);
     if (e->driver->ops->interrupt)
         e->driver->ops->interrupt(e->driver->ctx);
     sc_rt_thread_join(&e->mixer);
     sc_watchdog_stop(e);
-    e->started = 0;
     e->driver = NULL;
     atomic_store_explicit(&e->busy_since_ns, 0, memory_order_relaxed);
     return 0;

@@ -54,16 +54,6 @@ int64_t sc_engine_trace(const sc_engine *e, sc_trace_record *out, uint64_t max)
     return (int64_t)n;
 }
 
-static void copy_histogram(const sc_histogram *h, uint64_t *buckets, int64_t *min, int64_t *max,
-                           int64_t *sum)
-{
-    for (int b = 0; b < SC_HIST_BUCKETS; b++)
-        buckets[b] = sc_read(&h->buckets[b]);
-    *min = atomic_load_explicit((sc_scounter *)&h->min, memory_order_relaxed);
-    *max = atomic_load_explicit((sc_scounter *)&h->max, memory_order_relaxed);
-    *sum = atomic_load_explicit((sc_scounter *)&h->sum, memory_order_relaxed);
-}
-
 void sc_engine_get_stats(const sc_engine *e, sc_engine_stats *out)
 {
     memset(out, 0, sizeof *out);
@@ -82,10 +72,11 @@ void sc_engine_get_stats(const sc_engine *e, sc_engine_stats *out)
     out->sigxcpu = sc_read(&e->sigxcpu);
     out->demotions = sc_read(&e->demotions);
     out->start_ns = e->start_ns;
-    copy_histogram(&e->telemetry.late, out->late_hist, &out->late_min, &out->late_max,
-                   &out->late_sum);
-    copy_histogram(&e->telemetry.mix, out->mix_hist, &out->mix_min, &out->mix_max,
-                   &out->mix_sum);
+    uint64_t count; /* Python counts the buckets */
+    sc_histogram_read(&e->telemetry.late, &count, &out->late_min, &out->late_max,
+                      &out->late_sum, out->late_hist);
+    sc_histogram_read(&e->telemetry.mix, &count, &out->mix_min, &out->mix_max, &out->mix_sum,
+                      out->mix_hist);
     out->voices = atomic_load_explicit((_Atomic uint32_t *)&e->voices_now, memory_order_relaxed);
     out->taints = atomic_load_explicit((_Atomic uint32_t *)&e->taints, memory_order_relaxed);
     out->fill = atomic_load_explicit((_Atomic uint32_t *)&e->fill_now, memory_order_relaxed);

@@ -134,11 +134,27 @@ static uint64_t check_pattern(const uint8_t *p, uint64_t first_sample, uint64_t 
     return bad;
 }
 
+/* The end of a side's loop: its faults, CPU time and waits into the result; a side that
+ * failed stops the other. */
+static void side_done(struct run *run, int side, uint64_t flt0, uint64_t maj0, uint64_t cpu0,
+                      uint64_t waits)
+{
+    uint64_t flt1, maj1;
+    thread_faults(&flt1, &maj1);
+    run->cpu_ns[side] = thread_cpu_ns() - cpu0;
+    run->minflt[side] = flt1 - flt0;
+    run->majflt[side] = maj1 - maj0;
+    run->waits[side] = waits;
+    if (run->status[side] < 0)
+        atomic_store_explicit(&run->stop, 1, memory_order_relaxed);
+}
+
 static void *producer(void *arg)
 {
     struct run *run = arg;
     sc_ring *ring = run->ring;
-    uint32_t sbytes = sc_ring_frame_bytes(ring) / sc_ring_channels(ring);
+    const uint32_t fb = sc_ring_frame_bytes(ring), ch = sc_ring_channels(ring);
+    const uint32_t sbytes = fb / ch;
     uint64_t state = run->seed | 1, done = 0, waits = 0, src_off = 0;
     uint64_t src_frames = sc_ring_capacity(ring);
     uint32_t idle = 0;
@@ -163,11 +179,11 @@ static void *producer(void *arg)
             continue;
         }
         if (run->verify)
-            fill_pattern(data, done * sc_ring_channels(ring), (uint64_t)k * sc_ring_channels(ring), sbytes);
+            fill_pattern(data, done * ch, (uint64_t)k * ch, sbytes);
         else {
             if (src_off + (uint64_t)k > src_frames)
                 src_off = 0;
-            memcpy(data, run->src + src_off * sc_ring_frame_bytes(ring), (size_t)k * sc_ring_frame_bytes(ring));
+            memcpy(data, run->src + src_off * fb, (size_t)k * fb);
             src_off += (uint64_t)k;
         }
         int rc = sc_ring_write_advance(ring, (uint64_t)k);
@@ -178,15 +194,8 @@ static void *producer(void *arg)
         done += (uint64_t)k;
         idle = 0;
     }
-    uint64_t flt1, maj1;
-    thread_faults(&flt1, &maj1);
-    run->cpu_ns[0] = thread_cpu_ns() - cpu0;
-    run->minflt[0] = flt1 - flt0;
-    run->majflt[0] = maj1 - maj0;
-    run->waits[0] = waits;
+    side_done(run, 0, flt0, maj0, cpu0, waits);
     run->written = done;
-    if (run->status[0] < 0)
-        atomic_store_explicit(&run->stop, 1, memory_order_relaxed);
     return NULL;
 }
 
@@ -194,7 +203,8 @@ static void *consumer(void *arg)
 {
     struct run *run = arg;
     sc_ring *ring = run->ring;
-    uint32_t sbytes = sc_ring_frame_bytes(ring) / sc_ring_channels(ring);
+    const uint32_t fb = sc_ring_frame_bytes(ring), ch = sc_ring_channels(ring);
+    const uint32_t sbytes = fb / ch;
     uint64_t state = (run->seed * 0x9E3779B97F4A7C15u) | 1, done = 0, waits = 0, bad = 0;
     uint64_t dst_off = 0, dst_frames = sc_ring_capacity(ring);
     uint32_t idle = 0;
@@ -217,12 +227,12 @@ static void *consumer(void *arg)
             continue;
         }
         if (run->verify)
-            bad += check_pattern(data, done * sc_ring_channels(ring), (uint64_t)k * sc_ring_channels(ring),
+            bad += check_pattern(data, done * ch, (uint64_t)k * ch,
                                  sbytes);
         else {
             if (dst_off + (uint64_t)k > dst_frames)
                 dst_off = 0;
-            memcpy(run->dst + dst_off * sc_ring_frame_bytes(ring), data, (size_t)k * sc_ring_frame_bytes(ring));
+            memcpy(run->dst + dst_off * fb, data, (size_t)k * fb);
             dst_off += (uint64_t)k;
         }
         int rc = sc_ring_read_advance(ring, (uint64_t)k);
@@ -233,16 +243,9 @@ static void *consumer(void *arg)
         done += (uint64_t)k;
         idle = 0;
     }
-    uint64_t flt1, maj1;
-    thread_faults(&flt1, &maj1);
-    run->cpu_ns[1] = thread_cpu_ns() - cpu0;
-    run->minflt[1] = flt1 - flt0;
-    run->majflt[1] = maj1 - maj0;
-    run->waits[1] = waits;
+    side_done(run, 1, flt0, maj0, cpu0, waits);
     run->read = done;
     run->mismatches = bad;
-    if (run->status[1] < 0)
-        atomic_store_explicit(&run->stop, 1, memory_order_relaxed);
     return NULL;
 }
 
@@ -296,8 +299,9 @@ int sc_ring_pump(sc_ring *ring, uint64_t frames, uint64_t chunk_frames, uint64_t
     if (ring == NULL || out == NULL || chunk_frames == 0 || chunk_frames > sc_ring_capacity(ring))
         return -EINVAL;
     struct run run = {.ring = ring, .frames = frames, .max_chunk = chunk_frames, .verify = 0};
-    uint8_t *src = malloc((sc_ring_capacity(ring) * sc_ring_frame_bytes(ring)) + ALIAS_SKEW);
-    uint8_t *dst = malloc((sc_ring_capacity(ring) * sc_ring_frame_bytes(ring)) + ALIAS_SKEW);
+    const size_t data_bytes = sc_ring_capacity(ring) * sc_ring_frame_bytes(ring);
+    uint8_t *src = malloc(data_bytes + ALIAS_SKEW);
+    uint8_t *dst = malloc(data_bytes + ALIAS_SKEW);
     if (src == NULL || dst == NULL) {
         free(src);
         free(dst);
@@ -306,8 +310,8 @@ int sc_ring_pump(sc_ring *ring, uint64_t frames, uint64_t chunk_frames, uint64_t
     run.src = src + ALIAS_SKEW; /* the ring's data is page-aligned: keep away from 4K aliasing */
     run.dst = dst + ALIAS_SKEW;
     /* Touch both buffers now so the timed loops take no first-touch faults. */
-    memset(run.src, 0x5a, (sc_ring_capacity(ring) * sc_ring_frame_bytes(ring)));
-    memset(run.dst, 0, (sc_ring_capacity(ring) * sc_ring_frame_bytes(ring)));
+    memset(run.src, 0x5a, data_bytes);
+    memset(run.dst, 0, data_bytes);
     int rc = run_pair(&run, timeout_ns, out);
     free(src);
     free(dst);
