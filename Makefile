@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 # Debian packages streamcore needs on the machine (see README, "What gets installed").
-DEB_PACKAGES := libportaudio2 libcap-dev jackd2 dbus polkitd rtkit libsndfile1 rt-tests sox alsa-utils
+DEB_PACKAGES := libportaudio2 libcap-dev jackd2 dbus polkitd rtkit libsndfile1 rt-tests sox alsa-utils ffmpeg pv
 # The editable install is redone only when what it builds from changes.
 INSTALL_INPUTS := pyproject.toml setup.py $(wildcard native/*.c native/*.h native/*.py native/testing/*.c native/testing/*.h)
 STAMP := $(VENV)/.streamcore-installed

@@ -11,18 +11,61 @@
 #define _GNU_SOURCE
 #include "engine_internal.h"
 
-/* Render periods until the output ring holds target_fill frames; *fill: the fill after. */
+/* Streams have ends: whether the next period is held back (not rendered) for want of content.
+ * A clock (SC_CONTENT_CLOCK) never holds: silence is time passing.  Otherwise nothing is
+ * rendered once the run's end is published; before that SC_CONTENT_ONLY renders only what
+ * the voices can fill, and SC_CONTENT_PACED waits for the first voice. */
+static bool holds(sc_engine *e)
+{
+    const uint32_t content = e->config.content;
+    if (content == SC_CONTENT_CLOCK)
+        return false;
+    if (atomic_load_explicit(&e->end_frame, memory_order_relaxed) >= 0)
+        return true;
+    if (content == SC_CONTENT_ONLY)
+        return !sc_mixer_has_content(e);
+    if (!e->content_seen && e->active_voices == 0)
+        return true;
+    e->content_seen = 1;
+    return false;
+}
+
+/* After the cycle's periods: once a drain was asked (and the commands queued before it are
+ * applied) and no voice is left, the run ends at the last frame a voice played. */
+static void publish_end(sc_engine *e, int drain_asked)
+{
+    if (drain_asked && e->active_voices == 0
+        && atomic_load_explicit(&e->end_frame, memory_order_relaxed) < 0
+        && sc_spsc_peek(&e->commands, SC_COMMAND_SLOTS) < 0) {
+        const uint64_t end = e->voiced_until > e->run_first_frame
+                                 ? e->voiced_until - e->run_first_frame : 0;
+        atomic_store_explicit(&e->end_frame, (int64_t)end, memory_order_release);
+    }
+    atomic_store_explicit(&e->voiced_frames,
+                          e->voiced_until > e->run_first_frame
+                              ? e->voiced_until - e->run_first_frame : 0,
+                          memory_order_release);
+}
+
+/* Render periods until the output ring holds target_fill frames, or the engine holds
+ * (e->holding says which); *fill: the fill after. */
 static uint32_t render_until_full(sc_engine *e, int64_t *fill)
 {
     sc_ring *out = e->output;
     const uint32_t n = e->config.blocksize;
     uint32_t rendered = 0;
+    e->holding = 0;
     int64_t have = sc_ring_readable(out);
     if (have >= 0 && have < e->target_fill) /* what this cycle is about to render */
         atomic_store_explicit(&e->cycle_periods, (uint32_t)((e->target_fill - have) / n),
                               memory_order_release);
     for (;; have = sc_ring_readable(out)) {
         if (have < 0 || have + n > e->target_fill) {
+            *fill = have;
+            return rendered;
+        }
+        if (holds(e)) {
+            e->holding = 1;
             *fill = have;
             return rendered;
         }
@@ -61,12 +104,23 @@ uint32_t sc_cycle_run(sc_engine *e, const sc_wake *w, void *dst)
 {
     int64_t fill = 0;
     uint32_t rendered;
+    /* Read before the commands are applied: what was queued before the drain is in. */
+    const int drain_asked = atomic_load_explicit(&e->drain_asked, memory_order_acquire);
     sc_mixer_apply_commands(e);
     if (dst) {
         sc_mixer_render_period(e, dst);
         rendered = 1;
     } else {
         rendered = render_until_full(e, &fill);
+    }
+    publish_end(e, drain_asked);
+    if (rendered == 0 && e->holding) {
+        /* Nothing to do but wait for content: not a cycle of the clock (no trace, no
+         * histogram, no budget). */
+        atomic_store_explicit(&e->busy_since_ns, 0, memory_order_release);
+        sc_count(&e->holds, 1);
+        sc_telemetry_answer_snapshot(e);
+        return 0;
     }
     const int64_t done = sc_now_ns();
     const int64_t mix_ns = done - w->woke_ns;
@@ -103,7 +157,15 @@ uint32_t sc_cycle_run(sc_engine *e, const sc_wake *w, void *dst)
 void sc_cycle_prefill(sc_engine *e)
 {
     int64_t fill = 0;
+    e->run_first_frame = e->voiced_until = sc_read(&e->frames);
+    e->content_seen = 0;
+    e->holding = 0;
+    atomic_store_explicit(&e->voiced_frames, 0, memory_order_relaxed);
+    atomic_store_explicit(&e->end_frame, -1, memory_order_relaxed);
+    atomic_store_explicit(&e->drain_asked, 0, memory_order_release);
     sc_mixer_apply_commands(e);
-    render_until_full(e, &fill);
+    if (render_until_full(e, &fill) > 0)
+        e->holding = 0; /* the mixer begins with its driver's wait: there is output */
+    publish_end(e, 0);  /* what the voices filled is deliverable now */
     atomic_store_explicit(&e->fill_now, (uint32_t)(fill < 0 ? 0 : fill), memory_order_relaxed);
 }

@@ -50,7 +50,15 @@ typedef struct sc_driver_ops {
     void (*detach)(void *ctx, sc_engine *e, int err);
     /* Any thread (sc_engine_stop): end a wait now; the mixer then sees `running` off. */
     void (*interrupt)(void *ctx);
+    /* Optional.  After a cycle that rendered nothing because the engine holds (no content):
+     * 1 while the driver still has rendered output to hand over (the mixer keeps calling wait
+     * and take), 0 when all of it is out (the mixer then sleeps until there is work).  NULL:
+     * never anything pending (the consumer takes what it wants by itself). */
+    int (*pending)(void *ctx, sc_engine *e);
 } sc_driver_ops;
+
+/* Any thread: wake a mixer that sleeps for want of content (it then looks at its driver). */
+void sc_engine_wake_for_work(sc_engine *e);
 
 struct sc_driver {
     const sc_driver_ops *ops;

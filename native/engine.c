@@ -24,7 +24,7 @@ static int check_config(const sc_engine_config *c)
         return -EINVAL;
     if (c->format != SC_FORMAT_F32 && c->format != SC_FORMAT_S16 && c->format != SC_FORMAT_S32)
         return -EINVAL;
-    if (c->clock > SC_CLOCK_CONSUMER)
+    if (c->clock > SC_CLOCK_CONSUMER || c->content > SC_CONTENT_PACED)
         return -EINVAL;
     if (c->watchdog && (c->overruns_in_row < 1 || c->budget_ns <= 0 || c->hard_limit_ns <= 0 ||
                         c->canary_ns <= 0 || c->watchdog_interval_ns <= 0))
@@ -53,6 +53,7 @@ int sc_engine_create(sc_engine **out, const sc_engine_config *config)
     e->period_ns = (int64_t)config->blocksize * 1000000000 / config->samplerate;
     e->target_fill = config->periods * config->blocksize;
     e->rng = config->seed ? config->seed : 0x9E3779B9u;
+    atomic_store_explicit(&e->end_frame, -1, memory_order_relaxed);
     e->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (e->event_fd < 0) {
         rc = -errno;
@@ -100,14 +101,41 @@ int64_t sc_engine_render(sc_engine *e, void *dst, uint32_t periods)
 
 int sc_engine_command(sc_engine *e, const sc_command *cmd)
 {
-    if (cmd->slot >= SC_MAX_VOICES || cmd->op < SC_CMD_ADD || cmd->op > SC_CMD_SNAPSHOT)
+    if (cmd->slot >= SC_MAX_VOICES || cmd->op < SC_CMD_ADD || cmd->op > SC_CMD_FINISH)
         return -EINVAL;
     int64_t i = sc_spsc_reserve(&e->commands, SC_COMMAND_SLOTS);
     if (i < 0)
         return -EAGAIN;
     e->command_slots[i] = *cmd;
     sc_spsc_publish(&e->commands);
+    sc_engine_wake_for_work(e);
     return 0;
+}
+
+void sc_engine_drain(sc_engine *e)
+{
+    atomic_store_explicit(&e->drain_asked, 1, memory_order_release);
+    sc_engine_wake_for_work(e);
+}
+
+int64_t sc_engine_end_frame(const sc_engine *e)
+{
+    return atomic_load_explicit((_Atomic int64_t *)&e->end_frame, memory_order_acquire);
+}
+
+uint64_t sc_engine_run_start(const sc_engine *e)
+{
+    return e->run_first_frame;
+}
+
+uint64_t sc_engine_deliverable(const sc_engine *e)
+{
+    const int64_t end = sc_engine_end_frame(e);
+    if (end >= 0)
+        return (uint64_t)end;
+    if (e->config.content != SC_CONTENT_ONLY)
+        return UINT64_MAX;
+    return atomic_load_explicit((_Atomic uint64_t *)&e->voiced_frames, memory_order_acquire);
 }
 
 int sc_engine_poll_return(sc_engine *e, sc_voice_return *out)

@@ -10,6 +10,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
@@ -30,6 +31,7 @@ typedef struct sc_voice {
     uint32_t channels;
     uint32_t loop;
     uint32_t primed;           /* stream voices: data has arrived once (underruns count after) */
+    uint32_t finishing;        /* stream voices: SC_CMD_FINISH came; end when the ring is empty */
     const float *data;
     uint64_t frames;
     sc_ring *ring;
@@ -138,6 +140,18 @@ struct sc_engine {
     _Atomic uint32_t snapshot_token; /* token of the copy in `snapshot`, release-published */
     sc_engine_stats snapshot;
 
+    /* Streams have ends (SC_CONTENT_*, sc_engine_drain).  Frames of the current run. */
+    uint64_t run_first_frame;  /* e->frames when the run started */
+    uint64_t voiced_until;     /* mixer-private: engine frame after the last one a voice played */
+    uint32_t content_seen;     /* mixer-private: a voice played in this run (SC_CONTENT_PACED) */
+    uint32_t holding;          /* mixer-private: the last cycle held for want of content */
+    _Atomic uint64_t voiced_frames; /* voiced_until - run_first_frame, published per cycle */
+    _Atomic int32_t drain_asked;
+    _Atomic int64_t end_frame; /* -1, or the run's end once drained (release-published) */
+    sc_counter holds;
+    _Atomic uint32_t work_seq;  /* futex word: bumped by commands, drain and stop */
+    _Atomic uint32_t idle_waiting; /* the mixer sleeps on work_seq */
+
     /* Test hook. */
     _Atomic int64_t spin_ns;
     _Atomic uint32_t spin_cycles;
@@ -152,6 +166,9 @@ struct sc_engine {
 
 /* mixer.c: pure mixing (voices -> one period); no thread, no syscall. */
 void sc_mixer_apply_commands(sc_engine *e);
+/* SC_CONTENT_ONLY: can the next period be rendered from what the voices have?  (Some voice
+ * plays, and every stream voice that has begun holds a whole period or was finished.) */
+bool sc_mixer_has_content(const sc_engine *e);
 /* Render one period into dst (output format). */
 void sc_mixer_render_period(sc_engine *e, void *dst);
 void sc_mixer_flush(sc_engine *e);

@@ -87,6 +87,7 @@ static void apply(sc_engine *e, const sc_command *cmd)
         v->ring = cmd->ring;
         v->position = 0;
         v->primed = 0;
+        v->finishing = 0;
         uint64_t now = sc_read(&e->frames);
         if (cmd->start_frame < 0) {
             v->start_frame = (int64_t)now;
@@ -120,6 +121,9 @@ static void apply(sc_engine *e, const sc_command *cmd)
         compute_gains(e, v, v->target);
         if (v->phase == SC_PHASE_WAITING)
             memcpy(v->current, v->target, sizeof v->current);
+    } else if (cmd->op == SC_CMD_FINISH) {
+        if (v->kind == SC_VOICE_STREAM)
+            v->finishing = 1;
     } else if (cmd->op == SC_CMD_STOP) {
         if (v->phase == SC_PHASE_FADING && v->fade_left <= cmd->fade_frames)
             return; /* already fading out at least as fast */
@@ -275,6 +279,8 @@ static uint32_t mix_voice(sc_engine *e, sc_voice *v, float *mix, uint64_t t0)
     if (ramp)
         memcpy(v->current, v->target, sizeof(float) * e->config.channels);
     sc_count(&v->frames_played, done);
+    if (done > 0 && t0 + at + done > e->voiced_until)
+        e->voiced_until = t0 + at + done;
     if (nonfinite) {
         sc_count(&v->nonfinite, 1);
         sc_count(&e->nonfinite, 1);
@@ -283,12 +289,49 @@ static uint32_t mix_voice(sc_engine *e, sc_voice *v, float *mix, uint64_t t0)
         return SC_END_STOPPED;
     if (v->kind == SC_VOICE_BUFFER && !v->loop && v->position >= v->frames)
         return SC_END_FINISHED;
+    if (done < want && v->kind == SC_VOICE_STREAM) {
+        const int64_t left = sc_ring_readable(v->ring);
+        /* Finished and drained: its end.  A broken ring ends it too where silence is not time
+         * (SC_CONTENT_ONLY): nothing will ever come, and waiting for it would hold forever. */
+        if ((v->finishing && left <= 0) || (left < 0 && e->config.content == SC_CONTENT_ONLY))
+            return SC_END_FINISHED;
+    }
     if (done < want && v->kind == SC_VOICE_STREAM && v->primed) {
         sc_count(&v->underruns, 1);
         sc_count(&v->underrun_frames, want - done);
         sc_count(&e->underruns, 1);
     }
     return 0;
+}
+
+bool sc_mixer_has_content(const sc_engine *e)
+{
+    if (e->active_voices == 0)
+        return false;
+    const uint32_t n = e->config.blocksize;
+    const uint64_t t0 = sc_read(&e->frames);
+    uint32_t left = e->active_voices;
+    for (uint32_t s = 0; s < SC_MAX_VOICES && left; s++) {
+        const sc_voice *v = &e->voices[s];
+        if (v->phase == SC_PHASE_FREE)
+            continue;
+        left--;
+        if (v->kind != SC_VOICE_STREAM || v->finishing)
+            continue;
+        uint64_t need = n;
+        if (v->phase == SC_PHASE_WAITING) {
+            if (v->start_frame >= (int64_t)(t0 + n))
+                continue; /* starts after this period: silence until then is its timing */
+            if (v->start_frame > (int64_t)t0)
+                need = (uint64_t)((int64_t)(t0 + n) - v->start_frame);
+        }
+        if (v->phase == SC_PHASE_FADING && v->fade_left < need)
+            need = v->fade_left;
+        const int64_t have = sc_ring_readable(v->ring);
+        if (have >= 0 && (uint64_t)have < need)
+            return false; /* its producer is behind: wait for it, do not play silence */
+    }
+    return true;
 }
 
 /* Uniform in [0, 1): xorshift32, cheap and allocation-free. */

@@ -32,6 +32,27 @@ static void spin_if_asked(sc_engine *e)
         ; /* the test's runaway: burns the CPU inside the cycle */
 }
 
+static void wait_for_work(sc_engine *e)
+{
+    const uint32_t seq = atomic_load_explicit(&e->work_seq, memory_order_seq_cst);
+    atomic_store_explicit(&e->idle_waiting, 1, memory_order_seq_cst);
+    if (atomic_load_explicit(&e->running, memory_order_seq_cst))
+        sc_futex_wait_until(&e->work_seq, seq, sc_now_ns() + e->period_ns);
+    atomic_store_explicit(&e->idle_waiting, 0, memory_order_relaxed);
+}
+
+void sc_engine_wake_for_work(sc_engine *e)
+{
+    atomic_fetch_add_explicit(&e->work_seq, 1, memory_order_seq_cst);
+    if (atomic_load_explicit(&e->idle_waiting, memory_order_seq_cst))
+        sc_futex_bump_wake(&e->work_seq);
+    /* Where silence is not time, the mixer may also sit in the consumer driver's wait while
+     * the consumer has nothing left to take (the run's last piece): a drain or a new voice
+     * must reach it there too. */
+    if (e->config.content != SC_CONTENT_CLOCK)
+        sc_futex_bump_wake(&e->consumed_seq);
+}
+
 static void *mixer_main(void *arg)
 {
     sc_engine *e = arg;
@@ -40,12 +61,20 @@ static void *mixer_main(void *arg)
     prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0); /* 1 ns: wake at the deadline, not 50 µs after */
     sc_block_sigpipe();
     int err = 0;
+    int idle = e->holding; /* the last cycle (or the prefill) held and rendered nothing */
     while (atomic_load_explicit(&e->running, memory_order_acquire)) {
         sc_wake w = {0};
-        int rc = ops->wait(d->ctx, e, &w);
-        if (rc != SC_DRIVER_CYCLE) {
-            err = rc < 0 ? -rc : 0;
-            break;
+        if (idle && !(ops->pending && ops->pending(d->ctx, e))) {
+            /* All that was rendered is out: sleep until there is work (a command, a drain, a
+             * stop), or for a period (a stream voice's producer writes its ring without
+             * waking us).  Then a cycle looks again, without the driver's wait. */
+            wait_for_work(e);
+        } else {
+            int rc = ops->wait(d->ctx, e, &w);
+            if (rc != SC_DRIVER_CYCLE) {
+                err = rc < 0 ? -rc : 0;
+                break;
+            }
         }
         if (!atomic_load_explicit(&e->running, memory_order_acquire))
             break;
@@ -56,6 +85,7 @@ static void *mixer_main(void *arg)
         if (w.consumed)
             atomic_fetch_add_explicit(&e->consumed, w.consumed, memory_order_relaxed);
         uint32_t rendered = sc_cycle_run(e, &w, NULL);
+        idle = rendered == 0 && e->holding;
         if (ops->rendered)
             ops->rendered(d->ctx, e, rendered);
         if (took != SC_DRIVER_CYCLE) {
@@ -131,6 +161,7 @@ int sc_engine_stop(sc_engine *e)
     if (!e->driver)
         return 0;
     atomic_store_explicit(&e->running, 0, memory_order_release);
+    sc_engine_wake_for_work(e);
     if (e->driver->ops->interrupt)
         e->driver->ops->interrupt(e->driver->ctx);
     sc_rt_thread_join(&e->mixer);

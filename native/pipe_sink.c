@@ -1,20 +1,26 @@
-/* pipe_sink.c: the engine's output pages into a pipe, with vmsplice and the double-buffer rule.
+/* pipe_sink.c: the engine's output into a pipe, a file or a socket, whole and in order.
  *
- * Two writers, one rule.  Straight into a pipe (zero copy, no relay, no tee) the mixer itself
- * is the writer: each cycle it vmsplices what it rendered, as much as the pipe takes, renders
- * into what came back, and waits in poll() for the pipe's reader when the pipe is full (the
- * reader is the clock).  One thread does the work of two, with no handoff between them: on a
- * 2-core machine a third busy thread (a writer between mixer and reader) costs more than the
- * rendering itself.  Every other case (a file or a tee behind the relay, copy mode) has a
- * writer thread of its own, not realtime: a file's writes must never stall the mixer.
- * Either writer vmsplices the output ring's periods as soon as they are rendered, and releases
- * a page to the mixer only once the pipe can no longer hold it.  The ring is two halves, each
- * exactly the pipe's size; a pipe holds at most its size in bytes (each of its slots at most a
- * page) and gives them out in order, so once a further half's worth has gone in after a page,
- * that page has left the pipe.  Releasing period by period (period k of one half when period k
- * of the other is in) is the two-halves rule applied at the period's grain: the mixer renders
- * while the sink splices, instead of the two taking turns half by half.
- * In copy mode it write()s each period and releases it at once.
+ * Who writes.  Straight into a pipe (no relay, no tee) the mixer itself is the writer: each
+ * cycle it hands over what it rendered, as much as the pipe takes without blocking (vmsplice,
+ * or pwritev2 with RWF_NOWAIT for a copy), renders into what came back, and waits in poll()
+ * for the pipe's reader when the pipe is full (the reader is the clock) or, paced, for the
+ * next period's time.  One thread does the work of two: on a 2-core machine a third busy
+ * thread costs more than the rendering itself.  Every other case (a file or a tee behind the
+ * relay, a socket, a kernel without RWF_NOWAIT for pipes) has a writer thread of its own, not
+ * realtime: a file's writes must never stall the mixer.
+ *
+ * When a vmspliced page may be written again.  The pipe holds references to the ring's pages,
+ * not copies.  Only we write into our pipes, and a pipe gives bytes out in order, so of the
+ * bytes we sent all but the last FIONREAD ones have left it: a page goes back to the mixer
+ * once it is past that point in every pipe it went into (the target, a tee pipe).  This holds
+ * whatever the pipe's size, also after its reader enlarged it.  It does not hold for a reader
+ * that splices or tees the pages onward (pv, a relay): they leave our pipe still referenced.
+ * That is why zero copy into a pipe is an opt-in (Python's PipeSink says so) and a copy the
+ * default; into a regular file the pages go through our own relay and splice() copies them
+ * into the file, which is always safe.
+ *
+ * Streams have ends: the sink sends exactly the frames of the run up to the engine's end
+ * (sc_engine_end_frame), never the silence after it in the last period.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -27,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -76,6 +83,13 @@ struct sc_pipe_sink {
     int last_pump;          /* driver: what the cycle's hand-over found (PUMP_DONE/FULL) */
     int need_wait;          /* driver: wait for the reader before the next cycle */
     _Atomic int32_t stop_asked; /* set before the stop eventfd is written */
+    int probe_fds[2];       /* pipes that may hold our pages (FIONREAD), -1 if none */
+    _Atomic uint64_t resized; /* times a pipe was seen larger than at the start */
+    int64_t pace_rate;      /* paced: frames per second (0: as fast as the reader takes) */
+    uint64_t pace_lead;     /* paced: frames sent ahead of the clock */
+    int64_t pace_origin_ns; /* paced: when frame 0 of the run was due (0: not yet sent) */
+    uint64_t run_base;      /* `sent` at the run's frame 0 (ring bytes from the ring's start:
+                               the sink is the ring's reader from its first frame on) */
     size_t map_bytes;       /* this struct is mmap'ed and mlocked: the mixer touches it */
 };
 
@@ -279,10 +293,30 @@ static int hand_over(sc_pipe_sink *s, const char *data, uint64_t len, int splice
  * worth (the pipe's size) went in after it (and into any pipe it went on to, each no larger).
  * Returns the periods released; `wake` says the mixer is another thread (else the caller is
  * the mixer and counts them itself). */
+/* Bytes that may still be in a pipe holding our pages: the most any of them holds now. */
+static uint64_t in_pipes(sc_pipe_sink *s)
+{
+    uint64_t most = 0;
+    for (int i = 0; i < 2; i++) {
+        int held = 0;
+        if (s->probe_fds[i] < 0)
+            continue;
+        if (ioctl(s->probe_fds[i], FIONREAD, &held) < 0)
+            return UINT64_MAX; /* cannot tell: keep everything */
+        if ((uint64_t)held > most)
+            most = (uint64_t)held;
+    }
+    if ((int64_t)most > s->pipe_bytes) { /* its reader enlarged it: still exact, say so */
+        count(&s->resized, 1);
+        s->pipe_bytes = fcntl(s->probe_fds[0], F_GETPIPE_SZ);
+    }
+    return most;
+}
+
 static uint32_t release_sent(sc_pipe_sink *s, int wake)
 {
     const uint64_t sent = atomic_load_explicit(&s->sent, memory_order_relaxed);
-    const uint64_t lag = s->zero_copy ? (uint64_t)s->pipe_bytes : 0; /* copies: none */
+    const uint64_t lag = s->zero_copy ? in_pipes(s) : 0; /* copies: none */
     if (sent <= lag)
         return 0;
     uint64_t frames = (sent - lag) / s->frame_bytes;
@@ -299,18 +333,75 @@ static uint32_t release_sent(sc_pipe_sink *s, int wake)
     return periods;
 }
 
-/* Rendered bytes not yet in the pipe, and where they start (*at). */
+static void note_sent(sc_pipe_sink *s, uint64_t n);
+
+/* Bytes of this run handed over so far. */
+static uint64_t run_sent(sc_pipe_sink *s)
+{
+    const uint64_t sent = atomic_load_explicit(&s->sent, memory_order_relaxed);
+    return sent > s->run_base ? sent - s->run_base : 0;
+}
+
+/* Paced: the frames of the run due by now (the lead included); as fast as the reader takes
+ * them otherwise.  The clock starts with the first frame sent. */
+static uint64_t due_frames(sc_pipe_sink *s)
+{
+    if (!s->pace_rate || s->flushing)
+        return UINT64_MAX;
+    if (!s->pace_origin_ns)
+        return s->pace_lead;
+    const int64_t ns = sc_now_ns() - s->pace_origin_ns;
+    return (uint64_t)((__int128)ns * s->pace_rate / 1000000000) + s->pace_lead;
+}
+
+/* Paced: ns until `frames` of the run are due (0: they are). */
+static int64_t ns_until_due(sc_pipe_sink *s, uint64_t frames)
+{
+    if (!s->pace_rate || !s->pace_origin_ns || frames <= s->pace_lead)
+        return 0;
+    const int64_t at = s->pace_origin_ns
+                       + (int64_t)((__int128)(frames - s->pace_lead) * 1000000000 / s->pace_rate);
+    const int64_t left = at - sc_now_ns();
+    return left > 0 ? left : 0;
+}
+
+/* Rendered bytes not yet handed over, and where they start (*at): never past the run's end
+ * (the silence after the last voice's last frame in its period) nor, paced, past what is due. */
 static uint64_t unsent_bytes(sc_pipe_sink *s, const char **at)
 {
     int64_t readable = sc_ring_readable(s->ring);
     if (readable <= 0)
         return 0;
-    const uint64_t held = atomic_load_explicit(&s->sent, memory_order_relaxed)
-                          - s->released * s->frame_bytes;
+    const uint64_t sent = atomic_load_explicit(&s->sent, memory_order_relaxed);
+    const uint64_t held = sent - s->released * s->frame_bytes;
+    uint64_t len = (uint64_t)readable * s->frame_bytes - held;
+    uint64_t limit = due_frames(s);
+    const uint64_t deliverable = sc_engine_deliverable(s->engine);
+    limit = deliverable < limit ? deliverable : limit;
+    if (limit != UINT64_MAX) {
+        const uint64_t stop_at = s->run_base + limit * s->frame_bytes;
+        const uint64_t room = stop_at > sent ? stop_at - sent : 0;
+        len = len < room ? len : room;
+    }
     void *p;
     sc_ring_read_region(s->ring, (uint64_t)readable, &p);
     *at = (const char *)p + held;
-    return (uint64_t)readable * s->frame_bytes - held;
+    return len;
+}
+
+/* Count `n` ring bytes handed over; paced, the first of a run starts its clock. */
+static void note_sent(sc_pipe_sink *s, uint64_t n)
+{
+    count(&s->sent, n);
+    if (s->pace_rate && !s->pace_origin_ns && run_sent(s) > 0)
+        s->pace_origin_ns = sc_now_ns();
+}
+
+/* The run's end is published and all of it is handed over. */
+static int run_complete(sc_pipe_sink *s)
+{
+    const int64_t end = sc_engine_end_frame(s->engine);
+    return end >= 0 && run_sent(s) >= (uint64_t)end * s->frame_bytes;
 }
 
 /* The mixer renders a released half within a fraction of a millisecond of its wake, so the
@@ -353,7 +444,7 @@ static int send_ring(sc_pipe_sink *s, const char *at, uint64_t len, int splice_p
 {
     uint64_t done = 0;
     int rc = hand_over(s, at, len, splice_pages, &done);
-    count(&s->sent, done);
+    note_sent(s, done);
     release_sent(s, 1);
     return rc;
 }
@@ -364,13 +455,16 @@ static int step(sc_pipe_sink *s)
     const char *at = NULL;
     const uint64_t period = (uint64_t)s->blocksize * s->frame_bytes;
     uint64_t chunk = unsent_bytes(s, &at);
-    if (chunk < period && !(chunk > 0 && !s->zero_copy)) {
+    /* The run's last piece (its end is known) may be shorter than a period. */
+    const int tail = chunk > 0 && chunk < period && sc_engine_deliverable(s->engine) != UINT64_MAX;
+    if (chunk < period && !(chunk > 0 && !s->zero_copy) && !tail) {
+        release_sent(s, 1); /* what left the pipes since: the mixer may be waiting for it */
         count(&s->mixer_waits, 1);
         nap(s);
         return sc_pipe_sink_stop_asked(s);
     }
     nap_reset(s);
-    if (s->zero_copy) {
+    if (s->zero_copy && !tail) {
         const uint64_t most = s->chunk_frames * s->frame_bytes;
         chunk = chunk < most ? chunk : most;
         chunk -= chunk % period;
@@ -389,6 +483,48 @@ static int step(sc_pipe_sink *s)
 #define PUMP_FULL 1 /* the pipe took what it could: wait for its reader */
 #define PIPE_WAIT_MS 100
 
+/* One non-blocking write() of what the pipe takes now (RWF_NOWAIT: the caller's descriptor
+ * stays blocking, as others may share it): the bytes taken, or -errno (-EAGAIN: full). */
+static ssize_t write_now(sc_pipe_sink *s, const char *data, uint64_t len)
+{
+    struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
+    for (;;) {
+        ssize_t n;
+        if (s->nowait_ok) {
+            n = pwritev2(s->fd, &iov, 1, -1, RWF_NOWAIT);
+            if (n < 0 && errno == EOPNOTSUPP) {
+                /* Refused by some pipes (one that holds vmspliced pages, on 6.x): from now
+                 * on the portable way below. */
+                s->nowait_ok = 0;
+                continue;
+            }
+        } else {
+            /* A pipe that polls writable takes PIPE_BUF bytes without blocking (we are its
+             * only writer). */
+            struct pollfd p = {.fd = s->fd, .events = POLLOUT};
+            int ready = poll(&p, 1, 0);
+            if (ready < 0 && errno == EINTR)
+                continue;
+            if (ready == 0)
+                return -EAGAIN;
+            if (ready < 0)
+                return -errno;
+            if (p.revents & (POLLERR | POLLHUP))
+                return -EPIPE;
+            iov.iov_len = len < PIPE_BUF ? len : PIPE_BUF;
+            n = write(s->fd, iov.iov_base, iov.iov_len);
+        }
+        if (n > 0) {
+            count(&s->writes, 1);
+            return n;
+        }
+        if (n == 0)
+            return -EIO;
+        if (errno != EINTR)
+            return -errno;
+    }
+}
+
 /* Hand what is rendered to the pipe, the header first, as much as it takes now; *periods:
  * periods given back.  PUMP_DONE, PUMP_FULL or -errno (EPIPE: the reader is gone). */
 static int pump(sc_pipe_sink *s, uint32_t *periods)
@@ -399,9 +535,14 @@ static int pump(sc_pipe_sink *s, uint32_t *periods)
                                                                       memory_order_relaxed);
         const char *at = s->prefix + (s->prefix_len - header);
         const uint64_t len = header ? header : unsent_bytes(s, &at); /* the header goes first */
-        if (len == 0)
+        if (len == 0) {
+            *periods += release_sent(s, 0); /* what left the pipe since */
             return PUMP_DONE;
-        ssize_t n = splice_now(s->fd, at, len);
+        }
+        /* The header's pages are never written again: vmsplice would be safe for them, but a
+         * copy stream writes it like the rest (RWF_NOWAIT refuses a pipe holding vmspliced
+         * pages). */
+        ssize_t n = s->zero_copy ? splice_now(s->fd, at, len) : write_now(s, at, len);
         if (n == -EAGAIN) {
             count(&s->reader_waits, 1);
             return PUMP_FULL;
@@ -411,7 +552,7 @@ static int pump(sc_pipe_sink *s, uint32_t *periods)
         if (header) {
             count(&s->prefix_sent, (uint64_t)n);
         } else {
-            count(&s->sent, (uint64_t)n);
+            note_sent(s, (uint64_t)n);
             *periods += release_sent(s, 0);
         }
     }
@@ -426,6 +567,10 @@ static void begin_run(sc_pipe_sink *s)
         ;
     atomic_store_explicit(&s->stop_asked, 0, memory_order_release);
     atomic_store_explicit(&s->error, 0, memory_order_release);
+    /* The run's frame 0 in the ring (after the engine's prefill: both writers begin after
+     * it); what an earlier run left unsent lies before it and goes first. */
+    s->run_base = sc_engine_run_start(s->engine) * s->frame_bytes;
+    s->pace_origin_ns = 0;
     atomic_store_explicit(&s->finished, 0, memory_order_release);
     atomic_store_explicit(&s->running, 1, memory_order_release);
 }
@@ -448,10 +593,30 @@ static int driver_wait(void *ctx, sc_engine *e, sc_wake *w)
     sc_pipe_sink *s = ctx;
     if (sc_pipe_sink_stop_asked(s))
         return SC_DRIVER_STOP;
+    if (s->pace_rate) { /* paced: one period when its time comes */
+        const int64_t ns = ns_until_due(s, run_sent(s) / s->frame_bytes + s->blocksize);
+        if (ns > 0) {
+            struct pollfd stop = {.fd = s->stop_fd, .events = POLLIN};
+            struct timespec t = {ns / 1000000000, ns % 1000000000};
+            int n = ppoll(&stop, 1, &t, NULL);
+            if (n > 0)
+                return SC_DRIVER_STOP;
+            if (n < 0 && errno != EINTR)
+                return -errno;
+        }
+    }
     if (!s->need_wait)
         return SC_DRIVER_CYCLE;
+    /* All rendered is in the pipe and the ring is full: the mixer waits for its pages to leave
+     * a pipe that is not full (its reader enlarged it), which poll() cannot tell: a short
+     * sleep, then FIONREAD again. */
+    const int pages_out = s->last_pump == PUMP_DONE && s->zero_copy;
     struct pollfd p[2] = {{.fd = s->fd, .events = POLLOUT}, {.fd = s->stop_fd, .events = POLLIN}};
-    int n = poll(p, 2, PIPE_WAIT_MS);
+    int n = pages_out ? poll(&p[1], 1, 1) : poll(p, 2, PIPE_WAIT_MS);
+    if (pages_out && n == 0)
+        return SC_DRIVER_CYCLE;
+    if (pages_out && n > 0)
+        return SC_DRIVER_STOP;
     if (n < 0)
         return errno == EINTR ? SC_DRIVER_CYCLE : -errno;
     if (p[1].revents & POLLIN)
@@ -481,6 +646,21 @@ static void driver_rendered(void *ctx, sc_engine *e, uint32_t rendered)
     s->need_wait = s->last_pump == PUMP_FULL || rendered == 0;
 }
 
+static int driver_pending(void *ctx, sc_engine *e)
+{
+    (void)e;
+    sc_pipe_sink *s = ctx;
+    const char *at = NULL;
+    /* Asked once a period while the engine has nothing to play: a reader that went away
+     * meanwhile is noticed now (the wait then says EPIPE), not at the next voice. */
+    struct pollfd gone = {.fd = s->fd, .events = POLLOUT};
+    if (poll(&gone, 1, 0) > 0 && (gone.revents & (POLLERR | POLLHUP)))
+        return 1;
+    return sc_pipe_sink_stop_asked(s) /* the wait then says STOP */
+           || atomic_load_explicit(&s->prefix_sent, memory_order_relaxed) < s->prefix_len
+           || unsent_bytes(s, &at) > 0;
+}
+
 static void driver_detach(void *ctx, sc_engine *e, int err)
 {
     (void)e;
@@ -506,6 +686,7 @@ static const sc_driver_ops pipe_driver_ops = {
     .rendered = driver_rendered,
     .detach = driver_detach,
     .interrupt = driver_interrupt,
+    .pending = driver_pending,
 };
 
 const sc_driver *sc_pipe_sink_driver(sc_pipe_sink *s)
@@ -533,6 +714,20 @@ static void *sink_main(void *arg)
     atomic_store_explicit(&s->running, 0, memory_order_release);
     atomic_store_explicit(&s->finished, 1, memory_order_release);
     return NULL;
+}
+
+/* Does this kernel take RWF_NOWAIT writes on pipes (6.x does)?  Asked of a pipe of our own. */
+static int nowait_pipes(void)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return 0;
+    char byte = 0;
+    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+    ssize_t n = pwritev2(p[1], &iov, 1, -1, RWF_NOWAIT);
+    close(p[0]);
+    close(p[1]);
+    return n == 1;
 }
 
 /* Is `fd` a pipe of exactly `bytes`?  (The double-buffer rule needs every pipe a half goes
@@ -599,7 +794,25 @@ int sc_pipe_sink_create(sc_pipe_sink **out, sc_engine *engine, sc_ring *ring, in
     s->plain_write = S_ISREG(st.st_mode); /* a disk does not stall forever: write it all */
     s->pipe_bytes = pipe_bytes;
     s->nap_ns = NAP_MIN_NS;
-    s->by_mixer = zero_copy && relay_fd < 0 && tee_fd < 0;
+    /* The mixer writes when it can do so without ever blocking: vmsplice, or RWF_NOWAIT. */
+    s->by_mixer = relay_fd < 0 && tee_fd < 0 && S_ISFIFO(st.st_mode)
+                  && (zero_copy || nowait_pipes());
+    /* The pipes our pages may sit in: the target, or past the relay a pipe target and a tee
+     * pipe (a regular file gets copies: splice() into a file copies into its page cache). */
+    s->probe_fds[0] = s->probe_fds[1] = -1;
+    if (zero_copy) {
+        struct stat onward;
+        if (relay_fd < 0)
+            s->probe_fds[0] = fd;
+        else if (fstat(onward_fd, &onward) == 0 && S_ISFIFO(onward.st_mode))
+            s->probe_fds[0] = onward_fd;
+        if (s->tee_by_tee)
+            s->probe_fds[1] = tee_fd;
+        if (s->probe_fds[0] < 0) { /* only the tee pipe to watch */
+            s->probe_fds[0] = s->probe_fds[1];
+            s->probe_fds[1] = -1;
+        }
+    }
     s->driver.ops = &pipe_driver_ops;
     s->driver.ctx = s;
     atomic_store_explicit(&s->finished, 1, memory_order_relaxed); /* no writer yet */
@@ -628,6 +841,15 @@ int sc_pipe_sink_prefix(sc_pipe_sink *s, const void *data, uint64_t len)
     memcpy(copy, data, len);
     s->prefix = copy;
     s->prefix_len = len;
+    return 0;
+}
+
+int sc_pipe_sink_pace(sc_pipe_sink *s, uint32_t samplerate, uint64_t lead_frames)
+{
+    if (s->started)
+        return -EBUSY;
+    s->pace_rate = samplerate;
+    s->pace_lead = lead_frames;
     return 0;
 }
 
@@ -673,6 +895,8 @@ int sc_pipe_sink_stop(sc_pipe_sink *s, int flush)
     uint64_t one = 1;
     if (write(s->stop_fd, &one, sizeof one) < 0)
         return -errno;
+    if (s->by_mixer)
+        sc_engine_wake_for_work(s->engine); /* a mixer sleeping for want of content */
     if (s->by_mixer) {
         int rc = wait_detached(s);
         if (rc) { /* still the mixer's: nothing may be flushed from here; stats say why */
@@ -699,6 +923,7 @@ int sc_pipe_sink_stop(sc_pipe_sink *s, int flush)
         if (rc < 0)
             atomic_store_explicit(&s->error, -rc, memory_order_release);
     }
+
     return rc < 0 ? rc : 0;
 }
 
@@ -730,4 +955,7 @@ void sc_pipe_sink_get_stats(const sc_pipe_sink *s, sc_pipe_sink_stats *out)
     out->zero_copy = m->zero_copy;
     out->finished = atomic_load_explicit(&m->finished, memory_order_acquire);
     out->by_mixer = m->by_mixer;
+    out->resized = atomic_load_explicit(&m->resized, memory_order_relaxed);
+    out->paced = m->pace_rate > 0;
+    out->run_complete = run_complete(m);
 }

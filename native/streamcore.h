@@ -230,6 +230,15 @@ typedef struct sc_engine sc_engine;
                                 one period from the output ring, as a device would: the null sink */
 #define SC_CLOCK_CONSUMER 2  /* a sink's thread calls sc_engine_periods_consumed() */
 
+/* What the engine renders when nothing plays (sc_engine_config.content).  A device is a clock:
+ * time passes and silence is audio.  A pipe, a file or an offline render is not: it gets what
+ * the voices give, no silence before the first voice, none while idle, and a stream voice's
+ * missing data is waited for, not played as silence ("Streams have ends", DESIGN.md). */
+#define SC_CONTENT_CLOCK 0   /* render every period the clock asks for (device, null, external) */
+#define SC_CONTENT_ONLY 1    /* render only while a voice plays; hold (render nothing) else */
+#define SC_CONTENT_PACED 2   /* hold until the first voice, then render every period (a paced
+                                live stream: silence between voices is time passing) */
+
 #define SC_VOICE_BUFFER 1    /* frames read in place from caller memory (float32) */
 #define SC_VOICE_STREAM 2    /* frames read from an sc_ring (float32) */
 
@@ -237,8 +246,9 @@ typedef struct sc_engine sc_engine;
 #define SC_CMD_STOP 2        /* fade out over fade_frames, then return */
 #define SC_CMD_SET 3         /* new gain and pan, ramped over one block */
 #define SC_CMD_SNAPSHOT 4    /* copy the stats at the end of this cycle; token in `generation` */
+#define SC_CMD_FINISH 5      /* stream voices: play what the ring holds, then end (FINISHED) */
 
-#define SC_END_FINISHED 1    /* a one-shot buffer played to its end */
+#define SC_END_FINISHED 1    /* a one-shot buffer played to its end, or a finished stream drained */
 #define SC_END_STOPPED 2     /* stopped (after its fade) */
 #define SC_END_FLUSHED 3     /* the engine stopped while the voice was active */
 
@@ -279,6 +289,7 @@ typedef struct sc_engine_config {
     int64_t watchdog_interval_ns; /* how often the watchdog looks */
     int32_t dither;            /* int16 output: add TPDF dither (±1 LSB triangular) */
     uint32_t seed;             /* the dither's generator seed (0: a fixed default) */
+    uint32_t content;          /* SC_CONTENT_*: what is rendered while no voice plays */
 } sc_engine_config;
 
 /* A command for the mixer (Python fills it; unused fields are ignored). */
@@ -360,6 +371,11 @@ typedef struct sc_engine_stats {
     int32_t driver_error;      /* errno that ended the mixer's driver (EPIPE: reader gone), or 0 */
     int32_t mixer_done;        /* the mixer left its loop on its own (its driver stopped or failed) */
     int64_t mixer_tid, watchdog_tid, canary_tid;
+    uint64_t run_frames;       /* frames rendered since the last start (prefill included) */
+    uint64_t voiced_frames;    /* ... up to the last frame any voice played */
+    int64_t end_frame;         /* after sc_engine_drain(): the run's last frame + 1, once every
+                                  voice ended (-1 before); nothing is rendered after it */
+    uint64_t holds;            /* cycles that rendered nothing for want of content */
 } sc_engine_stats;
 
 /* A watchdog demotion. */
@@ -429,8 +445,25 @@ int sc_engine_flush(sc_engine *engine);
 /* Manual clock: render `periods` periods into dst (periods*blocksize frames of the output
  * format), in the calling thread.  Returns periods rendered; -EINVAL if not manual. */
 int64_t sc_engine_render(sc_engine *engine, void *dst, uint32_t periods);
-/* Queue a command (single producer).  0, -EAGAIN when the queue is full, -EINVAL. */
+/* Queue a command (single producer).  0, -EAGAIN when the queue is full, -EINVAL.  Wakes a
+ * mixer that holds for want of content. */
 int sc_engine_command(sc_engine *engine, const sc_command *command);
+/* "Play what is queued, then end": once every voice has ended (commands queued before this
+ * call included), the mixer publishes the end (sc_engine_end_frame) and renders nothing more
+ * in this run.  A sink that is not a clock writes exactly up to it and then ends its run.
+ * Any thread; idempotent.  A start begins a new run without it. */
+void sc_engine_drain(sc_engine *engine);
+/* After sc_engine_drain: the run's end, in frames of this run's output (the last frame any
+ * voice played + 1); -1 while voices still play or before a drain. */
+int64_t sc_engine_end_frame(const sc_engine *engine);
+/* How far into this run a sink that is not a clock may hand the output on now: the end once
+ * known; else, for SC_CONTENT_ONLY, the last frame a voice played so far (the silence after
+ * it goes only if more audio follows); else everything rendered (UINT64_MAX). */
+uint64_t sc_engine_deliverable(const sc_engine *engine);
+/* The engine's frame count when the current run started: the output ring's write index then
+ * (every frame the engine renders goes into its one output ring), so a sink finds the run's
+ * frame 0 in the ring, past what an earlier run left unsent. */
+uint64_t sc_engine_run_start(const sc_engine *engine);
 /* Take one returned voice: 1 (out filled) or 0 (none). */
 int sc_engine_poll_return(sc_engine *engine, sc_voice_return *out);
 /* Copy the live counters of one slot.  0 or -EINVAL. */
@@ -456,10 +489,10 @@ void sc_engine_test_spin(sc_engine *engine, int64_t spin_ns, uint32_t cycles);
 
 
 /* ---- pipe sink (native/pipe_sink.c) ----------------------------------------------------
- * Hands the engine's output pages to a pipe (the pipe's reader is the clock).  Zero copy:
- * the output ring holds exactly two halves of `half_frames` (each exactly the pipe's size);
- * periods are vmspliced as they are rendered, and a page goes back to the mixer only once a
- * half more went into the pipe after it, so no page the pipe still holds is ever rewritten.
+ * Hands the engine's output to a pipe, a FIFO, a file or a socket, exactly: the run's frames up
+ * to the engine's end (sc_engine_drain), nothing after.  Zero copy (opt-in for pipes):
+ * periods are vmspliced as they are rendered, and a page goes back to the mixer only once it
+ * has left every pipe it went into (FIONREAD: only the last bytes sent can still be in it).
  * Straight into a pipe (no relay, no tee) the engine's mixer thread is the writer, through the
  * sink's driver (sc_pipe_sink_driver) given to sc_engine_start(); otherwise a C thread of the
  * sink is, from sc_pipe_sink_start() to sc_pipe_sink_stop().  With
@@ -482,6 +515,9 @@ typedef struct sc_pipe_sink_stats {
     int32_t zero_copy;
     int32_t finished;          /* the writer ended (error, or stopped) */
     int32_t by_mixer;          /* the mixer writes the pipe itself (no writer thread) */
+    int32_t paced;             /* handed over at the sample rate (sc_pipe_sink_pace) */
+    int32_t run_complete;      /* the engine's end is known and every frame up to it went out */
+    uint64_t resized;          /* times a pipe holding our pages was found enlarged */
 } sc_pipe_sink_stats;
 
 /* `ring` is the engine's output ring (the sink is its single reader from start to stop).
@@ -492,12 +528,15 @@ typedef struct sc_pipe_sink_stats {
 int sc_pipe_sink_create(sc_pipe_sink **out, sc_engine *engine, sc_ring *ring, int fd,
                         int relay_fd, int onward_fd, int tee_fd, uint64_t half_frames,
                         uint32_t blocksize, int zero_copy);
-/* The sink's own driver for sc_engine_start when the mixer writes the pipe itself (zero copy
-   straight into a pipe, no relay, no tee), else NULL (a thread of the sink writes; the engine
+/* The sink's own driver for sc_engine_start when the mixer writes the pipe itself (straight
+   into a pipe, no relay, no tee; a copy needs RWF_NOWAIT for pipes), else NULL (a thread of the sink writes; the engine
    runs on its consumer clock).  Lives as long as the sink. */
 const sc_driver *sc_pipe_sink_driver(sc_pipe_sink *sink);
 /* Write `len` bytes (a stream header) before the first period; call before start. */
 int sc_pipe_sink_prefix(sc_pipe_sink *sink, const void *data, uint64_t len);
+/* Pace the stream at `samplerate` frames per second, `lead_frames` ahead of the clock, which
+   starts with the run's first frame (before start; 0: as fast as the reader takes it). */
+int sc_pipe_sink_pace(sc_pipe_sink *sink, uint32_t samplerate, uint64_t lead_frames);
 int sc_pipe_sink_start(sc_pipe_sink *sink);
 /* Stop the writer (joins the thread, or waits for the mixer to let go; -ETIMEDOUT after 5 s).
    With `flush`, what the output ring holds and the pipe has not got yet is written by copy. */

@@ -91,6 +91,11 @@ void sc_engine_get_stats(const sc_engine *e, sc_engine_stats *out)
                                              memory_order_acquire);
     out->mixer_done = atomic_load_explicit((_Atomic int32_t *)&e->mixer_done,
                                            memory_order_acquire);
+    out->run_frames = sc_read(&e->frames) - e->run_first_frame;
+    out->voiced_frames = atomic_load_explicit((_Atomic uint64_t *)&e->voiced_frames,
+                                              memory_order_relaxed);
+    out->end_frame = atomic_load_explicit((_Atomic int64_t *)&e->end_frame, memory_order_acquire);
+    out->holds = sc_read(&e->holds);
 }
 
 void sc_telemetry_answer_snapshot(sc_engine *e)

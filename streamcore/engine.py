@@ -67,6 +67,9 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_VOICES", "Engine"]
 
+# Sink.timing -> what the engine renders while nothing plays (native/streamcore.h).
+_TIMINGS = {"clock": _lib.SC_CONTENT_CLOCK, "reader": _lib.SC_CONTENT_ONLY,
+            "paced": _lib.SC_CONTENT_PACED}
 _FORMATS = {"float32": _lib.SC_FORMAT_F32, "int16": _lib.SC_FORMAT_S16,
             "int32": _lib.SC_FORMAT_S32}
 _SINKS = ("null", "manual", "external", "device")
@@ -215,6 +218,11 @@ class Engine:
         config.format = _FORMATS[dtype]
         config.clock = {"manual": _lib.SC_CLOCK_MANUAL, "null": _lib.SC_CLOCK_TIMER,
                         "external": _lib.SC_CLOCK_CONSUMER}[sink]
+        timing = "clock" if sink_object is None else getattr(sink_object, "timing", "clock")
+        if timing not in _TIMINGS:
+            raise ValueError(f"the sink's timing must be one of {tuple(_TIMINGS)}, not "
+                             f"{timing!r}")
+        config.content = _TIMINGS[timing]
         config.lock_memory = 1 if lock_memory else 0
         config.dither = 1 if dither else 0
         try:
@@ -426,8 +434,110 @@ class Engine:
         self._table.reap()
         self._events.poll()
 
-    def close(self) -> None:
+    def drain(self, timeout: float | None = None) -> bool:
+        """Play what is queued, then end the run exactly there, and stop.
+
+        Once every voice has ended (looping ones never do: stop them; stream voices end
+        after :meth:`StreamVoice.finish <streamcore.voice.StreamVoice.finish>`), the run's
+        end is the last frame any voice played.  A sink that is not a clock (a pipe, a file
+        as fast as the disk takes it) gets exactly the frames up to it: nothing after, not
+        even the rest of the last period.  A device or the null sink plays out what is
+        buffered.  Then the engine stops (:meth:`stop`); it may be started again.
+
+        Parameters
+        ----------
+        timeout : float or None
+            Seconds to wait at most; None waits as long as it takes.
+
+        Returns
+        -------
+        bool
+            True: drained and stopped.  False: the timeout came first; the engine runs on
+            (call drain again, or stop).
+
+        Raises
+        ------
+        EngineClosedError
+            The engine is closed.
+        SinkError
+            The sink failed (before or while draining); the engine has stopped.
+        ValueError
+            ``timeout`` is negative or not finite.
+
+        Notes
+        -----
+        A 'manual' engine only takes the request and returns True at once: :meth:`render`
+        until :attr:`end_frame` is not -1, and keep the frames before it.
+
+        Any Python thread, not the audio path.  A stopped engine is started first, so
+        ``play(x); drain()`` plays x from output frame 0.  Voices started while draining
+        extend the run if they come before its end; after it they are not heard (they
+        end as 'flushed' when the engine stops).
+        """
+        if timeout is not None:
+            timeout = finite("timeout", timeout)
+            if timeout < 0:
+                raise ValueError(f"timeout must be >= 0, not {timeout}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            self._check_usable()
+            if self.sink == "manual":
+                _lib.sc_engine_drain(self._handle)  # the caller renders up to end_frame
+                return True
+            self.start()
+            _lib.sc_engine_drain(self._handle)
+        pause = 0.0005
+        while True:
+            with self._lock:
+                self._check_open()
+                if self.failure is not None:
+                    self._check_usable()  # raises SinkError
+                if not self._started:  # stopped by another thread meanwhile
+                    return True
+                end = int(_lib.sc_engine_end_frame(self._handle))
+                if end >= 0 and self._delivered(end):
+                    self._stop_locked()
+                    return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(pause)
+            pause = min(pause * 2, 0.005)
+
+    def _delivered(self, end: int) -> bool:
+        """Every frame of the run before ``end`` has left the engine (lock held)."""
+        if self.sink_object is not None:
+            return bool(self.sink_object.delivered(end))
+        stats = _ffi.new("sc_engine_stats *")
+        _lib.sc_engine_get_stats(self._handle, stats)
+        assert self.output is not None
+        return int(stats.run_frames) - self.output.readable >= end
+
+    @property
+    def end_frame(self) -> int:
+        """The run's end after :meth:`drain` (frames since the run's start), or -1.
+
+        -1 while voices still play, or before a drain was asked.
+
+        Raises
+        ------
+        EngineClosedError
+            The engine is closed.
+
+        Notes
+        -----
+        Any thread; an atomic read.
+        """
+        with self._lock:
+            self._check_open()
+            return int(_lib.sc_engine_end_frame(self._handle))
+
+    def close(self, drain: bool = False) -> None:
         """Stop, then free the native engine, the output ring and the rings it made; idempotent.
+
+        Parameters
+        ----------
+        drain : bool
+            First :meth:`drain`: play what is queued to its end (waits as long as it takes).
 
         Raises
         ------
@@ -448,6 +558,11 @@ class Engine:
         lock = self._lock
         if lock is None:  # the constructor failed before the engine existed
             return
+        if drain:
+            with lock:
+                usable = not self._closing and self.failure is None
+            if usable:
+                self.drain()
         with lock:
             if self._closing:
                 first = False

@@ -211,6 +211,9 @@ class Playback:
         self.loop = loop
         self.interrupted = False
         self.voice = engine.play(frames, gain=gain, loop=loop)
+        # The run ends with this voice: said now, so a pipe or file never gets a frame of
+        # the silence after it (wait() then drains).
+        engine.drain(timeout=0)
 
     @property
     def duration(self) -> float:
@@ -232,7 +235,8 @@ class Playback:
     def wait(self, progress: Callable[[Playback], None] | None = None,
              interval: float = 0.1) -> None:
         """Block until the voice is done, calling ``progress(self)`` every ``interval`` s,
-        then until its last frames have left the output ring and the sink's buffer.  A
+        then drain the engine (``Engine.drain()``: a pipe or file gets exactly the material,
+        a device plays out its buffers) and wait for a device's own latency.  A
         KeyboardInterrupt propagates (call :meth:`stop` then)."""
         next_report = time.monotonic()
         while not self.voice.done:
@@ -245,6 +249,12 @@ class Playback:
             time.sleep(0.002)  # a fast reader (a pipe into sox) renders ahead quickly
         if progress is not None:
             progress(self)
+        self._finish()
+
+    def _finish(self) -> None:
+        """The voice is done: end the run exactly there, and let a device play it out."""
+        if not self.failed:
+            self.engine.drain()
         time.sleep(self.tail_latency())
 
     @property
@@ -255,24 +265,21 @@ class Playback:
         return bool(stats.sink.get("error")) or not stats.running
 
     def tail_latency(self) -> float:
-        """Seconds to wait after the voice is done until a device has played its last frames
-        (the output ring plus the device's latency, at most 2 s).  0 for the other sinks: the
-        pipe and file sinks deliver everything rendered when the engine stops, and the null
-        sink has nobody listening."""
-        engine = self.engine
-        sink = engine.sink_object
+        """Seconds to wait after the engine drained until a device has played its last frames
+        (the device's own latency, past the output ring, at most 2 s).  0 for the other
+        sinks: the pipe and file sinks have delivered everything, and the null sink has
+        nobody listening."""
+        sink = self.engine.sink_object
         if sink is None or sink.name != "device":
             return 0.0
-        ring = engine.periods * engine.blocksize / engine.samplerate
-        latency = float(sink.stats().get("latency", 0.0) or 0.0)
-        return min(ring + latency, 2.0)
+        return min(float(sink.stats().get("latency", 0.0) or 0.0), 2.0)
 
     def stop(self, fade: float = 0.05) -> None:
         """Fade out over ``fade`` seconds and wait until the fade has been delivered."""
         self.interrupted = True
         self.voice.stop(fade=fade)
         self.voice.wait(timeout=fade + 2.0)
-        time.sleep(self.tail_latency())
+        self._finish()
 
 
 def _as_frames(data: Any) -> _np.ndarray:

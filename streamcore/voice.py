@@ -463,6 +463,34 @@ class VoiceTable:
             cmd.fade_frames = frames
             self.send(cmd)
 
+    def finish_voice(self, voice: Voice) -> None:
+        """Queue the FINISH command for a stream voice: it plays what its ring holds, then
+        ends as 'finished'.
+
+        Parameters
+        ----------
+        voice : Voice
+            A stream voice of this table.
+
+        Raises
+        ------
+        EngineClosedError
+            The engine is closed.
+        CommandQueueFullError
+            The mixer took no command for 1 s.
+
+        Notes
+        -----
+        Any thread; nothing is queued for a voice already done.
+        """
+        with self._lock:
+            self._check_open()
+            if voice._done.is_set():
+                return
+            cmd = self._cmd
+            cmd.op, cmd.slot, cmd.generation = _lib.SC_CMD_FINISH, voice._slot, voice._generation
+            self.send(cmd)
+
     def voice_stats(self, voice: Voice) -> dict[str, int]:
         """Live counters of ``voice`` (its final ones once it is done).
 
@@ -948,6 +976,27 @@ class StreamVoice(Voice):
             if isinstance(e, StreamcoreError):  # the ring's own errors (closed) stay as they are
                 raise
             raise type(e)(f"array: {e}") from None
+
+    def finish(self) -> None:
+        """Play what the ring holds, then end ('finished'): the stream's tail is never dropped.
+
+        What is written until the mixer gets there is played too; :meth:`wait` then returns
+        with :attr:`end_reason` 'finished'.
+
+        Raises
+        ------
+        EngineClosedError
+            The engine is closed.
+        CommandQueueFullError
+            The mixer took no command for 1 s.
+
+        Notes
+        -----
+        Any thread; idempotent.  The end comes when the mixer finds the ring empty, so
+        write everything first, then call finish(): a stream's tail is never dropped.  An
+        underrun before finish() stays an underrun (the voice goes on).
+        """
+        self._table.finish_voice(self)
 
     @property
     def writable(self) -> int:

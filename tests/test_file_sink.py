@@ -94,7 +94,8 @@ class TestRender:
         stats = _render(path, _sequence(1.0), "float32")
         info = sf.info(str(path))
         assert (info.format, info.subtype) == ("OGG", "VORBIS")
-        assert info.frames == stats.frames
+        assert info.frames == len(_sequence(1.0)) <= stats.frames  # the audio, not the
+        # rest of its last period
 
     def test_stop_mid_render_loses_nothing(self, tmp_path):
         """A stop while the voice still plays: the file holds every frame the engine

@@ -180,6 +180,7 @@ class TestClosedSinks:
     def test_file_sink(self, tmp_path):
         sink = FileSink(tmp_path / "out.wav")
         engine = Engine(samplerate=RATE, blocksize=BLOCK, sink=sink)
+        engine.play(np.zeros((4 * BLOCK, 2), np.float32))  # a reader sink writes only audio
         engine.start()
         context = sink.context
         engine.close()
@@ -190,6 +191,7 @@ class TestClosedSinks:
         with open(tmp_path / "out.raw", "wb") as target:
             sink = PipeSink(target, format="s16le")
             engine = Engine(samplerate=RATE, blocksize=BLOCK, sink=sink, realtime=False)
+            engine.play(np.zeros((4 * BLOCK, 2), np.float32), loop=True)
             engine.start()
             context = sink.context
             time.sleep(0.05)
@@ -440,6 +442,7 @@ class TestSinkLifecycle:
                         Engine(samplerate=RATE, blocksize=BLOCK, sink=sink, realtime=False)
                     engine.start()
                     engine.stop()
+                    engine.play(np.zeros((4 * BLOCK, 2), np.float32), loop=True)
                     engine.start()
                     deadline = time.monotonic() + 10
                     while sink.stats()["bytes"] < 1 << 16 and time.monotonic() < deadline:

@@ -92,14 +92,19 @@ def play_command(args: argparse.Namespace) -> int:
     output, rate = choose_output(args, "play", rate, channels)
     for note in output.notes:
         print(note, file=messages)
-    parts = []
+    import numpy as np
+
     for d in decoded:
         if d.samplerate != rate:
             print(f"{d.path}: {d.samplerate} Hz, resampled to {rate} Hz with soxr",
                   file=messages)
-        parts.append(fit_channels(resample(d.frames, d.samplerate, rate), channels))
-    import numpy as np
-
+    # Gapless is continuous: consecutive files at the same rate are joined first and go
+    # through one resampler run, so the join is as clean as the files themselves (each
+    # resampled on its own, the filter's edges clicked at the join).
+    parts = []
+    for group in _runs_of_same_rate(decoded):
+        joined = np.concatenate([fit_channels(d.frames, channels) for d in group])
+        parts.append(fit_channels(resample(joined, group[0].samplerate, rate), channels))
     frames = parts[0] if len(parts) == 1 else np.ascontiguousarray(np.concatenate(parts))
     names = ", ".join(os.path.basename(d.path) for d in decoded)
     print(f"playing {names} ({frames.shape[0] / rate:.2f} s, {rate} Hz, {channels} ch) on "
@@ -124,11 +129,23 @@ def play_command(args: argparse.Namespace) -> int:
     if error:
         print(f"streamcore: {error}", file=sys.stderr)
         status = FAILURE
-    if not args.quiet or status:
+    # An error is one line; its figures only with -v.
+    if args.verbose or (not args.quiet and status != FAILURE):
         for line in figures(engine, engine_stats_after_close(stats, engine), output,
                              time.monotonic() - started):
             print(line, file=messages)
     return status
+
+
+def _runs_of_same_rate(decoded: list[Any]) -> list[list[Any]]:
+    """The decoded files in order, grouped into runs of consecutive files at one rate."""
+    runs: list[list[Any]] = []
+    for d in decoded:
+        if runs and runs[-1][0].samplerate == d.samplerate:
+            runs[-1].append(d)
+        else:
+            runs.append([d])
+    return runs
 
 
 def engine_stats_after_close(stats: Any, engine: Any) -> Any:

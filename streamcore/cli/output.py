@@ -44,6 +44,11 @@ def choose_output(args: argparse.Namespace, command: str, samplerate: int, chann
     from streamcore.playback import device_samplerate
     from streamcore.sinks import DeviceSink, FileSink, PipeSink
 
+    if getattr(args, "paced", False) and not getattr(args, "pipe", False):
+        raise UsageError("--realtime paces the --pipe stream: give --pipe too (--out and "
+                         "the device keep their own pace)")
+    if getattr(args, "zero_copy", False) and not getattr(args, "pipe", False):
+        raise UsageError("--zero-copy is for the --pipe stream: give --pipe too")
     if getattr(args, "pipe", False):
         if sys.stdout is None:  # Python's view of a closed descriptor 1
             raise UsageError("--pipe writes to stdout, which is closed: redirect it into a "
@@ -51,7 +56,11 @@ def choose_output(args: argparse.Namespace, command: str, samplerate: int, chann
         if sys.stdout.isatty():
             raise UsageError("--pipe writes binary audio to stdout: pipe it into a program "
                              "(`streamcore play FILE --pipe | aplay`)")
-        return Output(PipeSink("stdout", format="wav"), "stdout (WAV stream)"), samplerate
+        paced = getattr(args, "paced", False)
+        stream = PipeSink("stdout", format="wav", pace="realtime" if paced else "reader",
+                          zero_copy=True if getattr(args, "zero_copy", False) else None)
+        return (Output(stream, "stdout (WAV stream, paced at the sample rate)" if paced
+                       else "stdout (WAV stream)"), samplerate)
     if args.null:
         return Output("null", "null sink"), samplerate
     if args.out:

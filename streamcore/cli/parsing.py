@@ -64,8 +64,16 @@ def _add_output_options(parser: argparse.ArgumentParser, pipe: bool = True) -> N
                        help="output device: index or part of its name (`streamcore devices`)")
     if pipe:
         where.add_argument("--pipe", action="store_true",
-                           help="write a WAV stream to stdout (`... --pipe | aplay`); "
-                                "messages go to stderr")
+                           help="write a WAV stream to stdout (`... --pipe | aplay`), "
+                                "exactly the audio, as fast as the reader takes it; messages "
+                                "go to stderr")
+        parser.add_argument("--zero-copy", dest="zero_copy", action="store_true",
+                            help="with --pipe: hand the pipe the output's own pages "
+                                 "(vmsplice), for readers that read() them (aplay, sox, "
+                                 "ffmpeg); never for one that splices onward (pv)")
+        parser.add_argument("--realtime", dest="paced", action="store_true",
+                            help="with --pipe: hand the stream over at the sample rate's "
+                                 "pace (live streams, `| ffmpeg ... -f rtp`)")
     where.add_argument("--null", action="store_true",
                        help="the null sink: a timer clock, nothing is heard or written")
     where.add_argument("--out", metavar="FILE",
@@ -140,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "rates are resampled with soxr)")
     play.add_argument("--fade", type=_float_in(0.0, 5.0, "seconds"), default=0.05,
                       metavar="SECONDS", help="fade-out on Ctrl-C (default 0.05)")
+    play.add_argument("-v", "--verbose", action="store_true",
+                      help="also print the figures after an error")
     play.add_argument("-q", "--quiet", action="store_true",
                       help="no progress line and no figures")
 

@@ -178,6 +178,74 @@ class SinkContext:
             raise EngineClosedError(_CLOSED)
         return handle
 
+    def end_frame(self) -> int:
+        """After ``Engine.drain()``: the run's end in frames of this run's output, or -1.
+
+        The end is the last frame a voice played + 1; -1 while voices still play.  A sink that
+        is not a clock writes exactly up to it.
+
+        Raises
+        ------
+        EngineClosedError
+            The engine is closed.
+
+        Notes
+        -----
+        Any thread; an atomic read of the engine.
+        """
+        return int(_lib.sc_engine_end_frame(self.engine_handle))
+
+    def deliverable(self) -> int | None:
+        """How far into this run a sink that is not a clock may write now (None: all of it).
+
+        The run's end once known; else, for a 'reader' sink, the last frame a voice played so
+        far (the silence after it is written only if more audio follows).
+
+        Raises
+        ------
+        EngineClosedError
+            The engine is closed.
+
+        Notes
+        -----
+        Any thread; atomic reads of the engine.
+        """
+        frames = int(_lib.sc_engine_deliverable(self.engine_handle))
+        return None if frames == (1 << 64) - 1 else frames
+
+    def run_start(self) -> int:
+        """Where the current run's frame 0 is in the output ring.
+
+        Its write index when the run started: what an earlier run left in the ring lies
+        before it.
+
+        Raises
+        ------
+        EngineClosedError
+            The engine is closed.
+
+        Notes
+        -----
+        Any thread; stable from the engine's start until its next start.
+        """
+        return int(_lib.sc_engine_run_start(self.engine_handle))
+
+    def frames_taken(self) -> int:
+        """Frames of this run the sink has taken out of the output ring so far.
+
+        Raises
+        ------
+        EngineClosedError
+            The engine is closed.
+
+        Notes
+        -----
+        Any thread.
+        """
+        stats = _ffi.new("sc_engine_stats *")
+        _lib.sc_engine_get_stats(self.engine_handle, stats)
+        return max(0, int(stats.run_frames) - self.output.readable)
+
     @property
     def running(self) -> bool:
         """True while the engine's mixer runs.
@@ -384,6 +452,11 @@ class Sink:
     """
 
     name: str = "sink"
+    #: How the sink takes the output, which sets what the engine renders while nothing plays
+    #: ("Streams have ends"): 'clock' (a device or a timer: time passes, silence is audio),
+    #: 'reader' (as fast as its reader takes it: only what voices play, no silence before,
+    #: between or after them) or 'paced' (at the sample rate, from the first voice on).
+    timing: str = "clock"
     error: str | None = None
     context: SinkContext | None = None
     _owner: Any = None  # weakref to the engine that holds the sink (see bind())
@@ -464,6 +537,27 @@ class Sink:
         Called by ``Engine.stop()`` before it stops the mixer, from the engine's caller's
         thread or from the sink's own thread after a failure (then it must not join itself).
         """
+
+    def delivered(self, end_frame: int) -> bool:
+        """After ``Engine.drain()``: whether every frame before ``end_frame`` left the engine.
+
+        The default: the output ring no longer holds any of them.
+
+        Parameters
+        ----------
+        end_frame : int
+            The run's end (frames since the run's start).
+
+        Returns
+        -------
+        bool
+
+        Notes
+        -----
+        Called by ``Engine.drain()`` in its thread, repeatedly, until True.
+        """
+        context = self.context
+        return context is None or context.frames_taken() >= end_frame
 
     def drain(self) -> None:
         """After the mixer stopped: consume what is left in the ring, if the sink promises it.

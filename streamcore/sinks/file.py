@@ -97,7 +97,9 @@ class FileSink(Sink):
         A soundfile subtype; None: lossless for the engine's dtype where the format allows
         it (float32 WAV is FLOAT, int16 is PCM_16; FLAC has no float: PCM_24).
     realtime : bool
-        Pace at the sample rate instead of rendering as fast as the disk takes it.
+        Pace at the sample rate, as a device would (the file is what it would have heard,
+        silence included).  False: as fast as the disk takes it, and only what the voices
+        play (no silence before, between or after them; see ``Engine.drain()``).
 
     Raises
     ------
@@ -131,6 +133,7 @@ class FileSink(Sink):
         self.format = format
         self.subtype = subtype
         self.realtime = bool(realtime)
+        self.timing = "clock" if self.realtime else "reader"
         self.error: str | None = None
         self.frames_written = 0
         self.periods_written = 0
@@ -173,6 +176,7 @@ class FileSink(Sink):
         self.context = context
         self.error, self._cause, self._raised = None, None, False
         self.frames_written = self.periods_written = self.waits = self.write_ns = 0
+        self._taken = 0  # frames taken from this engine's output ring (written or skipped)
         self._started_ns = self._stopped_ns = 0
         fmt, subtype = choose_format(self.path, self.format, self.subtype, context.dtype.name)
         if not sf.check_format(fmt, subtype):
@@ -255,8 +259,24 @@ class FileSink(Sink):
                 return
             ring = self.context.output
             while ring.readable:
-                if not self._write(ring, ring.readable):
+                frames = self._allowed(ring.readable)
+                if frames == 0:  # past the run's end: the rest of its period, not the file's
+                    self._taken += ring.readable
+                    ring.release(ring.readable)
                     return
+                if not self._write(ring, frames):
+                    return
+
+    def _allowed(self, frames: int) -> int:
+        """Of ``frames`` readable, how many may be written: all, or up to the run's end."""
+        context = self.context
+        if context is None or context.closed:
+            return frames
+        limit = context.deliverable()
+        if limit is None:
+            return frames
+        # _taken is the ring's read index: the run's frame 0 is at run_start
+        return max(0, min(frames, limit + context.run_start() - self._taken))
 
     def close(self) -> None:
         """Finalise the file (the header, fsync) and close it; idempotent.
@@ -328,6 +348,7 @@ class FileSink(Sink):
         self.write_ns += time.monotonic_ns() - t0
         ring.release(k)
         self.frames_written += k
+        self._taken += k
         return True
 
     def _run(self) -> None:
@@ -345,7 +366,15 @@ class FileSink(Sink):
                 if not self._check_linked():
                     context.fail(self.error or "the file lost its name")
                     return
-            periods = ring.readable // block
+            readable = self._allowed(ring.readable)
+            periods = readable // block
+            if periods == 0 and 0 < readable < ring.readable:
+                # cut short by the run's end (or the last voice's last frame so far): a piece
+                # shorter than a period, written as it is
+                if not self._write(ring, readable):
+                    context.fail(self.error or "writing failed")
+                    return
+                continue
             if periods == 0:
                 self.waits += 1
                 time.sleep(0.0002)  # the mixer renders within microseconds of our signal

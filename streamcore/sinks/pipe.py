@@ -1,36 +1,35 @@
-"""PipeSink: the engine's output into a pipe (stdout into aplay, sox, ffmpeg, a FIFO), zero copy.
+"""PipeSink: the engine's output into a pipe, a FIFO, a file, a socket or stdout, exactly.
 
-When the target is a pipe, the output ring's own pages are handed to it with vmsplice: no
-copy in user space.  The output ring then holds exactly two halves, each exactly the pipe's
-size as the kernel reports it (F_SETPIPE_SZ is asked, and what it returns is checked).
-Periods are spliced as soon as they are rendered, and a page goes back to the mixer only once
-a whole half more has gone into the pipe after it: a pipe holds at most its size and gives
-bytes out in order, so by then the page has left it, and a page is never rewritten while the
-pipe still holds it (native/pipe_sink.c).  This is the two-halves rule applied period by
-period, so the mixer renders one half while the other is in the pipe.
+Streams have ends.  The sink is not a clock (unless paced): the engine renders only what its
+voices play, with no silence before the first voice or while idle, and after
+``Engine.drain()`` the stream ends exactly at the last voice's last frame.  A regular file's
+WAV header gets its real sizes at each stop; a pipe keeps the streaming header.
 
-Straight into a pipe (zero copy, no tee) the mixer thread is the writer: each cycle it
-vmsplices what it has rendered, as much as the pipe takes (never blocking in the call),
-renders into the pages that came back, and waits in poll() while the pipe is full.  The pipe's
-reader is then the clock, and no other thread stands between mixer and pipe: on a 2-core
-machine that third thread and its wake-ups cost more than the rendering (bench/pipe.py).
-``stats()['writer']`` is 'mixer'.  Every other case has a C writer thread of its own
-('thread', not realtime): a file or a tee through the relay pipe, and copy mode.
+Pacing.  ``pace='reader'`` (the default) hands audio over as fast as the reader takes it: a
+file, an encoder, ``sox``.  ``pace='realtime'`` hands it over at the sample rate, a little
+ahead of the clock: a live stream, ``ffmpeg -f rtp``, anything that sends it on in real time.
 
-The remaining hazard: a reader that itself splices or tees our pages onward (``splice`` to a
-file or socket, ``tee``) can keep references to them after they left our pipe, and then see
-later audio in those pages.  Readers that read() (aplay, sox, ffmpeg, Python) are safe.  For
-the others pass ``zero_copy=False``: every period is then copied with write().
+Zero copy.  A page handed to a pipe with vmsplice stays referenced by the pipe: rewriting it
+would change what the reader gets.  The sink releases a page back to the mixer only once it
+has left every pipe it went into (only the last FIONREAD bytes we sent can still be there,
+whatever the pipe's size, also after its reader enlarged it).  But a reader that splices or
+tees the pages onward (``pv``, a splice relay) takes them along still referenced, and nothing
+on our side can see that.  So:
 
-A regular file as target gets the same pages through an internal relay pipe and ``splice``
-on to the file.  ``tee=`` names a second consumer (record while playing): when it and the
-target are pipes, the relay's pages are duplicated into it with ``tee()`` (no copy) and moved
-on to the target; both pipes are sized to the half, so the rule holds for both.  A tee that
-is not a pipe gets a copy (``stats()['tee_copy']``).
+- into a regular file, zero copy is the default and always safe: the pages go through the
+  sink's own relay pipe, and splice() into a file copies them into the page cache;
+- into a pipe, a copy (write()) is the default; ``zero_copy=True`` hands the ring's own pages
+  to the pipe, for readers known to read() them (aplay, sox, ffmpeg, Python), never for one
+  that splices onward;
+- a socket, terminal or device is always written with write().
 
-Any other target (a socket, a terminal, a character device) is written with write(): the
-kernel may hold spliced pages in a socket until the peer acknowledges them.
 ``stats()['zero_copy']`` and ``['copy_reason']`` say which path runs and why.
+
+Who writes.  Straight into a pipe (no tee) the engine's mixer thread is the writer: each
+cycle it hands over what it rendered, as much as the pipe takes without blocking, and waits
+in poll() while the pipe is full (``stats()['writer']`` 'mixer').  A file, a tee or a socket
+has a C writer thread of its own ('thread', not realtime).  ``tee=`` names a second consumer
+(record while playing) that gets the same bytes.
 """
 
 from __future__ import annotations
@@ -88,8 +87,13 @@ class PipeSink(Sink):
     pipe_size : int, optional
         Bytes to ask F_SETPIPE_SZ for.  Default: one page, or one period if larger.  The
         engine's output latency is two pipe sizes.
-    zero_copy : bool
-        False: write() every period (for readers that splice or tee the pages onward).
+    zero_copy : bool or None
+        None: zero copy into a regular file, a copy into anything else.  True: also hand a
+        pipe the ring's own pages (only for readers that read() them: never ``pv`` or
+        another reader that splices onward).  False: always write().
+    pace : 'reader' or 'realtime'
+        'reader': as fast as the reader takes it.  'realtime': at the sample rate (live
+        streams, network senders such as ``ffmpeg -f rtp``).
     tee : int or file object, optional
         A second consumer of the same bytes (see the module docstring).  Never closed by the
         sink.
@@ -119,7 +123,8 @@ class PipeSink(Sink):
 
     def __init__(self, target: int | IO[Any] | str = "stdout", format: str = "wav",
                  dtype: str | None = None, pipe_size: int | None = None,
-                 zero_copy: bool = True, tee: int | IO[Any] | None = None) -> None:
+                 zero_copy: bool | None = None, tee: int | IO[Any] | None = None,
+                 pace: str = "reader") -> None:
         if not isinstance(format, str):
             raise ValueError(f"format must be 'wav', 's16le', 's32le' or 'f32le', not "
                              f"{format!r}")
@@ -140,6 +145,10 @@ class PipeSink(Sink):
                                  f"{dtype}")
         else:
             raise ValueError(f"format must be 'wav', 's16le', 's32le' or 'f32le', not {format!r}")
+        if pace not in ("reader", "realtime"):
+            raise ValueError(f"pace must be 'reader' or 'realtime', not {pace!r}")
+        if zero_copy is not None and not isinstance(zero_copy, bool):
+            raise TypeError(f"zero_copy must be True, False or None, not {zero_copy!r}")
         if pipe_size is not None and (isinstance(pipe_size, bool) or not isinstance(
                 pipe_size, int) or not 0 < pipe_size < 1 << 31):
             raise ValueError(f"pipe_size must be a positive number of bytes, not {pipe_size!r}")
@@ -151,8 +160,18 @@ class PipeSink(Sink):
         self.tee_fd = None if tee is None else self._resolve(tee, "tee")
         if self.tee_fd is not None and self.tee_fd == self.fd:
             raise ValueError("tee must be another descriptor than the target")
+        self.pace = pace
+        self.timing = "paced" if pace == "realtime" else "reader"
+        tee_kind = None if self.tee_fd is None else self._kind(self.tee_fd)
         self.zero_copy = bool(zero_copy)
         self.copy_reason = None if zero_copy else "zero_copy=False was asked"
+        if zero_copy is None:
+            self.zero_copy = self.kind == "file" and tee_kind != "pipe"
+            self.copy_reason = None if self.zero_copy else (
+                "the default for a pipe: its reader might splice the pages onward (pv does), "
+                "and a later period would then change audio it still holds; zero_copy=True "
+                "for a reader known to read() them" if "pipe" in (self.kind, tee_kind) else
+                "the target is neither a pipe nor a regular file")
         if self.zero_copy and self.kind == "other":
             self.zero_copy = False
             self.copy_reason = ("the target is neither a pipe nor a regular file (a socket or "
@@ -340,6 +359,9 @@ class PipeSink(Sink):
                                            onward, tee, self.half_frames, context.blocksize,
                                            int(self.zero_copy)), "creating the pipe sink")
             self._native, self._ring_keepalive = out[0], keepalive
+            if self.pace == "realtime":  # a little ahead of the clock: the ring's worth
+                check(_lib.sc_pipe_sink_pace(self._native, context.samplerate,
+                                             output.capacity), "pacing the pipe sink")
             # Whether the tee gets a copy (write()) or the pages (tee()), decided now: the
             # caller may close the tee descriptor once the engine is closed, and stats()
             # must still answer (it read the descriptor each time and raised EBADF).
@@ -494,7 +516,34 @@ class PipeSink(Sink):
         return {"bytes": raw.bytes, "halves": raw.halves, "writes": raw.writes,
                 "periods": raw.periods, "reader_waits": raw.reader_waits,
                 "mixer_waits": raw.mixer_waits, "running": bool(raw.running),
-                "finished": bool(raw.finished), "writer": "mixer" if raw.by_mixer else "thread"}
+                "finished": bool(raw.finished), "writer": "mixer" if raw.by_mixer else "thread",
+                "paced": bool(raw.paced), "resized": raw.resized,
+                "run_complete": bool(raw.run_complete)}
+
+    def delivered(self, end_frame: int) -> bool:
+        """After ``Engine.drain()``: whether the run up to ``end_frame`` is in the pipe or file.
+
+        Also True once the writer ended (nothing more will go).
+
+        Parameters
+        ----------
+        end_frame : int
+            The run's end.
+
+        Returns
+        -------
+        bool
+
+        Notes
+        -----
+        Called by ``Engine.drain()`` in its thread.
+        """
+        with self._lock:
+            if self._native == _ffi.NULL:
+                return True
+            raw = _ffi.new("sc_pipe_sink_stats *")
+            _lib.sc_pipe_sink_get_stats(self._native, raw)
+            return bool(raw.run_complete or raw.finished)
 
     def stats(self) -> dict[str, Any]:
         """The writer's figures and which path (zero copy or not) runs, and why.
@@ -506,7 +555,9 @@ class PipeSink(Sink):
             ``mixer_waits``, ``running``, ``finished``, ``writer`` ('mixer' when the mixer
             writes the pipe itself, else 'thread'), ``format``, ``dtype``, ``target``
             ('pipe', 'file' or 'other'), ``zero_copy``, ``tee_copy``, ``copy_reason``,
-            ``pipe_bytes`` (the pipe's size in bytes) and ``error``.
+            ``pipe_bytes`` (the pipe's size in bytes), ``paced``, ``resized`` (times a pipe
+            holding our pages was found enlarged by its reader), ``run_complete`` (after a
+            drain: all of the run went out) and ``error``.
 
         Notes
         -----
