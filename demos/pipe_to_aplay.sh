@@ -3,9 +3,10 @@
 #
 #     sh demos/pipe_to_aplay.sh [FILE]
 #
-# Listen for: the file (default demos/sounds/chime.flac), played by aplay.  streamcore's
-# pipe sink hands the output ring's own pages to the pipe with vmsplice (zero copy), and its
-# messages (progress, figures) go to stderr so they never mix with the audio.
+# Listen for: the file (default demos/sounds/chime.flac), played by aplay.  aplay read()s the
+# pipe, so streamcore's pipe sink may hand it the output ring's own pages with vmsplice
+# (--zero-copy; the default copies, in case a reader splices the pages onward as pv does),
+# and its messages (progress, figures) go to stderr so they never mix with the audio.
 # PLAYER replaces aplay, e.g. PLAYER="aplay -D null" on a machine without a sound card.
 #
 # Other readers of the same stream:
@@ -16,4 +17,4 @@ set -eu
 here=$(dirname "$0")
 file=${1:-$here/sounds/chime.flac}
 python=${PYTHON:-python3}
-"$python" -m streamcore play "$file" --pipe | ${PLAYER:-aplay}
+"$python" -m streamcore play "$file" --pipe --zero-copy | ${PLAYER:-aplay}
