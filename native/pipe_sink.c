@@ -306,9 +306,12 @@ static uint64_t in_pipes(sc_pipe_sink *s)
         if ((uint64_t)held > most)
             most = (uint64_t)held;
     }
-    if ((int64_t)most > s->pipe_bytes) { /* its reader enlarged it: still exact, say so */
+    /* Its reader may enlarge it (F_SETPIPE_SZ on the read end): the rule above still holds,
+     * and the figures say so. */
+    const int64_t size = fcntl(s->probe_fds[0], F_GETPIPE_SZ);
+    if (size > s->pipe_bytes) {
         count(&s->resized, 1);
-        s->pipe_bytes = fcntl(s->probe_fds[0], F_GETPIPE_SZ);
+        s->pipe_bytes = size;
     }
     return most;
 }
