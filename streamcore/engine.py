@@ -140,6 +140,8 @@ class Engine:
     _closing = True
     _closed = True
     _started = False
+    _clock = "null"
+    sink: Any = None
     sink_object: Any = None
 
     def __init__(self, samplerate: int = 48000, blocksize: int = 128, channels: int = 2,
@@ -195,7 +197,10 @@ class Engine:
         self.blocksize = blocksize
         self.channels = channels
         self.periods = periods
-        self.sink = sink
+        self._clock = sink  # 'manual', 'null' or 'external' (a sink object's consumer clock)
+        #: The sink: the object given (or made for 'device'), else the name given ('null',
+        #: 'manual', 'external').
+        self.sink: Any = sink_object if sink_object is not None else sink
         self.sink_object = sink_object
         #: Why the sink failed for good (a sentence), or None.  Once set the engine has
         #: stopped, its voices ended as 'failed' and start/play/stream raise SinkError.
@@ -271,9 +276,20 @@ class Engine:
         state = ("closed" if self._closing else "running" if self._started else "stopped")
         try:
             return (f"<Engine {state} {self.samplerate} Hz, {self.blocksize} frames x "
-                    f"{self.periods}, {self.channels} ch, {self.dtype.name}, sink={self.sink}>")
+                    f"{self.periods}, {self.channels} ch, {self.dtype.name}, sink={self.sink_name}>")
         except AttributeError:  # a constructor that failed half-way
             return f"<Engine {state}>"
+
+    @property
+    def sink_name(self) -> str:
+        """The sink's name: 'null', 'manual', 'external', or the sink object's ``name``.
+
+        Notes
+        -----
+        Any thread.
+        """
+        sink = self.sink
+        return sink if isinstance(sink, str) else str(getattr(sink, "name", type(sink).__name__))
 
     @property
     def closed(self) -> bool:
@@ -350,7 +366,7 @@ class Engine:
         """
         with self._lock:
             self._check_usable()
-            if self._started or self.sink == "manual":
+            if self._started or self._clock == "manual":
                 return
             if self.output is None:
                 self.output = self._make_output()
@@ -481,7 +497,7 @@ class Engine:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             self._check_usable()
-            if self.sink == "manual":
+            if self._clock == "manual":
                 _lib.sc_engine_drain(self._handle)  # the caller renders up to end_frame
                 return True
             self.start()
@@ -819,7 +835,7 @@ class Engine:
         Any Python thread; the mixing runs in it (offline rendering, golden tests).  Commands
         sent before are applied at the start of the first period.
         """
-        if self.sink != "manual":
+        if self._clock != "manual":
             raise StreamcoreError("render() is for sink='manual'; this engine has a clock")
         periods = positive_int("periods", periods, 0, 1 << 20)
         out = _np.zeros((periods * self.blocksize, self.channels), dtype=self.dtype)
@@ -1008,7 +1024,7 @@ class Engine:
         concurrent :meth:`close` is never in between.  A sink object uses its
         :class:`~streamcore.sinks.base.SinkContext` instead.
         """
-        if self.sink != "external":
+        if self._clock != "external":
             raise StreamcoreError("period_consumed() is for sink='external'")
         with self._lock:
             self._check_open()

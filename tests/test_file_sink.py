@@ -234,7 +234,7 @@ class TestSinkProtocol:
     def test_call_order_and_stats(self):
         sink = _Recording()
         engine = streamcore.Engine(sink=sink)
-        assert engine.sink == "external" and engine.sink_object is sink
+        assert engine.sink is sink and engine.sink_object is sink
         engine.start()
         assert engine.stats().sink == {"name": "recording", "error": None}
         engine.close()
