@@ -179,8 +179,14 @@ class Engine:
     def _create(self, samplerate: int, blocksize: int, channels: int, periods: int, sink: str,
                 sink_object: Any, dtype: Any, realtime: bool, priority: int,
                 lock_memory: bool, watchdog: Watchdog, dither: bool) -> None:
+        #: periods asked, when the sink needed more (the ring then holds ``periods``)
+        self.periods_asked: int | None = None
         if sink_object is not None:
             dtype, periods = _sink_format(sink_object, blocksize, channels, dtype, periods)
+            needed = sink_object.min_periods(blocksize)
+            if needed is not None and needed > periods:
+                self.periods_asked = periods
+                periods = positive_int("the sink's periods", needed, 2, _lib.SC_MAX_PERIODS)
         dtype = "float32" if dtype is None else dtype
         if not isinstance(dtype, str):
             try:
@@ -276,7 +282,8 @@ class Engine:
         state = ("closed" if self._closing else "running" if self._started else "stopped")
         try:
             return (f"<Engine {state} {self.samplerate} Hz, {self.blocksize} frames x "
-                    f"{self.periods}, {self.channels} ch, {self.dtype.name}, sink={self.sink_name}>")
+                    f"{self.periods}, {self.channels} ch, {self.dtype.name}, "
+                    f"sink={self.sink_name}>")
         except AttributeError:  # a constructor that failed half-way
             return f"<Engine {state}>"
 

@@ -361,7 +361,8 @@ def trace_session(path: str | os.PathLike[str], seconds: float, *, samplerate: i
         records = recorder.run(seconds, every=min(1.0, 4000 * engine.period_ns / 1e9))
         stats = engine.stats()
         meta = {"samplerate": engine.samplerate, "blocksize": engine.blocksize,
-                "sink": engine.sink_name, "grant": str(engine.grant), "missed_cycles": recorder.missed,
+                "sink": engine.sink_name, "grant": str(engine.grant),
+                "missed_cycles": recorder.missed,
                 "taints": sorted(stats.taints)}
         written = write_chrome_trace(path, records, engine.events(), origin_ns=stats.start_ns,
                                      mixer_tid=engine.mixer_tid, metadata=meta)

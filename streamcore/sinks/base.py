@@ -486,6 +486,28 @@ class Sink:
         """
         return None, None
 
+    def min_periods(self, blocksize: int) -> int | None:
+        """The fewest periods the engine's output ring needs for this sink (None: no need).
+
+        A device whose server takes more than a period at once (a JACK server's period is
+        taken in one burst) needs the ring to hold that much plus a period.
+
+        Parameters
+        ----------
+        blocksize : int
+            The engine's period, in frames.
+
+        Returns
+        -------
+        int or None
+
+        Notes
+        -----
+        Asked once by the engine's constructor, in its thread, after :meth:`output_format`;
+        the engine takes the larger of this and its ``periods``.
+        """
+        return None
+
     def open(self, context: SinkContext) -> None:
         """Prepare to consume ``context.output`` (the ring exists, the mixer is not running).
 

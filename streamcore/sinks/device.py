@@ -268,6 +268,7 @@ class DeviceSink(Sink):
                              f"{frames_per_buffer!r}")
         self.frames_per_buffer = frames_per_buffer
         self.mixer_below_callback = bool(mixer_below_callback)
+        self.host_period: int | None = None  #: the server's period (JACK), once asked
         self.mixer_moved: str | None = None  #: what was done about the mixer's priority
         self._last_stats: dict[str, Any] = {}
         self.error: str | None = None
@@ -288,6 +289,48 @@ class DeviceSink(Sink):
     # device that refuses shows at once) or by a start() after a stop, and closed by stop().
     # PortAudio's finished callback marks the state for good (a stopped stream reports
     # "finished"), so a stream that was stopped is never started again.
+
+    def min_periods(self, blocksize: int) -> int | None:
+        """Periods enough for one server period plus one of the engine's, on a JACK device.
+
+        PortAudio's JACK host takes a whole server period at each JACK cycle (in a burst of
+        callbacks when the engine's blocksize is smaller), so a ring holding less underruns
+        at every cycle; the server's period is asked of libjack (streamcore/sinks/hosts.py).
+        ``stats()['host_period']`` says what was found.
+
+        Parameters
+        ----------
+        blocksize : int
+            The engine's period, in frames.
+
+        Returns
+        -------
+        int or None
+            None for other host APIs, or when the device or the server cannot be asked now
+            (:meth:`open` then says what is wrong).
+
+        Notes
+        -----
+        Asked once by the engine's constructor, in its thread.
+        """
+        from streamcore.sinks.hosts import jack_period
+
+        try:
+            sd = _sd()
+            if not portaudio_usable():
+                return None
+            index = resolve_output_device(self.device, list(sd.query_devices()),
+                                          list(sd.query_hostapis()), sd.default.device[1])
+            hostapi = sd.query_hostapis(sd.query_devices(index)["hostapi"])["name"]
+        except Exception:  # no device, no PortAudio: open() reports it properly
+            return None
+        if "JACK" not in hostapi:
+            return None
+        self.host_period = jack_period()
+        if self.host_period is None:
+            return None
+        fpb = self.frames_per_buffer or self.host_period
+        return -(-max(self.host_period, fpb) // blocksize) + 1
 
     def open(self, context: SinkContext) -> None:
         """Find the device, check the settings and open (not start) the stream.
@@ -608,7 +651,8 @@ class DeviceSink(Sink):
             (PortAudio output under/overflow flags), ``frames_min``/``frames_max`` (frames
             asked for), ``callback_ns`` (its duration in ns: min, max, mean, log2
             histogram), ``callback_policy``/``callback_priority`` of the audio thread,
-            ``mixer_moved`` and ``error``.  The callback's figures are those of the current
+            ``mixer_moved``, ``host_period`` (the JACK server's period the ring was sized
+            for, or None) and ``error``.  The callback's figures are those of the current
             stream (a start after a stop counts from zero), or of the last one once stopped.
 
         Notes
@@ -620,7 +664,8 @@ class DeviceSink(Sink):
                        if self._state != _ffi.NULL else dict(self._last_stats))
         return {**figures, "name": self.name, "error": self.error,
                 "device": self.device_index, "device_name": self.device_name,
-                "hostapi": self.hostapi, "mixer_moved": self.mixer_moved}
+                "hostapi": self.hostapi, "mixer_moved": self.mixer_moved,
+                "host_period": self.host_period}
 
     def raise_for_error(self) -> None:
         """Raise :class:`SinkError` if the device failed while playing.
