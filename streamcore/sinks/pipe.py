@@ -265,6 +265,9 @@ class PipeSink(Sink):
         """
         frame_bytes = channels * _np.dtype(self.dtype).itemsize
         if not self.zero_copy:
+            if self.requested_pipe_size is not None and self.kind == "pipe":
+                # A copy needs no particular size, but one asked for is honoured.
+                self.pipe_bytes = set_pipe_size(self.fd, self.requested_pipe_size)
             return self.dtype, None
         tee_is_pipe = self.tee_fd is not None and self._kind(self.tee_fd) == "pipe"
         pipe_fd = self.fd
