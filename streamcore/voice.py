@@ -420,15 +420,20 @@ class VoiceTable:
         Any thread; nothing is queued for a voice already done.
         """
         gain, pan = self.check_gain_pan(gain, pan)
+        self._send_to(voice, _lib.SC_CMD_SET, gain=gain, pan=pan)
+        return gain, pan
+
+    def _send_to(self, voice: Voice, op: int, **fields: Any) -> None:
+        """Queue command ``op`` for ``voice`` with ``fields``, unless the voice is done."""
         with self._lock:
             self._check_open()
             if voice._done.is_set():
-                return gain, pan
+                return
             cmd = self._cmd
-            cmd.op, cmd.slot, cmd.generation = _lib.SC_CMD_SET, voice._slot, voice._generation
-            cmd.gain, cmd.pan = gain, pan
+            cmd.op, cmd.slot, cmd.generation = op, voice._slot, voice._generation
+            for name, value in fields.items():
+                setattr(cmd, name, value)
             self.send(cmd)
-        return gain, pan
 
     def stop_voice(self, voice: Voice, fade: Any) -> None:
         """Queue the STOP command for ``voice`` (faded over ``fade`` seconds).
@@ -453,15 +458,7 @@ class VoiceTable:
         -----
         Any thread; nothing is queued for a voice already done.
         """
-        frames = self.fade_frames("fade", fade)
-        with self._lock:
-            self._check_open()
-            if voice._done.is_set():
-                return
-            cmd = self._cmd
-            cmd.op, cmd.slot, cmd.generation = _lib.SC_CMD_STOP, voice._slot, voice._generation
-            cmd.fade_frames = frames
-            self.send(cmd)
+        self._send_to(voice, _lib.SC_CMD_STOP, fade_frames=self.fade_frames("fade", fade))
 
     def finish_voice(self, voice: Voice) -> None:
         """Queue the FINISH command for a stream voice: it plays what its ring holds, then
@@ -483,13 +480,7 @@ class VoiceTable:
         -----
         Any thread; nothing is queued for a voice already done.
         """
-        with self._lock:
-            self._check_open()
-            if voice._done.is_set():
-                return
-            cmd = self._cmd
-            cmd.op, cmd.slot, cmd.generation = _lib.SC_CMD_FINISH, voice._slot, voice._generation
-            self.send(cmd)
+        self._send_to(voice, _lib.SC_CMD_FINISH)
 
     def voice_stats(self, voice: Voice) -> dict[str, int]:
         """Live counters of ``voice`` (its final ones once it is done).
