@@ -756,15 +756,10 @@ int sc_pipe_sink_create(sc_pipe_sink **out, sc_engine *engine, sc_ring *ring, in
     if (zero_copy) {
         if (pipe_bytes < 0)
             return -errno;
-        /* The rule needs halves of exactly the pipe's size, two of them filling the ring, in
-         * whole periods. */
-        if (half_frames == 0 || half_frames * fb != (uint64_t)pipe_bytes
-            || half_frames % blocksize || sc_ring_capacity(ring) != 2 * half_frames)
-            return -EINVAL;
-        /* A pipe that a half goes on to from the relay must not hold more than a half. */
-        struct stat onward;
-        if (onward_fd >= 0 && fstat(onward_fd, &onward) == 0 && S_ISFIFO(onward.st_mode)
-            && !is_pipe_of(onward_fd, pipe_bytes))
+        /* Halves in whole periods, two of them filling the ring.  The pipe's size need not
+         * match them any more (a page is released by FIONREAD, whatever the size): its reader
+         * may resize it at any time, even between our sizing and this check. */
+        if (half_frames == 0 || half_frames % blocksize || sc_ring_capacity(ring) != 2 * half_frames)
             return -EINVAL;
     }
     /* Mapped and locked (if the limit allows), as the engine is: the mixer may be the writer,

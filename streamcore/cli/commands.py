@@ -9,6 +9,7 @@ rebuild it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -113,9 +114,11 @@ def play_command(args: argparse.Namespace) -> int:
     progress = Progress(sys.stderr, enabled=not args.quiet)
     status = OK
     started = time.monotonic()
-    with terminate_as_interrupt(), Engine(samplerate=rate, blocksize=args.blocksize,
-                                           periods=args.periods, channels=channels,
-                                           sink=output.sink, realtime=args.realtime) as engine:
+    # closing(), not the engine's own `with` (which starts it): the voice is queued first and
+    # Playback starts the engine, so every output begins with the material at frame 0.
+    with terminate_as_interrupt(), contextlib.closing(Engine(
+            samplerate=rate, blocksize=args.blocksize, periods=args.periods,
+            channels=channels, sink=output.sink, realtime=args.realtime)) as engine:
         playback = Playback(engine, frames, gain=gain, loop=args.loop)
         try:
             playback.wait(progress)
