@@ -229,9 +229,14 @@ while True:
     ENLARGER = """
 import fcntl, os, sys, time
 F_SETPIPE_SZ = 1031
+out = open(sys.argv[1], "wb")
+got = 0
+while got < 1 << 18:  # mid-stream, once the sink is writing:
+    chunk = os.read(0, 4096)
+    out.write(chunk)
+    got += len(chunk)
 fcntl.fcntl(0, F_SETPIPE_SZ, 1 << 20)  # the reader makes the pipe 16 times larger
 time.sleep(0.2)
-out = open(sys.argv[1], "wb")
 while chunk := os.read(0, 4096):
     out.write(chunk)
     time.sleep(0.0002)

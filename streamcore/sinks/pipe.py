@@ -237,9 +237,11 @@ class PipeSink(Sink):
     def output_format(self, blocksize: int, channels: int) -> tuple[str, int | None]:
         """The (dtype, periods) the engine's output ring must have for this stream.
 
-        Zero copy needs two halves of exactly the pipe's size, in whole periods: the pipe is
-        sized here (F_SETPIPE_SZ).  When that cannot be had the sink falls back to copying
-        (``copy_reason`` says why) and asks for no particular periods.
+        Zero copy renders into two halves of the pipe's size, in whole periods: the pipe is
+        sized here (F_SETPIPE_SZ); a reader may resize it later (pages are released by
+        FIONREAD, whatever the size).  When the size is no whole number of periods the sink
+        falls back to copying (``copy_reason`` says why) and asks for no particular periods.
+        A copy honours an explicit ``pipe_size`` and needs no particular periods.
 
         Parameters
         ----------
