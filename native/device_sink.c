@@ -129,8 +129,10 @@ int sc_device_sink_callback(const void *input, void *output, unsigned long frame
                               memory_order_relaxed);
     }
     sc_count(&s->callbacks, 1);
-    if (status & (SC_PA_OUTPUT_UNDERFLOW | SC_PA_OUTPUT_OVERFLOW))
+    if (status & (SC_PA_OUTPUT_UNDERFLOW | SC_PA_OUTPUT_OVERFLOW)) {
         sc_count(&s->xruns, 1);
+        sc_engine_taint(s->engine, SC_TAINT_XRUN); /* the server's xrun: the run is not clean */
+    }
     if (status & SC_PA_OUTPUT_UNDERFLOW)
         sc_count(&s->output_underflows, 1);
     if (status & SC_PA_OUTPUT_OVERFLOW)

@@ -300,6 +300,7 @@ static uint32_t mix_voice(sc_engine *e, sc_voice *v, float *mix, uint64_t t0)
         sc_count(&v->underruns, 1);
         sc_count(&v->underrun_frames, want - done);
         sc_count(&e->underruns, 1);
+        sc_taint(e, SC_TAINT_UNDERRUN);
     }
     return 0;
 }

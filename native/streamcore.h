@@ -260,6 +260,7 @@ typedef struct sc_engine sc_engine;
 #define SC_TAINT_XRUN 16
 #define SC_TAINT_CLIPPED 32
 #define SC_TAINT_NONFINITE_OUTPUT 64 /* the mix overflowed to Inf/NaN: written as 0, counted */
+#define SC_TAINT_UNDERRUN 128 /* a stream voice's producer fell behind: silence was played */
 
 /* Why the watchdog demoted. */
 #define SC_DEMOTE_NONE 0

@@ -27,6 +27,7 @@ TAINTS = {
     "XRUN": _lib.SC_TAINT_XRUN,
     "CLIPPED": _lib.SC_TAINT_CLIPPED,
     "NONFINITE_OUTPUT": _lib.SC_TAINT_NONFINITE_OUTPUT,
+    "UNDERRUN": _lib.SC_TAINT_UNDERRUN,
 }
 
 #: One record per mixer cycle (see sc_trace_record in native/streamcore.h).
@@ -141,6 +142,16 @@ class EngineStats:
             underruns_per_voice=underruns_per_voice,
             output_nonfinite=s.output_nonfinite, driver_error=s.driver_error,
         )
+
+    @property
+    def glitches(self) -> dict[str, int]:
+        """Every glitch of the run, by where it happened: 'mixer' (cycles short of a period:
+        :attr:`xruns`), 'device' (the server's xruns, PortAudio's under/overflow flags),
+        'device_ring' (device callbacks that found the output ring short) and 'voices'
+        (stream-voice underruns).  The CLI's live line and its final figures read these."""
+        sink = self.sink
+        return {"mixer": self.xruns, "device": int(sink.get("xruns", 0) or 0),
+                "device_ring": int(sink.get("underruns", 0) or 0), "voices": self.underruns}
 
     @property
     def clean(self) -> bool:

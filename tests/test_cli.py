@@ -130,7 +130,7 @@ class TestPlayWithoutDevice:
         assert len(out) >= len(source)
         np.testing.assert_array_equal(out[:len(source)], source)
         assert not out[len(source):].any()
-        assert "xruns 0" in done.stdout and "wrote " + str(wav) in done.stdout
+        assert "glitches 0 (" in done.stdout and "wrote " + str(wav) in done.stdout
         assert "0:00.5 / 0:00.5" in done.stderr  # the progress line reached the end
 
     def test_other_rate_is_resampled_never_played_fast(self, tmp_path):
@@ -314,7 +314,7 @@ class TestOtherCommandsWithoutDevice:
         assert done.returncode == 0, done.stderr
         assert done.stderr.splitlines()[0].startswith("no sound device")
         assert "Traceback" not in done.stderr
-        for word in ("figures:", "xruns", "wake-up latency", "realtime:", "taints"):
+        for word in ("figures:", "glitches", "wake-up latency", "realtime:", "taints"):
             assert word in done.stdout
         data, rate = sf.read(str(tmp_path / "streamcore-demo.wav"), always_2d=True)
         assert rate == RATE and 2.0 < len(data) / rate < 3.0

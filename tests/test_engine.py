@@ -346,3 +346,16 @@ class TestConcurrentCallers:
             assert all(v.wait(10.0) for v in voices)
             assert e._table.free_slots == 256 and e.voices == []
             assert e.stats(consistent=True).voices == 0
+
+
+def test_a_stream_voice_underrun_taints_the_run_and_is_a_glitch():
+    """A producer that falls behind: the silence played is counted in stats().glitches and
+    the UNDERRUN taint makes the run not clean (it stayed 'clean' before)."""
+    with Engine(blocksize=128, sink="null", realtime=False) as e:
+        voice = e.stream(channels=2)
+        voice.write(np.zeros((256, 2), np.float32))  # primed, then nothing more
+        time.sleep(0.1)
+        stats = e.stats()
+        voice.stop(fade=0)
+    assert stats.underruns > 0 and stats.glitches["voices"] == stats.underruns
+    assert "UNDERRUN" in stats.taints and not stats.clean

@@ -46,10 +46,10 @@ class Progress:
         self.last = now
         engine = playback.engine
         stats = engine.stats()
-        xruns = stats.xruns + int(stats.sink.get("xruns", 0) or 0)
+        glitches = sum(stats.glitches.values())  # the same numbers as the final figures
         capacity = engine.periods * engine.blocksize
         line = (f"{clock(playback.position)} / {clock(playback.duration)}"
-                f"{' (loop)' if playback.loop else ''}  xruns {xruns}  "
+                f"{' (loop)' if playback.loop else ''}  glitches {glitches}  "
                 f"rt {realtime_text(engine)}  fill {100 * stats.fill // capacity}%  "
                 f"taints {','.join(sorted(stats.taints)) or 'none'}")
         if self.tty:
@@ -86,8 +86,9 @@ def figures(engine: Any, stats: Any, output: Output, seconds: float) -> list[str
         f"figures: {seconds:.2f} s at {engine.samplerate} Hz, {engine.channels} ch, "
         f"{engine.blocksize} frames x {engine.periods} periods ({latency_ms:.1f} ms), "
         f"sink: {where}",
-        f"  periods {stats.periods}, xruns {stats.xruns}, underruns {stats.underruns}, "
-        f"skipped {stats.skipped}, clipped samples {stats.clips}, late starts "
+        f"  periods {stats.periods}, glitches {sum(stats.glitches.values())} ("
+        + ", ".join(f"{where} {n}" for where, n in stats.glitches.items())
+        + f"), skipped {stats.skipped}, clipped samples {stats.clips}, late starts "
         f"{stats.late_starts}",
         _wake_line(wake, sink) + f"; mix time p99 {mix.percentile(99) / 1e3:.0f} µs",
         f"  realtime: {engine.grant if engine.grant is not None else 'not asked'}",
