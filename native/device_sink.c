@@ -40,7 +40,8 @@ struct sc_device_sink {
     _Atomic int64_t last_callback_ns;
     _Atomic double last_dac_time, last_current_time;
     sc_counter callbacks, frames, ring_frames, periods, underruns, underrun_frames;
-    sc_counter partial_callbacks, output_underflows, output_overflows, priming, xruns;
+    sc_counter partial_callbacks, output_underflows, output_overflows, priming, xruns,
+        xrun_frames;
     sc_counter frames_min, frames_max;
     sc_histogram duration;     /* the callback's own time, ns */
 };
@@ -131,6 +132,7 @@ int sc_device_sink_callback(const void *input, void *output, unsigned long frame
     sc_count(&s->callbacks, 1);
     if (status & (SC_PA_OUTPUT_UNDERFLOW | SC_PA_OUTPUT_OVERFLOW)) {
         sc_count(&s->xruns, 1);
+        sc_count(&s->xrun_frames, frames);
         sc_engine_taint(s->engine, SC_TAINT_XRUN); /* the server's xrun: the run is not clean */
     }
     if (status & SC_PA_OUTPUT_UNDERFLOW)
@@ -182,6 +184,7 @@ void sc_device_sink_get_stats(const sc_device_sink *cs, sc_device_sink_stats *ou
     out->output_overflows = sc_read(&s->output_overflows);
     out->priming = sc_read(&s->priming);
     out->xruns = sc_read(&s->xruns);
+    out->xrun_frames = sc_read(&s->xrun_frames);
     uint64_t fmin = sc_read(&s->frames_min);
     out->frames_min = fmin == UINT64_MAX ? 0 : fmin;
     out->frames_max = sc_read(&s->frames_max);

@@ -150,7 +150,11 @@ class EngineStats:
         'device_ring' (device callbacks that found the output ring short) and 'voices'
         (stream-voice underruns).  The CLI's live line and its final figures read these."""
         sink = self.sink
-        return {"mixer": self.xruns, "device": int(sink.get("xruns", 0) or 0),
+        device = int(sink.get("xruns", 0) or 0)
+        if sink.get("host_period") and "xrun_frames" in sink:
+            # The server flags every callback of a cycle that xran: count cycles, not calls.
+            device = -(-int(sink["xrun_frames"]) // int(sink["host_period"]))
+        return {"mixer": self.xruns, "device": device,
                 "device_ring": int(sink.get("underruns", 0) or 0), "voices": self.underruns}
 
     @property

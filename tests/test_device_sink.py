@@ -493,3 +493,55 @@ class TestHostPeriod:
         assert last["host_period"] == period and last["asked"] == 2
         assert last["periods"] * 128 >= period + 128
         assert last["underruns"] == 0 and last["found"], runs
+
+
+_MISBEHAVING_RUN = textwrap.dedent("""
+    import json, pathlib, sys, tempfile, time
+    sys.path.insert(0, {root!r})
+    import jack
+    import numpy as np
+    import streamcore
+    from streamcore.sinks.device import DeviceSink
+    from tests.services.jack import start_jack
+
+    server = start_jack(pathlib.Path(tempfile.mkdtemp()), name={name!r}, period=256)
+    bad = jack.Client("misbehaving", servername=server.name, no_start_server=True)
+    cycles, xruns = [0], []
+    bad.set_xrun_callback(xruns.append)
+
+    @bad.set_process_callback
+    def process(frames):
+        cycles[0] += 1
+        if cycles[0] % 50 == 0:
+            time.sleep(0.02)  # 20 ms inside a 5.3 ms cycle: the server xruns
+
+    bad.activate()
+    with streamcore.Engine(sink=DeviceSink(server.device)) as engine:
+        engine.play(np.zeros((4800, 2), np.float32), loop=True)
+        time.sleep(3.0)
+        stats = engine.stats()
+    bad.deactivate()
+    bad.close()
+    server.stop()
+    print(json.dumps({{"jack_xruns": len(xruns), "glitches": stats.glitches,
+                       "taints": sorted(stats.taints), "clean": stats.clean}}))
+""")
+
+
+class TestServerXruns:
+    """Another JACK client that overruns its cycle forces server xruns: the engine counts
+    them (stats().glitches['device'], once per server cycle), sets the XRUN taint and the run
+    is not clean (all three said nothing before)."""
+
+    def test_a_misbehaving_client_shows_in_the_engine(self):
+        require_program("jackd", "jackd2")
+        code = _MISBEHAVING_RUN.format(root=ROOT, name=f"streamcore-bad-{os.getpid()}")
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=120, cwd=ROOT)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert r["jack_xruns"] > 5, r  # the misbehaving client did its part
+        # JACK also reports xruns in cycles our client was not run in; every one we were
+        # flagged for is counted once.
+        assert r["jack_xruns"] // 2 <= r["glitches"]["device"] <= r["jack_xruns"] + 2, r
+        assert "XRUN" in r["taints"] and not r["clean"], r

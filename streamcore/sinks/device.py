@@ -632,6 +632,7 @@ class DeviceSink(Sink):
             periods=s.periods, underruns=s.underruns, underrun_frames=s.underrun_frames,
             partial_callbacks=s.partial_callbacks, output_underflows=s.output_underflows,
             output_overflows=s.output_overflows, priming=s.priming, xruns=s.xruns,
+            xrun_frames=s.xrun_frames,
             frames_min=s.frames_min, frames_max=s.frames_max,
             callback_ns={"min": s.duration_min, "max": s.duration_max,
                          "mean": s.duration_sum / max(1, sum(hist)),
