@@ -545,3 +545,29 @@ class TestServerXruns:
         # flagged for is counted once.
         assert r["jack_xruns"] // 2 <= r["glitches"]["device"] <= r["jack_xruns"] + 2, r
         assert "XRUN" in r["taints"] and not r["clean"], r
+
+
+class TestLatencyFigures:
+    """PortAudio's latency is reported in s, frames and ms, or as unknown when it cannot be
+    true (PipeWire's ALSA plugin said 2**32 frames)."""
+
+    def test_a_plausible_latency(self):
+        from streamcore.sinks.device import latency_figures
+
+        assert latency_figures(256 / 48000, 48000.0) == {
+            "latency": 256 / 48000, "latency_frames": 256, "latency_ms": 1e3 * 256 / 48000}
+
+    @pytest.mark.parametrize("seconds", [2**32 / 48000, float("nan"), float("inf"), -0.001])
+    def test_an_impossible_latency_is_unknown(self, seconds):
+        from streamcore.sinks.device import latency_figures
+
+        figures = latency_figures(seconds, 48000.0)
+        assert figures["latency"] is None and figures["latency_frames"] is None
+        assert "not a latency" in figures["latency_note"]
+
+    def test_jack_reports_frames_and_ms(self, jack_device):
+        with streamcore.Engine(sink=DeviceSink(jack_device.device)) as engine:
+            time.sleep(0.2)
+            sink = engine.stats().sink
+        assert 0 < sink["latency_frames"] <= 48000
+        assert sink["latency_ms"] == pytest.approx(1e3 * sink["latency_frames"] / 48000, abs=0.05)

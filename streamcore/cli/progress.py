@@ -98,7 +98,8 @@ def figures(engine: Any, stats: Any, output: Output, seconds: float) -> list[str
     if sink.get("name") == "device":
         lines.append(f"  device: {sink.get('callbacks', 0)} callbacks, xruns "
                      f"{sink.get('xruns', 0)}, underruns {sink.get('underruns', 0)}, "
-                     f"latency {1e3 * float(sink.get('latency', 0.0)):.1f} ms")
+                     + (f"latency {sink['latency_ms']:.1f} ms ({sink['latency_frames']} frames)"
+                        if sink.get("latency_ms") is not None else "latency unknown"))
     if sink.get("name") == "pipe":
         lines.append(f"  pipe: zero copy {sink.get('zero_copy')}, written by the "
                      f"{sink.get('writer')}"

@@ -47,7 +47,8 @@ from streamcore.errors import (
 )
 from streamcore.sinks.base import Sink, SinkContext
 
-__all__ = ["DeviceSink", "output_devices", "portaudio_usable", "resolve_output_device"]
+__all__ = ["DeviceSink", "latency_figures", "output_devices", "portaudio_usable",
+           "resolve_output_device"]
 
 # Streams whose audio server died: never closed (that would block), kept referenced so their
 # finalizer never runs.  Non-empty means PortAudio must not be terminated in this process.
@@ -181,6 +182,22 @@ def resolve_output_device(device: int | str | None, devices: list[dict[str, Any]
     raise DeviceNotFoundError(f"{device!r} matches several output devices ("
                               + ", ".join(str(i) for i in matches)
                               + f"); give an index or a longer name; output devices: {listing}")
+
+
+#: A device latency above this is a wrong report, not a latency (PipeWire's ALSA plugin
+#: reported 2**32 frames): it is shown as unknown.
+MAX_PLAUSIBLE_LATENCY = 10.0
+
+
+def latency_figures(seconds: float, samplerate: float) -> dict[str, Any]:
+    """PortAudio's output latency as ``latency`` (s), ``latency_frames`` and ``latency_ms``,
+    or all None with ``latency_note`` when the value cannot be true (not finite, negative,
+    over :data:`MAX_PLAUSIBLE_LATENCY`)."""
+    if not (0.0 <= seconds <= MAX_PLAUSIBLE_LATENCY) or not samplerate > 0:
+        return {"latency": None, "latency_frames": None, "latency_ms": None,
+                "latency_note": f"the host reported {seconds!r} s: not a latency, ignored"}
+    return {"latency": seconds, "latency_frames": round(seconds * samplerate),
+            "latency_ms": 1e3 * seconds}
 
 
 def _scheduling(tid: int) -> tuple[str | None, int | None]:
@@ -584,7 +601,9 @@ class DeviceSink(Sink):
             return float(self.stall_timeout)
         context = self._live_context()
         period: float = context.blocksize / context.samplerate
-        latency = float(self._stream.latency) if self._stream is not None else 0.0
+        reported = float(self._stream.latency) if self._stream is not None else 0.0
+        # A wrong report (2**32 frames) must not switch the stall detection off.
+        latency = latency_figures(reported, context.samplerate)["latency"] or 0.0
         return max(0.5, 20 * period, 4 * latency)
 
     def _watch(self, state: Any, stream: Any, limit: float) -> None:
@@ -622,8 +641,8 @@ class DeviceSink(Sink):
         out: dict[str, Any] = {}
         if stream is not None:
             with contextlib.suppress(Exception):  # a closed or terminated stream
-                out["latency"] = float(stream.latency)
                 out["samplerate"] = float(stream.samplerate)
+                out.update(latency_figures(float(stream.latency), out["samplerate"]))
         s = _ffi.new("sc_device_sink_stats *")
         _lib.sc_device_sink_get_stats(state, s)
         hist = [int(v) for v in s.duration_hist]
@@ -647,7 +666,9 @@ class DeviceSink(Sink):
         Returns
         -------
         dict of str to Any
-            ``device``, ``device_name``, ``hostapi``, ``latency`` (s), ``samplerate`` (Hz),
+            ``device``, ``device_name``, ``hostapi``, ``latency`` (s; with
+            ``latency_frames`` and ``latency_ms``; None, with ``latency_note``, when the host
+            reported an impossible value), ``samplerate`` (Hz),
             and the callback's ``frames``, ``periods``, ``underruns`` (ring short), ``xruns``
             (PortAudio output under/overflow flags), ``frames_min``/``frames_max`` (frames
             asked for), ``callback_ns`` (its duration in ns: min, max, mean, log2
