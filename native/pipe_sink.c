@@ -84,6 +84,7 @@ struct sc_pipe_sink {
     int need_wait;          /* driver: wait for the reader before the next cycle */
     _Atomic int32_t stop_asked; /* set before the stop eventfd is written */
     int probe_fds[2];       /* pipes that may hold our pages (FIONREAD), -1 if none */
+    int64_t seen_pipe_bytes; /* the writer's: the largest size probe_fds[0] was seen at */
     _Atomic uint64_t resized; /* times a pipe was seen larger than at the start */
     int64_t pace_rate;      /* paced: frames per second (0: as fast as the reader takes) */
     uint64_t pace_lead;     /* paced: frames sent ahead of the clock */
@@ -296,6 +297,8 @@ static int hand_over(sc_pipe_sink *s, const char *data, uint64_t len, int splice
 /* Bytes that may still be in a pipe holding our pages: the most any of them holds now. */
 static uint64_t in_pipes(sc_pipe_sink *s)
 {
+    if (s->probe_fds[0] < 0)
+        return 0; /* into a file through our relay: splice() copied the pages */
     uint64_t most = 0;
     for (int i = 0; i < 2; i++) {
         int held = 0;
@@ -309,9 +312,9 @@ static uint64_t in_pipes(sc_pipe_sink *s)
     /* Its reader may enlarge it (F_SETPIPE_SZ on the read end): the rule above still holds,
      * and the figures say so. */
     const int64_t size = fcntl(s->probe_fds[0], F_GETPIPE_SZ);
-    if (size > s->pipe_bytes) {
+    if (size > s->seen_pipe_bytes) {
         count(&s->resized, 1);
-        s->pipe_bytes = size;
+        s->seen_pipe_bytes = size;
     }
     return most;
 }
@@ -528,20 +531,17 @@ static ssize_t write_now(sc_pipe_sink *s, const char *data, uint64_t len)
     }
 }
 
-/* Hand what is rendered to the pipe, the header first, as much as it takes now; *periods:
- * periods given back.  PUMP_DONE, PUMP_FULL or -errno (EPIPE: the reader is gone). */
-static int pump(sc_pipe_sink *s, uint32_t *periods)
+/* Hand what is rendered to the pipe, the header first, as much as it takes now.  PUMP_DONE,
+ * PUMP_FULL or -errno (EPIPE: the reader is gone). */
+static int pump_pieces(sc_pipe_sink *s)
 {
-    *periods = 0;
     for (;;) {
         const uint64_t header = s->prefix_len - atomic_load_explicit(&s->prefix_sent,
                                                                       memory_order_relaxed);
         const char *at = s->prefix + (s->prefix_len - header);
         const uint64_t len = header ? header : unsent_bytes(s, &at); /* the header goes first */
-        if (len == 0) {
-            *periods += release_sent(s, 0); /* what left the pipe since */
+        if (len == 0)
             return PUMP_DONE;
-        }
         /* The header's pages are never written again: vmsplice would be safe for them, but a
          * copy stream writes it like the rest (RWF_NOWAIT refuses a pipe holding vmspliced
          * pages). */
@@ -552,13 +552,20 @@ static int pump(sc_pipe_sink *s, uint32_t *periods)
         }
         if (n < 0)
             return (int)n;
-        if (header) {
+        if (header)
             count(&s->prefix_sent, (uint64_t)n);
-        } else {
+        else
             note_sent(s, (uint64_t)n);
-            *periods += release_sent(s, 0);
-        }
     }
+}
+
+/* pump_pieces, then give back once what has left the pipe (a release asks the kernel: once
+ * per cycle, not once per piece); *periods: periods given back. */
+static int pump(sc_pipe_sink *s, uint32_t *periods)
+{
+    const int rc = pump_pieces(s);
+    *periods = release_sent(s, 0);
+    return rc;
 }
 
 /* A new run of either writer (control thread, before it starts): the last stop's wake-up is
@@ -791,6 +798,7 @@ int sc_pipe_sink_create(sc_pipe_sink **out, sc_engine *engine, sc_ring *ring, in
     s->nowait_ok = S_ISFIFO(st.st_mode);
     s->plain_write = S_ISREG(st.st_mode); /* a disk does not stall forever: write it all */
     s->pipe_bytes = pipe_bytes;
+    s->seen_pipe_bytes = pipe_bytes;
     s->nap_ns = NAP_MIN_NS;
     /* The mixer writes when it can do so without ever blocking: vmsplice, or RWF_NOWAIT. */
     s->by_mixer = relay_fd < 0 && tee_fd < 0 && S_ISFIFO(st.st_mode)

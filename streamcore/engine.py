@@ -530,10 +530,8 @@ class Engine:
         """Every frame of the run before ``end`` has left the engine (lock held)."""
         if self.sink_object is not None:
             return bool(self.sink_object.delivered(end))
-        stats = _ffi.new("sc_engine_stats *")
-        _lib.sc_engine_get_stats(self._handle, stats)
         assert self.output is not None
-        return int(stats.run_frames) - self.output.readable >= end
+        return _telemetry.frames_taken(self._handle, self.output) >= end
 
     @property
     def end_frame(self) -> int:

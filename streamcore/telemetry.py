@@ -172,6 +172,14 @@ class EngineStats:
                 f"demotions={self.demotions} taints={taints}")
 
 
+def frames_taken(engine_ptr: Any, output: Any) -> int:
+    """Frames of the engine's current run its consumer has taken out of ``output`` (the
+    engine's output Ring) so far."""
+    stats = _ffi.new("sc_engine_stats *")
+    _lib.sc_engine_get_stats(engine_ptr, stats)
+    return max(0, int(stats.run_frames) - int(output.readable))
+
+
 def read_stats(engine_ptr: Any, underruns_per_voice: dict[int, int]) -> EngineStats:
     """Copy the native aggregates of ``engine_ptr`` (an ``sc_engine *``), live."""
     s = _ffi.new("sc_engine_stats *")

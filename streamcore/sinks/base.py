@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 from streamcore._native import ffi as _ffi
 from streamcore._native import lib as _lib
 from streamcore.errors import EngineClosedError, SinkInUseError
+from streamcore.telemetry import frames_taken
 
 if TYPE_CHECKING:
     import numpy as _np
@@ -178,23 +179,6 @@ class SinkContext:
             raise EngineClosedError(_CLOSED)
         return handle
 
-    def end_frame(self) -> int:
-        """After ``Engine.drain()``: the run's end in frames of this run's output, or -1.
-
-        The end is the last frame a voice played + 1; -1 while voices still play.  A sink that
-        is not a clock writes exactly up to it.
-
-        Raises
-        ------
-        EngineClosedError
-            The engine is closed.
-
-        Notes
-        -----
-        Any thread; an atomic read of the engine.
-        """
-        return int(_lib.sc_engine_end_frame(self.engine_handle))
-
     def deliverable(self) -> int | None:
         """How far into this run a sink that is not a clock may write now (None: all of it).
 
@@ -242,9 +226,7 @@ class SinkContext:
         -----
         Any thread.
         """
-        stats = _ffi.new("sc_engine_stats *")
-        _lib.sc_engine_get_stats(self.engine_handle, stats)
-        return max(0, int(stats.run_frames) - self.output.readable)
+        return frames_taken(self.engine_handle, self.output)
 
     @property
     def running(self) -> bool:

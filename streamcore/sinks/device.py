@@ -346,8 +346,8 @@ class DeviceSink(Sink):
         self.host_period = jack_period()
         if self.host_period is None:
             return None
-        fpb = self.frames_per_buffer or self.host_period
-        return -(-max(self.host_period, fpb) // blocksize) + 1
+        taken = max(self.host_period, self.frames_per_buffer or 0)  # at once, per cycle
+        return -(-taken // blocksize) + 1
 
     def open(self, context: SinkContext) -> None:
         """Find the device, check the settings and open (not start) the stream.
