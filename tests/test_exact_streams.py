@@ -509,3 +509,28 @@ def test_realtime_without_pipe_is_a_usage_error(ramp_wav):
     run = subprocess.run(cli("play", str(path), "--null", "--realtime"), capture_output=True,
                          text=True, timeout=60)
     assert run.returncode == 2 and "--realtime" in run.stderr
+
+
+def test_close_from_another_thread_ends_a_waiting_drain():
+    """drain() waits on a looping voice; another thread closes the engine: drain raises
+    EngineClosedError at once instead of waiting forever, and close() is not held up."""
+    from streamcore.errors import EngineClosedError
+
+    engine = Engine(blocksize=256, sink="null", realtime=False)
+    engine.play(np.zeros((480, 2), np.float32), loop=True)
+    outcome: list[object] = []
+
+    def drain() -> None:
+        try:
+            outcome.append(engine.drain())
+        except EngineClosedError as e:
+            outcome.append(e)
+
+    waiter = threading.Thread(target=drain)
+    waiter.start()
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    engine.close()
+    waiter.join(5)
+    assert not waiter.is_alive() and time.monotonic() - t0 < 5
+    assert len(outcome) == 1 and isinstance(outcome[0], EngineClosedError), outcome
