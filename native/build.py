@@ -34,7 +34,7 @@ CFLAGS = [
     "-fno-strict-aliasing",
     "-pthread",
 ]
-LIBRARIES = ["pthread", "rt"]
+LIBRARIES = ["pthread", "rt", "dl"]
 
 # STREAMCORE_SANITIZE=address,undefined builds a sanitizer variant (tests/sanitize.py builds it
 # into its own directory for tests/test_sanitizers.py; never install it).  -O1 keeps reports

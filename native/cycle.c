@@ -53,14 +53,15 @@ static uint32_t render_until_full(sc_engine *e, int64_t *fill)
 {
     sc_ring *out = e->output;
     const uint32_t n = e->config.blocksize;
+    const int64_t target = atomic_load_explicit(&e->target_fill, memory_order_relaxed);
     uint32_t rendered = 0;
     e->holding = 0;
     int64_t have = sc_ring_readable(out);
-    if (have >= 0 && have < e->target_fill) /* what this cycle is about to render */
-        atomic_store_explicit(&e->cycle_periods, (uint32_t)((e->target_fill - have) / n),
+    if (have >= 0 && have < target) /* what this cycle is about to render */
+        atomic_store_explicit(&e->cycle_periods, (uint32_t)((target - have) / n),
                               memory_order_release);
     for (;; have = sc_ring_readable(out)) {
-        if (have < 0 || have + n > e->target_fill) {
+        if (have < 0 || have + n > target) {
             *fill = have;
             return rendered;
         }
@@ -71,7 +72,8 @@ static uint32_t render_until_full(sc_engine *e, int64_t *fill)
         }
         void *dst = NULL;
         int64_t k = sc_ring_write_region(out, n, &dst);
-        if (k < (int64_t)n) { /* cannot happen: capacity >= target_fill (checked at start) */
+        if (k < (int64_t)n) { /* cannot happen: capacity >= target_fill (checked at start
+                                  and by sc_engine_set_fill) */
             *fill = have;
             return rendered;
         }

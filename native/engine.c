@@ -51,7 +51,8 @@ int sc_engine_create(sc_engine **out, const sc_engine_config *config)
     e->map_bytes = bytes;
     e->mix = (float *)((char *)p + head);
     e->period_ns = (int64_t)config->blocksize * 1000000000 / config->samplerate;
-    e->target_fill = config->periods * config->blocksize;
+    atomic_store_explicit(&e->target_fill, config->periods * config->blocksize,
+                          memory_order_relaxed);
     e->rng = config->seed ? config->seed : 0x9E3779B9u;
     atomic_store_explicit(&e->end_frame, -1, memory_order_relaxed);
     e->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -136,6 +137,24 @@ uint64_t sc_engine_deliverable(const sc_engine *e)
     if (e->config.content != SC_CONTENT_ONLY)
         return UINT64_MAX;
     return atomic_load_explicit((_Atomic uint64_t *)&e->voiced_frames, memory_order_acquire);
+}
+
+int sc_engine_set_fill(sc_engine *e, uint32_t frames)
+{
+    const uint32_t n = e->config.blocksize;
+    if (frames % n != 0 || frames < 2 * n)
+        return -EINVAL;
+    if (e->output == NULL || frames > sc_ring_capacity(e->output))
+        return -ENOSPC;
+    const uint32_t old = atomic_exchange_explicit(&e->target_fill, frames, memory_order_relaxed);
+    if (frames > old) /* render up to it now, not at the consumer's next period */
+        sc_futex_bump_wake(&e->consumed_seq);
+    return 0;
+}
+
+uint32_t sc_engine_fill(const sc_engine *e)
+{
+    return atomic_load_explicit((_Atomic uint32_t *)&e->target_fill, memory_order_relaxed);
 }
 
 int sc_engine_poll_return(sc_engine *e, sc_voice_return *out)

@@ -81,7 +81,8 @@ struct sc_engine {
     sc_engine_config config;
     size_t map_bytes;          /* the whole mapping: this struct + mix buffer */
     int64_t period_ns;
-    uint32_t target_fill;      /* periods * blocksize */
+    _Atomic uint32_t target_fill; /* frames the mixer keeps in the output ring: periods *
+                                  blocksize, raised or lowered by sc_engine_set_fill */
     float *mix;                /* blocksize * channels floats, after this struct */
     uint32_t rng;              /* xorshift32 state for the dither (mixer-private) */
 

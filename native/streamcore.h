@@ -198,6 +198,46 @@ int sc_device_sink_callback(const void *input, void *output, unsigned long frame
 /* PaStreamFinishedCallback: records that the stream finished (server gone, stopped). */
 void sc_device_sink_finished(void *userdata);
 
+/* ---- the JACK server, watched (native/jack_host.c) ----------------------------------------
+ * A JACK client of our own, without ports or process callback, that hears what the server
+ * tells every client: xruns, period (buffer size) changes, shutdown.  libjack is dlopen()ed
+ * (JACK2's, or PipeWire's pipewire-jack when LD_LIBRARY_PATH points there), so the core does
+ * not link against it.  The callbacks run on libjack's notification thread and only store
+ * atomics; Python reads them from a normal thread.
+ */
+typedef struct sc_jack_watch sc_jack_watch;
+
+typedef struct sc_jack_watch_stats {
+    uint64_t xruns;            /* the server's xrun notifications since open */
+    uint32_t period;           /* the server's period (buffer size) now, frames */
+    uint32_t samplerate;       /* Hz */
+    uint64_t period_changes;   /* buffer-size notifications that changed the period */
+    int32_t shutdown;          /* the server shut down or dropped this client */
+} sc_jack_watch_stats;
+
+/* Open and activate a client named `client_name` on `server` (NULL: the default server),
+ * never starting a server.  0; -ENOENT (no libjack), -ENOSYS (a libjack without the calls
+ * needed), -ECONNREFUSED (no server answers), -ENOMEM. */
+int sc_jack_watch_open(sc_jack_watch **out, const char *server, const char *client_name);
+/* From now on a period change sets `engine`'s fill (sc_engine_set_fill) from the
+ * notification itself, before the server's first cycle of the new period: a server period
+ * (at least `taken_min` frames, what PortAudio takes at once) plus one `blocksize` period,
+ * never under `base_fill`.  The engine must outlive the watch (close it first).  NULL engine
+ * or blocksize 0: stop following.  Set before the period may change (no lock with the
+ * notification thread beyond the engine pointer's release store). */
+void sc_jack_watch_follow(sc_jack_watch *watch, struct sc_engine *engine, uint32_t blocksize,
+                          uint32_t base_fill, uint32_t taken_min);
+/* Deactivate and close the client (unless the server is gone) and free it.  NULL accepted. */
+void sc_jack_watch_close(sc_jack_watch *watch);
+void sc_jack_watch_get_stats(const sc_jack_watch *watch, sc_jack_watch_stats *out);
+/* The playback latency range (frames) over the output ports whose full names match the
+ * extended regular expression `port_regex`: the smallest min and the largest max.  Returns
+ * the number of ports found (0: none, *min = *max = 0) or -ENOTCONN after a shutdown. */
+int sc_jack_watch_playback_latency(sc_jack_watch *watch, const char *port_regex,
+                                   uint32_t *min, uint32_t *max);
+/* libjack's version string ("" when it has none). */
+const char *sc_jack_watch_version(const sc_jack_watch *watch);
+
 /* ---- engine: mixer, voices, watchdog, telemetry (native/mixer.c, watchdog.c, ...) -------
  */
 
@@ -467,6 +507,14 @@ uint64_t sc_engine_deliverable(const sc_engine *engine);
  * (every frame the engine renders goes into its one output ring), so a sink finds the run's
  * frame 0 in the ring, past what an earlier run left unsent. */
 uint64_t sc_engine_run_start(const sc_engine *engine);
+/* The frames the mixer keeps rendered ahead in the output ring (periods * blocksize at
+ * start).  A sink whose host changed its period while running raises it (any thread; the
+ * mixer reads it at its next cycle): a multiple of the blocksize, at least two periods, at
+ * most the output ring's capacity; raising it wakes a mixer waiting for its consumer (one
+ * futex wake: realtime-safe).  0, -EINVAL (not whole periods, under two), -ENOSPC (more
+ * than the ring holds, or no output ring yet). */
+int sc_engine_set_fill(sc_engine *engine, uint32_t frames);
+uint32_t sc_engine_fill(const sc_engine *engine);
 /* Take one returned voice: 1 (out filled) or 0 (none). */
 int sc_engine_poll_return(sc_engine *engine, sc_voice_return *out);
 /* Copy the live counters of one slot.  0 or -EINVAL. */

@@ -395,7 +395,9 @@ class Engine:
     def _make_output(self) -> _Ring:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # an unlocked ring is reported as a taint instead
-            ring = _Ring(self.periods * self.blocksize, self.channels, self.dtype.name,
+            frames = self.periods * self.blocksize
+            wanted = self.sink_object.ring_frames(self.blocksize) if self.sink_object else None
+            ring = _Ring(max(frames, wanted or 0), self.channels, self.dtype.name,
                          lock="try" if self.lock_memory else False, name="engine-output")
         if self.lock_memory and not ring.locked:
             _lib.sc_engine_taint(self._handle, _lib.SC_TAINT_MLOCK_FAILED)
@@ -914,7 +916,13 @@ class Engine:
             else:
                 stats = _telemetry.read_stats(self._handle, per_voice)
             if self.sink_object is not None:
-                stats = dataclasses.replace(stats, sink=self.sink_object.stats())
+                sink = self.sink_object.stats()
+                if self.periods_asked is not None:  # the sink needed more: say so
+                    sink["periods_asked"] = self.periods_asked
+                    sink.setdefault("periods_note", (
+                        f"periods raised from {self.periods_asked} to {self.periods}: the "
+                        f"sink takes that much at once (a JACK server takes a whole period)"))
+                stats = dataclasses.replace(stats, sink=sink)
             return stats
 
     def _snapshot(self, timeout: float) -> Any:
@@ -1140,9 +1148,16 @@ class Engine:
                 raise EngineClosedError(_CLOSED)
             return engine._move_mixer(priority)
 
+        def notify(reason: str, detail: str) -> None:
+            engine = ref()
+            if engine is not None:
+                engine._events.post(Event(time_ns=time.monotonic_ns(), reason=reason, tid=0,
+                                          threads=0, policy_before=0, busy_ns=0, streak=0,
+                                          canary_age_ns=0, cycle=0, result=0, detail=detail))
+
         context = SinkContext(self.output, self._handle, self.samplerate, self.blocksize,
                               self.channels, self.dtype, self.periods, self._lock,
-                              stop_engine, running, mixer_grant, move_mixer)
+                              stop_engine, running, mixer_grant, move_mixer, notify)
         try:
             self.sink_object.open(context)
         except BaseException:

@@ -61,6 +61,9 @@ class EventLog:
         # Events made in Python (a sink that failed), queued for the next poll; the eventfd
         # wakes the delivery thread for them as the native event fd does for the watchdog's.
         self._posted: list[Event] = []
+        # Guards _posted and _post_fd without the engine's lock: a sink's monitor posts while
+        # the engine, holding its lock, may be joining that very monitor.
+        self._post_lock = threading.Lock()
         self._post_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.last_demotion: int | None = None  #: CLOCK_MONOTONIC ns of the latest event
 
@@ -93,8 +96,9 @@ class EventLog:
                 event = Event._from_native(ev)
                 fresh.append(event)
                 self.last_demotion = event.time_ns
-            fresh.extend(self._posted)
-            self._posted.clear()
+            with self._post_lock:
+                fresh.extend(self._posted)
+                self._posted.clear()
             self._events.extend(fresh)
             return fresh
 
@@ -108,10 +112,12 @@ class EventLog:
 
         Notes
         -----
-        Any thread (takes the engine's lock); nothing happens once the log is closed.
+        Any thread; takes only the log's own small lock, never the engine's (a sink's thread
+        may post while the engine holds its lock and waits for that thread).  Nothing happens
+        once the log is closed.
         """
-        with self._lock:
-            if self._closed:
+        with self._post_lock:
+            if self._closed or self._post_fd < 0:
                 return
             self._posted.append(event)
             os.eventfd_write(self._post_fd, 1)
@@ -242,11 +248,12 @@ class EventLog:
         Called by the engine under its lock, after :meth:`stop_delivery`.
         """
         with self._lock:
-            self._closed = True
             self._handle = _ffi.NULL
-            if self._post_fd >= 0:  # the delivery thread, its only other user, has ended
-                os.close(self._post_fd)
-                self._post_fd = -1
+            with self._post_lock:
+                self._closed = True
+                if self._post_fd >= 0:  # the delivery thread, its only other user, has ended
+                    os.close(self._post_fd)
+                    self._post_fd = -1
 
     def _disown(self, lock: Any) -> None:
         """After fork, in the child: closed, with a fresh lock and no thread."""
@@ -255,4 +262,5 @@ class EventLog:
         self._handle = _ffi.NULL
         self._thread = None
         self._wake = threading.Lock()
+        self._post_lock = threading.Lock()
         self._stop_pipe = (-1, -1)

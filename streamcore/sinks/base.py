@@ -44,6 +44,7 @@ carries it as ``'error'``.
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import weakref
@@ -98,6 +99,9 @@ class SinkContext:
     move_mixer : callable
         ``move_mixer(priority)`` acquires realtime for the mixer at ``priority`` and returns
         the new grant (the engine keeps it only when it is realtime).
+    notify : callable or None
+        ``notify(reason, detail)`` delivers an event to the engine's ``events()`` and
+        ``subscribe()`` callbacks (None: events are dropped).
 
     Notes
     -----
@@ -111,7 +115,8 @@ class SinkContext:
                  channels: int, dtype: _np.dtype, periods: int, lock: Any,
                  stop_engine: Callable[[], None], running: Callable[[], bool],
                  mixer_grant: Callable[[], RealtimeGrant | None],
-                 move_mixer: Callable[[int], RealtimeGrant]) -> None:
+                 move_mixer: Callable[[int], RealtimeGrant],
+                 notify: Callable[[str, str], None] | None = None) -> None:
         self._output: Ring | None = output
         self._handle = engine_handle
         self.samplerate = samplerate  #: Hz
@@ -124,6 +129,7 @@ class SinkContext:
         self._running = running
         self._mixer_grant = mixer_grant
         self._move_mixer = move_mixer
+        self._notify = notify
         self._stopping = threading.Event()  # set by the engine before it stops the sink
         self.failure: str | None = None  #: the first reason given to :meth:`fail`
 
@@ -299,6 +305,95 @@ class SinkContext:
         if handle == _ffi.NULL:
             raise EngineClosedError(_CLOSED)
         _lib.sc_engine_period_consumed(handle, 1 if underrun else 0)
+
+    @property
+    def fill(self) -> int:
+        """The frames the mixer keeps rendered ahead in :attr:`output`.
+
+        ``periods * blocksize`` until :meth:`set_fill` changed it.
+
+        Raises
+        ------
+        EngineClosedError
+            The engine is closed.
+        """
+        handle = self._handle
+        if handle == _ffi.NULL:
+            raise EngineClosedError(_CLOSED)
+        return int(_lib.sc_engine_fill(handle))
+
+    def set_fill(self, frames: int) -> None:
+        """Have the mixer keep ``frames`` rendered ahead from its next cycle on.
+
+        A host whose period grew while running needs a period more than it takes at once.
+
+        Parameters
+        ----------
+        frames : int
+            Whole periods, at least two, at most :attr:`output`'s capacity.
+
+        Raises
+        ------
+        ValueError
+            Not whole periods, or fewer than two.
+        OverflowError
+            More than the output ring holds.
+        EngineClosedError
+            The engine is closed.
+
+        Notes
+        -----
+        Any thread, while the engine runs (the mixer reads it once per cycle).
+        """
+        handle = self._handle
+        if handle == _ffi.NULL:
+            raise EngineClosedError(_CLOSED)
+        rc = _lib.sc_engine_set_fill(handle, frames)
+        if rc == -errno.ENOSPC:
+            raise OverflowError(f"a fill of {frames} frames is more than the output ring "
+                                f"holds ({self.output.capacity} frames)")
+        if rc < 0:
+            raise ValueError(f"a fill must be whole periods of {self.blocksize} frames, at "
+                             f"least two, not {frames}")
+
+    def taint(self, flags: int) -> None:
+        """Mark the run unclean, e.g. for a server's xrun seen by a sink's own thread.
+
+        Parameters
+        ----------
+        flags : int
+            SC_TAINT_* bits (``streamcore._native.lib``).
+
+        Raises
+        ------
+        EngineClosedError
+            The engine is closed.
+
+        Notes
+        -----
+        Any thread.
+        """
+        handle = self._handle
+        if handle == _ffi.NULL:
+            raise EngineClosedError(_CLOSED)
+        _lib.sc_engine_taint(handle, flags)
+
+    def notify(self, reason: str, detail: str) -> None:
+        """Deliver an event to the engine's ``events()`` and ``subscribe()`` callbacks.
+
+        Parameters
+        ----------
+        reason : str
+            A word, e.g. 'host_period_changed'.
+        detail : str
+            A sentence: what happened and what was done.
+
+        Notes
+        -----
+        Any thread; dropped once the engine is closed.
+        """
+        if self._notify is not None and self._handle != _ffi.NULL:
+            self._notify(reason, detail)
 
     def fail(self, reason: str) -> None:
         """The sink failed for good (``reason`` says why): stop the engine from this thread.
@@ -487,6 +582,29 @@ class Sink:
         -----
         Asked once by the engine's constructor, in its thread, after :meth:`output_format`;
         the engine takes the larger of this and its ``periods``.
+        """
+        return None
+
+    def ring_frames(self, blocksize: int) -> int | None:
+        """The output ring's capacity this sink wants beyond ``periods * blocksize``.
+
+        Room for :meth:`SinkContext.set_fill` to grow into while running, for a host that
+        may change its period (a JACK server: up to its largest period plus a period).
+
+        Parameters
+        ----------
+        blocksize : int
+            The engine's period, in frames.
+
+        Returns
+        -------
+        int or None
+            Frames; None: ``periods * blocksize`` is enough.
+
+        Notes
+        -----
+        Asked by the engine when it makes the output ring (its first start), in its thread.
+        The capacity does not add latency: the mixer keeps only the fill rendered ahead.
         """
         return None
 

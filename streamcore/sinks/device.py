@@ -10,16 +10,18 @@ A normal Python thread (the monitor) watches the stream: when PortAudio reports 
 or no longer active, or the callback has not run for ``stall_timeout`` seconds (the audio
 server died), the sink records :attr:`error`, stops consuming and stops the engine.
 
-The audio server dying leaves PortAudio unusable in this process (measured with
-libportaudio2 19.6 and jackd2 1.9): Pa_StopStream, Pa_AbortStream and Pa_CloseStream on the
-dead stream block, and Pa_Terminate aborts the process (an assertion in pa_jack.c's Terminate,
-whose own JACK client cannot be closed).  So after such a failure the sink never calls
-PortAudio on that stream again: the stream object is parked (never closed), sounddevice's exit
-handler is unregistered so the process can still exit normally, and :func:`portaudio_usable`
-turns False.  The next device sink opened in this process loads a private copy of the
-PortAudio library (:func:`_fresh_portaudio`: new static state, its own JACK client) in place
-of the broken one, so a new engine plays once the server is back, without a new process.
-Other sounddevice streams that were open when the server died stay unusable.
+The audio server dying leaves PortAudio unusable in this process: the stream is then parked,
+never called again, and the next device sink loads a fresh copy of the library; all of that
+lives in streamcore/sinks/portaudio.py, with why.
+
+On a JACK host (JACK2, or PipeWire through pipewire-jack) the sink also runs a JACK client of
+its own without ports (:class:`~streamcore.sinks.hosts.JackWatch`), because PortAudio keeps
+what the server says to itself: the monitor counts the server's xruns from it (once per
+server cycle, with the XRUN taint), reads the output latency from the server's ports, sees a
+shutdown at once, and follows a period change (``jack_bufsize``, a PipeWire quantum change)
+by raising the engine's fill to a server period plus a period (the output ring is made with
+room for the largest JACK period), or by failing with a clear error when even that cannot
+hold it.
 
 Concurrency: the engine drives open/start/stop/close from one Python thread; the callback is
 the output ring's single reader from start() to stop(); the monitor only reads counters.
@@ -45,95 +47,29 @@ from streamcore.errors import (
     SinkError,
     check,
 )
+from streamcore.sinks import portaudio as _portaudio
 from streamcore.sinks.base import Sink, SinkContext
 
 __all__ = ["DeviceSink", "latency_figures", "output_devices", "portaudio_usable",
            "resolve_output_device"]
 
-# Streams whose audio server died: never closed (that would block), kept referenced so their
-# finalizer never runs.  Non-empty means PortAudio must not be terminated in this process.
-_PARKED_STREAMS: list[Any] = []
-
-
-# The PortAudio library that died with its server; its streams stay parked with it.
-_BROKEN_LIBRARIES: list[Any] = []
-
-
 def portaudio_usable() -> bool:
     """False once an audio server died under a device sink in this process, until the next
-    device sink loads a fresh copy of PortAudio (see the module docstring)."""
-    return not _PARKED_STREAMS
-
-
-def _portaudio_path() -> str:
-    """The file of the PortAudio library this process loaded (from /proc/self/maps)."""
-    with open("/proc/self/maps") as maps:
-        for line in maps:
-            path = line.split()[-1] if len(line.split()) >= 6 else ""
-            if "libportaudio" in os.path.basename(path):
-                return path
-    raise SinkError("PortAudio is loaded, but its file is not in /proc/self/maps")
-
-
-def _fresh_portaudio() -> None:
-    """Replace sounddevice's broken PortAudio with a private copy of the same library file.
-
-    dlopen() of the same path returns the same, broken instance; a copy under another path is
-    a new instance with fresh static state.  The broken one is kept loaded (never terminated:
-    that aborts) together with its parked streams."""
-    import shutil
-    import tempfile
-
-    sd = _sd()
-    source = _portaudio_path()
-    folder = tempfile.mkdtemp(prefix="streamcore-portaudio-")
-    copy = os.path.join(folder, os.path.basename(source))
-    shutil.copyfile(source, copy)
-    try:
-        fresh = sd._ffi.dlopen(copy)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)  # the mapping outlives the file
-    _BROKEN_LIBRARIES.append(sd._lib)
-    sd._lib = fresh
-    sd._last_callback = None  # a Python-callback stream of the old library: not ours to stop
-    sd._initialized = 0
-    sd._initialize()
-    import atexit
-
-    atexit.register(sd._exit_handler)  # the fresh library terminates normally at exit
-    _PARKED_STREAMS.clear()  # still referenced through _BROKEN_PARKED
-
-
-# Every parked stream, kept referenced for the process's life (its finalizer would call the
-# broken library).
-_BROKEN_PARKED: list[Any] = []
-
-
-def _park(stream: Any) -> None:
-    import atexit
-
-    sd = _sd()
-    _PARKED_STREAMS.append(stream)
-    _BROKEN_PARKED.append(stream)
-    atexit.unregister(sd._exit_handler)  # Pa_Terminate would abort the process
-
-def _portaudio_running() -> bool:
-    """False once PortAudio was terminated in this process (sounddevice's exit handler runs
-    before streamcore's engines are closed at exit): its streams are closed by then, and
-    calling them again would touch freed memory."""
-    return bool(_sd()._initialized)
+    device sink loads a fresh copy of PortAudio (see streamcore/sinks/portaudio.py)."""
+    return _portaudio.usable()
 
 
 _DTYPES = {"float32": "float32", "int16": "int16", "int32": "int32"}
+#: The largest period a JACK server runs with (JACK2's limit; PipeWire's default
+#: max-quantum): the output ring of a JACK device has room for it plus a period.
+JACK_MAX_PERIOD = 8192
 _NO_DEVICE_HINT = ("use sink='null' (a timer clock, no device), sink='manual' (offline "
                    "rendering) or a pipe sink (e.g. sink='stdout' into aplay or sox), or start "
                    "an audio server (e.g. jackd -d dummy)")
 
 
 def _sd() -> Any:
-    import sounddevice
-
-    return sounddevice
+    return _portaudio.sounddevice()
 
 
 def output_devices(devices: list[dict[str, Any]],
@@ -227,9 +163,10 @@ class DeviceSink(Sink):
     extra_settings : object
         Host-API specific settings, as in sounddevice.
     frames_per_buffer : int or None
-        Frames PortAudio is asked to call back with (>= 0).  None: the engine's blocksize;
-        0: whatever the host API prefers, then give the engine enough ``periods`` to hold
-        one host buffer plus a period, or the callback underruns.
+        Frames PortAudio is asked to call back with (>= 0; 0: whatever the host API
+        prefers).  None: 0 on a JACK host (PortAudio's advice there: one callback per server
+        cycle, nothing buffered by PortAudio), else the engine's blocksize.  The callback
+        serves any frame count; on JACK the ring is sized for the server's period.
     stall_timeout : float or None
         Seconds (> 0) without a callback while playing after which the device is considered
         gone; None: the larger of 0.5 s, 20 periods and 4 latencies.
@@ -286,6 +223,14 @@ class DeviceSink(Sink):
         self.frames_per_buffer = frames_per_buffer
         self.mixer_below_callback = bool(mixer_below_callback)
         self.host_period: int | None = None  #: the server's period (JACK), once asked
+        #: What the sink did when the server's period changed while playing: one dict per
+        #: change (``from``, ``to``, ``fill_frames``).
+        self.period_changes: list[dict[str, int]] = []
+        self._on_jack = False
+        self._jack: Any = None  # the JackWatch of the current run
+        self._jack_client: str | None = None  # PortAudio's JACK client name
+        self.jack_note: str | None = None  #: why there are no JACK notifications, if not
+        self._jack_figures: dict[str, Any] = {}  # the server's figures of the last run
         self.mixer_moved: str | None = None  #: what was done about the mixer's priority
         self._last_stats: dict[str, Any] = {}
         self.error: str | None = None
@@ -343,11 +288,40 @@ class DeviceSink(Sink):
             return None
         if "JACK" not in hostapi:
             return None
+        self._on_jack = True
         self.host_period = jack_period()
         if self.host_period is None:
             return None
-        taken = max(self.host_period, self.frames_per_buffer or 0)  # at once, per cycle
+        return self._periods_for(self.host_period, blocksize)
+
+    def _periods_for(self, host_period: int, blocksize: int) -> int:
+        taken = max(host_period, self.frames_per_buffer or 0)  # at once, per cycle
         return -(-taken // blocksize) + 1
+
+    def ring_frames(self, blocksize: int) -> int | None:
+        """On a JACK device, room for the largest server period plus a period.
+
+        With :data:`JACK_MAX_PERIOD` frames of room a period change while playing is followed
+        by raising the fill, not by underruns (a few hundred KiB at most; the fill, not the
+        capacity, is the latency).
+
+        Parameters
+        ----------
+        blocksize : int
+            The engine's period, in frames.
+
+        Returns
+        -------
+        int or None
+            None for other host APIs.
+
+        Notes
+        -----
+        Asked by the engine when it makes its output ring, after :meth:`min_periods`.
+        """
+        if not self._on_jack:
+            return None
+        return self._periods_for(JACK_MAX_PERIOD, blocksize) * blocksize
 
     def open(self, context: SinkContext) -> None:
         """Find the device, check the settings and open (not start) the stream.
@@ -383,9 +357,10 @@ class DeviceSink(Sink):
         with self._lock:
             self.context = context
             self.error, self.mixer_moved, self._last_stats = None, None, {}
+            self._jack_figures, self.period_changes = {}, []
             if not portaudio_usable():
                 try:
-                    _fresh_portaudio()
+                    _portaudio.load_fresh()
                 except (OSError, SinkError) as e:
                     raise SinkError(f"an audio server died under a device sink in this "
                                     f"process and a fresh PortAudio could not be loaded ({e}): "
@@ -443,8 +418,7 @@ class DeviceSink(Sink):
             # closed (_close_stream), so the callback never sees freed memory.
             self._stream = sd._StreamBase(
                 kind="output", samplerate=context.samplerate,
-                blocksize=(context.blocksize if self.frames_per_buffer is None
-                           else self.frames_per_buffer),
+                blocksize=self._frames_per_buffer(context),
                 device=self._index, channels=context.channels,
                 dtype=_DTYPES[context.dtype.name], latency=self.latency,
                 extra_settings=self.extra_settings,
@@ -457,16 +431,26 @@ class DeviceSink(Sink):
             self._state, self._ring_keepalive = _ffi.NULL, None
             raise DeviceSettingsError(f"could not open {self._asked()}: PortAudio: {e}") from e
 
+    def _frames_per_buffer(self, context: SinkContext) -> int:
+        """What PortAudio is asked to call back with: ``frames_per_buffer``, or by default
+        0 ("unspecified") on a JACK host, as PortAudio's docs advise for it: one callback
+        per server cycle with the server's period, no buffering of PortAudio's own (with a
+        fixed size that does not divide the period it buffers up to one callback more);
+        elsewhere the engine's blocksize."""
+        if self.frames_per_buffer is not None:
+            return self.frames_per_buffer
+        return 0 if "JACK" in self.hostapi else context.blocksize
+
     def _close_stream(self) -> None:
         """Close the stream (unless its server died: parked) and free the state (lock held)."""
         stream, self._stream = self._stream, None
         if self._state != _ffi.NULL:
             self._last_stats = self._native_stats(self._state, stream)
-        if stream is not None and self.error is None and _portaudio_running():
+        if stream is not None and self.error is None and _portaudio.running():
             with contextlib.suppress(Exception):
                 stream.close()   # Pa_CloseStream: no callback runs after it
         elif stream is not None and self.error is not None:
-            _park(stream)        # the server is gone: any PortAudio call would block
+            _portaudio.park(stream)        # the server is gone: any PortAudio call would block
             self._state = _ffi.NULL  # leaked on purpose (one page): the stream may use it
         # Otherwise PortAudio was terminated (its exit handler ran): every stream is closed.
         if self._state != _ffi.NULL:
@@ -506,12 +490,56 @@ class DeviceSink(Sink):
             _lib.sc_device_sink_set_active(self._state, 1)
             self._stream.start()
             self._started = True
+            self._open_jack_watch()
             self._monitor = threading.Thread(
-                target=self._watch, args=(self._state, self._stream, self._stall_limit()),
+                target=self._watch,
+                args=(self._state, self._stream, self._stall_limit(), self._jack),
                 name="streamcore-device-monitor", daemon=True)
             self._monitor.start()
         if self.mixer_below_callback:
             self._place_mixer_below_callback()
+
+    def _open_jack_watch(self) -> None:
+        """On a JACK host: a portless client of our own for the server's notifications (lock
+        held).  Without it the sink still plays; ``jack_note`` says why it is missing."""
+        from streamcore.sinks.hosts import JackWatch
+
+        self._jack, self.jack_note = None, None
+        if "JACK" not in self.hostapi:
+            return
+        try:
+            self._jack = JackWatch(f"streamcore-watch-{os.getpid()}")
+        except OSError as e:
+            self.jack_note = f"no JACK notifications (xruns, period changes): {e.strerror}"
+            return
+        self._jack_client = _portaudio.jack_client_name()
+        context = self._live_context()
+        self._jack.follow(context.engine_handle, context.blocksize,
+                          context.periods * context.blocksize, self.frames_per_buffer or 0)
+        period = int(self._jack.stats()["period"])
+        if self.host_period is not None and period and period != self.host_period:
+            self._follow_period(context, period)  # changed since the engine was made
+
+    def _follow_period(self, context: SinkContext, period: int) -> str | None:
+        """The server runs with ``period`` frames now: keep a server period plus a period
+        rendered ahead (never less than the engine started with).  Returns a failure reason
+        when the output ring cannot hold that, else None.  The monitor's thread (or start's)."""
+        old, fill = self.host_period, context.fill
+        wanted = max(self._periods_for(period, context.blocksize), context.periods)
+        try:
+            context.set_fill(wanted * context.blocksize)
+        except OverflowError:
+            return (f"the JACK server's period changed from {old} to {period} frames while "
+                    f"playing; the engine's output ring ({context.output.capacity} frames) "
+                    f"cannot hold a server period plus a period of {context.blocksize}: make a "
+                    f"new Engine (it sizes itself for the server's period)")
+        self.host_period = period
+        change = {"from": old or 0, "to": period, "fill_frames": wanted * context.blocksize}
+        self.period_changes.append(change)
+        context.notify("host_period_changed",
+                       f"the audio server's period changed from {old} to {period} frames: the "
+                       f"engine keeps {change['fill_frames']} frames rendered ahead (was {fill})")
+        return None
 
     def _place_mixer_below_callback(self, wait: float = 1.0) -> None:
         with self._lock:
@@ -565,9 +593,13 @@ class DeviceSink(Sink):
             monitor.join()  # outside the lock: the monitor may be stopping the engine
         with self._lock:
             if self._started and self._stream is not None and self.error is None \
-                    and _portaudio_running():
+                    and _portaudio.running():
                 self._stream.stop()   # Pa_StopStream: waits for the last callback
             self._started = False
+            if self._jack is not None:
+                self._jack_figures = self._jack_stats(self._jack)
+                self._jack.close()
+                self._jack = None
             if self._stream is not None or self._state != _ffi.NULL:
                 self._close_stream()
 
@@ -606,21 +638,25 @@ class DeviceSink(Sink):
         latency = latency_figures(reported, context.samplerate)["latency"] or 0.0
         return max(0.5, 20 * period, 4 * latency)
 
-    def _watch(self, state: Any, stream: Any, limit: float) -> None:
-        """The monitor: ``state`` and ``stream`` stay valid until stop() joined it; no lock
-        is taken here (stop() may hold it)."""
+    def _watch(self, state: Any, stream: Any, limit: float, jack: Any) -> None:
+        """The monitor: ``state``, ``stream`` and ``jack`` (a JackWatch or None) stay valid
+        until stop() joined it; no lock is taken here (stop() may hold it)."""
         s = _ffi.new("sc_device_sink_stats *")
         started = time.monotonic_ns()
+        xruns = [0]
         while not self._stopping.wait(0.05):
             _lib.sc_device_sink_get_stats(state, s)
             now = time.monotonic_ns()
             last = s.last_callback_ns or started
-            reason = None
-            if s.finished:
+            try:
+                reason = self._server_says(jack, xruns) if jack is not None else None
+            except EngineClosedError:
+                return  # the engine is closing: its stop() joins this thread
+            if reason is None and s.finished:
                 reason = "PortAudio ended the stream (the audio server stopped or went away)"
-            elif not stream.active:
+            elif reason is None and not stream.active:
                 reason = "the stream stopped being active (the audio server shut down)"
-            elif (now - last) / 1e9 > limit:
+            elif reason is None and (now - last) / 1e9 > limit:
                 reason = (f"the device stopped calling back for {(now - last) / 1e9:.2f} s "
                           f"(the audio server died or hangs)")
             if reason is None:
@@ -634,6 +670,20 @@ class DeviceSink(Sink):
             if context is not None:
                 context.fail(self.error)
             return
+
+    def _server_says(self, jack: Any, xruns: list[int]) -> str | None:
+        """One look at the JACK server's notifications (the monitor's thread): new xruns
+        taint the run, a period change is followed; returns a failure reason or None."""
+        context = self._live_context()
+        server = jack.stats()
+        if server["xruns"] > xruns[0]:  # the server's own count: once per cycle
+            xruns[0] = server["xruns"]
+            context.taint(_lib.SC_TAINT_XRUN)
+        if server["shutdown"]:
+            return "the audio server (JACK) shut down: it stopped or was killed"
+        if server["period"] and server["period"] != self.host_period:
+            return self._follow_period(context, server["period"])
+        return None
 
     # ---- figures ----------------------------------------------------------------------------
 
@@ -673,9 +723,16 @@ class DeviceSink(Sink):
             (PortAudio output under/overflow flags), ``frames_min``/``frames_max`` (frames
             asked for), ``callback_ns`` (its duration in ns: min, max, mean, log2
             histogram), ``callback_policy``/``callback_priority`` of the audio thread,
-            ``mixer_moved``, ``host_period`` (the JACK server's period the ring was sized
-            for, or None) and ``error``.  The callback's figures are those of the current
-            stream (a start after a stop counts from zero), or of the last one once stopped.
+            ``mixer_moved``, ``host_period`` (the JACK server's period the fill follows, or
+            None), ``fill_frames`` (what the mixer keeps rendered ahead now),
+            ``period_changes`` (one dict per change followed while playing), and
+            ``error``.  On a JACK host also the server's own figures: ``server_xruns`` (its
+            xrun notifications this run), ``server_period``, ``jack_version``, and the
+            latency comes from the server's ports (``latency_source`` 'JACK ports', else
+            'PortAudio'); ``jack_note`` says why they are missing.  The engine adds
+            ``periods_asked``/``periods_note`` when it raised ``periods`` for the sink.
+            The callback's figures are those of the current stream (a start after a stop
+            counts from zero), or of the last one once stopped.
 
         Notes
         -----
@@ -684,10 +741,34 @@ class DeviceSink(Sink):
         with self._lock:
             figures = (self._native_stats(self._state, self._stream)
                        if self._state != _ffi.NULL else dict(self._last_stats))
+            server = (self._jack_stats(self._jack) if self._jack is not None
+                      else dict(self._jack_figures))
+            context = self.context
+            fill = context.fill if context is not None and not context.closed else None
+        figures.update(server)
+        frames, rate = server.get("server_latency_frames"), figures.get("samplerate")
+        if frames is not None and rate:
+            figures.update(latency_figures(frames / rate, rate))
+            figures.pop("latency_note", None)
+            figures["latency_source"] = "JACK ports"
+        elif "latency" in figures:
+            figures["latency_source"] = "PortAudio"
         return {**figures, "name": self.name, "error": self.error,
                 "device": self.device_index, "device_name": self.device_name,
                 "hostapi": self.hostapi, "mixer_moved": self.mixer_moved,
-                "host_period": self.host_period}
+                "host_period": self.host_period, "fill_frames": fill,
+                "period_changes": list(self.period_changes), "jack_note": self.jack_note}
+
+    def _jack_stats(self, jack: Any) -> dict[str, Any]:
+        """What the server says (lock held): its xruns since start, period, version, and the
+        playback latency of PortAudio's ports (the server's figure, in frames)."""
+        server = jack.stats()
+        out: dict[str, Any] = {"server_xruns": server["xruns"],
+                               "server_period": server["period"], "jack_version": jack.version}
+        latency = jack.playback_latency(self._jack_client) if self._jack_client else None
+        if latency is not None:
+            out["server_latency_frames"] = latency[1]
+        return out
 
     def raise_for_error(self) -> None:
         """Raise :class:`SinkError` if the device failed while playing.
