@@ -449,7 +449,7 @@ _HOST_PERIOD_RUN = textwrap.dedent("""
     rng = np.random.default_rng(11)
     tone = rng.uniform(-0.5, 0.5, (3 * 48000, 2)).astype(np.float32)
     result = {{"runs": []}}
-    for _ in range(5):  # a run where the dummy server itself xran proves nothing: again
+    for _ in range(8):  # a run where the dummy server itself xran proves nothing: again
         recorder = Recorder(server.name, 5 * 48000)
         engine = streamcore.Engine(sink=DeviceSink(server.device))  # the defaults: 128 x 2
         try:
@@ -489,6 +489,9 @@ class TestHostPeriod:
         assert proc.returncode == 0, proc.stderr[-3000:]
         runs = json.loads(proc.stdout.strip().splitlines()[-1])["runs"]
         last = runs[-1]
+        # A run in which the dummy server xran (on this 2-core VM it does by itself, with no
+        # client at all too, most often at 64 frames) may also catch up with back-to-back
+        # cycles that take more than the ring holds: only runs without them are judged.
         assert last["server_xruns"] == 0, runs  # else the VM's noise: nothing to judge
         assert last["host_period"] == period
         assert last["asked"] == (None if period <= 128 else 2)
