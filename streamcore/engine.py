@@ -264,7 +264,11 @@ class Engine:
         self.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: object, *exc: object) -> None:
+        if kind is not None and self._table is not None:
+            # An exception is on its way out (perhaps the failure itself): close() must not
+            # replace it with the sink's failure.
+            self._table.failure_reported = True
         self.close()
 
     def __del__(self, _finalizing: Callable[[], bool] = sys.is_finalizing) -> None:
@@ -329,6 +333,7 @@ class Engine:
         a voice queued on an engine whose sink is gone would never be handed back."""
         self._check_open()
         if self.failure is not None:
+            self._table.failure_reported = True
             raise SinkError(f"the engine's sink failed ({self.failure}) and the engine "
                             f"stopped: close it and make a new one")
 
@@ -565,8 +570,10 @@ class Engine:
         Raises
         ------
         SinkError
-            The sink object reports a failure at close (e.g. the file sink's write error);
-            the engine is freed all the same.
+            The sink object reports a failure at close (e.g. the file sink's write error),
+            or the sink failed while playing (a device whose server died) and no call has
+            raised that failure yet (a voice's ``wait()``, ``play()``, ``start()``): it is
+            reported once, here.  The engine is freed all the same.
         NativeError
             The C engine refused to stop; it is freed all the same.
 
@@ -604,6 +611,9 @@ class Engine:
                 self._shutdown_locked()
         finally:
             self._closed_event.set()
+        if self.failure is not None and not self._table.failure_reported:
+            self._table.failure_reported = True
+            raise SinkError(f"the engine's sink failed while playing: {self.failure}")
 
     def _shutdown_locked(self) -> None:
         """Stop, close the sink, free the native engine, release every pin (lock held)."""

@@ -140,6 +140,9 @@ class VoiceTable:
         #: The sink's failure (set by the engine when its sink failed for good): voices the
         #: engine flushes from then on end as 'failed', and wait() raises.
         self.failure: str | None = None
+        #: True once a caller was told of :attr:`failure` (a wait() or a play() raised it):
+        #: the engine's close() then does not raise it again.
+        self.failure_reported = False
         #: True while the mixer runs (set by the engine): a full command queue is then
         #: waited for, up to 1 s, instead of refused at once.
         self.running = False
@@ -803,6 +806,7 @@ class Voice:
                 return False
             time.sleep(0.002)
         if self.end_reason == "failed":
+            self._table.failure_reported = True
             raise SinkError(f"the voice was cut short: {self.error}")
         return True
 
