@@ -171,21 +171,26 @@ def thread_scheduling(stat: str) -> tuple[str, int]:
 
 
 def _unix_peer(path: str, timeout: float) -> dict[str, Any]:
-    """Who listens on the unix socket ``path``: {"socket", "pid", "uid", "error"}; pid and
-    uid None with the error (absent, stale, not accepting within ``timeout``)."""
-    found: dict[str, Any] = {"socket": path, "pid": None, "uid": None, "error": None}
+    """Who listens on the unix socket ``path``: {"socket", "listening", "pid", "uid",
+    "error"}.  A server whose queue of unaccepted connections is full (it hangs) is listening
+    with pid None; an absent or stale socket is not listening."""
+    found: dict[str, Any] = {"socket": path, "listening": False, "pid": None, "uid": None,
+                             "error": None}
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     sock.settimeout(timeout)
     try:
         sock.connect(path)
         creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
         found["pid"], found["uid"], _gid = struct.unpack("3i", creds)
+        found["listening"] = True
     except FileNotFoundError:
         found["error"] = f"no socket {path}"
     except ConnectionRefusedError:
         found["error"] = f"{path}: nothing listens (a stale socket of a server that died)"
-    except TimeoutError:
-        found["error"] = f"{path}: no connection accepted within {timeout:g} s (hung?)"
+    except (BlockingIOError, TimeoutError):  # unix sockets say EAGAIN at once
+        found["listening"] = True
+        found["error"] = (f"{path}: its queue of unaccepted connections is full: the server "
+                          "accepts none (hung?)")
     except OSError as e:
         found["error"] = f"{path}: {e.strerror or e}"
     finally:
@@ -202,7 +207,7 @@ def _jack_socket(timeout: float) -> dict[str, Any]:
     paths = [os.path.join(d, leaf) for d in _JACK_SOCKET_DIRS]
     existing = [p for p in paths if os.path.exists(p)]
     if not existing:
-        return {"name": name, "socket": None, "pid": None, "uid": None,
+        return {"name": name, "socket": None, "listening": False, "pid": None, "uid": None,
                 "error": f"no socket {leaf} in {' or '.join(_JACK_SOCKET_DIRS)}"}
     return {"name": name, **_unix_peer(existing[0], timeout)}
 
@@ -212,7 +217,7 @@ def _pipewire_socket(timeout: float) -> dict[str, Any]:
     remote = os.environ.get("PIPEWIRE_REMOTE") or "pipewire-0"
     folder = os.environ.get("PIPEWIRE_RUNTIME_DIR") or os.environ.get("XDG_RUNTIME_DIR")
     if not remote.startswith("/") and not folder:
-        return {"socket": None, "pid": None, "uid": None,
+        return {"socket": None, "listening": False, "pid": None, "uid": None,
                 "error": "neither PIPEWIRE_RUNTIME_DIR nor XDG_RUNTIME_DIR is set"}
     return _unix_peer(os.path.join(folder or "/", remote), timeout)
 
@@ -343,8 +348,7 @@ def audio_server_facts(timeout: float) -> dict[str, Any]:
         "server": None, "via": None, "pid": None, "process": None, "period": None,
         "samplerate": None, "version": None, "problem": None, "also": None,
         "libjack": libjack, "jack_socket": jack_socket, "pipewire_socket": pipewire_socket}
-    jack_up = jack_socket["pid"] is not None
-    pipewire_up = pipewire_socket["pid"] is not None
+    jack_up, pipewire_up = jack_socket["listening"], pipewire_socket["listening"]
     # The server a JACK client (PortAudio's JACK host) reaches comes first.
     if libjack["flavour"] == "pipewire" and pipewire_up:
         server, found, also = "pipewire", pipewire_socket, "jack2" if jack_up else None
@@ -355,7 +359,9 @@ def audio_server_facts(timeout: float) -> dict[str, Any]:
     else:
         return {**facts, **_server_threads(None), "threads_error": None}
     facts.update(server=server, via="socket", pid=found["pid"], also=also)
-    if lib is not None and libjack["flavour"] == server:
+    if found["pid"] is None:  # it listens but accepts nothing: a client would hang too
+        facts["problem"] = found["error"]
+    elif lib is not None and libjack["flavour"] == server:
         client = _jack_client_facts(lib, timeout)
         if client["error"] is None:
             facts.update(via="libjack", period=client["period"],
@@ -558,7 +564,8 @@ def judge_audio_server(facts: dict[str, Any]) -> Check:
                      "sink='null', a FileSink or a PipeSink (`streamcore play --null`, "
                      "`--out FILE`, `--pipe`)", data)
     name = _SERVER_NAMES[server]
-    head = f"{name}, pid {facts['pid']}" + (f" ({facts['process']})" if facts["process"] else "")
+    head = f"{name}, pid {facts['pid'] or 'unknown'}"
+    head += f" ({facts['process']})" if facts["process"] else ""
     if facts["period"]:
         head += f", period {facts['period']} frames"
         head += f" at {facts['samplerate']} Hz" if facts["samplerate"] else ""
@@ -576,8 +583,8 @@ def judge_audio_server(facts: dict[str, Any]) -> Check:
     tail = "".join(f"; {note}" for note in notes)
     if facts["problem"]:
         return Check("audio-server", title, "warn", f"{head}: {facts['problem']}{tail}",
-                     f"restart {name} (pid {facts['pid']}): it accepts connections but "
-                     "answers no client",
+                     f"restart {name}" + (f" (pid {facts['pid']})" if facts["pid"] else "")
+                     + ": it does not answer its clients",
                      data)
     threads = facts["realtime_threads"]
     if threads is None:
