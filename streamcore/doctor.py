@@ -242,13 +242,16 @@ def _load_libjack() -> tuple[ctypes.CDLL | None, dict[str, Any]]:
     except OSError as e:
         facts["error"] = f"no libjack: {e}"
         return None, facts
-    lib.jack_get_version_string.restype = ctypes.c_char_p
-    lib.jack_get_version_string.argtypes = []
-    version = lib.jack_get_version_string()
-    facts["version"] = version.decode(errors="replace") if version else None
+    version_string = getattr(lib, "jack_get_version_string", None)  # absent in old JACKs
+    if version_string is not None:
+        version_string.restype = ctypes.c_char_p
+        version_string.argtypes = []
+        version = version_string()
+        facts["version"] = version.decode(errors="replace") if version else None
     facts["path"] = _libjack_path()
     # pipewire-jack lives in .../pipewire-0.3/jack/ and says "3.0.0.0 (using PipeWire 0.3.65)";
-    # JACK2's says "1.9.21".
+    # JACK2's says "1.9.21".  (JACK1 would count as JACK2 here; its socket, elsewhere, is not
+    # looked for.)
     pipewire = "PipeWire" in (facts["version"] or "") or "pipewire" in (facts["path"] or "")
     facts["flavour"] = "pipewire" if pipewire else "jack2"
     return lib, facts
@@ -281,7 +284,6 @@ def _jack_client_facts(lib: ctypes.CDLL, timeout: float) -> dict[str, Any]:
         try:
             facts["period"] = int(lib.jack_get_buffer_size(handle)) or None
             facts["samplerate"] = int(lib.jack_get_sample_rate(handle)) or None
-            facts["error"] = None
         finally:
             lib.jack_client_close(handle)
 
@@ -357,7 +359,7 @@ def audio_server_facts(timeout: float) -> dict[str, Any]:
     elif pipewire_up:
         server, found, also = "pipewire", pipewire_socket, None
     else:
-        return {**facts, **_server_threads(None), "threads_error": None}
+        return {**facts, "threads": None, "realtime_threads": None, "threads_error": None}
     facts.update(server=server, via="socket", pid=found["pid"], also=also)
     if found["pid"] is None:  # it listens but accepts nothing: a client would hang too
         facts["problem"] = found["error"]
