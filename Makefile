@@ -7,17 +7,22 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 # Debian packages streamcore needs on the machine (see README, "What gets installed").
-DEB_PACKAGES := libportaudio2 libcap-dev jackd2 dbus polkitd rtkit libsndfile1 rt-tests sox alsa-utils ffmpeg pv
+DEB_PACKAGES := libportaudio2 libcap-dev jackd2 dbus polkitd rtkit libsndfile1 rt-tests sox alsa-utils ffmpeg pv \
+	pipewire pipewire-bin pipewire-jack
+# PipeWire's ALSA plugin is unpacked here, never installed: the pipewire-alsa package makes ALSA's
+# "default" device PipeWire for every process on the machine.  Only the PipeWire tests' child
+# processes see it (ALSA_CONFIG_PATH, tests/services/pipewire.py).
+PW_ALSA_DIR := build/pipewire-alsa
 # The editable install is redone only when what it builds from changes.
 INSTALL_INPUTS := pyproject.toml setup.py $(wildcard native/*.c native/*.h native/*.py native/testing/*.c native/testing/*.h)
 STAMP := $(VENV)/.streamcore-installed
 
-.PHONY: demo test bench lint tsan system-packages clean
+.PHONY: demo test bench lint tsan system-packages pipewire-alsa clean
 
 demo: $(STAMP)
 	$(PY) -m streamcore demo
 
-test: $(STAMP)
+test: $(STAMP) pipewire-alsa
 	$(PY) -m pytest
 
 # The peers the benchmarks compare against (rtmixer) and the plots (matplotlib): the `bench`
@@ -76,6 +81,24 @@ system-packages:
 	  echo "  apt-get install --no-install-recommends $$missing" >&2; \
 	  exit 1; \
 	fi
+
+# The plugin of the same version as the installed pipewire (the package pins it exactly), again
+# when pipewire changes.  Only root with apt can fetch it; anyone else goes on without it: the
+# ALSA-through-PipeWire tests then skip (and fail under CI=true, saying why).
+pipewire-alsa: | system-packages
+	@version=$$(dpkg-query -W -f='$${Version}' pipewire 2>/dev/null); [ -n "$$version" ] || exit 0; \
+	if [ "$$(cat $(PW_ALSA_DIR)/.version 2>/dev/null)" = "$$version" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then exit 0; fi; \
+	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT; \
+	fetch() { (cd "$$tmp" && apt-get download -qq -o APT::Sandbox::User=root \
+	                           "pipewire-alsa=$$version") >/dev/null 2>&1; }; \
+	fetch || { apt-get update -qq >/dev/null 2>&1 && fetch; } || { \
+	  echo "could not download pipewire-alsa $$version: the ALSA-through-PipeWire tests will skip (fail with CI=true)" >&2; \
+	  exit 0; }; \
+	rm -rf $(PW_ALSA_DIR) && mkdir -p $(PW_ALSA_DIR) && \
+	dpkg-deb -x "$$tmp"/pipewire-alsa_*.deb $(PW_ALSA_DIR) && \
+	echo "$$version" > $(PW_ALSA_DIR)/.version && \
+	echo "unpacked pipewire-alsa $$version into $(PW_ALSA_DIR)"
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
