@@ -364,22 +364,14 @@ class TestAsUnprivileged:
 # ---- the audio server, real ---------------------------------------------------------------
 
 
-def _audio_server_in_child(env: dict[str, str], timeout: float) -> dict:
-    """audio_server_facts in a fresh interpreter with ``env`` (libjack is loaded once per
-    process, and a hung server leaves a thread blocked in it): the judged check and the
-    seconds the facts took."""
-    code = ("import json, sys, time\n"
-            "from dataclasses import asdict\n"
-            "from streamcore import doctor\n"
-            "start = time.monotonic()\n"
-            f"facts = doctor.audio_server_facts({timeout!r})\n"
-            "elapsed = time.monotonic() - start\n"
-            "print(json.dumps({'check': asdict(doctor.judge_audio_server(facts)),\n"
-            "                  'elapsed': elapsed}))\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, env=env)
+def _doctor_audio_server(env: dict[str, str]) -> dict:
+    """`streamcore doctor --json` in a child with ``env``: its audio-server check (libjack is
+    loaded once per process: which one is the child's environment's business)."""
+    done = run_cli("--bus-timeout", "0.5", "doctor", "--json", env=env)
     assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.splitlines()[-1])
+    report = json.loads(done.stdout)
+    assert validate_report(report) == []
+    return by_id(report)["audio-server"]
 
 
 class TestAudioServer:
@@ -489,3 +481,41 @@ finally:
 check = asdict(doctor.judge_audio_server(facts))
 print(json.dumps({{"check": check, "elapsed": elapsed, "pid": server.service.pid}}))
 """
+
+
+class TestAudioServerPipeWire:
+    """`streamcore doctor` in a child with a real PipeWire server's environment."""
+
+    def test_found_by_its_socket(self, pipewire_server):
+        """PipeWire's socket gives the daemon's pid; the check says xruns are hidden."""
+        env = {**pipewire_server.client_env(),
+               "JACK_DEFAULT_SERVER": f"streamcore-absent-{os.getpid()}"}
+        check = _doctor_audio_server(env)
+        data = check["data"]
+        assert data["server"] == "pipewire" and data["via"] == "socket", check
+        assert data["pid"] == pipewire_server.pid and data["process"] == "pipewire"
+        assert data["pipewire_socket"]["socket"] == str(pipewire_server.runtime_dir
+                                                        / "pipewire-0")
+        assert data["xruns_visible"] is False and "pw-profiler" in data["note"]
+        assert "pw-top" in check["detail"]
+        # JACK clients of that environment load JACK2's libjack: they do not reach PipeWire.
+        assert "JACK2's libjack, which does not reach PipeWire" in check["detail"]
+        if os.geteuid() == 0:  # module-rt makes the data thread SCHED_FIFO 88 as root
+            assert check["status"] == "pass", check
+            assert sorted({prio for _tid, _policy, prio in data["realtime_threads"]}) == [88]
+
+    def test_through_pipewire_jack_it_is_still_pipewire(self, pipewire_server):
+        """Through pipewire-jack's libjack a JACK client reaches PipeWire: said so, with
+        the quantum as the period."""
+        check = _doctor_audio_server(pipewire_server.jack_env())
+        data = check["data"]
+        assert data["server"] == "pipewire" and data["via"] == "libjack", check
+        assert data["libjack"]["flavour"] == "pipewire"
+        assert "pipewire-0.3/jack/" in data["libjack"]["path"]
+        assert "PipeWire" in data["version"]
+        assert data["pid"] == pipewire_server.pid
+        assert (data["period"], data["samplerate"]) == (pipewire_server.quantum,
+                                                        pipewire_server.samplerate)
+        assert data["xruns_visible"] is False
+        if os.geteuid() == 0:
+            assert check["status"] == "pass", check
