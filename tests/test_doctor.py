@@ -460,13 +460,18 @@ class TestAudioServer:
         assert check["status"] == "warn" and "no JACK client opened within 0.5 s" in check["detail"]
         assert check["fix"].startswith(f"restart JACK2 (pid {pid})")
         assert 0.5 <= result["elapsed"] < 3.0  # the client's wait, plus little
+        assert result["jackd_status"] == 0  # it exited by itself: its registry slot is free
 
 
+# Once continued, jackd serves the client doctor left waiting; a SIGTERM before that client is
+# done makes jackd wait 5 s for it, over Service.stop's grace, and a SIGKILLed jackd leaves its
+# slot in JACK's machine-wide registry (8 servers): so the client is let finish first.
 _STOPPED_JACK = """
-import json, os, pathlib, signal, sys, tempfile, time
+import json, os, pathlib, signal, sys, tempfile, threading, time
 from dataclasses import asdict
 sys.path.insert(0, {root!r})
 from streamcore import doctor
+from tests.services.common import wait_until
 from tests.services.jack import start_jack
 
 server = start_jack(pathlib.Path(tempfile.mkdtemp()), name={name!r}, rescan_portaudio=False)
@@ -477,9 +482,12 @@ try:
     elapsed = time.monotonic() - start
 finally:
     os.kill(server.service.pid, signal.SIGCONT)
-    server.service.stop()
+    wait_until(lambda: all(t.name != "streamcore-doctor-jack" for t in threading.enumerate()),
+               10)
+    server.service.stop(timeout=15)
 check = asdict(doctor.judge_audio_server(facts))
-print(json.dumps({{"check": check, "elapsed": elapsed, "pid": server.service.pid}}))
+print(json.dumps({{"check": check, "elapsed": elapsed, "pid": server.service.pid,
+                  "jackd_status": server.service.process.returncode}}))
 """
 
 
