@@ -3,12 +3,16 @@
 Like rtcqs, and more: each check ends as ``pass``, ``warn``, ``fail`` or ``unknown`` (a fact
 that could not be read, with why; e.g. no cpufreq in a VM) with a one-line fix.  The realtime
 check really tries: a native scratch thread is promoted with :func:`acquire_realtime`, a child
-forked from it must start SCHED_OTHER, then the thread is demoted and stopped.
+forked from it must start SCHED_OTHER, then the thread is demoted and stopped.  The
+audio-server check finds the server a JACK client of this process reaches (JACK2, or PipeWire
+through pipewire-jack) or PipeWire's own socket, the server's pid (SO_PEERCRED on its socket)
+and whether any of its threads runs realtime; it never starts a server.
 
 Each check reads its facts (I/O) and hands them to a ``judge_*`` function (data only), so the
 verdicts are tested on data and a missing file is never a crash.  Every bus step is bounded by
 ``timeout`` (the realtime try, rtkit's properties and polkit's answers: at most about three
-times ``timeout`` in all).  As the rtkit path requires, trying realtime lowers this process's
+times ``timeout`` in all; the audio server's sockets and libjack client add at most three
+more).  As the rtkit path requires, trying realtime lowers this process's
 RLIMIT_RTTIME; the limits are read for the report before that.
 
 JSON report (``streamcore doctor --json``), checked by :func:`validate_report`::
@@ -28,6 +32,7 @@ JSON report (``streamcore doctor --json``), checked by :func:`validate_report`::
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import glob
 import grp
 import gzip
@@ -35,6 +40,9 @@ import os
 import platform
 import pwd
 import resource
+import socket
+import struct
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -64,7 +72,7 @@ _ESTIMATED_LOCKED_BYTES = 4 * 1024 * 1024
 STATUSES = ("pass", "warn", "fail", "unknown")
 CHECK_IDS = (
     "realtime", "rtkit", "polkit", "rlimit-rtprio", "rlimit-memlock", "rlimit-rttime",
-    "capabilities", "groups", "kernel-preempt", "threadirqs", "high-res-timers",
+    "capabilities", "groups", "audio-server", "kernel-preempt", "threadirqs", "high-res-timers",
     "rt-throttling", "rt-group-budget", "cpu-governor", "smt", "swappiness",
     "cpu-dma-latency", "timer-slack",
 )
@@ -131,6 +139,241 @@ def _kernel_config() -> dict[str, str] | None:
 
 
 _text = _facts.limit_text
+
+
+# ---- reading facts: the audio server ------------------------------------------------------
+#
+# Which server a JACK client of this process reaches, found the way such a client finds it:
+# libjack.so.0 is the library PortAudio's JACK host loads (JACK2's, or PipeWire's
+# pipewire-jack when LD_LIBRARY_PATH puts that first, as `pw-jack` does); JACK2's server
+# listens on /dev/shm/jack_<name>_<euid>_0 (jackd 1.9.21 on Linux; jack_<name>_0 with
+# JACK_PROMISCUOUS_SERVER), PipeWire on $PIPEWIRE_RUNTIME_DIR or $XDG_RUNTIME_DIR /
+# ($PIPEWIRE_REMOTE or pipewire-0).  A socket that accepts gives its server's pid by
+# SO_PEERCRED (the listener's credentials, even when the server is too busy to accept), so
+# a server that hangs is found without waiting on it; a libjack client is opened only when
+# a socket accepted, never starts a server, and is waited for at most ``timeout``.
+
+_JACK_LIBRARY = "libjack.so.0"  # the soname JACK clients (PortAudio) link against
+_JACK_NO_START_SERVER = 0x01
+_JACK_SOCKET_DIRS = ("/dev/shm", "/tmp")  # JACK2's JACK_SOCKET_DIR: /dev/shm on Linux builds
+_POLICIES = {0: "other", 1: "fifo", 2: "rr", 3: "batch", 5: "idle", 6: "deadline"}
+_REALTIME_POLICIES = ("fifo", "rr", "deadline")
+
+
+def thread_scheduling(stat: str) -> tuple[str, int]:
+    """(policy, realtime priority) of a thread from its /proc/PID/task/TID/stat line.
+
+    The command name (field 2) may hold spaces and parentheses: fields are counted after its
+    last ')'.  policy is field 41, rt_priority field 40 (proc(5))."""
+    fields = stat[stat.rindex(")") + 2:].split()
+    policy = int(fields[41 - 3])
+    return _POLICIES.get(policy, str(policy)), int(fields[40 - 3])
+
+
+def _unix_peer(path: str, timeout: float) -> dict[str, Any]:
+    """Who listens on the unix socket ``path``: {"socket", "listening", "pid", "uid",
+    "error"}.  A server whose queue of unaccepted connections is full (it hangs) is listening
+    with pid None; an absent or stale socket is not listening."""
+    found: dict[str, Any] = {"socket": path, "listening": False, "pid": None, "uid": None,
+                             "error": None}
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        found["pid"], found["uid"], _gid = struct.unpack("3i", creds)
+        found["listening"] = True
+    except FileNotFoundError:
+        found["error"] = f"no socket {path}"
+    except ConnectionRefusedError:
+        found["error"] = f"{path}: nothing listens (a stale socket of a server that died)"
+    except (BlockingIOError, TimeoutError):  # unix sockets say EAGAIN at once
+        found["listening"] = True
+        found["error"] = (f"{path}: its queue of unaccepted connections is full: the server "
+                          "accepts none (hung?)")
+    except OSError as e:
+        found["error"] = f"{path}: {e.strerror or e}"
+    finally:
+        sock.close()
+    return found
+
+
+def _jack_socket(timeout: float) -> dict[str, Any]:
+    """JACK2's server socket for $JACK_DEFAULT_SERVER (or 'default'), as _unix_peer, plus
+    "name"."""
+    name = os.environ.get("JACK_DEFAULT_SERVER") or "default"
+    leaf = (f"jack_{name}_0" if "JACK_PROMISCUOUS_SERVER" in os.environ else
+            f"jack_{name}_{os.geteuid()}_0")
+    paths = [os.path.join(d, leaf) for d in _JACK_SOCKET_DIRS]
+    existing = [p for p in paths if os.path.exists(p)]
+    if not existing:
+        return {"name": name, "socket": None, "listening": False, "pid": None, "uid": None,
+                "error": f"no socket {leaf} in {' or '.join(_JACK_SOCKET_DIRS)}"}
+    return {"name": name, **_unix_peer(existing[0], timeout)}
+
+
+def _pipewire_socket(timeout: float) -> dict[str, Any]:
+    """PipeWire's native socket, as _unix_peer."""
+    remote = os.environ.get("PIPEWIRE_REMOTE") or "pipewire-0"
+    folder = os.environ.get("PIPEWIRE_RUNTIME_DIR") or os.environ.get("XDG_RUNTIME_DIR")
+    if not remote.startswith("/") and not folder:
+        return {"socket": None, "listening": False, "pid": None, "uid": None,
+                "error": "neither PIPEWIRE_RUNTIME_DIR nor XDG_RUNTIME_DIR is set"}
+    return _unix_peer(os.path.join(folder or "/", remote), timeout)
+
+
+def _libjack_path() -> str | None:
+    """The file of the libjack mapped into this process (/proc/self/maps), or None."""
+    with contextlib.suppress(OSError), open("/proc/self/maps") as maps:
+        for line in maps:
+            path = line.split(maxsplit=5)[-1].strip()
+            if os.path.basename(path).startswith("libjack.so"):
+                return path
+    return None
+
+
+def _load_libjack() -> tuple[ctypes.CDLL | None, dict[str, Any]]:
+    """libjack as a JACK client of this process gets it, and what it is: {"path",
+    "version" (jack_get_version_string), "flavour" ('jack2' | 'pipewire' | None), "error"}.
+    Loading it starts nothing and connects nowhere."""
+    facts: dict[str, Any] = {"path": None, "version": None, "flavour": None, "error": None}
+    try:
+        lib = ctypes.CDLL(_JACK_LIBRARY)
+    except OSError as e:
+        facts["error"] = f"no libjack: {e}"
+        return None, facts
+    version_string = getattr(lib, "jack_get_version_string", None)  # absent in old JACKs
+    if version_string is not None:
+        version_string.restype = ctypes.c_char_p
+        version_string.argtypes = []
+        version = version_string()
+        facts["version"] = version.decode(errors="replace") if version else None
+    facts["path"] = _libjack_path()
+    # pipewire-jack lives in .../pipewire-0.3/jack/ and says "3.0.0.0 (using PipeWire 0.3.65)";
+    # JACK2's says "1.9.21".  (JACK1 would count as JACK2 here; its socket, elsewhere, is not
+    # looked for.)
+    pipewire = "PipeWire" in (facts["version"] or "") or "pipewire" in (facts["path"] or "")
+    facts["flavour"] = "pipewire" if pipewire else "jack2"
+    return lib, facts
+
+
+def _jack_client_facts(lib: ctypes.CDLL, timeout: float) -> dict[str, Any]:
+    """Period and sample rate from a libjack client that never starts a server:
+    {"period", "samplerate", "error"}.  The client opens in a daemon thread, waited for at
+    most ``timeout``: a server that accepted a connection but hangs leaves that thread behind
+    (blocked in libjack, harmless) instead of hanging doctor."""
+    lib.jack_client_open.restype = ctypes.c_void_p
+    lib.jack_client_open.argtypes = [ctypes.c_char_p, ctypes.c_int,
+                                     ctypes.POINTER(ctypes.c_int), ctypes.c_char_p]
+    lib.jack_get_buffer_size.restype = ctypes.c_uint32
+    lib.jack_get_buffer_size.argtypes = [ctypes.c_void_p]
+    lib.jack_get_sample_rate.restype = ctypes.c_uint32
+    lib.jack_get_sample_rate.argtypes = [ctypes.c_void_p]
+    lib.jack_client_close.argtypes = [ctypes.c_void_p]
+    facts: dict[str, Any] = {"period": None, "samplerate": None, "error": None}
+
+    def client() -> None:
+        status = ctypes.c_int(0)
+        # No server name: libjack reads $JACK_DEFAULT_SERVER itself (pipewire-jack would take
+        # a name as a PipeWire remote's).
+        handle = lib.jack_client_open(f"streamcore-doctor-{os.getpid()}".encode(),
+                                      _JACK_NO_START_SERVER, ctypes.byref(status), None)
+        if not handle:
+            facts["error"] = f"jack_client_open failed (status 0x{status.value:x})"
+            return
+        try:
+            facts["period"] = int(lib.jack_get_buffer_size(handle)) or None
+            facts["samplerate"] = int(lib.jack_get_sample_rate(handle)) or None
+        finally:
+            lib.jack_client_close(handle)
+
+    worker = threading.Thread(target=client, name="streamcore-doctor-jack", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():  # a new dict: the thread may still write into facts
+        return {"period": None, "samplerate": None,
+                "error": f"it accepted a connection, but no JACK client opened within "
+                         f"{timeout:g} s (hung?)"}
+    return facts
+
+
+def _server_threads(pid: int | None) -> dict[str, Any]:
+    """The scheduling of process ``pid``'s threads: {"threads" (how many were read),
+    "realtime_threads" ([tid, policy, priority] of the SCHED_FIFO/RR/DEADLINE ones; None
+    when unreadable), "threads_error"}."""
+    if pid is None:
+        return {"threads": None, "realtime_threads": None,
+                "threads_error": "the server's pid is not known"}
+    if pid == 0:
+        return {"threads": None, "realtime_threads": None,
+                "threads_error": "the server runs in another PID namespace (SO_PEERCRED gave "
+                                 "pid 0): its threads are not visible from here"}
+    try:
+        tids = sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
+    except OSError as e:
+        return {"threads": None, "realtime_threads": None,
+                "threads_error": f"/proc/{pid}/task: {e.strerror or e}"}
+    realtime: list[list[Any]] = []
+    read = 0
+    for tid in tids:
+        stat = _read(f"/proc/{pid}/task/{tid}/stat")
+        if stat is None:  # the thread ended since the listing
+            continue
+        read += 1
+        policy, priority = thread_scheduling(stat)
+        if policy in _REALTIME_POLICIES:
+            realtime.append([tid, policy, priority])
+    if read == 0:
+        return {"threads": 0, "realtime_threads": None,
+                "threads_error": f"no thread of pid {pid} could be read in /proc"}
+    return {"threads": read, "realtime_threads": realtime, "threads_error": None}
+
+
+def audio_server_facts(timeout: float) -> dict[str, Any]:
+    """Which audio server a JACK client of this process reaches, or PipeWire's socket, and
+    its realtime threads; the data of :func:`judge_audio_server`.
+
+    Keys: server ('jack2' | 'pipewire' | None), via ('libjack' | 'socket' | None), pid,
+    process (its command name), period, samplerate (frames, Hz: from a libjack client),
+    version (libjack's version string: JACK2's, or pipewire-jack's naming PipeWire's),
+    threads, realtime_threads ([tid, policy, priority]), threads_error, problem (a server
+    that accepted a connection but did not answer a client), also (the other server kind
+    found, if any), and the probes behind them: libjack, jack_socket, pipewire_socket.
+
+    Bounded: each socket connection and the libjack client wait at most ``timeout``; no
+    server is started.  Any thread; the libjack client is opened and closed again.
+    """
+    lib, libjack = _load_libjack()
+    jack_socket = _jack_socket(timeout)
+    pipewire_socket = _pipewire_socket(timeout)
+    facts: dict[str, Any] = {
+        "server": None, "via": None, "pid": None, "process": None, "period": None,
+        "samplerate": None, "version": None, "problem": None, "also": None,
+        "libjack": libjack, "jack_socket": jack_socket, "pipewire_socket": pipewire_socket}
+    jack_up, pipewire_up = jack_socket["listening"], pipewire_socket["listening"]
+    # The server a JACK client (PortAudio's JACK host) reaches comes first.
+    if libjack["flavour"] == "pipewire" and pipewire_up:
+        server, found, also = "pipewire", pipewire_socket, "jack2" if jack_up else None
+    elif jack_up:
+        server, found, also = "jack2", jack_socket, "pipewire" if pipewire_up else None
+    elif pipewire_up:
+        server, found, also = "pipewire", pipewire_socket, None
+    else:
+        return {**facts, "threads": None, "realtime_threads": None, "threads_error": None}
+    facts.update(server=server, via="socket", pid=found["pid"], also=also)
+    if found["pid"] is None:  # it listens but accepts nothing: a client would hang too
+        facts["problem"] = found["error"]
+    elif lib is not None and libjack["flavour"] == server:
+        client = _jack_client_facts(lib, timeout)
+        if client["error"] is None:
+            facts.update(via="libjack", period=client["period"],
+                         samplerate=client["samplerate"], version=libjack["version"])
+        else:
+            facts["problem"] = client["error"]
+    if found["pid"]:
+        facts["process"] = _read(f"/proc/{found['pid']}/comm")
+    facts.update(_server_threads(found["pid"]))
+    return facts
 
 
 # ---- the verdicts, on data ----------------------------------------------------------------
@@ -292,6 +535,73 @@ def judge_groups(uid: int, member_of: list[str], existing: list[str],
                  detail + (" (not needed: realtime works)" if realtime_ok else ""),
                  None if realtime_ok else
                  "usermod -aG audio $USER (limits.d and polkit rules usually name @audio)", data)
+
+
+_SERVER_NAMES = {"jack2": "JACK2", "pipewire": "PipeWire"}
+_SERVER_REALTIME_FIX = {
+    "jack2": "restart jackd with -R (realtime; jackd2's default unless --no-realtime) as a user "
+             "allowed realtime: '@audio - rtprio 95' in /etc/security/limits.d/audio.conf, or "
+             "rtkit",
+    "pipewire": "let PipeWire's module-rt get realtime: rtkit on the system bus with a polkit "
+                "rule for the user, or '@pipewire - rtprio 95' in /etc/security/limits.d and "
+                "the user in group pipewire",
+}
+PIPEWIRE_XRUNS_NOTE = ("PipeWire hides its xruns from clients: the engine cannot count "
+                       "PipeWire's missed cycles (watch pw-top or pw-profiler)")
+
+
+def judge_audio_server(facts: dict[str, Any]) -> Check:
+    """The audio server (see :func:`audio_server_facts` for the keys of ``facts``): pass when
+    one runs with realtime threads, warn when it runs without, when it hangs or when there is
+    none (streamcore still plays to the null sink, a file or a pipe)."""
+    title = "audio server and its realtime threads"
+    server = facts["server"]
+    data = {**facts, "xruns_visible": None if server is None else server != "pipewire"}
+    if server is None:
+        jack, pipewire = facts["jack_socket"], facts["pipewire_socket"]
+        return Check("audio-server", title, "warn",
+                     f"no audio server: JACK '{jack['name']}': {jack['error']}; "
+                     f"PipeWire: {pipewire['error']}",
+                     "start one (jackd -R -d alsa, or PipeWire), or play without one: "
+                     "sink='null', a FileSink or a PipeSink (`streamcore play --null`, "
+                     "`--out FILE`, `--pipe`)", data)
+    name = _SERVER_NAMES[server]
+    head = f"{name}, pid {facts['pid'] or 'unknown'}"
+    head += f" ({facts['process']})" if facts["process"] else ""
+    if facts["period"]:
+        head += f", period {facts['period']} frames"
+        head += f" at {facts['samplerate']} Hz" if facts["samplerate"] else ""
+    head += f", via {facts['via']}"
+    notes = []
+    flavour = facts["libjack"]["flavour"]
+    if flavour is not None and flavour != server:
+        notes.append(f"JACK clients here load {_SERVER_NAMES[flavour]}'s libjack, which does "
+                     f"not reach {name}")
+    if facts["also"]:
+        notes.append(f"{_SERVER_NAMES[facts['also']]} runs too")
+    if server == "pipewire":
+        notes.append(PIPEWIRE_XRUNS_NOTE)
+        data["note"] = PIPEWIRE_XRUNS_NOTE
+    tail = "".join(f"; {note}" for note in notes)
+    if facts["problem"]:
+        return Check("audio-server", title, "warn", f"{head}: {facts['problem']}{tail}",
+                     f"restart {name}" + (f" (pid {facts['pid']})" if facts["pid"] else "")
+                     + ": it does not answer its clients",
+                     data)
+    threads = facts["realtime_threads"]
+    if threads is None:
+        return Check("audio-server", title, "unknown",
+                     f"{head}: realtime unknown, {facts['threads_error']}{tail}",
+                     "run doctor as root or as the server's user, where its pid is visible",
+                     data)
+    if not threads:
+        return Check("audio-server", title, "warn",
+                     f"{head}: none of its {facts['threads']} threads runs realtime{tail}",
+                     _SERVER_REALTIME_FIX[server], data)
+    kinds = sorted({f"SCHED_{policy.upper()} {priority}" for _tid, policy, priority in threads})
+    return Check("audio-server", title, "pass",
+                 f"{head}: {', '.join(kinds)} on {len(threads)} of {facts['threads']} "
+                 f"threads{tail}", None, data)
 
 
 def judge_preempt(version: str, realtime_flag: str | None, cmdline: str | None,
@@ -631,6 +941,8 @@ def run_checks(timeout: float = 1.0) -> dict[str, Any]:
          lambda: judge_groups(user["uid"], [g for g in ("audio", "realtime")
                                             if g in user["groups"]],
                               _existing_groups(("audio", "realtime")), realtime_ok)),
+        ("audio-server", "audio server",
+         lambda: judge_audio_server(audio_server_facts(timeout))),
         ("kernel-preempt", "kernel preemption",
          lambda: judge_preempt(version, realtime_flag, cmdline, config,
                                _read("/sys/kernel/debug/sched/preempt"))),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import socket
 import subprocess
 import sys
 import time
@@ -123,6 +124,104 @@ class TestVerdicts:
         """Soft == hard RLIMIT_RTTIME leaves no SIGXCPU before SIGKILL."""
         assert doctor.judge_rttime({"soft": 200000, "hard": 200000}, 200000).status == "warn"
         assert doctor.judge_rttime({"soft": None, "hard": None}, 200000).status == "pass"
+
+
+def server_facts(**changes: object) -> dict:
+    """audio_server_facts as a JACK2 server with one realtime thread gives them, changed."""
+    facts = {
+        "server": "jack2", "via": "libjack", "pid": 4242, "process": "jackd", "period": 256,
+        "samplerate": 48000, "version": "1.9.21", "problem": None, "also": None,
+        "threads": 4, "realtime_threads": [[4245, "fifo", 10]], "threads_error": None,
+        "libjack": {"path": "/usr/lib/x86_64-linux-gnu/libjack.so.0.1.0", "version": "1.9.21",
+                    "flavour": "jack2", "error": None},
+        "jack_socket": {"name": "default", "socket": "/dev/shm/jack_default_0_0",
+                        "listening": True, "pid": 4242, "uid": 0, "error": None},
+        "pipewire_socket": {"socket": None, "listening": False, "pid": None, "uid": None,
+                            "error": "neither PIPEWIRE_RUNTIME_DIR nor XDG_RUNTIME_DIR is set"},
+    }
+    facts.update(changes)
+    return facts
+
+
+PIPEWIRE_FACTS = {
+    "server": "pipewire", "pid": 77, "process": "pipewire",
+    "realtime_threads": [[78, "fifo", 88]], "threads": 2, "version": None,
+    "libjack": {"path": "/usr/lib/x86_64-linux-gnu/pipewire-0.3/jack/libjack.so.0.365.0",
+                "version": "3.0.0.0 (using PipeWire 0.3.65)", "flavour": "pipewire",
+                "error": None},
+}
+
+
+class TestAudioServerVerdicts:
+    """The audio server: realtime threads pass; no realtime, no server or a hung one warn."""
+
+    def test_jack2_with_realtime_threads_passes(self):
+        """A JACK2 server with a SCHED_FIFO thread passes; the detail has its period."""
+        check = doctor.judge_audio_server(server_facts())
+        assert check.status == "pass" and check.fix is None
+        assert check.detail.startswith("JACK2, pid 4242 (jackd), period 256 frames at 48000 Hz")
+        assert "SCHED_FIFO 10 on 1 of 4 threads" in check.detail
+        assert check.data["xruns_visible"] is True
+        json.dumps(check.data)
+
+    @pytest.mark.parametrize(("facts", "fix_words"), [
+        (server_facts(realtime_threads=[]), ("-R", "rtprio")),
+        (server_facts(**{**PIPEWIRE_FACTS, "realtime_threads": []}), ("module-rt", "rtkit")),
+    ])
+    def test_a_server_without_realtime_warns_with_how_to_get_it(self, facts, fix_words):
+        """No realtime thread in the server warns, with that server's way to realtime."""
+        check = doctor.judge_audio_server(facts)
+        assert check.status == "warn" and "none of its" in check.detail
+        assert all(word in check.fix for word in fix_words), check.fix
+
+    def test_pipewire_says_its_xruns_are_hidden(self):
+        """PipeWire passes with realtime, and says the engine cannot count its xruns."""
+        check = doctor.judge_audio_server(server_facts(**PIPEWIRE_FACTS))
+        assert check.status == "pass" and check.detail.startswith("PipeWire, pid 77")
+        assert "pw-top" in check.detail and "pw-profiler" in check.data["note"]
+        assert check.data["xruns_visible"] is False
+
+    def test_a_libjack_that_does_not_reach_the_server_is_named(self):
+        """PipeWire found by its socket while JACK clients load JACK2's libjack: said so."""
+        check = doctor.judge_audio_server(server_facts(**{**PIPEWIRE_FACTS, "via": "socket",
+                                                          "period": None,
+                                                          "libjack": server_facts()["libjack"]}))
+        assert check.status == "pass"
+        assert "load JACK2's libjack, which does not reach PipeWire" in check.detail
+
+    def test_no_server_warns_with_the_sinks_that_need_none(self):
+        """No server is a warning (null, file and pipe sinks need none), with both reasons."""
+        facts = server_facts(server=None, via=None, pid=None, process=None, period=None,
+                             samplerate=None, threads=None, realtime_threads=None,
+                             jack_socket={"name": "x", "socket": None, "listening": False,
+                                          "pid": None, "uid": None,
+                                          "error": "no socket jack_x_0_0 in /dev/shm or /tmp"})
+        check = doctor.judge_audio_server(facts)
+        assert check.status == "warn" and check.detail.startswith("no audio server")
+        assert "no socket jack_x_0_0" in check.detail and "PIPEWIRE_RUNTIME_DIR" in check.detail
+        assert "jackd" in check.fix and "sink='null'" in check.fix and "--pipe" in check.fix
+
+    def test_a_server_that_answers_no_client_warns(self):
+        """A server that accepts a connection but opens no client warns: restart it."""
+        check = doctor.judge_audio_server(server_facts(
+            via="socket", period=None, samplerate=None,
+            problem="it accepted a connection, but no JACK client opened within 1 s (hung?)"))
+        assert check.status == "warn" and "hung?" in check.detail
+        assert check.fix.startswith("restart JACK2 (pid 4242)")
+
+    def test_unreadable_threads_are_unknown_with_why(self):
+        """A server whose threads cannot be read is unknown, with why."""
+        check = doctor.judge_audio_server(server_facts(
+            pid=0, process=None, threads=None, realtime_threads=None,
+            threads_error="the server runs in another PID namespace"))
+        assert check.status == "unknown" and "another PID namespace" in check.detail
+
+    def test_thread_scheduling_from_stat(self):
+        """Policy and priority are read after the command name, whatever it holds."""
+        fields = {n: "0" for n in range(3, 53)}  # proc(5): field 3 (state) to 52
+        fields.update({3: "S", 39: "1", 40: "88", 41: "1"})  # cpu 1, rt_priority 88, FIFO
+        line = "1234 (a) (b c)) " + " ".join(fields[n] for n in range(3, 53))
+        assert doctor.thread_scheduling(line) == ("fifo", 88)
 
 
 class TestSchema:
@@ -260,3 +359,171 @@ class TestAsUnprivileged:
         assert realtime["status"] == "warn"  # rtkit's nice level still works
         assert realtime["data"]["grant"]["method"] == "rtkit-nice"
         assert "no realtime budget" in realtime["fix"]
+
+
+# ---- the audio server, real ---------------------------------------------------------------
+
+
+def _doctor_audio_server(env: dict[str, str]) -> dict:
+    """`streamcore doctor --json` in a child with ``env``: its audio-server check (libjack is
+    loaded once per process: which one is the child's environment's business)."""
+    done = run_cli("--bus-timeout", "0.5", "doctor", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert validate_report(report) == []
+    return by_id(report)["audio-server"]
+
+
+class TestAudioServer:
+    """The audio-server check against real servers and sockets, bounded in time."""
+
+    def test_jack2(self, jack_server):
+        """JACK2 answers: its pid (SO_PEERCRED), period, rate, and (as root) realtime."""
+        check = doctor.judge_audio_server(doctor.audio_server_facts(2.0))
+        data = check.data
+        assert data["server"] == "jack2" and data["via"] == "libjack", check
+        assert data["libjack"]["flavour"] == "jack2"
+        assert data["pid"] == jack_server.service.pid
+        assert data["jack_socket"]["socket"].endswith(f"jack_{jack_server.name}_{os.geteuid()}_0")
+        assert data["process"] == "jackd"
+        assert (data["period"], data["samplerate"]) == (jack_server.period,
+                                                        jack_server.samplerate)
+        if os.geteuid() == 0:  # the fixture runs jackd realtime as root
+            assert check.status == "pass", check
+            assert data["realtime_threads"], data
+            assert {policy for _tid, policy, _prio in data["realtime_threads"]} <= {"fifo", "rr"}
+            tids = {int(t) for t in os.listdir(f"/proc/{jack_server.service.pid}/task")}
+            assert {tid for tid, _policy, _prio in data["realtime_threads"]} <= tids
+        else:
+            assert check.status == "warn" and data["realtime_threads"] == []
+
+    def test_no_server(self, tmp_path, monkeypatch):
+        """No JACK server of that name and an empty runtime dir: warn 'none'."""
+        monkeypatch.setenv("JACK_DEFAULT_SERVER", f"streamcore-absent-{os.getpid()}")
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+        for name in ("PIPEWIRE_RUNTIME_DIR", "PIPEWIRE_REMOTE", "JACK_PROMISCUOUS_SERVER"):
+            monkeypatch.delenv(name, raising=False)
+        check = doctor.judge_audio_server(doctor.audio_server_facts(1.0))
+        assert check.status == "warn" and check.data["server"] is None, check
+        assert f"no socket {tmp_path}/pipewire-0" in check.detail
+
+    def test_a_stale_socket_is_no_server(self, tmp_path, monkeypatch):
+        """A socket file nobody listens on (its server died) is no server, and said so."""
+        stale = socket.socket(socket.AF_UNIX)
+        stale.bind(str(tmp_path / "pipewire-0"))
+        stale.close()  # the file stays
+        monkeypatch.setenv("JACK_DEFAULT_SERVER", f"streamcore-absent-{os.getpid()}")
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+        monkeypatch.delenv("PIPEWIRE_RUNTIME_DIR", raising=False)
+        monkeypatch.delenv("PIPEWIRE_REMOTE", raising=False)
+        check = doctor.judge_audio_server(doctor.audio_server_facts(1.0))
+        assert check.status == "warn" and check.data["server"] is None
+        assert "nothing listens" in check.detail
+
+    def test_a_socket_that_accepts_nothing_does_not_hang(self, tmp_path, monkeypatch):
+        """A PipeWire socket whose queue is full (a hung server) warns at once."""
+        listener = socket.socket(socket.AF_UNIX)
+        listener.bind(str(tmp_path / "pipewire-0"))
+        listener.listen(0)
+        waiting = socket.socket(socket.AF_UNIX)
+        waiting.setblocking(False)
+        waiting.connect(str(tmp_path / "pipewire-0"))  # fills the queue; never accepted
+        monkeypatch.setenv("JACK_DEFAULT_SERVER", f"streamcore-absent-{os.getpid()}")
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+        monkeypatch.delenv("PIPEWIRE_RUNTIME_DIR", raising=False)
+        monkeypatch.delenv("PIPEWIRE_REMOTE", raising=False)
+        try:
+            start = time.monotonic()
+            check = doctor.judge_audio_server(doctor.audio_server_facts(1.0))
+            elapsed = time.monotonic() - start
+        finally:
+            waiting.close()
+            listener.close()
+        assert check.data["server"] == "pipewire" and check.data["pid"] is None
+        assert check.status == "warn" and "accepts none" in check.detail
+        assert elapsed < 1.0  # refused at once, not after the timeout
+
+    def test_a_stopped_jack_server_costs_the_timeout_not_a_hang(self):
+        """A jackd that is stopped (SIGSTOP) is found by its pid and warned about after the
+        timeout, where a libjack client alone would wait for it."""
+        # In a child: libjack crashes a process whose PortAudio holds a client on the
+        # session's server when it also talks to a second one (as tests/test_device_sink.py).
+        done = subprocess.run([sys.executable, "-c", _STOPPED_JACK.format(
+            root=str(Path(__file__).resolve().parent.parent),
+            name=f"streamcore-stopped-{os.getpid()}")],
+            capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout.splitlines()[-1])
+        check, pid = result["check"], result["pid"]
+        assert check["data"]["server"] == "jack2" and check["data"]["via"] == "socket"
+        assert check["data"]["pid"] == pid
+        assert check["status"] == "warn" and "no JACK client opened within 0.5 s" in check["detail"]
+        assert check["fix"].startswith(f"restart JACK2 (pid {pid})")
+        assert 0.5 <= result["elapsed"] < 3.0  # the client's wait, plus little
+        assert result["jackd_status"] == 0  # it exited by itself: its registry slot is free
+
+
+# Once continued, jackd serves the client doctor left waiting; a SIGTERM before that client is
+# done makes jackd wait 5 s for it, over Service.stop's grace, and a SIGKILLed jackd leaves its
+# slot in JACK's machine-wide registry (8 servers): so the client is let finish first.
+_STOPPED_JACK = """
+import json, os, pathlib, signal, sys, tempfile, threading, time
+from dataclasses import asdict
+sys.path.insert(0, {root!r})
+from streamcore import doctor
+from tests.services.common import wait_until
+from tests.services.jack import start_jack
+
+server = start_jack(pathlib.Path(tempfile.mkdtemp()), name={name!r}, rescan_portaudio=False)
+try:
+    os.kill(server.service.pid, signal.SIGSTOP)
+    start = time.monotonic()
+    facts = doctor.audio_server_facts(0.5)
+    elapsed = time.monotonic() - start
+finally:
+    os.kill(server.service.pid, signal.SIGCONT)
+    wait_until(lambda: all(t.name != "streamcore-doctor-jack" for t in threading.enumerate()),
+               10)
+    server.service.stop(timeout=15)
+check = asdict(doctor.judge_audio_server(facts))
+print(json.dumps({{"check": check, "elapsed": elapsed, "pid": server.service.pid,
+                  "jackd_status": server.service.process.returncode}}))
+"""
+
+
+class TestAudioServerPipeWire:
+    """`streamcore doctor` in a child with a real PipeWire server's environment."""
+
+    def test_found_by_its_socket(self, pipewire_server):
+        """PipeWire's socket gives the daemon's pid; the check says xruns are hidden."""
+        env = {**pipewire_server.client_env(),
+               "JACK_DEFAULT_SERVER": f"streamcore-absent-{os.getpid()}"}
+        check = _doctor_audio_server(env)
+        data = check["data"]
+        assert data["server"] == "pipewire" and data["via"] == "socket", check
+        assert data["pid"] == pipewire_server.pid and data["process"] == "pipewire"
+        assert data["pipewire_socket"]["socket"] == str(pipewire_server.runtime_dir
+                                                        / "pipewire-0")
+        assert data["xruns_visible"] is False and "pw-profiler" in data["note"]
+        assert "pw-top" in check["detail"]
+        # JACK clients of that environment load JACK2's libjack: they do not reach PipeWire.
+        assert "JACK2's libjack, which does not reach PipeWire" in check["detail"]
+        if os.geteuid() == 0:  # module-rt makes the data thread SCHED_FIFO 88 as root
+            assert check["status"] == "pass", check
+            assert sorted({prio for _tid, _policy, prio in data["realtime_threads"]}) == [88]
+
+    def test_through_pipewire_jack_it_is_still_pipewire(self, pipewire_server):
+        """Through pipewire-jack's libjack a JACK client reaches PipeWire: said so, with
+        the quantum as the period."""
+        check = _doctor_audio_server(pipewire_server.jack_env())
+        data = check["data"]
+        assert data["server"] == "pipewire" and data["via"] == "libjack", check
+        assert data["libjack"]["flavour"] == "pipewire"
+        assert "pipewire-0.3/jack/" in data["libjack"]["path"]
+        assert "PipeWire" in data["version"]
+        assert data["pid"] == pipewire_server.pid
+        assert (data["period"], data["samplerate"]) == (pipewire_server.quantum,
+                                                        pipewire_server.samplerate)
+        assert data["xruns_visible"] is False
+        if os.geteuid() == 0:
+            assert check["status"] == "pass", check
