@@ -446,10 +446,11 @@ _HOST_PERIOD_RUN = textwrap.dedent("""
     import numpy as np
     import streamcore
     from streamcore.sinks.device import DeviceSink
-    from tests.services.jack import start_jack
+    from tests.services.jack import settle, start_jack
     from tests.test_device_sink import Recorder, _find
 
     server = start_jack(pathlib.Path(tempfile.mkdtemp()), name={name!r}, period={period})
+    settle(server)  # a dummy server just started xruns by itself for a while
     rng = np.random.default_rng(11)
     tone = rng.uniform(-0.5, 0.5, (3 * 48000, 2)).astype(np.float32)
     result = {{"runs": []}}

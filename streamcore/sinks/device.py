@@ -150,6 +150,27 @@ def _scheduling(tid: int) -> tuple[str | None, int | None]:
     return names.get(policy, str(policy)), priority
 
 
+#: How long aborting a failed stream may take before it is parked instead (seconds).
+_ABORT_SECONDS = 2.0
+
+
+def _abort_within(stream: Any, seconds: float) -> bool:
+    """Pa_AbortStream then Pa_CloseStream on ``stream`` in a helper thread; True when both
+    returned within ``seconds`` (a host whose server hangs may block them: then False, and
+    the helper thread is left blocked, a daemon)."""
+    done = threading.Event()
+
+    def abort() -> None:
+        with contextlib.suppress(Exception):
+            stream.abort()
+        with contextlib.suppress(Exception):
+            stream.close()
+        done.set()
+
+    threading.Thread(target=abort, name="streamcore-device-abort", daemon=True).start()
+    return done.wait(seconds)
+
+
 class DeviceSink(Sink):
     """Play the engine's output on a PortAudio device (``Engine(sink=DeviceSink(...))``).
 
@@ -231,6 +252,8 @@ class DeviceSink(Sink):
         self._jack_client: str | None = None  # PortAudio's JACK client name
         self.jack_note: str | None = None  #: why there are no JACK notifications, if not
         self._jack_figures: dict[str, Any] = {}  # the server's figures of the last run
+        self._server_gone = False  # the failure was the server's death: park, never call
+        self.period_failed = False  #: the run failed on a server period it could not follow
         self.mixer_moved: str | None = None  #: what was done about the mixer's priority
         self._last_stats: dict[str, Any] = {}
         self.error: str | None = None
@@ -358,6 +381,7 @@ class DeviceSink(Sink):
             self.context = context
             self.error, self.mixer_moved, self._last_stats = None, None, {}
             self._jack_figures, self.period_changes = {}, []
+            self._server_gone = self.period_failed = False
             if not portaudio_usable():
                 try:
                     _portaudio.load_fresh()
@@ -449,8 +473,13 @@ class DeviceSink(Sink):
         if stream is not None and self.error is None and _portaudio.running():
             with contextlib.suppress(Exception):
                 stream.close()   # Pa_CloseStream: no callback runs after it
-        elif stream is not None and self.error is not None:
-            _portaudio.park(stream)        # the server is gone: any PortAudio call would block
+        elif stream is not None and self.error is not None and _portaudio.running() and (
+                self._server_gone or not _abort_within(stream, _ABORT_SECONDS)):
+            # Failed: aborted and closed unless its server is gone (then any PortAudio call
+            # would block).  A stream left open keeps PortAudio's thread (and the host's, e.g.
+            # PipeWire's ALSA plugin's) running into the interpreter's exit: that died with
+            # SIGSEGV, so only a server's death (or an abort that hangs) parks it.
+            _portaudio.park(stream)
             self._state = _ffi.NULL  # leaked on purpose (one page): the stream may use it
         # Otherwise PortAudio was terminated (its exit handler ran): every stream is closed.
         if self._state != _ffi.NULL:
@@ -580,9 +609,9 @@ class DeviceSink(Sink):
         Notes
         -----
         Idempotent.  Called by ``Engine.stop()``, from the engine's caller's thread or from
-        the monitor thread after a failure.  After a failure the stream is parked, never
-        stopped (any PortAudio call on it would block).  A later :meth:`start` opens a new
-        stream.
+        the monitor thread after a failure.  After a failure the stream is aborted and
+        closed, or parked when its JACK server died (any PortAudio call on it would block).
+        A later :meth:`start` opens a new stream.
         """
         self._stopping.set()
         with self._lock:
@@ -652,13 +681,23 @@ class DeviceSink(Sink):
                 reason = self._server_says(jack, xruns) if jack is not None else None
             except EngineClosedError:
                 return  # the engine is closing: its stop() joins this thread
+            # Whether the server is gone decides how the stream ends: a JACK stream whose
+            # server died is parked (Pa_AbortStream and Pa_CloseStream would block); any
+            # other failed stream is aborted and closed (bounded by _ABORT_SECONDS).
+            gone = "JACK" in self.hostapi and not self.period_failed
             if reason is None and s.finished:
                 reason = "PortAudio ended the stream (the audio server stopped or went away)"
             elif reason is None and not stream.active:
                 reason = "the stream stopped being active (the audio server shut down)"
+            elif reason is None and (now - last) / 1e9 > limit and s.callbacks == 0:
+                reason = (f"the device never called back in {(now - last) / 1e9:.2f} s "
+                          f"after the stream started: nothing runs it (under PipeWire "
+                          f"without a session manager such as WirePlumber nothing links a "
+                          f"new stream: link it with pw-link, or start one)")
             elif reason is None and (now - last) / 1e9 > limit:
                 reason = (f"the device stopped calling back for {(now - last) / 1e9:.2f} s "
                           f"(the audio server died or hangs)")
+            self._server_gone = gone
             if reason is None:
                 continue
             if self._stopping.is_set():
@@ -682,7 +721,9 @@ class DeviceSink(Sink):
         if server["shutdown"]:
             return "the audio server (JACK) shut down: it stopped or was killed"
         if server["period"] and server["period"] != self.host_period:
-            return self._follow_period(context, server["period"])
+            reason = self._follow_period(context, server["period"])
+            self.period_failed = reason is not None  # the server is alive: abort, close
+            return reason
         return None
 
     # ---- figures ----------------------------------------------------------------------------

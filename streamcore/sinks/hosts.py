@@ -13,21 +13,17 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
-__all__ = ["JackWatch", "jack_period"]
+__all__ = ["JackWatch", "jack_client_present", "jack_period"]
 
 _JACK_NO_START_SERVER = 0x01
 
 
-def jack_period(server: str | None = None) -> int | None:
-    """The running JACK server's period in frames (``server``: its name; None: the default,
-    ``$JACK_DEFAULT_SERVER``), or None when there is no libjack or no server answers.
-
-    Notes
-    -----
-    Any thread; opens and closes a JACK client (a few milliseconds), never starts a server.
-    """
+def _with_client(action: Callable[[Any, Any], Any], server: str | None = None) -> Any:
+    """Open a short-lived JACK client (never starting a server), run ``action(libjack,
+    client)`` and close it; None when there is no libjack or no server answers."""
     name = ctypes.util.find_library("jack")
     if name is None:
         return None
@@ -38,8 +34,6 @@ def jack_period(server: str | None = None) -> int | None:
     jack.jack_client_open.restype = ctypes.c_void_p
     jack.jack_client_open.argtypes = [ctypes.c_char_p, ctypes.c_int,
                                       ctypes.POINTER(ctypes.c_int), ctypes.c_char_p]
-    jack.jack_get_buffer_size.restype = ctypes.c_uint32
-    jack.jack_get_buffer_size.argtypes = [ctypes.c_void_p]
     jack.jack_client_close.argtypes = [ctypes.c_void_p]
     status = ctypes.c_int(0)
     options = _JACK_NO_START_SERVER | (0x04 if server else 0)  # JackServerName
@@ -49,10 +43,45 @@ def jack_period(server: str | None = None) -> int | None:
     if not client:
         return None
     try:
-        period = int(jack.jack_get_buffer_size(client))
+        return action(jack, client)
     finally:
         jack.jack_client_close(client)
-    return period or None
+
+
+def jack_period(server: str | None = None) -> int | None:
+    """The running JACK server's period in frames (``server``: its name; None: the default,
+    ``$JACK_DEFAULT_SERVER``), or None when there is no libjack or no server answers.
+
+    Notes
+    -----
+    Any thread; opens and closes a JACK client (a few milliseconds), never starts a server.
+    """
+    def period(jack: Any, client: Any) -> int | None:
+        jack.jack_get_buffer_size.restype = ctypes.c_uint32
+        jack.jack_get_buffer_size.argtypes = [ctypes.c_void_p]
+        return int(jack.jack_get_buffer_size(client)) or None
+
+    return cast("int | None", _with_client(period, server))
+
+
+def jack_client_present(name: str) -> bool | None:
+    """Whether the default JACK server has a client called ``name``; None when no server
+    answers (or there is no libjack).
+
+    Notes
+    -----
+    Any thread; opens and closes a JACK client, never starts a server.
+    """
+    def present(jack: Any, client: Any) -> bool:
+        jack.jack_get_uuid_for_client_name.restype = ctypes.c_void_p
+        jack.jack_get_uuid_for_client_name.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        jack.jack_free.argtypes = [ctypes.c_void_p]
+        uuid = jack.jack_get_uuid_for_client_name(client, name.encode())
+        if uuid:
+            jack.jack_free(uuid)
+        return bool(uuid)
+
+    return cast("bool | None", _with_client(present))
 
 
 class JackWatch:

@@ -26,6 +26,7 @@ import atexit
 import ctypes
 import os
 import shutil
+import sys
 import tempfile
 from typing import Any
 
@@ -49,7 +50,43 @@ def sounddevice() -> Any:
     """The sounddevice module (imported on first use: importing it loads PortAudio)."""
     import sounddevice as sd
 
+    global _guarded
+    if not _guarded:
+        _guard_exit()
+        _guarded = True
     return sd
+
+
+_guarded = False
+
+
+def _guard_exit() -> None:
+    """Run :func:`_skip_terminate_without_server` at exit before sounddevice's own handler
+    (atexit runs the last registered first)."""
+    atexit.unregister(_skip_terminate_without_server)
+    atexit.register(_skip_terminate_without_server)
+
+
+def _skip_terminate_without_server() -> None:
+    """At exit: sounddevice's handler calls Pa_Terminate, which closes PortAudio's JACK
+    client and aborts the process (an assertion in pa_jack.c) when that client's server is
+    gone, even with no stream open (a server that died or was stopped after the last
+    engine closed).  Then the handler is skipped: the process is ending, nothing is left
+    to close cleanly, and the server side already lost the client."""
+    sd = sys.modules.get("sounddevice")
+    if sd is None or not sd._initialized:
+        return
+    try:
+        jack = any("JACK" in api["name"] for api in sd.query_hostapis())
+    except Exception:  # at exit: never raise
+        return
+    if not jack:
+        return
+    from streamcore.sinks.hosts import jack_client_present
+
+    name = jack_client_name()
+    if name is not None and not jack_client_present(name):
+        atexit.unregister(sd._exit_handler)
 
 
 def usable() -> bool:
@@ -116,6 +153,7 @@ def load_fresh() -> None:
     sd._initialize()
     _copy_path = copy
     atexit.register(sd._exit_handler)  # the fresh library terminates normally at exit
+    _guard_exit()  # ...unless its server is gone by then: checked before that handler
     _PARKED_STREAMS.clear()  # still referenced through _BROKEN_PARKED
 
 

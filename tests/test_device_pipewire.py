@@ -1,0 +1,243 @@
+"""The device sink on PipeWire, today's desktop default: through pipewire-jack (PortAudio's JACK
+host on PipeWire's libjack) and through PipeWire's ALSA plugin.
+
+Every client runs in a child process (tests/services/pipewire.py: PortAudio and libjack load
+once per process).  PipeWire hides its xruns from clients, so a run's audio is judged only when
+pw-profiler saw no missed cycle; a run with one proves nothing and is run again, as the JACK
+tests do with the dummy server's xruns.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests.services.common import require_program
+from tests.services.pipewire import pipewire_jack_dir, start_pipewire
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+# The engine with its defaults plays a random tone on the sink's JACK device (PortAudio
+# connects its ports to the sink's playback ports); a second JACK client records the sink's
+# monitor ports.
+_DEFAULTS = """
+    import json, time
+    import jack
+    import numpy as np
+    import streamcore
+    from streamcore.sinks import portaudio
+    from streamcore.sinks.device import DeviceSink
+    from tests.test_device_sink import _find
+
+    sink = {sink!r}
+    tone = np.random.default_rng({seed}).uniform(-0.5, 0.5, (3 * 48000, 2)).astype(np.float32)
+    recording = np.zeros((6 * 48000, 2), np.float32)
+    recorded = [0]
+    recorder = jack.Client("streamcore-recorder", no_start_server=True)
+    inputs = [recorder.inports.register(f"in_{{c}}") for c in range(2)]
+
+    def record(frames):
+        k = min(frames, recording.shape[0] - recorded[0])
+        for c, port in enumerate(inputs):
+            recording[recorded[0]:recorded[0] + k, c] = port.get_array()[:k]
+        recorded[0] += k
+
+    recorder.set_process_callback(record)
+    recorder.activate()
+    for c, channel in enumerate(("FL", "FR")):
+        recorder.connect(f"{{sink}}:monitor_{{channel}}", inputs[c])
+    engine = streamcore.Engine(sink=DeviceSink(sink))  # the defaults: 128 x 2
+    engine.start()
+    client = portaudio.jack_client_name()
+    links = sorted(q.name for p in recorder.get_ports(f"{{client}}:", is_output=True)
+                   for q in recorder.get_all_connections(p))
+    time.sleep(0.2)
+    ended = engine.play(tone).wait(10)
+    time.sleep(0.3)
+    stats = engine.stats()
+    engine.close()
+    recorder.deactivate()
+    recorder.close()
+    print(json.dumps({{"ended": ended, "links": links, "periods": engine.periods,
+                      "asked": engine.periods_asked, "glitches": stats.glitches,
+                      "found": _find(recording[:recorded[0]], tone),
+                      "sink": {{k: stats.sink.get(k) for k in (
+                          "host_period", "fill_frames", "underruns", "latency_frames",
+                          "latency_ms", "latency_source", "jack_version", "device_name",
+                          "hostapi", "error")}}}}))
+"""
+
+
+class TestDefaultsOnPipeWire:
+    """Engine() with its defaults on PipeWire through pipewire-jack, at quanta 256 and 1024:
+    the engine learns the quantum as the JACK period, keeps a quantum plus a period rendered
+    ahead, and a 3 s tone arrives at the sink's monitor bit-exact, with nothing underrun."""
+
+    @pytest.mark.parametrize("quantum", [256, 1024])
+    def test_a_tone_arrives_bit_exact(self, tmp_path, quantum):
+        server = start_pipewire(tmp_path / "pw", quantum=quantum)
+        runs = []
+        try:
+            for attempt in range(8):
+                code = textwrap.dedent(_DEFAULTS).format(sink=server.sink_name, seed=attempt)
+                with server.profiler() as profiler:
+                    result = server.run_child(code, via="jack", timeout=90)
+                assert profiler.count is not None
+                runs.append({**result, "missed": profiler.count.glitches})
+                if profiler.count.glitches == 0:
+                    break
+        finally:
+            server.stop()
+        last = runs[-1]
+        assert last["missed"] == 0, runs  # else PipeWire missed cycles all 8 times: noise
+        assert last["links"] == [f"{server.sink_name}:playback_FL",
+                                 f"{server.sink_name}:playback_FR"], last
+        assert "PipeWire" in last["sink"]["jack_version"], last
+        assert last["sink"]["host_period"] == quantum, last
+        assert last["periods"] * 128 >= quantum + 128, last
+        assert last["sink"]["latency_source"] == "JACK ports", last
+        assert last["sink"]["latency_frames"] is not None, last  # not 2**32 frames
+        assert last["ended"] is True and last["sink"]["underruns"] == 0, last
+        assert last["found"] >= 0, f"the recording does not hold the tone: {runs}"
+
+
+# The child starts its own PipeWire (its libjack is pipewire-jack's: LD_LIBRARY_PATH is set
+# at its start), plays, kills the server, and once a new server runs plays again.
+_SERVER_DEATH = """
+    import json, os, pathlib, sys, tempfile, time
+    import numpy as np
+    import streamcore
+    from streamcore.errors import SinkError
+    from streamcore.sinks.device import DeviceSink
+    from tests.services.pipewire import start_pipewire
+
+    def serve():
+        server = start_pipewire(pathlib.Path(tempfile.mkdtemp()) / "pw")
+        os.environ.update(server.env)  # pipewire-jack reads it when a client opens
+        return server
+
+    server = serve()
+    result = {{}}
+    engine = streamcore.Engine(sink=DeviceSink(server.sink_name))
+    engine.start()
+    seen = []
+    engine.subscribe(seen.append)
+    voice = engine.play(np.full((4800, 2), 0.1, np.float32), loop=True)
+    time.sleep(0.5)
+    result["callbacks_before"] = engine.stats().sink["callbacks"]
+    server.kill()
+    t0 = time.monotonic()
+    try:
+        voice.wait(10)
+        result["wait"] = "returned"
+    except SinkError as e:
+        result["wait"] = "SinkError"
+        result["wait_error"] = str(e)
+    result["wait_took"] = time.monotonic() - t0
+    result["end_reason"] = voice.end_reason
+    try:
+        engine.play(np.zeros((480, 2), np.float32))
+        result["play_after"] = "returned"
+    except SinkError:
+        result["play_after"] = "SinkError"
+    t0 = time.monotonic()
+    while not seen and time.monotonic() - t0 < 5:
+        time.sleep(0.02)
+    result["delivered"] = [e.reason for e in seen]
+    t0 = time.monotonic()
+    engine.close()  # quiet: wait() raised the failure already
+    result["close_took"] = time.monotonic() - t0
+    server = serve()
+    again = streamcore.Engine(sink=DeviceSink(server.sink_name))
+    try:
+        again.start()
+        again.play(np.full((4800, 2), 0.1, np.float32), loop=True)
+        time.sleep(0.5)
+        result["again_callbacks"] = again.stats().sink["callbacks"]
+    finally:
+        again.close()
+        server.stop()
+    print(json.dumps(result))
+"""
+
+
+def _run(code: str, env: dict[str, str], timeout: float = 90) -> dict:
+    import json
+
+    source = f"import sys\nsys.path.insert(0, {str(ROOT)!r})\n" + textwrap.dedent(code)
+    proc = subprocess.run([sys.executable, "-c", source], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-3000:]}"
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+class TestServerDeathOnPipeWire:
+    """PipeWire killed while the engine plays through pipewire-jack: the voice's wait()
+    raises SinkError within a second, the voice ends as 'failed', play() raises, subscribers
+    get 'sink_failed', close() is quick, and a new engine plays once a server runs again.
+    The child stops that second server before it exits, with PortAudio still holding a JACK
+    client on it: the exit is normal (Pa_Terminate's assertion in pa_jack.c aborted it)."""
+
+    def test_killed_server(self):
+        require_program("pipewire", "pipewire")
+        folder = pipewire_jack_dir()
+        if folder is None:
+            require_program("pw-jack", "pipewire-jack")  # skips (fails in CI) with the package
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("PIPEWIRE_") and k != "JACK_DEFAULT_SERVER"}
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(
+            [str(folder), *filter(None, [env.get("LD_LIBRARY_PATH")])])
+        r = _run(_SERVER_DEATH.format(), env)
+        assert r["callbacks_before"] > 0, r
+        assert r["wait"] == "SinkError" and r["wait_took"] < 1.0, r
+        assert "audio server" in r["wait_error"], r
+        assert (r["end_reason"], r["play_after"]) == ("failed", "SinkError"), r
+        assert r["delivered"] == ["sink_failed"], r
+        assert r["close_took"] < 2, r
+        assert r["again_callbacks"] > 0, r
+
+
+# A stream on PipeWire's ALSA plugin that nothing links (no session manager) is never run.
+_UNLINKED = """
+    import json, time
+    import numpy as np
+    import streamcore
+    from streamcore.errors import SinkError
+    from streamcore.sinks.device import DeviceSink
+
+    t0 = time.monotonic()
+    engine = streamcore.Engine(sink=DeviceSink({device!r}))
+    error = None
+    try:
+        engine.start()
+        engine.play(np.zeros((48000, 2), np.float32)).wait(5)
+    except SinkError as e:
+        error = str(e)
+    failure = engine.failure
+    try:
+        engine.close()
+    except SinkError as e:
+        error = error or str(e)
+    print(json.dumps({{"error": error, "failure": failure, "took": time.monotonic() - t0}}))
+"""
+
+
+class TestUnlinkedAlsaStream:
+    """A PortAudio stream on ALSA's `pipewire` or `default` PCM that no session manager links:
+    the engine fails within about a second with an error that says nothing runs the stream
+    and what to do, and the process exits normally (it died with SIGSEGV at exit: the stream
+    was left open, PortAudio's and the plugin's threads ran into the interpreter's exit)."""
+
+    @pytest.mark.parametrize("device", ["pipewire", "default"])
+    def test_clear_error_and_a_normal_exit(self, pipewire_server, device):
+        # run_child fails on any exit status but 0 (a SIGSEGV is -11)
+        r = pipewire_server.run_child(_UNLINKED.format(device=device), via="alsa", timeout=60)
+        assert r["failure"] is not None and "never called back" in r["failure"], r
+        assert "pw-link" in r["failure"] and "session manager" in r["failure"], r
+        assert r["error"] is not None and "never called back" in r["error"], r
+        assert r["took"] < 5, r
