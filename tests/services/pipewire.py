@@ -62,8 +62,8 @@ context.properties = {{
     default.clock.rate          = {rate}
     default.clock.allowed-rates = [ {rate} ]
     default.clock.quantum       = {quantum}
-    default.clock.min-quantum   = {quantum}
-    default.clock.max-quantum   = {quantum}
+    default.clock.min-quantum   = {min_quantum}
+    default.clock.max-quantum   = {max_quantum}
     settings.check-quantum      = true
     settings.check-rate         = true
     log.level                   = 2
@@ -435,6 +435,15 @@ class PipeWireServer:
         """Remove the link between two ports (`pw-link -d OUT IN`)."""
         link_ports(out_port, in_port, self.client_env(), disconnect=True)
 
+    def force_quantum(self, frames: int) -> None:
+        """Change the graph's quantum while it runs (`pw-metadata -n settings 0
+        clock.force-quantum FRAMES`; 0 gives the choice back), as a desktop's settings do;
+        within the server's quantum range."""
+        done = _run_tool(["pw-metadata", "-n", "settings", "0", "clock.force-quantum",
+                          str(frames)], self.client_env())
+        if done.returncode != 0:
+            raise RuntimeError(f"pw-metadata: {done.stderr.strip() or done.returncode}")
+
     def profiler(self) -> Profiler:
         """A context manager that runs pw-profiler; its ``.count`` after the block."""
         self._profiles += 1
@@ -491,9 +500,12 @@ def _sink_listed(sink: str, pw_cli: str, env: dict[str, str]) -> bool:
 
 
 def start_pipewire(workdir: Path, quantum: int = QUANTUM, name: str | None = None,
-                   samplerate: int = SAMPLERATE) -> PipeWireServer:
+                   samplerate: int = SAMPLERATE,
+                   quantum_range: tuple[int, int] | None = None) -> PipeWireServer:
     """Start a headless PipeWire daemon whose null sink ``name`` (default "null-sink") drives
-    the graph at ``quantum`` frames; ready when `pw-cli ls Node` lists the sink."""
+    the graph at ``quantum`` frames; ready when `pw-cli ls Node` lists the sink.
+    ``quantum_range``: the (min, max) quantum a client or `force_quantum()` may choose
+    (default: exactly ``quantum``)."""
     pipewire = require_program("pipewire", "pipewire")
     pw_cli = require_program("pw-cli", "pipewire-bin")
     require_program("pw-link", "pipewire-bin")
@@ -505,8 +517,9 @@ def start_pipewire(workdir: Path, quantum: int = QUANTUM, name: str | None = Non
     os.chmod(runtime_dir, 0o700)  # mkdir's mode is masked by the umask
     home.mkdir()
     conf = workdir / "pipewire.conf"
+    low, high = quantum_range or (quantum, quantum)
     conf.write_text(_CONF.format(socket=SOCKET_NAME, rate=samplerate, quantum=quantum,
-                                 sink=sink))
+                                 min_quantum=low, max_quantum=high, sink=sink))
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(("PIPEWIRE_", "JACK_"))}
     env.update(XDG_RUNTIME_DIR=str(runtime_dir), PIPEWIRE_RUNTIME_DIR=str(runtime_dir),
