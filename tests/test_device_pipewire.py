@@ -121,36 +121,10 @@ _QUANTUM_CHANGE = _DEFAULTS.replace(
     '"ended": ended,', '"ended": ended, "changes": changes,').replace(
     '"found": _find(recording[:recorded[0]], tone),',
     '"found": _find(recording[:recorded[0]], tone), '
-    '"pieces": _pieces(recording[:recorded[0]], tone),').replace(
+    '"pieces": pieces(recording[:recorded[0]], tone),').replace(
     "    from tests.test_device_sink import _find\n",
     "    from tests.test_device_sink import _find\n"
-    "    from tests.test_device_pipewire import _pieces\n")
-
-
-def _pieces(recording, tone) -> list[list[int]]:
-    """Walk ``recording`` from the tone's first frame: [tone index, frames] for each piece
-    that equals the tone bit for bit, [-1, frames] for each run of silence between them."""
-    import numpy as np
-
-    starts = np.flatnonzero(recording[:, 0] == tone[0, 0])
-    if not starts.size:
-        return []
-    segment, position, pieces = recording[starts[0]:], 0, []
-    while position < len(segment) and len(pieces) < 64:
-        where = np.flatnonzero(tone[:, 0] == segment[position, 0])
-        if where.size and segment[position, 0] != 0:
-            at = int(where[0])
-            size = min(len(segment) - position, len(tone) - at)
-            same = (segment[position:position + size] == tone[at:at + size]).all(axis=1)
-            frames = int(np.argmin(same)) if not same.all() else size
-            pieces.append([at, frames])
-            position += max(frames, 1)
-        else:
-            silent = np.flatnonzero(segment[position:, 0] != 0)
-            frames = int(silent[0]) if silent.size else len(segment) - position
-            pieces.append([-1, frames])
-            position += max(frames, 1)
-    return pieces
+    "    from tests.helpers.compare import pieces\n")
 
 
 class TestQuantumChangeOnPipeWire:
@@ -288,6 +262,91 @@ class TestServerDeathOnPipeWire:
         assert r["delivered"] == ["sink_failed"], r
         assert r["close_took"] < 2, r
         assert r["again_callbacks"] > 0, r
+
+
+# The engine on ALSA's `pipewire` PCM (PipeWire's ALSA plugin): a thread links the stream's
+# node to the sink as it appears (no session manager does), a JACK client (pipewire-jack)
+# records the sink's monitor ports.
+_ALSA_PLAY = """
+    import json, threading, time
+    import jack
+    import numpy as np
+    import streamcore
+    from streamcore.sinks.device import DeviceSink
+    from tests.services.pipewire import link_ports, list_ports, wait_for_ports
+    from tests.test_device_sink import _find
+
+    sink = {sink!r}
+    tone = np.random.default_rng({seed}).uniform(-0.5, 0.5, (3 * 48000, 2)).astype(np.float32)
+    recording = np.zeros((7 * 48000, 2), np.float32)
+    recorded = [0]
+    recorder = jack.Client("streamcore-recorder", no_start_server=True)
+    inputs = [recorder.inports.register(f"in_{{c}}") for c in range(2)]
+
+    def record(frames):
+        k = min(frames, recording.shape[0] - recorded[0])
+        for c, port in enumerate(inputs):
+            recording[recorded[0]:recorded[0] + k, c] = port.get_array()[:k]
+        recorded[0] += k
+
+    recorder.set_process_callback(record)
+    recorder.activate()
+    for c, channel in enumerate(("FL", "FR")):
+        recorder.connect(f"{{sink}}:monitor_{{channel}}", inputs[c])
+    existing = list_ports(output=True)
+    linked = []
+
+    def link_the_stream():
+        ports = wait_for_ports(2, output=True, exclude=existing)
+        for port, channel in zip(ports, ("FL", "FR")):
+            link_ports(port, f"{{sink}}:playback_{{channel}}")
+        linked.extend(ports)
+
+    linker = threading.Thread(target=link_the_stream)
+    linker.start()
+    engine = streamcore.Engine(sink=DeviceSink("pipewire (ALSA)"))
+    engine.start()
+    linker.join()
+    time.sleep(0.3)
+    ended = engine.play(tone).wait(10)
+    engine.drain(timeout=5)  # the ALSA path keeps ~35 ms buffered: played out, not dropped
+    time.sleep(0.3)
+    stats = engine.stats()
+    engine.close()
+    recorder.deactivate()
+    recorder.close()
+    print(json.dumps({{"ended": ended, "linked": linked, "glitches": stats.glitches,
+                      "found": _find(recording[:recorded[0]], tone),
+                      "sink": {{k: stats.sink.get(k) for k in (
+                          "underruns", "latency_frames", "latency_source", "latency_note",
+                          "hostapi", "device_name", "error", "jack_note")}}}}))
+"""
+
+
+class TestAlsaOnPipeWire:
+    """The engine on ALSA's `pipewire` device (PipeWire's ALSA plugin), its stream linked to
+    the sink: a 3 s tone arrives at the sink's monitor bit-exact, nothing underruns, and the
+    latency is PortAudio's, sane (the JACK path's 2**32 frames would read as unknown)."""
+
+    def test_a_tone_arrives_bit_exact(self, pipewire_server):
+        env = pipewire_server.alsa_env()
+        env["LD_LIBRARY_PATH"] = pipewire_server.jack_env()["LD_LIBRARY_PATH"]  # recorder
+        runs = []
+        for attempt in range(8):
+            with pipewire_server.profiler() as profiler:
+                result = _run(_ALSA_PLAY.format(sink=pipewire_server.sink_name, seed=attempt),
+                              env)
+            assert profiler.count is not None
+            runs.append({**result, "missed": profiler.count.glitches})
+            if profiler.count.glitches == 0:
+                break
+        last = runs[-1]
+        assert last["missed"] == 0, runs  # else PipeWire missed cycles all 8 times: noise
+        assert len(last["linked"]) == 2 and last["sink"]["hostapi"] == "ALSA", last
+        assert last["ended"] is True and last["sink"]["underruns"] == 0, last
+        assert last["sink"]["latency_source"] == "PortAudio", last
+        assert last["sink"]["latency_frames"] is not None, last
+        assert last["found"] >= 0, f"the recording does not hold the tone: {runs}"
 
 
 # A stream on PipeWire's ALSA plugin that nothing links (no session manager) is never run.

@@ -253,6 +253,9 @@ class DeviceSink(Sink):
         self.jack_note: str | None = None  #: why there are no JACK notifications, if not
         self._jack_figures: dict[str, Any] = {}  # the server's figures of the last run
         self._server_gone = False  # the failure was the server's death: park, never call
+        # drain: PortAudio's stream time by which the last frame handed over is played
+        self._played_by: float | None = None
+        self._played_deadline = 0.0
         self.period_failed = False  #: the run failed on a server period it could not follow
         self.mixer_moved: str | None = None  #: what was done about the mixer's priority
         self._last_stats: dict[str, Any] = {}
@@ -810,6 +813,58 @@ class DeviceSink(Sink):
         if latency is not None:
             out["server_latency_frames"] = latency[1]
         return out
+
+    def delivered(self, end_frame: int) -> bool:
+        """After ``Engine.drain()``: whether the device has played every frame before the end.
+
+        Played, not only taken from the ring by the callback.
+        The callback hands frames to PortAudio up to a latency before the device plays them
+        (ALSA through PipeWire's plugin kept ~35 ms; stopping then dropped what had not been
+        played).  Once the callback has taken the end, this waits until PortAudio's stream
+        clock passes the DAC time of the last frame handed over (from the callback's time
+        info), or, where the host gives no DAC times, for the reported latency; at most
+        :data:`MAX_PLAUSIBLE_LATENCY` in all.
+
+        Parameters
+        ----------
+        end_frame : int
+            The run's end (frames since the run's start).
+
+        Returns
+        -------
+        bool
+
+        Notes
+        -----
+        Called by ``Engine.drain()`` in its thread, repeatedly, until True.
+        """
+        context = self.context
+        if context is None or context.closed:
+            return True
+        if context.frames_taken() < end_frame:
+            self._played_by = None
+            return False
+        with self._lock:
+            state, stream = self._state, self._stream
+            if state == _ffi.NULL or stream is None or self.error is not None:
+                return True
+            s = _ffi.new("sc_device_sink_stats *")
+            _lib.sc_device_sink_get_stats(state, s)
+            try:
+                now = float(stream.time)
+            except Exception:  # a stream that is no longer running
+                return True
+        if self._played_by is None:
+            rate = float(context.samplerate)
+            # the last callback's frames start at its DAC time: its end is a buffer later
+            dac = float(s.last_output_dac_time)
+            if dac > 0 and abs(dac - now) < MAX_PLAUSIBLE_LATENCY:
+                self._played_by = dac + int(s.frames_max) / rate
+            else:
+                latency = latency_figures(float(stream.latency), rate)["latency"] or 0.0
+                self._played_by = now + latency
+            self._played_deadline = time.monotonic() + MAX_PLAUSIBLE_LATENCY
+        return now >= self._played_by or time.monotonic() >= self._played_deadline
 
     def raise_for_error(self) -> None:
         """Raise :class:`SinkError` if the device failed while playing.
