@@ -304,7 +304,7 @@ _ALSA_PLAY = """
 
     linker = threading.Thread(target=link_the_stream)
     linker.start()
-    engine = streamcore.Engine(sink=DeviceSink("pipewire (ALSA)"))
+    engine = streamcore.Engine(sink=DeviceSink("pipewire (ALSA)", latency={latency}))
     engine.start()
     linker.join()
     time.sleep(0.3)
@@ -325,21 +325,29 @@ _ALSA_PLAY = """
 
 class TestAlsaOnPipeWire:
     """The engine on ALSA's `pipewire` device (PipeWire's ALSA plugin), its stream linked to
-    the sink: a 3 s tone arrives at the sink's monitor bit-exact, nothing underruns, and the
-    latency is PortAudio's, sane (the JACK path's 2**32 frames would read as unknown)."""
+    the sink: a 3 s tone arrives at the sink's monitor bit-exact, nothing underruns (the fill
+    covers PortAudio's buffer, which the plugin empties a quantum at a time), and the
+    latency is PortAudio's, sane.  At a 1024-frame quantum the buffer of latency='low' is
+    smaller than a quantum and the stream stops after its first buffer: the error says to
+    ask for latency='high', which then plays bit-exact."""
 
-    def test_a_tone_arrives_bit_exact(self, pipewire_server):
-        env = pipewire_server.alsa_env()
-        env["LD_LIBRARY_PATH"] = pipewire_server.jack_env()["LD_LIBRARY_PATH"]  # recorder
+    @pytest.mark.parametrize(("quantum", "latency"), [(256, "low"), (1024, "high")])
+    def test_a_tone_arrives_bit_exact(self, tmp_path, quantum, latency):
+        server = start_pipewire(tmp_path / "pw", quantum=quantum)
+        env = server.alsa_env()
+        env["LD_LIBRARY_PATH"] = server.jack_env()["LD_LIBRARY_PATH"]  # for the recorder
         runs = []
-        for attempt in range(8):
-            with pipewire_server.profiler() as profiler:
-                result = _run(_ALSA_PLAY.format(sink=pipewire_server.sink_name, seed=attempt),
-                              env)
-            assert profiler.count is not None
-            runs.append({**result, "missed": profiler.count.glitches})
-            if profiler.count.glitches == 0:
-                break
+        try:
+            for attempt in range(8):
+                with server.profiler() as profiler:
+                    result = _run(_ALSA_PLAY.format(sink=server.sink_name, seed=attempt,
+                                                    latency=repr(latency)), env)
+                assert profiler.count is not None
+                runs.append({**result, "missed": profiler.count.glitches})
+                if profiler.count.glitches == 0:
+                    break
+        finally:
+            server.stop()
         last = runs[-1]
         assert last["missed"] == 0, runs  # else PipeWire missed cycles all 8 times: noise
         assert len(last["linked"]) == 2 and last["sink"]["hostapi"] == "ALSA", last
@@ -347,6 +355,25 @@ class TestAlsaOnPipeWire:
         assert last["sink"]["latency_source"] == "PortAudio", last
         assert last["sink"]["latency_frames"] is not None, last
         assert last["found"] >= 0, f"the recording does not hold the tone: {runs}"
+
+
+    def test_a_buffer_smaller_than_the_quantum_says_what_to_do(self, tmp_path):
+        server = start_pipewire(tmp_path / "pw", quantum=1024)
+        env = server.alsa_env()
+        env["LD_LIBRARY_PATH"] = server.jack_env()["LD_LIBRARY_PATH"]
+        code = _ALSA_PLAY.format(sink=server.sink_name, seed=0, latency="'low'").replace(
+            "    ended = engine.play(tone).wait(10)\n",
+            "    try:\n"
+            "        ended = engine.play(tone).wait(10)\n"
+            "    except streamcore.errors.SinkError as e:\n"
+            "        print(json.dumps({'failed': str(e)}))\n"
+            "        raise SystemExit(0)\n")
+        try:
+            result = _run(code, env)
+        finally:
+            server.stop()
+        assert "never ran the stream" in result["failed"], result
+        assert "latency='high'" in result["failed"], result
 
 
 # A stream on PipeWire's ALSA plugin that nothing links (no session manager) is never run.
@@ -384,7 +411,7 @@ class TestUnlinkedAlsaStream:
     def test_clear_error_and_a_normal_exit(self, pipewire_server, device):
         # run_child fails on any exit status but 0 (a SIGSEGV is -11)
         r = pipewire_server.run_child(_UNLINKED.format(device=device), via="alsa", timeout=60)
-        assert r["failure"] is not None and "never called back" in r["failure"], r
+        assert r["failure"] is not None and "never ran the stream" in r["failure"], r
         assert "pw-link" in r["failure"] and "session manager" in r["failure"], r
-        assert r["error"] is not None and "never called back" in r["error"], r
+        assert r["error"] is not None and "never ran the stream" in r["error"], r
         assert r["took"] < 5, r

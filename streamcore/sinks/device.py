@@ -150,6 +150,11 @@ def _scheduling(tid: int) -> tuple[str | None, int | None]:
     return names.get(policy, str(policy)), priority
 
 
+#: Seconds a new stream may take to be called back at all: a session manager links a new
+#: PipeWire stream some 100 ms after it appears, and PipeWire's ALSA plugin at a 1024-frame
+#: quantum took longer than the 0.5 s stall limit to start.
+FIRST_CALLBACK_TIMEOUT = 2.0
+
 #: How long aborting a failed stream may take before it is parked instead (seconds).
 _ABORT_SECONDS = 2.0
 
@@ -190,7 +195,8 @@ class DeviceSink(Sink):
         serves any frame count; on JACK the ring is sized for the server's period.
     stall_timeout : float or None
         Seconds (> 0) without a callback while playing after which the device is considered
-        gone; None: the larger of 0.5 s, 20 periods and 4 latencies.
+        gone; None: the larger of 0.5 s, 20 periods and 4 latencies (before the first
+        callback at least :data:`FIRST_CALLBACK_TIMEOUT`).
     mixer_below_callback : bool
         Once the audio thread has run, if the engine's mixer is realtime at a priority not
         below it, move the mixer to one below (through
@@ -257,6 +263,7 @@ class DeviceSink(Sink):
         self._played_by: float | None = None
         self._played_deadline = 0.0
         self.period_failed = False  #: the run failed on a server period it could not follow
+        self.sizing: str | None = None  #: how the fill was fitted to PortAudio's buffer, if it was
         self.mixer_moved: str | None = None  #: what was done about the mixer's priority
         self._last_stats: dict[str, Any] = {}
         self.error: str | None = None
@@ -325,11 +332,12 @@ class DeviceSink(Sink):
         return -(-taken // blocksize) + 1
 
     def ring_frames(self, blocksize: int) -> int | None:
-        """On a JACK device, room for the largest server period plus a period.
+        """Room for the largest host period plus a period.
 
-        With :data:`JACK_MAX_PERIOD` frames of room a period change while playing is followed
-        by raising the fill, not by underruns (a few hundred KiB at most; the fill, not the
-        capacity, is the latency).
+        With :data:`JACK_MAX_PERIOD` frames of room a JACK period change while playing is
+        followed by raising the fill, not by underruns, and on other hosts the fill can be
+        raised to PortAudio's buffer (see :meth:`start`); a few hundred KiB at most, and the
+        fill, not the capacity, is the latency.
 
         Parameters
         ----------
@@ -339,14 +347,12 @@ class DeviceSink(Sink):
         Returns
         -------
         int or None
-            None for other host APIs.
+            Frames.
 
         Notes
         -----
         Asked by the engine when it makes its output ring, after :meth:`min_periods`.
         """
-        if not self._on_jack:
-            return None
         return self._periods_for(JACK_MAX_PERIOD, blocksize) * blocksize
 
     def open(self, context: SinkContext) -> None:
@@ -519,6 +525,7 @@ class DeviceSink(Sink):
             if self._stream is None:
                 self._open_stream()  # the last run's stream was closed by stop()
             self._stopping.clear()
+            self._fit_buffer(self._live_context())
             _lib.sc_device_sink_set_active(self._state, 1)
             self._stream.start()
             self._started = True
@@ -530,6 +537,26 @@ class DeviceSink(Sink):
             self._monitor.start()
         if self.mixer_below_callback:
             self._place_mixer_below_callback()
+
+    def _fit_buffer(self, context: SinkContext) -> None:
+        """Other hosts than JACK: keep PortAudio's whole buffer plus a period rendered
+        ahead (lock held).  PortAudio refills its buffer with callbacks back to back when the
+        host takes a lot at once: PipeWire's ALSA plugin takes a whole graph quantum (1024
+        frames at a common desktop setting), so a 2 x 128 ring underran 46 to 140 times in
+        3 s.  The buffer is PortAudio's own output latency for the stream, sanity-checked."""
+        if "JACK" in self.hostapi or self._stream is None:
+            return
+        rate = context.samplerate
+        frames = latency_figures(float(self._stream.latency), rate)["latency_frames"]
+        if not frames:
+            return
+        n = context.blocksize
+        wanted = min(-(-frames // n) + 1, context.output.capacity // n) * n
+        if wanted > context.fill:
+            before = context.fill
+            context.set_fill(wanted)
+            self.sizing = (f"{wanted} frames kept rendered ahead (was {before}): PortAudio's "
+                           f"buffer of {frames} frames plus a period")
 
     def _open_jack_watch(self) -> None:
         """On a JACK host: a portless client of our own for the server's notifications (lock
@@ -676,6 +703,13 @@ class DeviceSink(Sink):
         s = _ffi.new("sc_device_sink_stats *")
         started = time.monotonic_ns()
         xruns = [0]
+        # PortAudio fills the host's buffer with callbacks as the stream starts, whether
+        # anything plays it or not: up to this much taken, the stream has not run yet.
+        try:
+            rate = float(stream.samplerate)
+            primed = latency_figures(float(stream.latency), rate)["latency_frames"] or 0
+        except Exception:  # a stream already gone
+            primed = 0
         while not self._stopping.wait(0.05):
             _lib.sc_device_sink_get_stats(state, s)
             now = time.monotonic_ns()
@@ -692,14 +726,17 @@ class DeviceSink(Sink):
                 reason = "PortAudio ended the stream (the audio server stopped or went away)"
             elif reason is None and not stream.active:
                 reason = "the stream stopped being active (the audio server shut down)"
-            elif reason is None and (now - last) / 1e9 > limit and s.callbacks == 0:
-                reason = (f"the device never called back in {(now - last) / 1e9:.2f} s "
-                          f"after the stream started: nothing runs it (under PipeWire "
+            elif reason is None and s.frames <= primed and (now - last) / 1e9 > max(
+                    limit, FIRST_CALLBACK_TIMEOUT):
+                reason = (f"the device never ran the stream ({s.frames} frames taken, a "
+                          f"buffer's worth at most, in {(now - started) / 1e9:.2f} s): "
+                          f"nothing runs it (under PipeWire "
                           f"without a session manager such as WirePlumber nothing links a "
-                          f"new stream: link it with pw-link, or start one)")
-            elif reason is None and (now - last) / 1e9 > limit:
+                          f"new stream: link it with pw-link, or start one") + self._stall_hint(
+                              stream)
+            elif reason is None and s.frames > primed and (now - last) / 1e9 > limit:
                 reason = (f"the device stopped calling back for {(now - last) / 1e9:.2f} s "
-                          f"(the audio server died or hangs)")
+                          f"(the audio server died or hangs") + self._stall_hint(stream)
             self._server_gone = gone
             if reason is None:
                 continue
@@ -712,6 +749,19 @@ class DeviceSink(Sink):
             if context is not None:
                 context.fail(self.error)
             return
+
+    def _stall_hint(self, stream: Any) -> str:
+        """The end of a stall's reason: on ALSA, the buffer may be smaller than what the
+        server takes at once (PipeWire's ALSA plugin at a 1024-frame quantum never ran a
+        'low' latency stream past its first buffer)."""
+        if "ALSA" not in self.hostapi:
+            return ")"
+        try:
+            frames = round(float(stream.latency) * float(stream.samplerate))
+        except Exception:  # a stream that is gone
+            return ")"
+        return (f"; or PipeWire's quantum is larger than this stream's buffer of {frames} "
+                f"frames: try DeviceSink(latency='high') or a larger latency in s)")
 
     def _server_says(self, jack: Any, xruns: list[int]) -> str | None:
         """One look at the JACK server's notifications (the monitor's thread): new xruns
@@ -801,7 +851,8 @@ class DeviceSink(Sink):
                 "device": self.device_index, "device_name": self.device_name,
                 "hostapi": self.hostapi, "mixer_moved": self.mixer_moved,
                 "host_period": self.host_period, "fill_frames": fill,
-                "period_changes": list(self.period_changes), "jack_note": self.jack_note}
+                "period_changes": list(self.period_changes), "jack_note": self.jack_note,
+                "sizing": self.sizing}
 
     def _jack_stats(self, jack: Any) -> dict[str, Any]:
         """What the server says (lock held): its xruns since start, period, version, and the
