@@ -27,45 +27,30 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 # monitor ports.
 _DEFAULTS = """
     import json, time
-    import jack
     import numpy as np
     import streamcore
     from streamcore.sinks import portaudio
     from streamcore.sinks.device import DeviceSink
-    from tests.test_device_sink import _find
+    from tests.test_device_sink import Recorder, _find
 
     sink = {sink!r}
     tone = np.random.default_rng({seed}).uniform(-0.5, 0.5, (3 * 48000, 2)).astype(np.float32)
-    recording = np.zeros((6 * 48000, 2), np.float32)
-    recorded = [0]
-    recorder = jack.Client("streamcore-recorder", no_start_server=True)
-    inputs = [recorder.inports.register(f"in_{{c}}") for c in range(2)]
-
-    def record(frames):
-        k = min(frames, recording.shape[0] - recorded[0])
-        for c, port in enumerate(inputs):
-            recording[recorded[0]:recorded[0] + k, c] = port.get_array()[:k]
-        recorded[0] += k
-
-    recorder.set_process_callback(record)
-    recorder.activate()
-    for c, channel in enumerate(("FL", "FR")):
-        recorder.connect(f"{{sink}}:monitor_{{channel}}", inputs[c])
+    recorder = Recorder(None, 6 * 48000)
+    recorder.connect_ports([f"{{sink}}:monitor_FL", f"{{sink}}:monitor_FR"])
     engine = streamcore.Engine(sink=DeviceSink(sink))  # the defaults: 128 x 2
     engine.start()
     client = portaudio.jack_client_name()
-    links = sorted(q.name for p in recorder.get_ports(f"{{client}}:", is_output=True)
-                   for q in recorder.get_all_connections(p))
+    links = sorted(q.name for p in recorder.client.get_ports(f"{{client}}:", is_output=True)
+                   for q in recorder.client.get_all_connections(p))
     time.sleep(0.2)
     ended = engine.play(tone).wait(10)
     time.sleep(0.3)
     stats = engine.stats()
     engine.close()
-    recorder.deactivate()
     recorder.close()
     print(json.dumps({{"ended": ended, "links": links, "periods": engine.periods,
                       "asked": engine.periods_asked, "glitches": stats.glitches,
-                      "found": _find(recording[:recorded[0]], tone),
+                      "found": _find(recorder.data[:recorder.n], tone),
                       "sink": {{k: stats.sink.get(k) for k in (
                           "host_period", "fill_frames", "underruns", "latency_frames",
                           "latency_ms", "latency_source", "jack_version", "device_name",
@@ -119,11 +104,11 @@ _QUANTUM_CHANGE = _DEFAULTS.replace(
     "import json, time\n", "import json, subprocess, time\n").replace(
     "(3 * 48000, 2)", "(4 * 48000, 2)").replace(
     '"ended": ended,', '"ended": ended, "changes": changes,').replace(
-    '"found": _find(recording[:recorded[0]], tone),',
-    '"found": _find(recording[:recorded[0]], tone), '
-    '"pieces": pieces(recording[:recorded[0]], tone),').replace(
-    "    from tests.test_device_sink import _find\n",
-    "    from tests.test_device_sink import _find\n"
+    '"found": _find(recorder.data[:recorder.n], tone),',
+    '"found": _find(recorder.data[:recorder.n], tone), '
+    '"pieces": pieces(recorder.data[:recorder.n], tone),').replace(
+    "    from tests.test_device_sink import Recorder, _find\n",
+    "    from tests.test_device_sink import Recorder, _find\n"
     "    from tests.helpers.compare import pieces\n")
 
 
@@ -269,30 +254,16 @@ class TestServerDeathOnPipeWire:
 # records the sink's monitor ports.
 _ALSA_PLAY = """
     import json, threading, time
-    import jack
     import numpy as np
     import streamcore
     from streamcore.sinks.device import DeviceSink
     from tests.services.pipewire import link_ports, list_ports, wait_for_ports
-    from tests.test_device_sink import _find
+    from tests.test_device_sink import Recorder, _find
 
     sink = {sink!r}
     tone = np.random.default_rng({seed}).uniform(-0.5, 0.5, (3 * 48000, 2)).astype(np.float32)
-    recording = np.zeros((7 * 48000, 2), np.float32)
-    recorded = [0]
-    recorder = jack.Client("streamcore-recorder", no_start_server=True)
-    inputs = [recorder.inports.register(f"in_{{c}}") for c in range(2)]
-
-    def record(frames):
-        k = min(frames, recording.shape[0] - recorded[0])
-        for c, port in enumerate(inputs):
-            recording[recorded[0]:recorded[0] + k, c] = port.get_array()[:k]
-        recorded[0] += k
-
-    recorder.set_process_callback(record)
-    recorder.activate()
-    for c, channel in enumerate(("FL", "FR")):
-        recorder.connect(f"{{sink}}:monitor_{{channel}}", inputs[c])
+    recorder = Recorder(None, 7 * 48000)
+    recorder.connect_ports([f"{{sink}}:monitor_FL", f"{{sink}}:monitor_FR"])
     existing = list_ports(output=True)
     linked = []
 
@@ -313,10 +284,9 @@ _ALSA_PLAY = """
     time.sleep(0.3)
     stats = engine.stats()
     engine.close()
-    recorder.deactivate()
     recorder.close()
     print(json.dumps({{"ended": ended, "linked": linked, "glitches": stats.glitches,
-                      "found": _find(recording[:recorded[0]], tone),
+                      "found": _find(recorder.data[:recorder.n], tone),
                       "sink": {{k: stats.sink.get(k) for k in (
                           "underruns", "latency_frames", "latency_source", "latency_note",
                           "hostapi", "device_name", "error", "jack_note")}}}}))

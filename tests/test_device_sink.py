@@ -79,7 +79,8 @@ class TestResolveDevice:
 class Recorder:
     """A second JACK client that records our client's output ports (Python in ITS thread)."""
 
-    def __init__(self, server: str, frames: int, channels: int = 2) -> None:
+    def __init__(self, server: str | None, frames: int, channels: int = 2) -> None:
+        # server None: the default one (pipewire-jack takes a name for a PipeWire remote)
         self.client = jack.Client("streamcore-recorder", servername=server,
                                   no_start_server=True)
         self.ports = [self.client.inports.register(f"in_{c}") for c in range(channels)]
@@ -102,6 +103,11 @@ class Recorder:
         for source, port in zip(sorted(sources), self.ports, strict=False):
             self.client.connect(source, port)
         return sources
+
+    def connect_ports(self, sources: list[str]) -> None:
+        """Record these output ports, in order (e.g. a PipeWire sink's monitor ports)."""
+        for source, port in zip(sources, self.ports, strict=True):
+            self.client.connect(source, port)
 
     def close(self) -> None:
         self.client.deactivate()
