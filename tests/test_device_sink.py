@@ -715,3 +715,47 @@ class TestPeriodChange:
             assert "2048" in str(last["ended"]) and last["closed"] is None, last
         else:
             assert last["ended"] is None and "2048" in str(last["closed"]), last
+
+
+_HUNG_SERVER = textwrap.dedent("""
+    import json, os, pathlib, signal, sys, tempfile, time
+    sys.path.insert(0, {root!r})
+    from streamcore.sinks.hosts import JackWatch, jack_client_present, jack_period
+    from tests.services.jack import start_jack
+
+    server = start_jack(pathlib.Path(tempfile.mkdtemp()), name={name!r},
+                        rescan_portaudio=False)
+    result = {{"period": jack_period()}}
+    os.kill(server.service.pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        result["stopped_period"] = jack_period()
+        result["present"] = jack_client_present("nobody")
+        try:
+            JackWatch("streamcore-watch")
+            result["watch"] = "opened"
+        except OSError as e:
+            result["watch"] = e.strerror
+        result["took"] = time.monotonic() - t0
+    finally:
+        os.kill(server.service.pid, signal.SIGCONT)  # the probes waiting in libjack finish
+        server.stop()
+    print(json.dumps(result))
+""")
+
+
+class TestHungServer:
+    """A JACK server that accepts connections but does not run (SIGSTOPped): libjack waits on
+    it without limit (over 60 s measured), so the engine's probes give up after 2 s each:
+    no period (the defaults stay), no notifications, with the reason."""
+
+    def test_probes_give_up(self):
+        require_program("jackd", "jackd2")
+        code = _HUNG_SERVER.format(root=ROOT, name=f"streamcore-hung-{os.getpid()}")
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=120, cwd=ROOT)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert r["period"] == 256 and r["stopped_period"] is None and r["present"] is None, r
+        assert "did not answer within 2.0 s" in r["watch"], r
+        assert r["took"] < 8, r

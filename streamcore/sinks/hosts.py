@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import os
 from collections.abc import Callable
 from typing import Any, cast
@@ -21,9 +22,49 @@ __all__ = ["JackWatch", "jack_client_present", "jack_period"]
 _JACK_NO_START_SERVER = 0x01
 
 
+#: Seconds a JACK server may take to answer a probe: libjack waits without limit on a server
+#: that accepts connections but does not run (a SIGSTOPped jackd: over 60 s, measured).
+ANSWER_TIMEOUT = 2.0
+
+
+def _bounded(call: Callable[[], Any], timeout: float = ANSWER_TIMEOUT,
+             abandon: Callable[[Any], None] | None = None) -> tuple[bool, Any]:
+    """``(True, call())`` when it returns within ``timeout`` seconds, else ``(False, None)``;
+    the call goes on in a daemon thread, and what it returns late goes to ``abandon``."""
+    import threading
+
+    result: list[Any] = []
+    lock = threading.Lock()
+    gave_up = [False]
+
+    def run() -> None:
+        value = call()
+        with lock:
+            if not gave_up[0]:
+                result.append(value)
+                return
+        if abandon is not None:
+            abandon(value)
+
+    thread = threading.Thread(target=run, name="streamcore-jack-probe", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    with lock:
+        if result:
+            return True, result[0]
+        gave_up[0] = True
+        return False, None
+
+
 def _with_client(action: Callable[[Any, Any], Any], server: str | None = None) -> Any:
     """Open a short-lived JACK client (never starting a server), run ``action(libjack,
-    client)`` and close it; None when there is no libjack or no server answers."""
+    client)`` and close it; None when there is no libjack or no server answers (within
+    :data:`ANSWER_TIMEOUT`)."""
+    answered, value = _bounded(lambda: _client_call(action, server))
+    return value if answered else None
+
+
+def _client_call(action: Callable[[Any, Any], Any], server: str | None) -> Any:
     name = ctypes.util.find_library("jack")
     if name is None:
         return None
@@ -99,8 +140,9 @@ class JackWatch:
     Raises
     ------
     OSError
-        No libjack (ENOENT), a libjack without the calls needed (ENOSYS), or no server
-        answers (ECONNREFUSED); never starts a server.
+        No libjack (ENOENT), a libjack without the calls needed (ENOSYS), no server
+        (ECONNREFUSED), or one that does not answer within :data:`ANSWER_TIMEOUT`
+        (ETIMEDOUT); never starts a server.
 
     Notes
     -----
@@ -113,12 +155,26 @@ class JackWatch:
         from streamcore._native import ffi, lib
 
         self._ffi, self._lib = ffi, lib
-        out = ffi.new("sc_jack_watch **")
-        rc = lib.sc_jack_watch_open(out, server.encode() if server else ffi.NULL,
-                                    client_name.encode())
+        self._watch = ffi.NULL
+
+        def open_watch() -> tuple[int, Any]:
+            out = ffi.new("sc_jack_watch **")
+            rc = lib.sc_jack_watch_open(out, server.encode() if server else ffi.NULL,
+                                        client_name.encode())
+            return rc, out[0]
+
+        def close_late(opened: tuple[int, Any]) -> None:
+            if opened[0] == 0:
+                lib.sc_jack_watch_close(opened[1])
+
+        answered, opened = _bounded(open_watch, abandon=close_late)
+        if not answered:
+            raise OSError(errno.ETIMEDOUT, f"the JACK server did not answer within "
+                                           f"{ANSWER_TIMEOUT} s")
+        rc, watch = opened
         if rc < 0:
             raise OSError(-rc, f"no JACK notifications: {os.strerror(-rc)}")
-        self._watch = out[0]
+        self._watch = watch
         self.version = ffi.string(lib.sc_jack_watch_version(self._watch)).decode(
             errors="replace")  #: libjack's version string ('' if it has none)
 
