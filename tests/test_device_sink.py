@@ -434,7 +434,7 @@ class TestServerDeath:
             # a server started under the same name reclaims it, and a clean stop frees it.
             back = _run_child(name, kill=False)
         assert died["callbacks_before"] > 0
-        assert died["running"] is False and died["stopped_after"] < 10
+        assert died["running"] is False and died["stopped_after"] < 1.0  # 0.04-0.06 s seen
         assert "audio server" in died["error"] and "system" in died["error"]
         assert died["usable"] is False
         assert (died["wait"], died["end_reason"], died["play_after"]) == (
@@ -489,11 +489,11 @@ _HOST_PERIOD_RUN = textwrap.dedent("""
 
 
 class TestHostPeriod:
-    """Engine() with its defaults (128 x 2) on JACK servers with periods 64 to 2048: the
+    """Engine() with its defaults (128 x 2) on JACK servers with periods 64 to 4096: the
     ring is sized for a server period plus a period, so nothing underruns (it underran in 7
     of 7 runs on a 1024-frame server before), and a 3 s tone comes out bit-exact."""
 
-    @pytest.mark.parametrize("period", [64, 256, 1024, 2048])
+    @pytest.mark.parametrize("period", [64, 256, 1024, 2048, 4096])
     def test_defaults_fit_a_server_period(self, period):
         require_program("jackd", "jackd2")
         code = _HOST_PERIOD_RUN.format(root=ROOT, name=f"streamcore-period-{os.getpid()}",
