@@ -31,6 +31,7 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -64,6 +65,28 @@ def _glitches(underflows: int, xruns: int, ring_underruns: int = 0) -> int:
     return max(underflows, xruns) + ring_underruns
 
 
+class _Target:
+    """Where a player plays: the PortAudio output device, the server's xrun notices so far (a
+    list that grows; JACK2 only, PipeWire sends clients none) and what ends the warm-up."""
+
+    def __init__(self, device: int, xruns: list[float],
+                 ready: Callable[[], None] | None = None) -> None:
+        self.device = device
+        self.xruns = xruns
+        self._ready = ready
+
+    def warm_up(self) -> None:
+        """Let the player settle for WARMUP seconds, then tell whoever waits that the window
+        under load may begin (a PipeWire child: the parent starts the profiler first)."""
+        time.sleep(WARMUP)
+        if self._ready is not None:
+            self._ready()
+
+
+def _delta(after: int | None, before: int | None) -> int | None:
+    return None if after is None or before is None else after - before
+
+
 def _realtime_tids() -> list[int]:
     """This process's threads that run a realtime policy (the JACK client's threads, when no
     engine runs)."""
@@ -77,36 +100,44 @@ def _realtime_tids() -> list[int]:
     return tids
 
 
-def _streamcore(jackd, buffers, seconds: float, blocksize: int) -> dict[str, Any]:
+def _streamcore(target: _Target, buffers, seconds: float, blocksize: int) -> dict[str, Any]:
     from streamcore import Engine
     from streamcore.sinks.device import DeviceSink
 
     with Engine(samplerate=RATE, blocksize=blocksize,
-                sink=DeviceSink(jackd.device)) as engine:
+                sink=DeviceSink(target.device)) as engine:
         for b in buffers:
             engine.play(b)
-        time.sleep(WARMUP)
-        before, x0 = engine.stats(), len(jackd.xruns)
+        target.warm_up()
+        before, x0 = engine.stats(), len(target.xruns)
         tids = [engine.mixer_tid, before.sink.get("callback_tid", 0)]
         f0 = faults_of(tids)
         with Load(enabled=True) as load:
             time.sleep(seconds)
-        after, x1 = engine.stats(), len(jackd.xruns)
+        after, x1 = engine.stats(), len(target.xruns)
         f1 = faults_of(tids)
         grant = str(engine.grant)
     s, s0 = after.sink, before.sink
     underflows = s["output_underflows"] - s0["output_underflows"]
     ring = s["underruns"] - s0["underruns"]
+    g0 = before.glitches
     return {"glitches": _glitches(underflows, x1 - x0, ring), "output_underflows": underflows,
             "ring_underruns": ring, "jack_xruns": x1 - x0,
             "callbacks": s["callbacks"] - s0["callbacks"],
             "engine_xruns": after.xruns - before.xruns,
+            # what the engine itself counted in the window (stats().glitches by place, the
+            # stream-voice underruns, the server's xrun notices to its own JACK client: 0
+            # under PipeWire, which sends clients none)
+            "engine_glitches": {k: v - g0.get(k, 0) for k, v in after.glitches.items()},
+            "engine_underruns": after.underruns - before.underruns,
+            "server_xruns": _delta(s.get("server_xruns"), s0.get("server_xruns")),
+            "host_period": s.get("host_period"), "jack_version": s.get("jack_version"),
             "faults_minor": f1[0] - f0[0], "faults_major": f1[1] - f0[1],
             "fault_threads": "mixer + PortAudio callback thread", "grant": grant,
             "taints": sorted(after.taints), **load.facts}
 
 
-def _sounddevice(jackd, buffers, seconds: float, blocksize: int) -> dict[str, Any]:
+def _sounddevice(target: _Target, buffers, seconds: float, blocksize: int) -> dict[str, Any]:
     import sounddevice as sd
 
     state = {"pos": 0, "callbacks": 0, "underflows": 0, "tid": 0}
@@ -126,15 +157,15 @@ def _sounddevice(jackd, buffers, seconds: float, blocksize: int) -> dict[str, An
         if status.output_underflow:
             state["underflows"] += 1
 
-    with sd.OutputStream(device=jackd.device, samplerate=RATE, blocksize=blocksize, channels=2,
+    with sd.OutputStream(device=target.device, samplerate=RATE, blocksize=blocksize, channels=2,
                          dtype="float32", latency="low", callback=callback):
-        time.sleep(WARMUP)
-        c0, u0, x0 = state["callbacks"], state["underflows"], len(jackd.xruns)
+        target.warm_up()
+        c0, u0, x0 = state["callbacks"], state["underflows"], len(target.xruns)
         tids = [state["tid"]]
         f0 = faults_of(tids)
         with Load(enabled=True) as load:
             time.sleep(seconds)
-        c1, u1, x1 = state["callbacks"], state["underflows"], len(jackd.xruns)
+        c1, u1, x1 = state["callbacks"], state["underflows"], len(target.xruns)
         f1 = faults_of(tids)
     return {"glitches": _glitches(u1 - u0, x1 - x0), "output_underflows": u1 - u0,
             "jack_xruns": x1 - x0, "callbacks": c1 - c0,
@@ -143,24 +174,24 @@ def _sounddevice(jackd, buffers, seconds: float, blocksize: int) -> dict[str, An
             "grant": "JACK's client thread (the server's realtime settings)", **load.facts}
 
 
-def _rtmixer(jackd, buffers, seconds: float, blocksize: int) -> dict[str, Any]:
+def _rtmixer(target: _Target, buffers, seconds: float, blocksize: int) -> dict[str, Any]:
     import rtmixer
 
-    with rtmixer.Mixer(device=jackd.device, channels=2, blocksize=blocksize, samplerate=RATE,
+    with rtmixer.Mixer(device=target.device, channels=2, blocksize=blocksize, samplerate=RATE,
                        latency="low") as mixer:
         for b in buffers:
             mixer.play_buffer(b, channels=[1, 2])
-        time.sleep(WARMUP)
+        target.warm_up()
         reset = mixer.fetch_and_reset_stats()
         mixer.wait(reset)
-        x0 = len(jackd.xruns)
+        x0 = len(target.xruns)
         tids = _realtime_tids()
         f0 = faults_of(tids)
         with Load(enabled=True) as load:
             time.sleep(seconds)
         fetch = mixer.fetch_and_reset_stats()
         mixer.wait(fetch)
-        x1 = len(jackd.xruns)
+        x1 = len(target.xruns)
         f1 = faults_of(tids)
         st = fetch.stats
         underflows, blocks = int(st.output_underflows), int(st.blocks)
@@ -236,7 +267,8 @@ def run(quick: bool = False, smoke: bool = False) -> Report:
             for name, player in PLAYERS.items():
                 started = time.monotonic()
                 try:
-                    row[name] = player(jackd, buffers, seconds, blocksize)
+                    row[name] = player(_Target(jackd.device, jackd.xruns), buffers, seconds,
+                                       blocksize)
                 except Exception as e:  # a missing peer refuses its ratio, it does not abort
                     row[name] = {"error": f"{type(e).__name__}: {e}"}
                 row[name]["elapsed_s"] = round(time.monotonic() - started, 1)
