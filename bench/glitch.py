@@ -421,27 +421,37 @@ def _profiled(profiler, fixture, nodes: dict[int, dict[str, Any]], seconds: floa
 
 
 def _stop_group(proc: subprocess.Popen) -> None:
-    """End a child we started in its own session, with whatever it started (the load's CPU
-    hogs, should it die inside the window), by its process group id."""
+    """Stop a child we started in its own session by its pid; unless it had ended well, also
+    what it started (the load's CPU hogs, should it die inside the window), by its process
+    group id."""
     if proc.poll() is None:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(5)
+    if proc.poll() is None or proc.returncode != 0:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
 
 
 def _await_ready(proc: subprocess.Popen, timeout: float) -> bool:
-    """Wait for the child's READY line on its stdout (read in a thread: no read blocks us)."""
-    seen = threading.Event()
+    """Wait for the child's READY line on its stdout (read in a thread: no read blocks us);
+    False after ``timeout`` or when its stdout ended first (it failed)."""
+    done = threading.Event()
+    seen = []
 
     def read() -> None:
-        for line in proc.stdout:
-            if line.strip() == READY:
-                seen.set()
-                return
+        try:
+            for line in proc.stdout:
+                if line.strip() == READY:
+                    seen.append(line)
+                    return
+        finally:
+            done.set()
 
     threading.Thread(target=read, daemon=True).start()
-    seen.wait(timeout)
-    return seen.is_set()
+    done.wait(timeout)
+    return bool(seen)
 
 
 def _pipewire_player(server, fixture, key: str, seconds: float, blocksize: int,
