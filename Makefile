@@ -26,7 +26,7 @@ test: $(STAMP) pipewire-alsa
 	$(PY) -m pytest
 
 # The peers the benchmarks compare against (rtmixer) and the plots (matplotlib): the `bench`
-# extra, installed only when missing.  BENCH_ARGS=--quick for the 3-minute run.
+# extra, installed only when missing.  BENCH_ARGS=--quick for the 4-minute run.
 bench: $(STAMP)
 	@$(PY) -c "import rtmixer, matplotlib" 2>/dev/null || $(PY) -m pip install -q -e '.[bench]'
 	$(PY) -m bench $(BENCH_ARGS)

@@ -175,6 +175,9 @@ def bench_main(name: str, run: Callable[[bool, bool], Report], description: str,
             against = f"no ratio: {f.refused}"
         elif f.ratio is not None:
             against = f"{f.ratio:.3g}x {f.reference_name}"
+        elif f.reference_name is not None and f.reference_value is not None:
+            # measured, but 0: no ratio, and "no reference" would say it was not measured
+            against = f"{f.reference_name}: {f.reference_value:.4g} {f.unit}, no ratio"
         else:
             against = "no reference"
         print(f"  {f.name}: {value} ({against})")

@@ -3,7 +3,8 @@
     python -m bench.plots RESULTS.json [--out-dir DIR]
 
 - ``<stem>-wakeup.png``: wake latency histograms, streamcore against cyclictest, per case;
-- ``<stem>-glitch.png``: glitches per player and blocksize;
+- ``<stem>-glitch.png``: glitches per player and blocksize, one panel per server (JACK2,
+  PipeWire);
 - ``<stem>-mixing.png``: p99 cycle time against voices, streamcore's mixer and numpy, with the
   half-period budget.
 """
@@ -47,21 +48,31 @@ def _wakeup(plt, report: dict[str, Any]) -> Any:
 
 
 def _glitch(plt, report: dict[str, Any]) -> Any:
-    results = report["extra"]["results"]
-    players = list(next(iter(results.values())))
-    fig, ax = plt.subplots(figsize=(8, 4), constrained_layout=True)
-    width = 0.8 / len(players)
-    for i, player in enumerate(players):
-        xs, ys = [], []
-        for j, (_block, row) in enumerate(results.items()):
-            xs.append(j + i * width)
-            ys.append(row.get(player, {}).get("glitches") or 0)
-        ax.bar(xs, ys, width, label=player)
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(results))],
-                  [f"blocksize {b}" for b in results])
-    ax.set_ylabel("glitches (max(underflows, JACK xruns) + ring underruns)")
-    ax.set_title(f"{report['extra']['seconds']:g} s per run under load", fontsize=9)
-    ax.legend(fontsize=8)
+    extra = report["extra"]
+    # "results" is JACK2's (the key of runs before PipeWire was measured too)
+    panels = [("JACK2", extra["results"], "max(underflows, JACK xruns) + ring underruns")]
+    pipewire = extra.get("pipewire") or {}
+    if pipewire.get("results"):
+        panels.append(("PipeWire", pipewire["results"],
+                       "missed cycles (pw-profiler) + ring underruns"))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 4 * len(panels)), squeeze=False,
+                             constrained_layout=True)
+    for ax, (server, results, counted) in zip(axes[:, 0], panels, strict=True):
+        players = list(next(iter(results.values())))
+        width = 0.8 / len(players)
+        for i, player in enumerate(players):
+            xs, ys = [], []
+            for j, (_block, row) in enumerate(results.items()):
+                xs.append(j + i * width)
+                ys.append(row.get(player, {}).get("glitches") or 0)
+            ax.bar(xs, ys, width, label=player)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(results))],
+                      [f"blocksize {b}" for b in results])
+        ax.set_ylabel(f"glitches ({counted})", fontsize=8)
+        ax.set_title(f"{server}: {extra['seconds']:g} s per run under load", fontsize=9)
+        ax.legend(fontsize=8)
+    if pipewire.get("missing"):
+        fig.suptitle(f"PipeWire not measured: {pipewire['missing']}", fontsize=8)
     return fig
 
 
