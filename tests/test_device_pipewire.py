@@ -342,7 +342,10 @@ class TestAlsaOnPipeWire:
             result = _run(code, env)
         finally:
             server.stop()
-        assert "never ran the stream" in result["failed"], result
+        # Nothing taken past PortAudio's priming, or a little more, then nothing: either
+        # way the error names the buffer and the setting that works.
+        assert ("never ran the stream" in result["failed"]
+                or "stopped calling back" in result["failed"]), result
         assert "latency='high'" in result["failed"], result
 
 
