@@ -74,12 +74,16 @@ class TestDefaultsOnPipeWire:
                     result = server.run_child(code, via="jack", timeout=90)
                 assert profiler.count is not None
                 runs.append({**result, "missed": profiler.count.glitches})
-                if profiler.count.glitches == 0:
+                if profiler.count.glitches == 0 and result["sink"]["underruns"] == 0:
                     break
         finally:
             server.stop()
         last = runs[-1]
         assert last["missed"] == 0, runs  # else PipeWire missed cycles all 8 times: noise
+        # An underrun in a run whose missed cycles the profiler did not see (it sends once a
+        # second and may lose the last cycles) is retried; a systematic one is not noise.
+        clean = [run for run in runs if run["missed"] == 0]
+        assert sum(run["sink"]["underruns"] > 0 for run in clean) <= len(clean) // 2, runs
         assert last["links"] == [f"{server.sink_name}:playback_FL",
                                  f"{server.sink_name}:playback_FR"], last
         assert "PipeWire" in last["sink"]["jack_version"], last

@@ -611,17 +611,18 @@ _PERIOD_CHANGE_RUN = textwrap.dedent("""
     import streamcore.sinks.device
     from streamcore.errors import SinkError
     from streamcore.sinks.device import DeviceSink
-    from tests.services.jack import start_jack
+    from tests.services.jack import settle, start_jack
     from tests.test_device_sink import Recorder, _find
 
     if {max_period}:  # a ring with room for less than the coming period: the failure path
         streamcore.sinks.device.JACK_MAX_PERIOD = {max_period}
     server = start_jack(pathlib.Path(tempfile.mkdtemp()), name={name!r}, period=256)
+    settle(server)  # a dummy server just started xruns by itself for a while
     env = {{**os.environ, "JACK_DEFAULT_SERVER": server.name}}
     rng = np.random.default_rng(5)
     tone = rng.uniform(-0.5, 0.5, (4 * 48000, 2)).astype(np.float32)
     runs = []
-    for _ in range(5):  # a run where the dummy server itself xran proves nothing: again
+    for _ in range(8):  # a run where the dummy server itself xran proves nothing: again
         recorder = Recorder(server.name, 7 * 48000)
         events = []
         engine = streamcore.Engine(sink=DeviceSink(server.device))
