@@ -20,7 +20,7 @@ import streamcore
 from streamcore._native import ffi, lib
 from streamcore.errors import DeviceNotFoundError, DeviceSettingsError, NoDeviceError
 from streamcore.sinks.device import DeviceSink, resolve_output_device
-from tests.helpers.compare import judge_noisy
+from tests.helpers.compare import judge_noisy, pieces
 from tests.services.common import require_program
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -163,12 +163,15 @@ class TestDeviceSinkOnJack:
                     stats = engine.stats()
             finally:
                 recorder.close()
-            if not recorder.server_xruns:
+            # either client may hear an xrun the other did not
+            if not recorder.server_xruns and not stats.sink.get("server_xruns"):
                 break
         else:
             pytest.fail(f"the JACK server reported xruns in each of 8 runs: {stats.sink}")
         recording = recorder.data[:recorder.n]
-        assert _find(recording, sequence) >= 0, "the recording does not hold the sequence"
+        assert _find(recording, sequence) >= 0, (
+            f"the recording does not hold the sequence: {pieces(recording, sequence)[:12]} "
+            f"underruns {stats.sink['underruns']}, glitches {stats.glitches}")
         assert stats.sink["underruns"] == 0 and stats.sink["xruns"] == 0
         if frames_per_buffer is not None:
             asked = frames_per_buffer or jack_device.period
