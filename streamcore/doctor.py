@@ -546,8 +546,9 @@ _SERVER_REALTIME_FIX = {
                 "rule for the user, or '@pipewire - rtprio 95' in /etc/security/limits.d and "
                 "the user in group pipewire",
 }
-PIPEWIRE_XRUNS_NOTE = ("PipeWire hides its xruns from clients: the engine cannot count "
-                       "PipeWire's missed cycles (watch pw-top or pw-profiler)")
+PIPEWIRE_XRUNS_NOTE = ("PipeWire tells clients of no xrun: the device sink counts its "
+                       "missed cycles by running pw-profiler (pipewire-bin) while it plays; "
+                       "pw-top shows them too")
 
 
 def judge_audio_server(facts: dict[str, Any]) -> Check:

@@ -146,14 +146,15 @@ class EngineStats:
     @property
     def glitches(self) -> dict[str, int]:
         """Every glitch of the run, by where it happened: 'mixer' (cycles short of a period:
-        :attr:`xruns`), 'device' (the server's xruns: the JACK server's notifications where
-        the host is JACK, else PortAudio's under/overflow flags),
+        :attr:`xruns`), 'device' (the server's xruns: JACK's xrun notifications, or the
+        missed cycles of PipeWire's profiler, else PortAudio's under/overflow flags),
         'device_ring' (device callbacks that found the output ring short) and 'voices'
         (stream-voice underruns).  The CLI's live line and its final figures read these."""
         sink = self.sink
         device = int(sink.get("xruns", 0) or 0)
         if sink.get("server_xruns") is not None:
-            # The JACK server's own notification: every xrun of the server, once.
+            # The server's own count, once each: JACK's xrun notifications, or the cycles
+            # PipeWire's profiler saw missed (the device sink says which).
             device = int(sink["server_xruns"])
         elif sink.get("host_period") and "xrun_frames" in sink:
             # The server flags every callback of a cycle that xran: count cycles, not calls.

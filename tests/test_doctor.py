@@ -175,7 +175,8 @@ class TestAudioServerVerdicts:
         assert all(word in check.fix for word in fix_words), check.fix
 
     def test_pipewire_says_its_xruns_are_hidden(self):
-        """PipeWire passes with realtime, and says the engine cannot count its xruns."""
+        """PipeWire passes with realtime, and says how its xruns are counted (not by
+        telling clients)."""
         check = doctor.judge_audio_server(server_facts(**PIPEWIRE_FACTS))
         assert check.status == "pass" and check.detail.startswith("PipeWire, pid 77")
         assert "pw-top" in check.detail and "pw-profiler" in check.data["note"]

@@ -258,6 +258,9 @@ class DeviceSink(Sink):
         self._jack_client: str | None = None  # PortAudio's JACK client name
         self.jack_note: str | None = None  #: why there are no JACK notifications, if not
         self._jack_figures: dict[str, Any] = {}  # the server's figures of the last run
+        self._profiler: Any = None  # a ProfilerWatch on PipeWire (its missed cycles)
+        self._profiler_glitches: int | None = None  # its count, kept after the run
+        self.profiler_note: str | None = None  #: why PipeWire's missed cycles are not counted
         self._server_gone = False  # the failure was the server's death: park, never call
         # drain: PortAudio's stream time by which the last frame handed over is played
         self._played_by: float | None = None
@@ -530,9 +533,11 @@ class DeviceSink(Sink):
             self._stream.start()
             self._started = True
             self._open_jack_watch()
+            self._open_profiler()
             self._monitor = threading.Thread(
                 target=self._watch,
-                args=(self._state, self._stream, self._stall_limit(), self._jack),
+                args=(self._state, self._stream, self._stall_limit(), self._jack,
+                      self._profiler),
                 name="streamcore-device-monitor", daemon=True)
             self._monitor.start()
         if self.mixer_below_callback:
@@ -578,6 +583,33 @@ class DeviceSink(Sink):
         period = int(self._jack.stats()["period"])
         if self.host_period is not None and period and period != self.host_period:
             self._follow_period(context, period)  # changed since the engine was made
+
+    def _on_pipewire(self) -> bool:
+        """Whether the stream goes to PipeWire: PortAudio's JACK host on PipeWire's libjack,
+        or ALSA's 'pipewire'/'default' device with a PipeWire socket in reach."""
+        from streamcore.sinks.hosts import jack_version
+
+        if "JACK" in self.hostapi:
+            return "PipeWire" in (jack_version() or "")
+        if "ALSA" not in self.hostapi or self.device_name not in ("pipewire", "default"):
+            return False
+        folder = os.environ.get("PIPEWIRE_RUNTIME_DIR") or os.environ.get("XDG_RUNTIME_DIR")
+        remote = os.environ.get("PIPEWIRE_REMOTE") or "pipewire-0"
+        return folder is not None and os.path.exists(os.path.join(folder, remote))
+
+    def _open_profiler(self) -> None:
+        """On PipeWire: pw-profiler for the missed cycles it tells no client (lock held)."""
+        from streamcore.sinks.pipewire import ProfilerWatch
+
+        self._profiler, self.profiler_note, self._profiler_glitches = None, None, None
+        if not self._on_pipewire():
+            return
+        try:
+            self._profiler = ProfilerWatch()
+            self._profiler_glitches = 0
+        except OSError as e:
+            self.profiler_note = (f"PipeWire's missed cycles are not counted: {e.strerror} "
+                                  f"(it tells clients of none; its profiler does)")
 
     def _follow_period(self, context: SinkContext, period: int) -> str | None:
         """The server runs with ``period`` frames now: keep a server period plus a period
@@ -659,6 +691,9 @@ class DeviceSink(Sink):
                 self._jack_figures = self._jack_stats(self._jack)
                 self._jack.close()
                 self._jack = None
+            if self._profiler is not None:
+                self._profiler.close()
+                self._profiler = None
             if self._stream is not None or self._state != _ffi.NULL:
                 self._close_stream()
 
@@ -697,9 +732,11 @@ class DeviceSink(Sink):
         latency = latency_figures(reported, context.samplerate)["latency"] or 0.0
         return max(0.5, 20 * period, 4 * latency)
 
-    def _watch(self, state: Any, stream: Any, limit: float, jack: Any) -> None:
-        """The monitor: ``state``, ``stream`` and ``jack`` (a JackWatch or None) stay valid
-        until stop() joined it; no lock is taken here (stop() may hold it)."""
+    def _watch(self, state: Any, stream: Any, limit: float, jack: Any,
+               profiler: Any) -> None:
+        """The monitor: ``state``, ``stream``, ``jack`` (a JackWatch or None) and
+        ``profiler`` (a ProfilerWatch or None) stay valid until stop() joined it; no lock is
+        taken here (stop() may hold it)."""
         s = _ffi.new("sc_device_sink_stats *")
         started = time.monotonic_ns()
         xruns = [0]
@@ -716,6 +753,8 @@ class DeviceSink(Sink):
             last = s.last_callback_ns or started
             try:
                 reason = self._server_says(jack, xruns) if jack is not None else None
+                if profiler is not None:
+                    self._count_missed_cycles(profiler)
             except EngineClosedError:
                 return  # the engine is closing: its stop() joins this thread
             # Whether the server is gone decides how the stream ends: a JACK stream whose
@@ -762,6 +801,13 @@ class DeviceSink(Sink):
             return ")"
         return (f"; or PipeWire's quantum is larger than this stream's buffer of {frames} "
                 f"frames: try DeviceSink(latency='high') or a larger latency in s)")
+
+    def _count_missed_cycles(self, profiler: Any) -> None:
+        """Read PipeWire's profiler (the monitor's thread): new missed cycles taint the run."""
+        glitches = profiler.poll().glitches
+        if glitches > (self._profiler_glitches or 0):
+            self._live_context().taint(_lib.SC_TAINT_XRUN)
+        self._profiler_glitches = glitches
 
     def _server_says(self, jack: Any, xruns: list[int]) -> str | None:
         """One look at the JACK server's notifications (the monitor's thread): new xruns
@@ -840,6 +886,11 @@ class DeviceSink(Sink):
             context = self.context
             fill = context.fill if context is not None and not context.closed else None
         figures.update(server)
+        if self._profiler_glitches is not None:  # PipeWire: its missed cycles are its xruns
+            figures["server_xruns"] = self._profiler_glitches
+            figures["server_xruns_source"] = "PipeWire profiler (missed cycles)"
+        elif "server_xruns" in figures:
+            figures["server_xruns_source"] = "JACK xrun notifications"
         frames, rate = server.get("server_latency_frames"), figures.get("samplerate")
         if frames is not None and rate:
             figures.update(latency_figures(frames / rate, rate))

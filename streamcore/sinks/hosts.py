@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable
 from typing import Any, cast
 
-__all__ = ["JackWatch", "jack_client_present", "jack_period"]
+__all__ = ["JackWatch", "jack_client_present", "jack_period", "jack_version"]
 
 _JACK_NO_START_SERVER = 0x01
 
@@ -103,6 +103,27 @@ def jack_period(server: str | None = None) -> int | None:
         return int(jack.jack_get_buffer_size(client)) or None
 
     return cast("int | None", _with_client(period, server))
+
+
+def jack_version() -> str | None:
+    """libjack's version string, e.g. '1.9.21' (JACK2) or '3.0.0.0 (using PipeWire 0.3.65)'
+    (PipeWire's libjack); None without libjack or the call.
+
+    Notes
+    -----
+    Any thread; no client, no server asked.
+    """
+    name = ctypes.util.find_library("jack")
+    if name is None:
+        return None
+    try:
+        call = ctypes.CDLL(name).jack_get_version_string
+    except (OSError, AttributeError):
+        return None
+    call.restype = ctypes.c_char_p
+    call.argtypes = []
+    value = call()
+    return value.decode(errors="replace") if value else None
 
 
 def jack_client_present(name: str) -> bool | None:
