@@ -317,27 +317,18 @@ class TestServerDeathOnPipeWire:
 # node to the sink as it appears (no session manager does), a JACK client (pipewire-jack)
 # records the sink's monitor ports.
 _ALSA_PLAY = """
-    import json, threading, time
+    import json, time
     import numpy as np
     import streamcore
     from streamcore.sinks.device import DeviceSink
-    from tests.services.pipewire import link_ports, list_ports, wait_for_ports
+    from tests.services.pipewire import StreamLinker
     from tests.test_device_sink import Recorder, _find
 
     sink = {sink!r}
     tone = np.random.default_rng({seed}).uniform(-0.5, 0.5, (3 * 48000, 2)).astype(np.float32)
     recorder = Recorder(None, 7 * 48000)
     recorder.connect_ports([f"{{sink}}:monitor_FL", f"{{sink}}:monitor_FR"])
-    existing = list_ports(output=True)
-    linked = []
-
-    def link_the_stream():
-        ports = wait_for_ports(2, output=True, exclude=existing)
-        for port, channel in zip(ports, ("FL", "FR")):
-            link_ports(port, f"{{sink}}:playback_{{channel}}")
-        linked.extend(ports)
-
-    linker = threading.Thread(target=link_the_stream)
+    linker = StreamLinker(sink)
     linker.start()
     engine = streamcore.Engine(sink=DeviceSink("pipewire (ALSA)", latency={latency}))
     engine.start()
@@ -349,7 +340,7 @@ _ALSA_PLAY = """
     stats = engine.stats()
     engine.close()
     recorder.close()
-    print(json.dumps({{"ended": ended, "linked": linked, "glitches": stats.glitches,
+    print(json.dumps({{"ended": ended, "linked": linker.linked, "glitches": stats.glitches,
                       "found": _find(recorder.data[:recorder.n], tone),
                       "sink": {{k: stats.sink.get(k) for k in (
                           "underruns", "latency_frames", "latency_source", "latency_note",

@@ -163,8 +163,7 @@ class TestDeviceSinkOnJack:
                     stats = engine.stats()
             finally:
                 recorder.close()
-            # either client may hear an xrun the other did not
-            if not recorder.server_xruns and not stats.sink.get("server_xruns"):
+            if not recorder.server_xruns:
                 break
         else:
             pytest.fail(f"the JACK server reported xruns in each of 8 runs: {stats.sink}")

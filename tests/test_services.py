@@ -167,19 +167,11 @@ _PORTAUDIO_VIEW = """
 # A PortAudio stream on ALSA's `pipewire` PCM: its node gets ports (PIPEWIRE_ALSA) but no
 # session manager links them, so a thread links them to the sink while the stream starts.
 _ALSA_STREAM = """
-    import json, threading, time
+    import json, time
     import sounddevice as sd
-    from tests.services.pipewire import link_ports, list_ports, wait_for_ports
+    from tests.services.pipewire import StreamLinker
 
-    sink = {sink!r}
-    existing = list_ports(output=True)
-    linked = []
-
-    def link_the_stream():
-        ports = wait_for_ports(2, output=True, exclude=existing)
-        for port, channel in zip(ports, ("FL", "FR")):
-            link_ports(port, f"{{sink}}:playback_{{channel}}")
-        linked.extend(ports)
+    linker = StreamLinker({sink!r})
 
     frames = []
 
@@ -187,7 +179,6 @@ _ALSA_STREAM = """
         outdata.fill(0.25)
         frames.append(count)
 
-    linker = threading.Thread(target=link_the_stream)
     linker.start()
     stream = sd.OutputStream(device="pipewire", samplerate=48000, channels=2,
                              dtype="float32", callback=callback)
@@ -199,7 +190,7 @@ _ALSA_STREAM = """
     taken = sum(frames) - before
     stream.stop()
     stream.close()
-    print(json.dumps({{"linked": linked, "frames": taken}}))
+    print(json.dumps({{"linked": linker.linked, "frames": taken}}))
 """
 
 # One JACK client plays a random float32 sequence into the sink's playback ports, a second one

@@ -251,6 +251,33 @@ def link_ports(out_port: str, in_port: str, env: dict[str, str] | None = None,
         raise RuntimeError(f"{' '.join(argv)}: {done.stderr.strip() or done.returncode}")
 
 
+class StreamLinker:
+    """Links the next stream that appears to a sink's playback ports, in a thread, as a
+    session manager would (nothing else links an ALSA stream's node here).  Make it before
+    the stream opens (it notes the ports that exist), ``start()``, open the stream, then
+    ``join()``; ``linked`` holds the stream's ports."""
+
+    def __init__(self, sink: str, env: dict[str, str] | None = None) -> None:
+        import threading
+
+        self.sink, self.env = sink, env
+        self.existing = list_ports(output=True, env=env)
+        self.linked: list[str] = []
+        self._thread = threading.Thread(target=self._link, name="pipewire-linker")
+
+    def _link(self) -> None:
+        ports = wait_for_ports(2, output=True, exclude=self.existing, env=self.env)
+        for port, channel in zip(ports, ("FL", "FR"), strict=True):
+            link_ports(port, f"{self.sink}:playback_{channel}", self.env)
+        self.linked.extend(ports)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self) -> None:
+        self._thread.join()
+
+
 # -- the server -----------------------------------------------------------------------------
 
 def _multiarch_libdirs() -> list[Path]:
