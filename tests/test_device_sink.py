@@ -10,6 +10,7 @@ import sys
 import textwrap
 import threading
 import time
+from typing import Any
 
 import jack
 import numpy as np
@@ -317,10 +318,7 @@ class TestXruns:
         blocksize = 1024
         code = _XRUN_RUN.format(root=ROOT, name=f"streamcore-xrun-{os.getpid()}",
                                 period=blocksize, blocksize=blocksize, seconds=30)
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              timeout=120, cwd=ROOT)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        r = _child_result(code, 120)
         assert r["callbacks"] > 30 * 48000 / blocksize * 0.9, r  # the device really played
         assert (r["output_underflows"], r["output_overflows"], r["xruns"], r["underruns"],
                 r["engine_xruns"]) == (0, 0, 0, 0, 0), r
@@ -402,12 +400,18 @@ _SERVER_DEATH = textwrap.dedent("""
 """)
 
 
-def _run_child(name: str, kill: bool) -> dict:
-    code = _SERVER_DEATH.format(root=ROOT, name=name, kill=kill)
+def _child_result(code: str, timeout: float) -> Any:
+    """Run ``code`` in a child Python (a JACK server of its own, PortAudio loaded fresh) and
+    return the JSON of the last line it printed; its stderr when it fails."""
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=90, cwd=ROOT)
+                          timeout=timeout, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _run_child(name: str, kill: bool) -> dict:
+    code = _SERVER_DEATH.format(root=ROOT, name=name, kill=kill)
+    return _child_result(code, 90)
 
 
 class TestNoDevice:
@@ -513,10 +517,7 @@ class TestHostPeriod:
         require_program("jackd", "jackd2")
         code = _HOST_PERIOD_RUN.format(root=ROOT, name=f"streamcore-period-{os.getpid()}",
                                        period=period)
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              timeout=180, cwd=ROOT)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        runs = json.loads(proc.stdout.strip().splitlines()[-1])["runs"]
+        runs = _child_result(code, 180)["runs"]
         last = runs[-1]
         assert last["host_period"] == period
         assert last["asked"] == (None if period <= 128 else 2)
@@ -579,10 +580,7 @@ class TestServerXruns:
     def test_a_misbehaving_client_shows_in_the_engine(self):
         require_program("jackd", "jackd2")
         code = _MISBEHAVING_RUN.format(root=ROOT, name=f"streamcore-bad-{os.getpid()}")
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              timeout=120, cwd=ROOT)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        r = _child_result(code, 120)
         assert r["jack_xruns"] > 5, r  # the misbehaving client did its part
         # The engine hears the server's xrun notification itself (its own portless client):
         # the count is JACK's over the same run, give or take one at each end (the two
@@ -690,10 +688,7 @@ def _period_change_runs(periods: list[int], max_period: int = 0,
     require_program("jack_bufsize", "jackd2")
     code = _PERIOD_CHANGE_RUN.format(root=ROOT, name=f"streamcore-bufsize-{os.getpid()}",
                                      periods=periods, max_period=max_period, wait=wait)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=240, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return _child_result(code, 240)
 
 
 class TestPeriodChange:
@@ -774,10 +769,7 @@ class TestHungServer:
     def test_probes_give_up(self):
         require_program("jackd", "jackd2")
         code = _HUNG_SERVER.format(root=ROOT, name=f"streamcore-hung-{os.getpid()}")
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              timeout=120, cwd=ROOT)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        r = _child_result(code, 120)
         assert r["period"] == 256 and r["stopped_period"] is None and r["present"] is None, r
         assert "did not answer within 2.0 s" in r["watch"], r
         assert r["took"] < 8, r
