@@ -109,6 +109,7 @@ uint32_t sc_cycle_run(sc_engine *e, const sc_wake *w, void *dst)
     /* Read before the commands are applied: what was queued before the drain is in. */
     const int drain_asked = atomic_load_explicit(&e->drain_asked, memory_order_acquire);
     sc_mixer_apply_commands(e);
+    sc_capture_run(e); /* recordings added by these commands get this cycle's frames */
     if (dst) {
         sc_mixer_render_period(e, dst);
         rendered = 1;

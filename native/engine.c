@@ -152,6 +152,38 @@ int sc_engine_set_fill(sc_engine *e, uint32_t frames)
     return 0;
 }
 
+int sc_engine_set_input(sc_engine *e, sc_ring *capture, sc_ring *tap)
+{
+    if (e->driver != NULL)
+        return -EBUSY;
+    if (tap != NULL && capture == NULL)
+        return -EINVAL;
+    if (capture != NULL && (sc_ring_format(capture) != SC_FORMAT_F32 ||
+                            (tap != NULL && (sc_ring_format(tap) != SC_FORMAT_F32 ||
+                                             sc_ring_channels(tap) != sc_ring_channels(capture)))))
+        return -EINVAL;
+    e->capture = capture;
+    e->tap = tap;
+    e->tap_gap = 0;
+    if (capture != NULL) {
+        sc_ring_stats rs;
+        sc_ring_get_stats(capture, &rs);
+        atomic_store_explicit(&e->input_frame, rs.frames_read, memory_order_release);
+        e->capture_lost_seen = rs.overruns;
+    }
+    return 0;
+}
+
+void sc_engine_arm_tap(sc_engine *e, int32_t armed)
+{
+    atomic_store_explicit(&e->tap_armed, armed ? 1 : 0, memory_order_relaxed);
+}
+
+uint64_t sc_engine_input_frame(const sc_engine *e)
+{
+    return atomic_load_explicit((_Atomic uint64_t *)&e->input_frame, memory_order_acquire);
+}
+
 uint32_t sc_engine_fill(const sc_engine *e)
 {
     return atomic_load_explicit((_Atomic uint32_t *)&e->target_fill, memory_order_relaxed);
@@ -179,6 +211,8 @@ int sc_engine_voice_stats(const sc_engine *e, uint32_t slot, sc_voice_stats *out
     out->underruns = sc_read(&v->underruns);
     out->underrun_frames = sc_read(&v->underrun_frames);
     out->nonfinite = sc_read(&v->nonfinite);
+    out->start_frame = atomic_load_explicit((_Atomic int64_t *)&v->live_start,
+                                            memory_order_relaxed);
     return 0;
 }
 

@@ -46,6 +46,7 @@ typedef struct sc_voice {
     float target[SC_MAX_CHANNELS];  /* ... and at the end of the ramp */
     /* Read live by Python (relaxed). */
     _Atomic uint32_t live_generation;
+    _Atomic int64_t live_start;    /* start_frame, for Python */
     _Atomic uint32_t active;
     sc_counter frames_played;
     sc_counter underruns;
@@ -153,6 +154,18 @@ struct sc_engine {
     _Atomic uint32_t work_seq;  /* futex word: bumped by commands, drain and stop */
     _Atomic uint32_t idle_waiting; /* the mixer sleeps on work_seq */
 
+    /* Capture (capture.c; sc_engine_set_input): the sink writes `capture`, the mixer reads it
+     * and hands each frame to the recordings and, while armed, to `tap`. */
+    sc_ring *capture, *tap;
+    _Atomic uint64_t input_frame;  /* the capture index of the next frame to distribute */
+    _Atomic int32_t tap_armed;
+    int32_t tap_was_armed;     /* mixer-private */
+    uint64_t tap_gap;          /* mixer-private: tap frames lost, not yet written as zeros */
+    uint64_t capture_lost_seen;/* mixer-private: the sink's lost-frame count last cycle */
+    uint32_t active_recordings;/* mixer-private; mirrored into recordings_now */
+    _Atomic uint32_t recordings_now;
+    sc_counter input_gaps, tap_frames, tap_overflows, tap_lost_frames;
+
     /* Test hook. */
     _Atomic int64_t spin_ns;
     _Atomic uint32_t spin_cycles;
@@ -173,6 +186,12 @@ bool sc_mixer_has_content(const sc_engine *e);
 /* Render one period into dst (output format). */
 void sc_mixer_render_period(sc_engine *e, void *dst);
 void sc_mixer_flush(sc_engine *e);
+/* Hand a voice (slot) back to Python with an SC_END_* reason. */
+void sc_mixer_hand_back(sc_engine *e, sc_voice *v, uint32_t slot, uint32_t reason);
+
+/* capture.c: the cycle's input step (mixer thread), after the commands: every frame the sink
+ * captured since the last cycle goes to the recordings and the armed tap. */
+void sc_capture_run(sc_engine *e);
 
 /* cycle.c: one cycle, for every driver and for manual rendering.  Applies commands, renders
  * (into `dst`, one period, when dst is not NULL; else into the output ring until it holds

@@ -44,7 +44,7 @@ static void compute_gains(const sc_engine *e, const sc_voice *v, float *out)
     }
 }
 
-static void hand_back(sc_engine *e, sc_voice *v, uint32_t slot, uint32_t reason)
+void sc_mixer_hand_back(sc_engine *e, sc_voice *v, uint32_t slot, uint32_t reason)
 {
     int64_t i = sc_spsc_reserve(&e->returns, SC_MAX_VOICES);
     if (i >= 0) { /* always true: one return per ADD, and a slot is reused only after */
@@ -57,8 +57,11 @@ static void hand_back(sc_engine *e, sc_voice *v, uint32_t slot, uint32_t reason)
         r->underruns = sc_read(&v->underruns);
         r->underrun_frames = sc_read(&v->underrun_frames);
         r->nonfinite = sc_read(&v->nonfinite);
+        r->start_frame = v->start_frame;
         sc_spsc_publish(&e->returns);
     }
+    if (v->kind == SC_VOICE_RECORD)
+        e->active_recordings--;
     v->phase = SC_PHASE_FREE;
     v->data = NULL;
     v->ring = NULL;
@@ -88,12 +91,17 @@ static void apply(sc_engine *e, const sc_command *cmd)
         v->position = 0;
         v->primed = 0;
         v->finishing = 0;
-        uint64_t now = sc_read(&e->frames);
+        const bool recording = cmd->kind == SC_VOICE_RECORD;
+        /* A recording's start is an input frame: the next one to be distributed, or later. */
+        uint64_t now = recording ? atomic_load_explicit(&e->input_frame, memory_order_relaxed)
+                                 : sc_read(&e->frames);
+        bool late = false;
         if (cmd->start_frame < 0) {
             v->start_frame = (int64_t)now;
         } else {
             v->start_frame = cmd->start_frame;
-            if ((uint64_t)cmd->start_frame < now)
+            late = (uint64_t)cmd->start_frame < now;
+            if (late && !recording)
                 sc_count(&e->late_starts, 1);
         }
         v->fade_in_frames = cmd->fade_frames;
@@ -107,10 +115,16 @@ static void apply(sc_engine *e, const sc_command *cmd)
         atomic_store_explicit(&v->underruns, 0, memory_order_relaxed);
         atomic_store_explicit(&v->underrun_frames, 0, memory_order_relaxed);
         atomic_store_explicit(&v->nonfinite, 0, memory_order_relaxed);
+        atomic_store_explicit(&v->live_start, v->start_frame, memory_order_relaxed);
         atomic_store_explicit(&v->live_generation, cmd->generation, memory_order_relaxed);
         atomic_store_explicit(&v->active, 1, memory_order_release);
         v->phase = SC_PHASE_WAITING;
         e->active_voices++;
+        if (recording) {
+            e->active_recordings++;
+            if (late || e->capture == NULL) /* its first frame is gone, or nothing captures */
+                sc_mixer_hand_back(e, v, cmd->slot, SC_END_LATE);
+        }
         return;
     }
     if (v->phase == SC_PHASE_FREE || v->generation != cmd->generation)
@@ -127,8 +141,9 @@ static void apply(sc_engine *e, const sc_command *cmd)
     } else if (cmd->op == SC_CMD_STOP) {
         if (v->phase == SC_PHASE_FADING && v->fade_left <= cmd->fade_frames)
             return; /* already fading out at least as fast */
-        if (v->phase == SC_PHASE_WAITING || cmd->fade_frames == 0) {
-            hand_back(e, v, cmd->slot, SC_END_STOPPED);
+        if (v->phase == SC_PHASE_WAITING || cmd->fade_frames == 0 ||
+            v->kind == SC_VOICE_RECORD) {
+            sc_mixer_hand_back(e, v, cmd->slot, SC_END_STOPPED);
             return;
         }
         v->phase = SC_PHASE_FADING;
@@ -246,6 +261,8 @@ static uint32_t mix_voice(sc_engine *e, sc_voice *v, float *mix, uint64_t t0)
 {
     const uint32_t n = e->config.blocksize;
     uint32_t at = 0;
+    if (v->kind == SC_VOICE_RECORD)
+        return 0; /* no output: capture.c fills it */
     if (v->phase == SC_PHASE_WAITING) {
         if (v->start_frame >= (int64_t)(t0 + n))
             return 0;
@@ -454,7 +471,7 @@ void sc_mixer_render_period(sc_engine *e, void *dst)
                          ? dst : e->mix;
         memset(mix, 0, sizeof(float) * samples);
         prefetch_sources(e);
-        uint32_t left = e->active_voices; /* hand_back() lowers active_voices as we go */
+        uint32_t left = e->active_voices; /* sc_mixer_hand_back() lowers active_voices as we go */
         for (uint32_t s = 0; s < SC_MAX_VOICES && left; s++) {
             sc_voice *v = &e->voices[s];
             if (v->phase == SC_PHASE_FREE)
@@ -462,7 +479,7 @@ void sc_mixer_render_period(sc_engine *e, void *dst)
             left--;
             uint32_t end = mix_voice(e, v, mix, t0);
             if (end)
-                hand_back(e, v, s, end);
+                sc_mixer_hand_back(e, v, s, end);
         }
         uint64_t fixed = zero_nonfinite(mix, samples);
         if (fixed) {
@@ -477,13 +494,16 @@ void sc_mixer_render_period(sc_engine *e, void *dst)
     }
     sc_count(&e->frames, e->config.blocksize);
     sc_count(&e->periods, 1);
-    atomic_store_explicit(&e->voices_now, e->active_voices, memory_order_relaxed);
+    atomic_store_explicit(&e->voices_now, e->active_voices - e->active_recordings,
+                          memory_order_relaxed);
+    atomic_store_explicit(&e->recordings_now, e->active_recordings, memory_order_relaxed);
 }
 
 void sc_mixer_flush(sc_engine *e)
 {
     for (uint32_t s = 0; s < SC_MAX_VOICES; s++)
         if (e->voices[s].phase != SC_PHASE_FREE)
-            hand_back(e, &e->voices[s], s, SC_END_FLUSHED);
+            sc_mixer_hand_back(e, &e->voices[s], s, SC_END_FLUSHED);
     atomic_store_explicit(&e->voices_now, 0, memory_order_relaxed);
+    atomic_store_explicit(&e->recordings_now, 0, memory_order_relaxed);
 }

@@ -574,6 +574,30 @@ int64_t sc_ring_read_frames(sc_ring *ring, void *dst, uint64_t frames)
     return rc < 0 ? rc : k;
 }
 
+int64_t sc_ring_write_gapless(sc_ring *ring, const void *src, uint64_t frames, uint64_t *gap)
+{
+    while (*gap > 0) {
+        void *data;
+        int64_t k = sc_ring_write_region(ring, *gap, &data);
+        if (k < 0)
+            return k;
+        if (k == 0) { /* still no room for the lost frames: these are lost too */
+            *gap += frames;
+            return 0;
+        }
+        memset(data, 0, (size_t)k * ring->frame_bytes);
+        int rc = sc_ring_write_advance(ring, (uint64_t)k);
+        if (rc < 0)
+            return rc;
+        *gap -= (uint64_t)k;
+    }
+    int64_t k = sc_ring_write_frames(ring, src, frames);
+    if (k < 0)
+        return k;
+    *gap += frames - (uint64_t)k;
+    return k;
+}
+
 /* Fill level from either side (or a third thread).  Loads r, then w, then r again: for honest
  * peers r1 <= r2, r1 <= w (w was at least r1 when r1 was loaded, and only grows) and
  * w <= r2 + capacity (when w was loaded the read index was at most r2), whatever the timing,

@@ -173,3 +173,32 @@ void sc_rt_thread_release(sc_rt_thread *t)
         t->stack = NULL;
     }
 }
+
+int64_t sc_overwrite_log_copy(const void *records, size_t record_bytes, uint64_t slots,
+                              const _Atomic uint64_t *written, void *out, uint64_t max)
+{
+    const char *src = records;
+    char *dst = out;
+    uint64_t end = atomic_load_explicit((_Atomic uint64_t *)written, memory_order_acquire);
+    /* Leave a margin of slots the writer may be filling while we copy. */
+    uint64_t window = slots - slots / 128;
+    uint64_t n = end < window ? end : window;
+    if (n > max)
+        n = max;
+    uint64_t begin = end - n;
+    for (uint64_t i = begin; i < end; i++)
+        memcpy(dst + (i - begin) * record_bytes, src + (i & (slots - 1)) * record_bytes,
+               record_bytes);
+    atomic_thread_fence(memory_order_acquire);
+    uint64_t after = atomic_load_explicit((_Atomic uint64_t *)written, memory_order_relaxed);
+    /* Records older than after - slots + 1 may have been overwritten mid-copy. */
+    uint64_t oldest_safe = after >= slots ? after - slots + 1 : 0;
+    if (oldest_safe > begin) {
+        uint64_t drop = oldest_safe - begin;
+        if (drop >= n)
+            return 0;
+        memmove(dst, dst + drop * record_bytes, (n - drop) * record_bytes);
+        n -= drop;
+    }
+    return (int64_t)n;
+}

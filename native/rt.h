@@ -46,6 +46,13 @@ static inline int64_t sc_now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* ---- overwrite logs: records in `slots` (a power of two) slots, one writer that never
+ * waits: it fills slot written % slots, then release-stores written + 1.  A reader copies the
+ * newest and re-reads `written` to drop the records that may have been overwritten meanwhile,
+ * so it never returns a torn one.  Returns the records copied into out (oldest first). */
+int64_t sc_overwrite_log_copy(const void *records, size_t record_bytes, uint64_t slots,
+                              const _Atomic uint64_t *written, void *out, uint64_t max);
+
 /* ---- histograms: bucket b counts values v (ns) with 2^b <= v < 2^(b+1); bucket 0 also
  * holds 0, 1 and negative values (an early wake-up).  Same rule as SC_HIST_BUCKETS. */
 #define SC_RT_HIST_BUCKETS 40

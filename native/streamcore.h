@@ -107,6 +107,11 @@ int64_t sc_ring_writable(const sc_ring *ring);
  * -EPIPE; a short count is an overrun / underrun like a short region. */
 int64_t sc_ring_write_frames(sc_ring *ring, const void *src, uint64_t frames);
 int64_t sc_ring_read_frames(sc_ring *ring, void *dst, uint64_t frames);
+/* A writer that must never lose its place (a capture: frame k of everything offered belongs at
+ * ring index first + k): first the `*gap` frames lost earlier are written as zeros, then
+ * `src`; what does not fit is added to `*gap` (to be written as zeros once there is room).
+ * Returns the frames of `src` written (0 .. frames), or -EPIPE.  Realtime-safe. */
+int64_t sc_ring_write_gapless(sc_ring *ring, const void *src, uint64_t frames, uint64_t *gap);
 void sc_ring_get_stats(const sc_ring *ring, sc_ring_stats *out);
 
 
@@ -175,7 +180,34 @@ typedef struct sc_device_sink_stats {
     int64_t callback_tid;      /* kernel tid of the audio thread (read at its first call) */
     int32_t active;
     int32_t finished;          /* PortAudio called sc_device_sink_finished */
+    /* Capture (a duplex stream with sc_device_sink_set_capture). */
+    uint64_t input_frames;     /* frames captured (lost ones included: the input frame clock) */
+    uint64_t input_lost_frames;/* frames the capture ring had no room for (written as zeros
+                                  later, so every later frame keeps its index) */
+    uint64_t input_overflows;  /* callbacks that lost frames that way */
+    uint64_t input_overflow_flags;  /* PortAudio status: paInputOverflow */
+    uint64_t input_underflow_flags; /* PortAudio status: paInputUnderflow */
+    int64_t io_offset;         /* input frame minus output frame at the last callback's start:
+                                  output frame f left in the same callback as input frame
+                                  f + io_offset came in */
+    uint64_t io_offset_changes;/* times it changed after the first callback (an output
+                                  underrun shifts it) */
+    double last_input_adc_time;/* PortAudio's clock, last callback */
 } sc_device_sink_stats;
+
+/* One callback of the device stream, as PortAudio timed it (sc_device_sink_trace). */
+typedef struct sc_device_trace_record {
+    int64_t callback_ns;       /* CLOCK_MONOTONIC at the callback's start */
+    uint64_t output_frame;     /* the engine frame (output ring index) of its first output */
+    uint64_t input_frame;      /* the input frame of its first captured frame (duplex) */
+    double input_adc_time;     /* PortAudio's time info (seconds, the stream's clock) */
+    double output_dac_time;
+    double current_time;
+    uint32_t frames;
+    uint32_t status;           /* PaStreamCallbackFlags */
+} sc_device_trace_record;
+
+#define SC_DEVICE_TRACE_SLOTS 1024
 
 /* A device sink reading periods of `blocksize` frames from `ring` (the engine's output ring)
  * and signalling `engine` (consumer clock).  Memory is mmap'ed, mlocked when possible and
@@ -197,6 +229,13 @@ int sc_device_sink_callback(const void *input, void *output, unsigned long frame
                             void *userdata);
 /* PaStreamFinishedCallback: records that the stream finished (server gone, stopped). */
 void sc_device_sink_finished(void *userdata);
+/* Make the stream duplex: the callback writes every captured frame into `capture` (float32,
+ * the input channels), gaplessly (sc_ring_write_gapless), as its single writer.  Call while
+ * inactive, before the stream starts.  0, -EINVAL. */
+int sc_device_sink_set_capture(sc_device_sink *sink, sc_ring *capture);
+/* Copy the most recent callback records (oldest first), at most max.  Returns the count. */
+int64_t sc_device_sink_trace(const sc_device_sink *sink, sc_device_trace_record *out,
+                             uint64_t max);
 
 /* ---- the JACK server, watched (native/jack_host.c) ----------------------------------------
  * A JACK client of our own, without ports or process callback, that hears what the server
@@ -283,6 +322,9 @@ typedef struct sc_engine sc_engine;
 
 #define SC_VOICE_BUFFER 1    /* frames read in place from caller memory (float32) */
 #define SC_VOICE_STREAM 2    /* frames read from an sc_ring (float32) */
+#define SC_VOICE_RECORD 3    /* a recording: the mixer writes captured frames into `data`
+                                (frames x the input channels, float32); start_frame is an
+                                input frame; no output */
 
 #define SC_CMD_ADD 1
 #define SC_CMD_STOP 2        /* fade out over fade_frames, then return */
@@ -293,6 +335,7 @@ typedef struct sc_engine sc_engine;
 #define SC_END_FINISHED 1    /* a one-shot buffer played to its end, or a finished stream drained */
 #define SC_END_STOPPED 2     /* stopped (after its fade) */
 #define SC_END_FLUSHED 3     /* the engine stopped while the voice was active */
+#define SC_END_LATE 4        /* a recording whose first frame had already gone by */
 
 /* Taints: set once, never cleared for the engine's life. */
 #define SC_TAINT_RT_DENIED 1
@@ -362,6 +405,7 @@ typedef struct sc_voice_return {
     uint64_t underruns;        /* stream voices: periods that found too few frames */
     uint64_t underrun_frames;  /* silent frames played because of them */
     uint64_t nonfinite;        /* blocks silenced because the source held NaN/Inf */
+    int64_t start_frame;       /* the frame it started at (an input frame for a recording) */
 } sc_voice_return;
 
 /* Live counters of one voice slot (read while the mixer runs; relaxed). */
@@ -372,6 +416,7 @@ typedef struct sc_voice_stats {
     uint64_t underruns;
     uint64_t underrun_frames;
     uint64_t nonfinite;
+    int64_t start_frame;       /* valid when generation is the voice's (the ADD was applied) */
 } sc_voice_stats;
 
 /* One record per mixer cycle. */
@@ -419,6 +464,15 @@ typedef struct sc_engine_stats {
     int64_t end_frame;         /* after sc_engine_drain(): the run's last frame + 1, once every
                                   voice ended (-1 before); nothing is rendered after it */
     uint64_t holds;            /* cycles that rendered nothing for want of content */
+    /* Capture (sc_engine_set_input). */
+    uint64_t input_frames;     /* input frame clock: the next captured frame to distribute */
+    uint64_t input_gaps;       /* cycles that found frames lost by the capture (overflow) */
+    uint64_t tap_frames;       /* frames written to the input tap (lost ones included) */
+    uint64_t tap_overflows;    /* cycles whose frames did not all fit in the tap (its reader
+                                  is behind): they are lost (zeros in their place) */
+    uint64_t tap_lost_frames;
+    uint32_t recordings;       /* recordings active now */
+    int32_t tap_armed;
 } sc_engine_stats;
 
 /* A watchdog demotion. */
@@ -515,6 +569,17 @@ uint64_t sc_engine_run_start(const sc_engine *engine);
  * than the ring holds, or no output ring yet). */
 int sc_engine_set_fill(sc_engine *engine, uint32_t frames);
 uint32_t sc_engine_fill(const sc_engine *engine);
+/* Capture (a duplex device sink): `capture` is written by the sink (its callback), read by the
+ * mixer, which at the start of each cycle hands every frame to the recordings
+ * (SC_VOICE_RECORD voices) and, while armed, to `tap` (the public input ring, whose reader is
+ * the application: a full tap loses frames, counted, and writes zeros in their place later).
+ * Both float32 with the input channels; either may be NULL (no capture).  Stopped engine
+ * only: -EBUSY while running, -EINVAL for a wrong ring. */
+int sc_engine_set_input(sc_engine *engine, sc_ring *capture, sc_ring *tap);
+/* Start (1) or stop (0) writing the tap (any thread; the mixer reads it each cycle). */
+void sc_engine_arm_tap(sc_engine *engine, int32_t armed);
+/* The input frame clock: every captured frame before it has been distributed. */
+uint64_t sc_engine_input_frame(const sc_engine *engine);
 /* Take one returned voice: 1 (out filled) or 0 (none). */
 int sc_engine_poll_return(sc_engine *engine, sc_voice_return *out);
 /* Copy the live counters of one slot.  0 or -EINVAL. */

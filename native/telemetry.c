@@ -30,28 +30,8 @@ void sc_telemetry_record(sc_telemetry *t, const sc_trace_record *r)
 
 int64_t sc_engine_trace(const sc_engine *e, sc_trace_record *out, uint64_t max)
 {
-    sc_telemetry *t = (sc_telemetry *)&e->telemetry;
-    uint64_t end = atomic_load_explicit(&t->written, memory_order_acquire);
-    /* Leave a margin of slots the mixer may be writing while we copy. */
-    uint64_t window = SC_TRACE_SLOTS - 64;
-    uint64_t n = end < window ? end : window;
-    if (n > max)
-        n = max;
-    uint64_t begin = end - n;
-    for (uint64_t i = begin; i < end; i++)
-        out[i - begin] = t->records[i & (SC_TRACE_SLOTS - 1)];
-    atomic_thread_fence(memory_order_acquire);
-    uint64_t after = atomic_load_explicit(&t->written, memory_order_relaxed);
-    /* Records older than after - SC_TRACE_SLOTS + 1 may have been overwritten mid-copy. */
-    uint64_t oldest_safe = after >= SC_TRACE_SLOTS ? after - SC_TRACE_SLOTS + 1 : 0;
-    if (oldest_safe > begin) {
-        uint64_t drop = oldest_safe - begin;
-        if (drop >= n)
-            return 0;
-        memmove(out, out + drop, (n - drop) * sizeof *out);
-        n -= drop;
-    }
-    return (int64_t)n;
+    return sc_overwrite_log_copy(e->telemetry.records, sizeof *out, SC_TRACE_SLOTS,
+                                 &e->telemetry.written, out, max);
 }
 
 void sc_engine_get_stats(const sc_engine *e, sc_engine_stats *out)
@@ -96,6 +76,15 @@ void sc_engine_get_stats(const sc_engine *e, sc_engine_stats *out)
                                               memory_order_relaxed);
     out->end_frame = atomic_load_explicit((_Atomic int64_t *)&e->end_frame, memory_order_acquire);
     out->holds = sc_read(&e->holds);
+    out->input_frames = sc_engine_input_frame(e);
+    out->input_gaps = sc_read(&e->input_gaps);
+    out->tap_frames = sc_read(&e->tap_frames);
+    out->tap_overflows = sc_read(&e->tap_overflows);
+    out->tap_lost_frames = sc_read(&e->tap_lost_frames);
+    out->recordings = atomic_load_explicit((_Atomic uint32_t *)&e->recordings_now,
+                                           memory_order_relaxed);
+    out->tap_armed = atomic_load_explicit((_Atomic int32_t *)&e->tap_armed,
+                                          memory_order_relaxed);
 }
 
 void sc_telemetry_answer_snapshot(sc_engine *e)

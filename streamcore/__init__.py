@@ -43,6 +43,7 @@ from streamcore.errors import (
     DeviceNotFoundError,
     DeviceSettingsError,
     EngineClosedError,
+    InputLateError,
     MemoryLockError,
     MemoryLockWarning,
     NativeError,
@@ -67,10 +68,12 @@ from streamcore.system import system_report
 # `import streamcore` still works, so that `python -m streamcore info` and `doctor` can say so
 # and how to rebuild it; these names then raise ImportError with that line when used.
 _NATIVE_PROBLEM = _facts.native_core().problem()
-_NEEDS_NATIVE = frozenset({"DeviceSink", "Engine", "FileSink", "PipeSink", "Ring", "RingStats",
+_NEEDS_NATIVE = frozenset({"DeviceSink", "Engine", "FileSink", "PipeSink", "Recording", "Ring",
+                           "RingStats",
                            "Sink", "SinkContext", "StreamVoice", "Voice", "Watchdog", "decode",
                            "play"})
 if _NATIVE_PROBLEM is None:
+    from streamcore.capture import Recording
     from streamcore.engine import Engine
     from streamcore.playback import decode, play
     from streamcore.ring import Ring, RingStats
@@ -93,12 +96,14 @@ __all__ = [
     "Engine",
     "EngineClosedError",
     "FileSink",
+    "InputLateError",
     "MemoryLockError",
     "MemoryLockWarning",
     "NativeError",
     "NoDeviceError",
     "PipeSink",
     "RealtimeGrant",
+    "Recording",
     "Ring",
     "RingClosedError",
     "RingCorruptedError",

@@ -49,6 +49,7 @@ from streamcore import realtime as _realtime
 from streamcore import telemetry as _telemetry
 from streamcore._native import ffi as _ffi
 from streamcore._native import lib as _lib
+from streamcore.capture import Capture, Recording
 from streamcore.errors import (
     EngineClosedError,
     EngineTimeoutError,
@@ -109,6 +110,10 @@ class Engine:
         The watchdog's settings; None or True: the defaults; False: no watchdog.
     dither : bool
         int16 output only: TPDF dither of ±1 LSB before rounding.
+    input_channels : int
+        0 (play only), or 1 .. 32: the device stream is full duplex and captures this many
+        channels (see :meth:`record`, :attr:`input`, :attr:`input_frame`).  Needs a sink
+        that captures: 'device' or a :class:`~streamcore.sinks.DeviceSink`.
 
     Raises
     ------
@@ -116,8 +121,8 @@ class Engine:
         A number of the wrong type, an unknown ``dtype``, or ``watchdog`` of the wrong type.
     ValueError
         A number out of its range, an unknown ``sink``, ``dither`` without int16, a
-        ``dtype`` the sink object cannot carry, or watchdog settings too large for the C
-        engine.
+        ``dtype`` the sink object cannot carry, ``input_channels`` with a sink that does
+        not capture, or watchdog settings too large for the C engine.
     SinkInUseError
         The sink object belongs to another engine that is not closed.
     NativeError
@@ -147,7 +152,8 @@ class Engine:
     def __init__(self, samplerate: int = 48000, blocksize: int = 128, channels: int = 2,
                  periods: int = 2, sink: Any = "null", dtype: str | None = None,
                  realtime: bool = True, priority: int = 10, lock_memory: bool = True,
-                 watchdog: Watchdog | bool | None = None, dither: bool = False) -> None:
+                 watchdog: Watchdog | bool | None = None, dither: bool = False,
+                 input_channels: int = 0) -> None:
         samplerate = positive_int("samplerate", samplerate, _lib.SC_MIN_SAMPLERATE,
                                   _lib.SC_MAX_SAMPLERATE)
         blocksize = positive_int("blocksize", blocksize, _lib.SC_MIN_BLOCKSIZE,
@@ -155,6 +161,8 @@ class Engine:
         channels = positive_int("channels", channels, 1, _lib.SC_MAX_CHANNELS)
         periods = positive_int("periods", periods, 2, _lib.SC_MAX_PERIODS)
         priority = positive_int("priority", priority, 1, 98)
+        input_channels = positive_int("input_channels", input_channels, 0,
+                                      _lib.SC_MAX_CHANNELS)
         if watchdog is None or watchdog is True:
             watchdog = Watchdog()
         elif watchdog is False:
@@ -162,13 +170,16 @@ class Engine:
         elif not isinstance(watchdog, Watchdog):
             raise TypeError(f"watchdog must be a Watchdog, None or False, not {watchdog!r}")
         sink, sink_object = _sink_hook(sink)
+        if input_channels and not getattr(sink_object, "captures", False):
+            raise ValueError(f"input_channels needs a sink that captures ('device' or a "
+                             f"DeviceSink), not {sink_object or sink!r}")
         if sink_object is not None:
             from streamcore.sinks.base import bind
 
             bind(sink_object, self)  # SinkInUseError while another engine holds it
         try:
             self._create(samplerate, blocksize, channels, periods, sink, sink_object, dtype,
-                         realtime, priority, lock_memory, watchdog, dither)
+                         realtime, priority, lock_memory, watchdog, dither, input_channels)
         except BaseException:
             if sink_object is not None:
                 from streamcore.sinks.base import unbind
@@ -178,7 +189,8 @@ class Engine:
 
     def _create(self, samplerate: int, blocksize: int, channels: int, periods: int, sink: str,
                 sink_object: Any, dtype: Any, realtime: bool, priority: int,
-                lock_memory: bool, watchdog: Watchdog, dither: bool) -> None:
+                lock_memory: bool, watchdog: Watchdog, dither: bool,
+                input_channels: int) -> None:
         #: periods asked, when the sink needed more (the ring then holds ``periods``)
         self.periods_asked: int | None = None
         if sink_object is not None:
@@ -252,6 +264,12 @@ class Engine:
         self._context: SinkContext | None = None
         # (sc_ring *, keepalive) of the output ring: the mixer writes it until destroy.
         self._output_native: tuple[Any, object] | None = None
+        self.input_channels = input_channels
+        self._capture: Capture | None = None
+        if input_channels:
+            self._capture = Capture(self._handle, self._table, input_channels, lock_memory)
+            if not self._capture.locked:
+                _lib.sc_engine_taint(self._handle, _lib.SC_TAINT_MLOCK_FAILED)
         self._snapshot_token = 0
         self._closer: int | None = None
         self._closed_event = threading.Event()
@@ -627,6 +645,8 @@ class Engine:
                 _lib.sc_engine_destroy(self._handle)  # stops the threads too if stop failed
                 self._handle = _ffi.NULL
                 self._table.close()     # unpins every voice's array or ring
+                if self._capture is not None:
+                    self._capture.close()
                 self._output_native = None
                 if self.output is not None:
                     self.output.close()
@@ -804,6 +824,93 @@ class Engine:
             assert isinstance(voice, StreamVoice)  # the table makes one for SC_VOICE_STREAM
             return voice
 
+    # ---- input (Engine(input_channels=N)) ------------------------------------------------
+
+    def _input(self) -> Capture:
+        if self._capture is None:
+            raise ValueError("this engine captures nothing: make it with "
+                             "Engine(..., input_channels=N) on a device")
+        return self._capture
+
+    @property
+    def input(self) -> _Ring:
+        """The input tap, a :class:`~streamcore.Ring` of every captured frame.
+
+        float32, ``input_channels`` channels; the mixer writes it from the first time this
+        property is read on.  Read it from one thread, or from another process through
+        ``input.fd``, as fast as the device captures; a reader that falls behind by more than the ring holds loses
+        frames: counted in ``stats().input`` (``tap_overflows``, ``tap_lost_frames``) and
+        the XRUN taint, with zeros in their place (a frame never loses its position).
+
+        Raises
+        ------
+        ValueError
+            The engine has no input.
+        EngineClosedError
+            The engine is closed.
+        """
+        with self._lock:
+            self._check_open()
+            return self._input().arm_tap()
+
+    @property
+    def input_frame(self) -> int:
+        """The input frame clock: the next captured frame the mixer hands on.
+
+        Frames are counted since the engine was made, lost ones included; :attr:`frame` is
+        the output's clock.
+
+        Raises
+        ------
+        ValueError
+            The engine has no input.
+        EngineClosedError
+            The engine is closed.
+        """
+        with self._lock:
+            self._check_open()
+            return self._input().frame
+
+    def record(self, frames: int, at: int | None = None) -> Recording:
+        """Record exactly ``frames`` input frames from input frame ``at``.
+
+        Parameters
+        ----------
+        frames : int
+            1 .. 2**31.
+        at : int or None
+            The input frame of ``data[0]`` (>= :attr:`input_frame`); None: the next frames
+            captured (``Recording.start_frame`` says which, once the mixer took it).
+
+        Returns
+        -------
+        Recording
+            Filled in C as frames arrive; ``wait()``, then ``data`` ((frames,
+            input_channels) float32).
+
+        Raises
+        ------
+        TypeError, ValueError
+            ``frames`` or ``at`` not an int in range, or the engine has no input.
+        InputLateError
+            ``at`` is before :attr:`input_frame`.
+        SinkError
+            The sink failed (the engine cannot record any more).
+        EngineClosedError
+            The engine is closed.
+        VoiceLimitError
+            All voice slots are busy (recordings share them with voices).
+
+        Notes
+        -----
+        Any thread.  The buffer is the recording's own (prefaulted and mlocked where the
+        limit allows): nothing is lost while the mixer keeps up, whatever Python does; the
+        engine need not be started yet (the recording fills once it runs).
+        """
+        with self._lock:
+            self._check_usable()
+            return self._input().record(frames, at)
+
     @property
     def voices(self) -> list[Voice]:
         """The voices not yet handed back (a new list).
@@ -933,6 +1040,8 @@ class Engine:
                         f"periods raised from {self.periods_asked} to {self.periods}: the "
                         f"sink takes that much at once (a JACK server takes a whole period)"))
                 stats = dataclasses.replace(stats, sink=sink)
+            if self._capture is not None:
+                stats = dataclasses.replace(stats, input=self._capture.stats())
             return stats
 
     def _snapshot(self, timeout: float) -> Any:
@@ -1167,7 +1276,8 @@ class Engine:
 
         context = SinkContext(self.output, self._handle, self.samplerate, self.blocksize,
                               self.channels, self.dtype, self.periods, self._lock,
-                              stop_engine, running, mixer_grant, move_mixer, notify)
+                              stop_engine, running, mixer_grant, move_mixer, notify,
+                              None if self._capture is None else self._capture.ring)
         try:
             self.sink_object.open(context)
         except BaseException:

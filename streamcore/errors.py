@@ -18,6 +18,7 @@ __all__ = [
     "DeviceSettingsError",
     "EngineClosedError",
     "EngineTimeoutError",
+    "InputLateError",
     "MemoryLockError",
     "MemoryLockWarning",
     "NativeError",
@@ -144,6 +145,10 @@ class NoDeviceError(StreamcoreError, RuntimeError):
 
 class DeviceSettingsError(StreamcoreError, ValueError):
     """The device refused the stream's samplerate, channels or sample format."""
+
+
+class InputLateError(StreamcoreError, ValueError):
+    """A recording asked for input frames that had already gone by."""
 
 
 class SinkError(StreamcoreError, RuntimeError):

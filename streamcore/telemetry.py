@@ -124,6 +124,9 @@ class EngineStats:
     #: written as 0, and the NONFINITE_OUTPUT taint set
     output_nonfinite: int = 0
     driver_error: int = 0  #: errno that ended the mixer's driver on its own (EPIPE...), or 0
+    #: ``Engine(input_channels=N)``: the input side's figures (frames handed on, gaps, the
+    #: tap's overflows; the device's own input counts are in :attr:`sink`); else empty
+    input: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def _from_native(cls, s: Any, underruns_per_voice: dict[int, int]) -> EngineStats:
@@ -149,7 +152,9 @@ class EngineStats:
         :attr:`xruns`), 'device' (the server's xruns: JACK's xrun notifications, or the
         missed cycles of PipeWire's profiler, else PortAudio's under/overflow flags),
         'device_ring' (device callbacks that found the output ring short) and 'voices'
-        (stream-voice underruns).  The CLI's live line and its final figures read these."""
+        (stream-voice underruns); with an input, 'input' (captured frames lost: the device's
+        input overflow flags, the capture's and the tap's overflows).  The CLI's live line
+        and its final figures read these."""
         sink = self.sink
         device = int(sink.get("xruns", 0) or 0)
         if sink.get("server_xruns") is not None:
@@ -159,8 +164,13 @@ class EngineStats:
         elif sink.get("host_period") and "xrun_frames" in sink:
             # The server flags every callback of a cycle that xran: count cycles, not calls.
             device = -(-int(sink["xrun_frames"]) // int(sink["host_period"]))
-        return {"mixer": self.xruns, "device": device,
-                "device_ring": int(sink.get("underruns", 0) or 0), "voices": self.underruns}
+        found = {"mixer": self.xruns, "device": device,
+                 "device_ring": int(sink.get("underruns", 0) or 0), "voices": self.underruns}
+        if self.input:
+            found["input"] = (int(sink.get("input_overflows", 0) or 0)
+                              + int(sink.get("input_overflow_flags", 0) or 0)
+                              + int(self.input.get("tap_overflows", 0)))
+        return found
 
     @property
     def clean(self) -> bool:

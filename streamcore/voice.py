@@ -67,7 +67,7 @@ __all__ = ["MAX_VOICES", "StreamVoice", "Voice", "VoiceTable", "pan_gains"]
 MAX_VOICES = _lib.SC_MAX_VOICES
 _CLOSED = "the engine is closed; create a new Engine"
 _END_REASONS = {_lib.SC_END_FINISHED: "finished", _lib.SC_END_STOPPED: "stopped",
-                _lib.SC_END_FLUSHED: "flushed"}
+                _lib.SC_END_FLUSHED: "flushed", _lib.SC_END_LATE: "late"}
 
 
 def positive_int(name: str, value: Any, lo: int, hi: int) -> int:
@@ -295,14 +295,17 @@ class VoiceTable:
         return round(finite(name, seconds, 0.0, 3600.0) * self._samplerate)
 
     def add(self, kind: int, source: Any, channels: int, gain: Any, pan: Any,
-            at: int | None, fade_in: Any, loop: bool = False, owned: bool = False) -> Voice:
+            at: int | None, fade_in: Any, loop: bool = False, owned: bool = False,
+            cls: type[Voice] | None = None) -> Voice:
         """Pin ``source``, take a slot and queue the ADD command: a new playing voice.
 
         Parameters
         ----------
         kind : int
-            ``SC_VOICE_BUFFER`` (``source`` is a checked float32 C-contiguous array) or
-            ``SC_VOICE_STREAM`` (``source`` is a float32 :class:`~streamcore.Ring`).
+            ``SC_VOICE_BUFFER`` (``source`` is a checked float32 C-contiguous array),
+            ``SC_VOICE_STREAM`` (``source`` is a float32 :class:`~streamcore.Ring`) or
+            ``SC_VOICE_RECORD`` (``source`` is a writable float32 C-contiguous array the
+            mixer fills with captured frames; ``at`` is an input frame).
         source : numpy.ndarray or Ring
             What the mixer reads.
         channels : int
@@ -320,6 +323,9 @@ class VoiceTable:
         owned : bool
             Stream voices: the engine made the ring, and closes it when the voice is handed
             back (also when the ADD fails).
+        cls : type or None
+            The handle's class (a :class:`Voice` subclass); None: :class:`Voice`, or
+            :class:`StreamVoice` for ``SC_VOICE_STREAM``.
 
         Returns
         -------
@@ -354,10 +360,11 @@ class VoiceTable:
                     raise VoiceLimitError(f"all {MAX_VOICES} voices are busy: stop one or "
                                           "wait for one to finish")
                 cmd = self._cmd
-                if kind == _lib.SC_VOICE_BUFFER:
+                if kind in (_lib.SC_VOICE_BUFFER, _lib.SC_VOICE_RECORD):
                     # The cdata keeps the array's buffer exported (and the array alive)
                     # until the pin is dropped, after the mixer handed the voice back.
-                    data = _ffi.from_buffer(source)
+                    data = _ffi.from_buffer(source,
+                                            require_writable=kind == _lib.SC_VOICE_RECORD)
                     pin: tuple[object, Ring | None] = ((data, source), None)
                     cmd.data, cmd.ring, cmd.frames = (_ffi.cast("const float *", data),
                                                       _ffi.NULL, source.shape[0])
@@ -374,8 +381,10 @@ class VoiceTable:
                 cmd.channels, cmd.loop = channels, int(bool(loop))
                 cmd.start_frame, cmd.fade_frames = start, fade
                 cmd.gain, cmd.pan = gain, pan
-                cls = StreamVoice if kind == _lib.SC_VOICE_STREAM else Voice
+                if cls is None:
+                    cls = StreamVoice if kind == _lib.SC_VOICE_STREAM else Voice
                 voice = cls(self, slot, generation, source, channels, gain, pan)
+                voice.start_frame = None if start < 0 else start
                 # Pinned before the command can reach the mixer, unpinned at the hand-back.
                 self._pins[slot] = pin
                 try:
@@ -515,6 +524,8 @@ class VoiceTable:
                 return voice._final_stats()
             s = _ffi.new("sc_voice_stats *")
             check(_lib.sc_engine_voice_stats(self._handle, voice._slot, s), "voice stats")
+            if voice.start_frame is None and s.generation == voice._generation:
+                voice.start_frame = int(s.start_frame)
             return {"frames_played": s.frames_played, "underruns": s.underruns,
                     "underrun_frames": s.underrun_frames, "nans": s.nonfinite}
 
@@ -569,6 +580,7 @@ class VoiceTable:
                 voice = self._voices.get(ret.slot)
                 if voice is None or voice._generation != ret.generation:
                     continue  # not ours (cannot happen: every ADD is recorded)
+                voice.start_frame = int(ret.start_frame)
                 self._release(ret.slot, _END_REASONS.get(ret.reason, "?"), ret.frames_played,
                               ret.underruns, ret.underrun_frames, ret.nonfinite)
                 n += 1
@@ -675,6 +687,10 @@ class Voice:
         self.underruns = 0            #: final count, once done
         self.underrun_frames = 0      #: final count, once done
         self.nans = 0                 #: blocks silenced for NaN/Inf, once done
+        #: The frame it starts (started) at: ``at``, or once the mixer took it (seen by
+        #: :meth:`stats` or at its end) the next period's; None until then.  An input
+        #: frame for a :class:`~streamcore.capture.Recording`.
+        self.start_frame: int | None = None
 
     def __repr__(self) -> str:
         state = self.end_reason or "playing"

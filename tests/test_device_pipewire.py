@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import os
 import pathlib
-import subprocess
-import sys
 import textwrap
 from collections.abc import Callable
 
 import pytest
 
+from tests.helpers.child import run_python
 from tests.helpers.compare import judge_noisy
 from tests.services.common import require_program
 from tests.services.pipewire import pipewire_jack_dir, start_pipewire
@@ -309,13 +308,7 @@ _SERVER_DEATH = """
 
 
 def _run(code: str, env: dict[str, str], timeout: float = 90) -> dict:
-    import json
-
-    source = f"import sys\nsys.path.insert(0, {str(ROOT)!r})\n" + textwrap.dedent(code)
-    proc = subprocess.run([sys.executable, "-c", source], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-3000:]}"
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_python(code, env, timeout)
 
 
 class TestServerDeathOnPipeWire:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import streamcore
 from streamcore._native import ffi, lib
 from streamcore.errors import DeviceNotFoundError, DeviceSettingsError, NoDeviceError
 from streamcore.sinks.device import DeviceSink, resolve_output_device
+from tests.helpers.child import run_python
 from tests.helpers.compare import channel_pieces, judge_noisy, pieces
 from tests.services.common import require_program
 
@@ -402,11 +402,9 @@ _SERVER_DEATH = textwrap.dedent("""
 
 def _child_result(code: str, timeout: float) -> Any:
     """Run ``code`` in a child Python (a JACK server of its own, PortAudio loaded fresh) and
-    return the JSON of the last line it printed; its stderr when it fails."""
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return the JSON of the last line it printed; its stderr (and its stacks, when stuck)
+    when it fails."""
+    return run_python(code, timeout=timeout)
 
 
 def _run_child(name: str, kill: bool) -> dict:

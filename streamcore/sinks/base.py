@@ -102,6 +102,9 @@ class SinkContext:
     notify : callable or None
         ``notify(reason, detail)`` delivers an event to the engine's ``events()`` and
         ``subscribe()`` callbacks (None: events are dropped).
+    capture : Ring or None
+        ``Engine(input_channels=N)``: the ring the sink writes captured frames into (its
+        single writer, from start to stop; the mixer reads it).
 
     Notes
     -----
@@ -116,8 +119,12 @@ class SinkContext:
                  stop_engine: Callable[[], None], running: Callable[[], bool],
                  mixer_grant: Callable[[], RealtimeGrant | None],
                  move_mixer: Callable[[int], RealtimeGrant],
-                 notify: Callable[[str, str], None] | None = None) -> None:
+                 notify: Callable[[str, str], None] | None = None,
+                 capture: Ring | None = None) -> None:
         self._output: Ring | None = output
+        #: The capture ring (float32, the engine's input channels) a sink that captures
+        #: writes every captured frame into, or None: the engine has no input.
+        self.capture = capture
         self._handle = engine_handle
         self.samplerate = samplerate  #: Hz
         self.blocksize = blocksize    #: frames per period
@@ -534,6 +541,9 @@ class Sink:
     #: 'reader' (as fast as its reader takes it: only what voices play, no silence before,
     #: between or after them) or 'paced' (at the sample rate, from the first voice on).
     timing: str = "clock"
+    #: True for a sink that can capture (``Engine(input_channels=N)``): it writes every
+    #: captured frame into ``context.capture``.
+    captures: bool = False
     error: str | None = None
     context: SinkContext | None = None
     _owner: Any = None  # weakref to the engine that holds the sink (see bind())

@@ -37,6 +37,8 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
+import numpy as _np
+
 from streamcore._native import ffi as _ffi
 from streamcore._native import lib as _lib
 from streamcore.errors import (
@@ -50,8 +52,15 @@ from streamcore.errors import (
 from streamcore.sinks import portaudio as _portaudio
 from streamcore.sinks.base import Sink, SinkContext
 
-__all__ = ["DeviceSink", "latency_figures", "output_devices", "portaudio_usable",
-           "resolve_output_device"]
+__all__ = [
+    "DeviceSink",
+    "latency_figures",
+    "listed_devices",
+    "output_devices",
+    "portaudio_usable",
+    "resolve_device",
+    "resolve_output_device",
+]
 
 def portaudio_usable() -> bool:
     """False once an audio server died under a device sink in this process, until the next
@@ -72,52 +81,72 @@ def _sd() -> Any:
     return _portaudio.sounddevice()
 
 
+def listed_devices(devices: list[dict[str, Any]], hostapis: list[dict[str, Any]],
+                   kind: str = "output") -> list[tuple[int, str]]:
+    """``(index, 'name (host API)')`` of every device with ``kind`` ('output' or 'input')
+    channels."""
+    key = f"max_{kind}_channels"
+    return [(i, f"{d['name']} ({hostapis[d['hostapi']]['name']})")
+            for i, d in enumerate(devices) if d[key] > 0]
+
+
 def output_devices(devices: list[dict[str, Any]],
                    hostapis: list[dict[str, Any]]) -> list[tuple[int, str]]:
     """``(index, 'name (host API)')`` of every device with output channels."""
-    return [(i, f"{d['name']} ({hostapis[d['hostapi']]['name']})")
-            for i, d in enumerate(devices) if d["max_output_channels"] > 0]
+    return listed_devices(devices, hostapis, "output")
+
+
+def resolve_device(device: int | str | None, devices: list[dict[str, Any]],
+                   hostapis: list[dict[str, Any]], default: int, kind: str = "output") -> int:
+    """The index of the ``kind`` ('output' or 'input') device ``device`` names (pure: tested
+    on data).
+
+    ``None``: ``default`` (PortAudio's default device of that kind), else the first such
+    device.  An int: that index, which must have channels of that kind.  A str: the one
+    device whose 'name (host API)' contains it (case-insensitive); an exact name wins over
+    substrings.  Raises :class:`NoDeviceError` when there is no such device at all, and
+    :class:`DeviceNotFoundError` (listing them) when nothing matches.
+    """
+    key = f"max_{kind}_channels"
+    found = listed_devices(devices, hostapis, kind)
+    if not found:
+        if kind == "input":
+            raise NoDeviceError("PortAudio lists no input device (nothing to capture from): "
+                                "use an audio server or a card with inputs, or "
+                                "input_channels=0; " + _NO_DEVICE_HINT)
+        raise NoDeviceError("PortAudio lists no output device (no sound card and no audio "
+                            "server running); " + _NO_DEVICE_HINT)
+    listing = "; ".join(f"{i}: {label}" for i, label in found)
+    if device is None:
+        if 0 <= default < len(devices) and devices[default][key] > 0:
+            return default
+        return found[0][0]
+    if isinstance(device, bool) or not isinstance(device, int | str):
+        raise TypeError(f"device must be an int, a str or None, not {type(device).__name__}")
+    if isinstance(device, int):
+        if any(i == device for i, _ in found):
+            return device
+        raise DeviceNotFoundError(f"no {kind} device has index {device}; {kind} devices: "
+                                  f"{listing}")
+    wanted = device.lower()
+    exact = [i for i, _ in found if devices[i]["name"].lower() == wanted]
+    if len(exact) == 1:
+        return exact[0]
+    matches = [i for i, label in found if wanted in label.lower()]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise DeviceNotFoundError(f"no {kind} device matches {device!r}; {kind} devices: "
+                                  f"{listing}")
+    raise DeviceNotFoundError(f"{device!r} matches several {kind} devices ("
+                              + ", ".join(str(i) for i in matches)
+                              + f"); give an index or a longer name; {kind} devices: {listing}")
 
 
 def resolve_output_device(device: int | str | None, devices: list[dict[str, Any]],
                           hostapis: list[dict[str, Any]], default: int) -> int:
-    """The index of the output device ``device`` names (pure: tested on data).
-
-    ``None``: ``default`` (PortAudio's default output), else the first output device.
-    An int: that index, which must have output channels.  A str: the one output device whose
-    'name (host API)' contains it (case-insensitive); an exact name wins over substrings.
-    Raises :class:`NoDeviceError` when there is no output device at all, and
-    :class:`DeviceNotFoundError` (listing the output devices) when nothing matches.
-    """
-    outputs = output_devices(devices, hostapis)
-    if not outputs:
-        raise NoDeviceError("PortAudio lists no output device (no sound card and no audio "
-                            "server running); " + _NO_DEVICE_HINT)
-    listing = "; ".join(f"{i}: {label}" for i, label in outputs)
-    if device is None:
-        if 0 <= default < len(devices) and devices[default]["max_output_channels"] > 0:
-            return default
-        return outputs[0][0]
-    if isinstance(device, bool) or not isinstance(device, int | str):
-        raise TypeError(f"device must be an int, a str or None, not {type(device).__name__}")
-    if isinstance(device, int):
-        if any(i == device for i, _ in outputs):
-            return device
-        raise DeviceNotFoundError(f"no output device has index {device}; output devices: "
-                                  f"{listing}")
-    wanted = device.lower()
-    exact = [i for i, _ in outputs if devices[i]["name"].lower() == wanted]
-    if len(exact) == 1:
-        return exact[0]
-    matches = [i for i, label in outputs if wanted in label.lower()]
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
-        raise DeviceNotFoundError(f"no output device matches {device!r}; output devices: "
-                                  f"{listing}")
-    raise DeviceNotFoundError(f"{device!r} matches several output devices ("
-                              + ", ".join(str(i) for i in matches)
-                              + f"); give an index or a longer name; output devices: {listing}")
+    """:func:`resolve_device` for outputs."""
+    return resolve_device(device, devices, hostapis, default, "output")
 
 
 #: A device latency above this is a wrong report, not a latency (PipeWire's ALSA plugin
@@ -134,6 +163,22 @@ def latency_figures(seconds: float, samplerate: float) -> dict[str, Any]:
                 "latency_note": f"the host reported {seconds!r} s: not a latency, ignored"}
     return {"latency": seconds, "latency_frames": round(seconds * samplerate),
             "latency_ms": 1e3 * seconds}
+
+
+#: One device callback (``DeviceSink.timestamps()``): its CLOCK_MONOTONIC start, the engine
+#: frame of its first output frame and the input frame of its first captured frame, PortAudio's
+#: times (s, the stream's clock) and its frame count and status flags.
+DEVICE_TRACE_DTYPE = _np.dtype([
+    ("callback_ns", "<i8"), ("output_frame", "<u8"), ("input_frame", "<u8"),
+    ("input_adc_time", "<f8"), ("output_dac_time", "<f8"), ("current_time", "<f8"),
+    ("frames", "<u4"), ("status", "<u4")])
+
+
+def _output_latency(stream: Any) -> float:
+    """PortAudio's output latency (s) of an output or duplex stream (whose ``latency`` is
+    the pair (input, output))."""
+    latency = stream.latency
+    return float(latency[1] if isinstance(latency, tuple) else latency)
 
 
 def _scheduling(tid: int) -> tuple[str | None, int | None]:
@@ -197,6 +242,10 @@ class DeviceSink(Sink):
         Seconds (> 0) without a callback while playing after which the device is considered
         gone; None: the larger of 0.5 s, 20 periods and 4 latencies (before the first
         callback at least :data:`FIRST_CALLBACK_TIMEOUT`).
+    input_device : int, str or None
+        With ``Engine(input_channels=N)``: the device to capture from, named as ``device``;
+        None: the output device when it has inputs (one full-duplex device, as a JACK or
+        PipeWire server is), else PortAudio's default input.
     mixer_below_callback : bool
         Once the audio thread has run, if the engine's mixer is realtime at a priority not
         below it, move the mixer to one below (through
@@ -222,12 +271,14 @@ class DeviceSink(Sink):
     """
 
     name = "device"
+    captures = True
     _state = _ffi.NULL   # class-level NULL: close() is safe after a failed open()
     _stream: Any = None
 
     def __init__(self, device: int | str | None = None, latency: str | float = "low",
                  extra_settings: Any = None, frames_per_buffer: int | None = None,
-                 stall_timeout: float | None = None, mixer_below_callback: bool = True) -> None:
+                 stall_timeout: float | None = None, mixer_below_callback: bool = True,
+                 input_device: int | str | None = None) -> None:
         if stall_timeout is not None and (isinstance(stall_timeout, bool) or not isinstance(
                 stall_timeout, int | float) or not 0 < stall_timeout < float("inf")):
             raise ValueError(f"stall_timeout must be a number of seconds > 0, not "
@@ -239,6 +290,8 @@ class DeviceSink(Sink):
               or not 0 < latency < float("inf")):
             raise ValueError(f"latency must be 'low', 'high' or seconds > 0, not {latency!r}")
         self.device = device
+        self.input_device = input_device
+        self.input_device_index: int | None = None  #: the device captured from, if any
         self.latency = latency
         self.extra_settings = extra_settings
         self.stall_timeout = stall_timeout
@@ -415,6 +468,9 @@ class DeviceSink(Sink):
             except sd.PortAudioError as e:
                 raise DeviceSettingsError(f"the device refused {self._asked(info)}: "
                                           f"PortAudio: {e}") from e
+            self.input_device_index = None
+            if context.capture is not None:
+                self.input_device_index = self._resolve_input(sd, index, context)
             fpb = self.frames_per_buffer
             if fpb and fpb > (context.periods - 1) * context.blocksize:
                 raise ValueError(
@@ -422,6 +478,31 @@ class DeviceSink(Sink):
                     f"more (periods * blocksize >= {fpb + context.blocksize}); this engine "
                     f"has {context.periods} x {context.blocksize}: raise periods")
             self._open_stream()
+
+    def _resolve_input(self, sd: Any, output_index: int, context: SinkContext) -> int:
+        """The device to capture from, checked for the engine's input channels."""
+        devices = list(sd.query_devices())
+        wanted = self.input_device
+        if wanted is None and devices[output_index]["max_input_channels"] > 0:
+            wanted = output_index  # one full-duplex device
+        index = resolve_device(wanted, devices, list(sd.query_hostapis()),
+                               sd.default.device[0], "input")
+        info = devices[index]
+        assert context.capture is not None
+        channels = context.capture.channels
+        label = f"{index} '{info['name']}'"
+        if channels > info["max_input_channels"]:
+            raise DeviceSettingsError(
+                f"input_channels={channels} is more than input device {label} has "
+                f"({info['max_input_channels']}): ask for at most that many")
+        try:
+            sd.check_input_settings(device=index, channels=channels, dtype="float32",
+                                    samplerate=context.samplerate)
+        except sd.PortAudioError as e:
+            raise DeviceSettingsError(f"input device {label} refused {channels} channels of "
+                                      f"float32 at {context.samplerate} Hz: PortAudio: {e}"
+                                      ) from e
+        return index
 
     def _asked(self, info: Any = None) -> str:
         context = self._live_context()
@@ -449,14 +530,27 @@ class DeviceSink(Sink):
         check(_lib.sc_device_sink_create(out, context.engine_handle, ring, context.blocksize),
               "sc_device_sink_create")
         self._state, self._ring_keepalive = out[0], keepalive
+        kind = "output"
+        device: Any = self._index
+        channels: Any = context.channels
+        dtype: Any = _DTYPES[context.dtype.name]
+        latency: Any = self.latency
+        if context.capture is not None:
+            # Duplex: the callback writes the captured frames into the capture ring.
+            capture, capture_keepalive = context.capture.native_handle()
+            check(_lib.sc_device_sink_set_capture(self._state, capture),
+                  "sc_device_sink_set_capture")
+            self._ring_keepalive = (keepalive, capture_keepalive)
+            kind, device = "duplex", (self.input_device_index, self._index)
+            channels = (context.capture.channels, context.channels)
+            dtype, latency = ("float32", dtype), (latency, latency)
         try:
             # The stream keeps both function pointers; _state lives until the stream is
             # closed (_close_stream), so the callback never sees freed memory.
             self._stream = sd._StreamBase(
-                kind="output", samplerate=context.samplerate,
+                kind=kind, samplerate=context.samplerate,
                 blocksize=self._frames_per_buffer(context),
-                device=self._index, channels=context.channels,
-                dtype=_DTYPES[context.dtype.name], latency=self.latency,
+                device=device, channels=channels, dtype=dtype, latency=latency,
                 extra_settings=self.extra_settings,
                 callback=_ffi.addressof(_lib, "sc_device_sink_callback"),
                 finished_callback=sd._ffi.cast("PaStreamFinishedCallback *", _ffi.addressof(
@@ -552,7 +646,7 @@ class DeviceSink(Sink):
         if "JACK" in self.hostapi or self._stream is None:
             return
         rate = context.samplerate
-        frames = latency_figures(float(self._stream.latency), rate)["latency_frames"]
+        frames = latency_figures(_output_latency(self._stream), rate)["latency_frames"]
         if not frames:
             return
         n = context.blocksize
@@ -727,7 +821,7 @@ class DeviceSink(Sink):
             return float(self.stall_timeout)
         context = self._live_context()
         period: float = context.blocksize / context.samplerate
-        reported = float(self._stream.latency) if self._stream is not None else 0.0
+        reported = _output_latency(self._stream) if self._stream is not None else 0.0
         # A wrong report (2**32 frames) must not switch the stall detection off.
         latency = latency_figures(reported, context.samplerate)["latency"] or 0.0
         return max(0.5, 20 * period, 4 * latency)
@@ -744,7 +838,7 @@ class DeviceSink(Sink):
         # anything plays it or not: up to this much taken, the stream has not run yet.
         try:
             rate = float(stream.samplerate)
-            primed = latency_figures(float(stream.latency), rate)["latency_frames"] or 0
+            primed = latency_figures(_output_latency(stream), rate)["latency_frames"] or 0
         except Exception:  # a stream already gone
             primed = 0
         while not self._stopping.wait(0.05):
@@ -796,7 +890,7 @@ class DeviceSink(Sink):
         if "ALSA" not in self.hostapi:
             return ")"
         try:
-            frames = round(float(stream.latency) * float(stream.samplerate))
+            frames = round(_output_latency(stream) * float(stream.samplerate))
         except Exception:  # a stream that is gone
             return ")"
         return (f"; or PipeWire's quantum is larger than this stream's buffer of {frames} "
@@ -832,7 +926,11 @@ class DeviceSink(Sink):
         if stream is not None:
             with contextlib.suppress(Exception):  # a closed or terminated stream
                 out["samplerate"] = float(stream.samplerate)
-                out.update(latency_figures(float(stream.latency), out["samplerate"]))
+                if isinstance(stream.latency, tuple):  # duplex: (input, output)
+                    figures = latency_figures(float(stream.latency[0]), out["samplerate"])
+                    out["input_latency_frames"] = figures["latency_frames"]
+                    out["input_latency_ms"] = figures["latency_ms"]
+                out.update(latency_figures(_output_latency(stream), out["samplerate"]))
         s = _ffi.new("sc_device_sink_stats *")
         _lib.sc_device_sink_get_stats(state, s)
         hist = [int(v) for v in s.duration_hist]
@@ -847,8 +945,39 @@ class DeviceSink(Sink):
                          "mean": s.duration_sum / max(1, sum(hist)),
                          "histogram": hist},
             callback_tid=s.callback_tid, active=bool(s.active), finished=bool(s.finished))
+        if self.input_device_index is not None:
+            out.update(input_device=self.input_device_index, input_frames=s.input_frames,
+                       input_lost_frames=s.input_lost_frames,
+                       input_overflows=s.input_overflows,
+                       input_overflow_flags=s.input_overflow_flags,
+                       input_underflow_flags=s.input_underflow_flags,
+                       io_offset=s.io_offset, io_offset_changes=s.io_offset_changes)
         out["callback_policy"], out["callback_priority"] = _scheduling(s.callback_tid)
         return out
+
+    def timestamps(self, max_records: int = _lib.SC_DEVICE_TRACE_SLOTS) -> _np.ndarray:
+        """The stream's most recent callbacks, oldest first.
+
+        Parameters
+        ----------
+        max_records : int
+            At most this many (up to ``SC_DEVICE_TRACE_SLOTS``, 1024).
+
+        Returns
+        -------
+        numpy.ndarray
+            A copy, :data:`DEVICE_TRACE_DTYPE`: how the output and input frame clocks
+            advanced and PortAudio's ADC/DAC times at each callback.  Empty when no
+            stream is open.
+        """
+        out = _np.zeros(max(0, min(int(max_records), _lib.SC_DEVICE_TRACE_SLOTS)),
+                        dtype=DEVICE_TRACE_DTYPE)
+        with self._lock:
+            if self._state == _ffi.NULL or out.size == 0:
+                return out[:0]
+            n = _lib.sc_device_sink_trace(self._state, _ffi.cast(
+                "sc_device_trace_record *", _ffi.from_buffer(out)), out.size)
+        return out[:n].copy()
 
     def stats(self) -> dict[str, Any]:
         """Device, host API, PortAudio's latency and samplerate, and the callback's figures.
@@ -963,7 +1092,7 @@ class DeviceSink(Sink):
             if dac > 0 and abs(dac - now) < MAX_PLAUSIBLE_LATENCY:
                 self._played_by = dac + int(s.frames_max) / rate
             else:
-                latency = latency_figures(float(stream.latency), rate)["latency"] or 0.0
+                latency = latency_figures(_output_latency(stream), rate)["latency"] or 0.0
                 self._played_by = now + latency
             self._played_deadline = time.monotonic() + MAX_PLAUSIBLE_LATENCY
         return now >= self._played_by or time.monotonic() >= self._played_deadline

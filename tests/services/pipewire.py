@@ -27,19 +27,17 @@ it is not 0, as the JACK tests do with server xruns.
 from __future__ import annotations
 
 import collections
-import json
 import os
 import signal
 import subprocess
-import sys
 import sysconfig
-import textwrap
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.helpers.child import ChildFailed, run_python  # noqa: F401  (ChildFailed: re-exported)
 from tests.services.common import Service, require_program, unavailable, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -310,10 +308,6 @@ def alsa_plugin_files() -> dict[str, Path] | None:
     return found
 
 
-class ChildFailed(AssertionError):
-    """A child process exited with an error or printed no JSON line."""
-
-
 class Profiler:
     """``pw-profiler`` on one server while a ``with`` block runs; ``.count`` afterwards.
 
@@ -483,24 +477,8 @@ class PipeWireServer:
         envs = {"jack": self.jack_env, "alsa": self.alsa_env, "pipewire": self.client_env}
         if via not in envs:
             raise ValueError(f"via must be one of {sorted(envs)}, not {via!r}")
-        env = envs[via](None)
-        source = f"import sys\nsys.path.insert(0, {str(ROOT)!r})\n" + textwrap.dedent(code)
-        try:
-            done = subprocess.run([sys.executable, "-c", source], env=env, cwd=ROOT,
-                                  capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired as e:
-            stderr = (e.stderr or b"").decode(errors="replace")  # bytes even with text=True
-            raise ChildFailed(f"the child ({via}) ran over {timeout} s; its stderr:\n"
-                              f"{stderr[-3000:]}\n"
-                              f"{self.service.describe_failure('server')}") from e
-        lines = done.stdout.strip().splitlines()
-        if done.returncode != 0 or not lines:
-            raise ChildFailed(f"the child ({via}) exited with {done.returncode}; its stderr:\n"
-                              f"{done.stderr[-3000:]}\n{self.service.describe_failure('server')}")
-        try:
-            return json.loads(lines[-1])
-        except json.JSONDecodeError as e:
-            raise ChildFailed(f"the child's last line is not JSON: {lines[-1]!r}") from e
+        return run_python(code, envs[via](None), timeout,
+                          context=f"(via {via}) {self.service.describe_failure('server')}")
 
     def alive(self) -> bool:
         return self.service.alive()
