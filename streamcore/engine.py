@@ -839,8 +839,9 @@ class Engine:
         float32, ``input_channels`` channels; the mixer writes it from the first time this
         property is read on.  Read it from one thread, or from another process through
         ``input.fd``, as fast as the device captures; a reader that falls behind by more
-        than the ring holds loses frames: counted in ``stats().input`` (``tap_overflows``, ``tap_lost_frames``) and
-        the XRUN taint, with zeros in their place (a frame never loses its position).
+        than the ring holds loses frames: counted in ``stats().input`` (``tap_overflows``,
+        ``tap_lost_frames``) and the XRUN taint, with zeros in their place (a frame never
+        loses its position).
 
         Raises
         ------
