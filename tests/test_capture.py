@@ -49,7 +49,7 @@ def fed(jack_server):
 
 class TestRecord:
     def test_bit_exact_at_the_predicted_frame(self, fed):
-        engine, feeder, offset = fed
+        engine, _feeder, offset = fed
         at = engine.input_frame + 4800  # 0.1 s ahead
         recording = engine.record(48000, at=at)
         assert recording.wait(5)
@@ -160,9 +160,9 @@ class TestBadInput:
 
     @pytest.mark.parametrize("frames", [0, -5, 2**31 + 1, 1.5])
     def test_record_frames_out_of_range(self, jack_server, frames):
-        with streamcore.Engine(sink=DeviceSink(jack_server.device), input_channels=1) as engine:
-            with pytest.raises((TypeError, ValueError), match="frames"):
-                engine.record(frames)
+        with (streamcore.Engine(sink=DeviceSink(jack_server.device), input_channels=1) as engine,
+              pytest.raises((TypeError, ValueError), match="frames")):
+            engine.record(frames)
 
     def test_more_input_channels_than_the_device_has(self, jack_server):
         engine = streamcore.Engine(sink=DeviceSink(jack_server.device), input_channels=3)

@@ -27,7 +27,7 @@ def ramp(first: int, frames: int, channels: int) -> np.ndarray:
 
 def position(frame: np.ndarray) -> int:
     """The feeder index k of one recorded frame (its first channel)."""
-    return int(round(float(frame[0]) * SCALE))
+    return round(float(frame[0]) * SCALE)
 
 
 class Feeder:
