@@ -192,8 +192,6 @@ static void capture(sc_device_sink *s, const void *input, uint64_t n, unsigned l
         sc_count(&s->input_overflow_flags, 1);
     if (status & SC_PA_INPUT_UNDERFLOW)
         sc_count(&s->input_underflow_flags, 1);
-    if (status & (SC_PA_INPUT_OVERFLOW | SC_PA_INPUT_UNDERFLOW))
-        sc_engine_taint(s->engine, SC_TAINT_XRUN);
     const uint64_t gap_before = s->capture_gap;
     int64_t k = sc_ring_write_gapless(s->capture, input, n, &s->capture_gap);
     if (k < 0)
@@ -226,7 +224,8 @@ int sc_device_sink_callback(const void *input, void *output, unsigned long frame
                               memory_order_relaxed);
     }
     sc_count(&s->callbacks, 1);
-    if (status & (SC_PA_OUTPUT_UNDERFLOW | SC_PA_OUTPUT_OVERFLOW)) {
+    if (status & (SC_PA_OUTPUT_UNDERFLOW | SC_PA_OUTPUT_OVERFLOW | SC_PA_INPUT_UNDERFLOW |
+                  SC_PA_INPUT_OVERFLOW)) {
         sc_count(&s->xruns, 1);
         sc_count(&s->xrun_frames, frames);
         sc_engine_taint(s->engine, SC_TAINT_XRUN); /* the server's xrun: the run is not clean */

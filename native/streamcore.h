@@ -169,7 +169,8 @@ typedef struct sc_device_sink_stats {
     uint64_t output_underflows;/* PortAudio status: paOutputUnderflow */
     uint64_t output_overflows; /* PortAudio status: paOutputOverflow */
     uint64_t priming;          /* PortAudio status: paPrimingOutput */
-    uint64_t xruns;            /* callbacks with an underflow or overflow flag */
+    uint64_t xruns;            /* callbacks with an underflow or overflow flag (either
+                                  direction: one server xrun flags both) */
     uint64_t xrun_frames;      /* frames asked for by those callbacks (a server flags every
                                   callback of its cycle: frames / server period = xruns) */
     uint64_t frames_min, frames_max; /* frame counts PortAudio asked for (0 before any) */

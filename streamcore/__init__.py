@@ -44,6 +44,7 @@ from streamcore.errors import (
     DeviceSettingsError,
     EngineClosedError,
     InputLateError,
+    LoopbackNotFoundError,
     MemoryLockError,
     MemoryLockWarning,
     NativeError,
@@ -55,6 +56,7 @@ from streamcore.errors import (
     SinkInUseError,
     StreamcoreError,
 )
+from streamcore.latency import Latency
 from streamcore.realtime import (
     RealtimeGrant,
     Scheduling,
@@ -97,6 +99,8 @@ __all__ = [
     "EngineClosedError",
     "FileSink",
     "InputLateError",
+    "Latency",
+    "LoopbackNotFoundError",
     "MemoryLockError",
     "MemoryLockWarning",
     "NativeError",

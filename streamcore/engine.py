@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as _np
 
+from streamcore import latency as _latency
 from streamcore import realtime as _realtime
 from streamcore import telemetry as _telemetry
 from streamcore._native import ffi as _ffi
@@ -53,12 +54,14 @@ from streamcore.capture import Capture, Recording
 from streamcore.errors import (
     EngineClosedError,
     EngineTimeoutError,
+    LoopbackNotFoundError,
     RepromoteRefusedError,
     SinkError,
     StreamcoreError,
     check,
 )
 from streamcore.events import EventLog
+from streamcore.latency import Latency
 from streamcore.ring import Ring as _Ring
 from streamcore.voice import MAX_VOICES, StreamVoice, Voice, VoiceTable, finite, positive_int
 from streamcore.watchdog import Event, Watchdog
@@ -911,6 +914,153 @@ class Engine:
         with self._lock:
             self._check_usable()
             return self._input().record(frames, at)
+
+    def measure_latency(self, seconds: float = 1.0) -> Latency:
+        """Measure the round trip from the outputs to the inputs through a loopback.
+
+        Parameters
+        ----------
+        seconds : float
+            The measurement signal's length at most (0.05 .. 10): a maximum length sequence
+            (see :mod:`streamcore.latency`) played on every output channel.
+
+        Returns
+        -------
+        Latency
+            ``frames`` (exact to the frame), ``fraction``, ``ms``, ``reported_frames`` (the
+            host's own figure), ``confidence``, ``input_channel``.
+
+        Raises
+        ------
+        TypeError, ValueError
+            ``seconds`` out of range, or the engine has no input.
+        LoopbackNotFoundError
+            The signal did not come back within a second: nothing connects the outputs to
+            the inputs (a cable, JACK/PipeWire connections, a device's monitor).
+        SinkError
+            The device failed, or glitched during the measurement (then it is not trusted:
+            measure again).
+        EngineClosedError
+            The engine is closed.
+
+        Notes
+        -----
+        Any thread; blocks for about ``seconds`` plus a second.  The engine must be
+        running.  Other voices playing meanwhile are heard by the measurement (they lower
+        its confidence, not its result, unless they drown the signal).
+        """
+        seconds = finite("seconds", seconds, 0.05, 10.0)
+        order = _latency.order_for(int(seconds * self.samplerate))
+        signal = _latency.mls(order)
+        window = self.samplerate  # the round trip searched: up to a second
+        data, reported = self._play_and_record(
+            _np.repeat(signal[:, None], self.channels, axis=1), signal.shape[0] + window, 0)
+        lag, fraction, confidence, channel = _latency.find_delay(data, signal, window)
+        if confidence < _latency.MIN_CONFIDENCE:
+            raise LoopbackNotFoundError(
+                f"the measurement signal did not come back on any of the {self.input_channels}"
+                f" inputs within {window} frames (confidence {confidence:.1f} < "
+                f"{_latency.MIN_CONFIDENCE:g}): connect the outputs to the inputs (a cable, "
+                f"jack_connect or pw-link, a device's monitor) and measure again")
+        return _latency.Latency(frames=lag, fraction=fraction, samplerate=self.samplerate,
+                                reported_frames=reported, confidence=confidence,
+                                input_channel=channel)
+
+    def playrec(self, array: Any, latency: Latency | int | None = None) -> _np.ndarray:
+        """Play ``array`` and return what the inputs captured, aligned to it.
+
+        Parameters
+        ----------
+        array : array_like
+            float32 frames, (frames,) or (frames, channels) as :meth:`play` takes them.
+        latency : Latency, int or None
+            The round trip (a :class:`~streamcore.latency.Latency`, or frames >= 0); None:
+            :meth:`measure_latency` first.
+
+        Returns
+        -------
+        numpy.ndarray
+            float32, (frames, input_channels): element k was captured when element k of
+            ``array`` came back through the loopback.  Through a digital loopback it equals
+            ``array`` exactly.
+
+        Raises
+        ------
+        TypeError, ValueError
+            A bad ``array`` or ``latency``, or the engine has no input.
+        LoopbackNotFoundError
+            ``latency`` None and no loopback was found.
+        SinkError
+            The device failed, or glitched during the run (the alignment is then not
+            trusted).
+        EngineClosedError
+            The engine is closed.
+
+        Notes
+        -----
+        Any thread; blocks for the array's length plus a little.  The engine must be
+        running.
+        """
+        if latency is None:
+            latency = self.measure_latency()
+        frames = latency.frames if isinstance(latency, _latency.Latency) else positive_int(
+            "latency", latency, 0, 1 << 30)
+        data = _np.asarray(array, dtype=_np.float32)
+        if data.ndim not in (1, 2) or data.shape[0] == 0:
+            raise ValueError(f"array must hold frames: (frames,) or (frames, channels), not "
+                             f"shape {data.shape}")
+        recorded, _reported = self._play_and_record(data, data.shape[0], frames)
+        return _np.array(recorded)
+
+    def _play_and_record(self, array: Any, frames: int, delay: int
+                         ) -> tuple[_np.ndarray, int | None]:
+        """Play ``array`` from an output frame far enough ahead and record ``frames`` input
+        frames from the input frame that leaves the device with it, plus ``delay``.
+        Returns (the recording, the host's reported round trip)."""
+        self._input()
+        if not self.running:
+            raise ValueError("start() the engine first: the measurement plays and records")
+        before = self._device_clocks()
+        # Ahead of everything rendered (the fill) by a tenth of a second: the ADD reaches
+        # the mixer before it renders that frame, so the voice starts exactly there.
+        play_at = self.frame + int(before["fill"]) + self.samplerate // 10
+        recording = self.record(frames, at=play_at + before["io_offset"] + delay)
+        try:
+            voice = self.play(array, at=play_at)
+        except BaseException:
+            recording.stop()
+            raise
+        limit = (max(frames, _np.shape(array)[0]) + delay) / self.samplerate + 5.0
+        voice.wait(limit)
+        recording.wait(limit)
+        if not recording.done:
+            recording.stop()
+            raise SinkError(f"the recording did not complete within {limit:.1f} s: the "
+                            f"device stopped capturing")
+        after = self._device_clocks()
+        if voice.start_frame != play_at:
+            raise SinkError(f"the signal started at output frame {voice.start_frame}, not "
+                            f"{play_at} as asked: the mixer fell behind; measure again")
+        if after["io_offset_changes"] != before["io_offset_changes"]:
+            raise SinkError("the device underran during the run (its input and output "
+                            "clocks moved apart): the alignment is not trusted; try again "
+                            "with a larger blocksize or periods")
+        if recording.overflows:
+            raise SinkError("captured frames were lost during the run (the mixer stalled): "
+                            "try again")
+        return recording.data, after["reported"]
+
+    def _device_clocks(self) -> dict[str, Any]:
+        """The device's io offset, its changes, the fill and the host's reported round trip."""
+        sink = self.stats().sink
+        if "io_offset" not in sink:
+            raise ValueError("the sink does not relate its input and output clocks")
+        out, inp = sink.get("latency_frames"), sink.get("input_latency_frames")
+        reported = None if out is None or inp is None else int(out) + int(inp)
+        return {"io_offset": int(sink["io_offset"]),
+                "io_offset_changes": int(sink["io_offset_changes"]),
+                "fill": int(sink.get("fill_frames") or self.periods * self.blocksize),
+                "reported": reported}
 
     @property
     def voices(self) -> list[Voice]:

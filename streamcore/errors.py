@@ -19,6 +19,7 @@ __all__ = [
     "EngineClosedError",
     "EngineTimeoutError",
     "InputLateError",
+    "LoopbackNotFoundError",
     "MemoryLockError",
     "MemoryLockWarning",
     "NativeError",
@@ -149,6 +150,10 @@ class DeviceSettingsError(StreamcoreError, ValueError):
 
 class InputLateError(StreamcoreError, ValueError):
     """A recording asked for input frames that had already gone by."""
+
+
+class LoopbackNotFoundError(StreamcoreError, RuntimeError):
+    """The measurement signal played on the outputs did not come back on any input."""
 
 
 class SinkError(StreamcoreError, RuntimeError):

@@ -152,8 +152,9 @@ class EngineStats:
         :attr:`xruns`), 'device' (the server's xruns: JACK's xrun notifications, or the
         missed cycles of PipeWire's profiler, else PortAudio's under/overflow flags),
         'device_ring' (device callbacks that found the output ring short) and 'voices'
-        (stream-voice underruns); with an input, 'input' (captured frames lost: the device's
-        input overflow flags, the capture's and the tap's overflows).  The CLI's live line
+        (stream-voice underruns); with an input, 'input' (captured frames the engine lost:
+        the capture's and the tap's overflows; the device's own input flags are the
+        server's xruns, counted in 'device').  The CLI's live line
         and its final figures read these."""
         sink = self.sink
         device = int(sink.get("xruns", 0) or 0)
@@ -168,7 +169,6 @@ class EngineStats:
                  "device_ring": int(sink.get("underruns", 0) or 0), "voices": self.underruns}
         if self.input:
             found["input"] = (int(sink.get("input_overflows", 0) or 0)
-                              + int(sink.get("input_overflow_flags", 0) or 0)
                               + int(self.input.get("tap_overflows", 0)))
         return found
 

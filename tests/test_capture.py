@@ -9,18 +9,23 @@ predicted, not just found.
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
 import time
 
+import jack
 import numpy as np
 import pytest
 
 import streamcore
 from streamcore._native import ffi, lib
 from streamcore.capture import TAP_FRAMES
-from streamcore.errors import DeviceSettingsError, InputLateError
+from streamcore.errors import DeviceSettingsError, InputLateError, LoopbackNotFoundError
 from streamcore.sinks import portaudio
 from streamcore.sinks.device import DeviceSink, resolve_device
 from tests.helpers.feeder import Feeder, position, ramp
+from tests.services.common import require_program, wait_until
 from tests.services.jack import settle
 
 
@@ -201,3 +206,134 @@ class TestGaplessWrite:
         assert write(np.full(5, 3, np.float32)) == 5 and gap[0] == 0
         assert ring.read(ring.readable)[:, 0].tolist() == [0.0] * 30 + [3.0] * 5
         ring.close()
+
+
+@pytest.fixture
+def looped(jack_server):
+    """A started duplex engine whose outputs JACK connects straight back to its inputs (a
+    digital loopback): yields (engine, the JACK client that made the connections)."""
+    if not streamcore.sinks.device.portaudio_usable():
+        pytest.fail("PortAudio was poisoned by a dead server in this process")
+    settle(jack_server)
+    engine = streamcore.Engine(sink=DeviceSink(jack_server.device), input_channels=2)
+    linker = jack.Client("loop-linker", servername=jack_server.name, no_start_server=True)
+    try:
+        engine.start()
+        client = portaudio.jack_client_name()
+        outs = sorted(p.name for p in linker.get_ports(f"{client}:", is_output=True))
+        ins = sorted(p.name for p in linker.get_ports(f"{client}:", is_input=True))
+        for port in ins:
+            for source in linker.get_all_connections(port):
+                linker.disconnect(source.name, port)
+        for out, port in zip(outs, ins, strict=True):
+            linker.connect(out, port)
+        time.sleep(0.2)
+        yield engine, linker, list(zip(outs, ins, strict=True))
+    finally:
+        engine.close()
+        linker.close()
+
+
+def _iodelay(server: str, seconds: float = 2.0) -> set[float]:
+    """jack_iodelay's "total roundtrip latency" figures over ``seconds``, its out port
+    connected to its in port (the same kind of loop)."""
+    iodelay = require_program("jack_iodelay", "jackd2")
+    env = {**os.environ, "JACK_DEFAULT_SERVER": server}
+    proc = subprocess.Popen(["stdbuf", "-oL", iodelay], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        client = jack.Client("iodelay-linker", servername=server, no_start_server=True)
+        try:
+            assert wait_until(lambda: len(client.get_ports("jack_delay:")) == 2, 5, 0.05)
+            client.connect("jack_delay:out", "jack_delay:in")
+            time.sleep(seconds)
+        finally:
+            client.close()
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=5)[0]
+    return {float(m) for m in re.findall(r"([\d.]+) frames\s+[\d.]+ ms total roundtrip", out)}
+
+
+class TestLatency:
+    """measure_latency() and playrec() through a JACK loopback: PortAudio's output ports
+    connected to its own input ports.  A frame the device callback hands out in server
+    cycle c comes back in cycle c + 1: one period, exactly, every time."""
+
+    def test_measured_to_the_frame_and_stable(self, jack_server, looped):
+        engine, _linker, _pairs = looped
+        measured = [engine.measure_latency(0.5) for _ in range(5)]
+        assert {m.frames for m in measured} == {jack_server.period}, measured
+        assert all(m.fraction == 0.0 and m.confidence > 100 for m in measured), measured
+        assert measured[0].ms == pytest.approx(1e3 * jack_server.period / 48000)
+        assert measured[0].reported_frames is not None  # the host's figure, for comparison
+
+    def test_agrees_with_a_recording_made_by_the_test(self, looped):
+        """The test plays noise at an output frame and records from the input frame that
+        leaves the device with it (the device's io offset); where the noise is found in that
+        recording, bit-exact, is the round trip."""
+        engine, _linker, _pairs = looped
+        latency = engine.measure_latency(0.5)
+        noise = np.random.default_rng(7).uniform(-0.5, 0.5, (4800, 2)).astype(np.float32)
+        io_offset = engine.stats().sink["io_offset"]
+        at = engine.frame + 48000 // 5
+        recording = engine.record(4800 + 4096, at=at + io_offset)
+        engine.play(noise, at=at)
+        assert recording.wait(5)
+        found = [k for k in range(4096) if np.array_equal(recording.data[k:k + 4800], noise)]
+        assert found == [latency.frames]
+
+    def test_playrec_returns_the_played_noise_bit_exact(self, looped):
+        engine, _linker, _pairs = looped
+        latency = engine.measure_latency(0.5)
+        for seed in range(3):
+            noise = np.random.default_rng(seed).uniform(-0.9, 0.9, (24000, 2)).astype(
+                np.float32)
+            assert np.array_equal(engine.playrec(noise, latency), noise)
+        assert np.array_equal(engine.playrec(noise, latency.frames), noise)
+
+    def test_playrec_measures_first_when_not_told(self, looped):
+        engine, _linker, _pairs = looped
+        tone = (0.25 * np.sin(np.arange(9600) / 7.0)).astype(np.float32)
+        got = engine.playrec(np.stack([tone, -tone], axis=1))
+        assert np.array_equal(got, np.stack([tone, -tone], axis=1))
+
+    def test_jack_iodelay_measures_the_same_loop(self, jack_server, looped):
+        """jack_iodelay's own out->in loop on the same server: the same round trip.  Both
+        are measured between a frame leaving a JACK client and coming back to it; the
+        engine's own buffering (the fill rendered ahead of the device) is before that
+        point, so it adds nothing here (it is Engine.stats().fill on top, for a frame
+        rendered now)."""
+        engine, _linker, _pairs = looped
+        ours = engine.measure_latency(0.5).frames
+        theirs = _iodelay(jack_server.name)
+        assert theirs, "jack_iodelay printed no round trip"
+        print(f"\nround trip on a {jack_server.period}-frame JACK loop: streamcore {ours}, "
+              f"jack_iodelay {sorted(theirs)}")
+        # jack_iodelay estimates a fraction too (256.001 once): the same frame, to 0.01
+        assert all(abs(figure - ours) < 0.01 for figure in theirs), (ours, theirs)
+
+    def test_no_loopback_is_a_clear_error(self, looped):
+        engine, linker, pairs = looped
+        for out, port in pairs:
+            linker.disconnect(out, port)
+        with pytest.raises(LoopbackNotFoundError,
+                           match=r"did not come back .* connect the outputs to the inputs"):
+            engine.measure_latency(0.2)
+
+    def test_bad_arguments(self, looped):
+        engine, _linker, _pairs = looped
+        for bad in (-1, 1.5, "x"):
+            with pytest.raises((TypeError, ValueError), match="latency"):
+                engine.playrec(np.zeros((10, 2), np.float32), bad)
+        with pytest.raises(ValueError, match="array must hold frames"):
+            engine.playrec(np.zeros((0, 2), np.float32), 0)
+        for seconds in (0.0, 11, float("nan")):
+            with pytest.raises(ValueError, match="seconds"):
+                engine.measure_latency(seconds)
+
+    def test_a_stopped_engine(self, jack_server):
+        with streamcore.Engine(sink=DeviceSink(jack_server.device), input_channels=1) as engine:
+            engine.stop()
+            with pytest.raises(ValueError, match="start"):
+                engine.measure_latency()
