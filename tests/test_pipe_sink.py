@@ -17,8 +17,9 @@ import pytest
 
 from streamcore import Engine
 from streamcore.errors import SinkError
-from streamcore.sinks.pipe import PipeSink, wav_header
+from streamcore.sinks.pipe import PipeSink
 from streamcore.telemetry import TRACE_PIPE
+from streamcore.wav import header as wav_header
 from tests.services.common import require_program, wait_until
 
 HELPERS = pathlib.Path(__file__).parent / "helpers"

@@ -37,38 +37,23 @@ from __future__ import annotations
 import fcntl
 import os
 import stat
-import struct
 import sys
 import threading
 from typing import IO, Any, cast
 
 import numpy as _np
 
+from streamcore import wav as _wav
 from streamcore._native import ffi as _ffi
 from streamcore._native import lib as _lib
 from streamcore.errors import EngineClosedError, SinkError, StreamcoreError, check
 from streamcore.pipes import PAGE_SIZE, pipe_size, set_pipe_size
 from streamcore.sinks.base import Sink, SinkContext
 
-__all__ = ["PipeSink", "wav_header"]
+__all__ = ["PipeSink"]
 
 # Raw formats and the output dtype each needs; 'wav' takes ``dtype`` (int16 by default).
 _RAW = {"s16le": "int16", "s32le": "int32", "f32le": "float32"}
-_WAV_TAGS = {"int16": 1, "int32": 1, "float32": 3}  # WAVE_FORMAT_PCM, _IEEE_FLOAT
-_STREAMING_SIZE = 0xFFFFFFFF  # "unknown length": readers play until end of input
-_HEADER_BYTES = 44
-
-
-def wav_header(samplerate: int, channels: int, dtype: str) -> bytes:
-    """A 44-byte WAV header for a stream of unknown length (RIFF and data sizes 0xFFFFFFFF),
-    which aplay, sox and ffmpeg read until end of input."""
-    sample_bytes = _np.dtype(dtype).itemsize
-    block_align = channels * sample_bytes
-    fmt = struct.pack("<HHIIHH", _WAV_TAGS[dtype], channels, samplerate,
-                      samplerate * block_align, block_align, 8 * sample_bytes)
-    return (b"RIFF" + struct.pack("<I", _STREAMING_SIZE) + b"WAVE"
-            + b"fmt " + struct.pack("<I", len(fmt)) + fmt
-            + b"data" + struct.pack("<I", _STREAMING_SIZE))
 
 
 class PipeSink(Sink):
@@ -140,7 +125,7 @@ class PipeSink(Sink):
             dtype = _RAW[format]
         elif format == "wav":
             dtype = _np.dtype(dtype or "int16").name
-            if dtype not in _WAV_TAGS:
+            if dtype not in _wav.TAGS:
                 raise ValueError(f"dtype: a WAV stream carries int16, int32 or float32, not "
                                  f"{dtype}")
         else:
@@ -377,7 +362,7 @@ class PipeSink(Sink):
             self._header_at = (os.lseek(self.fd, 0, os.SEEK_CUR) if self.format == "wav"
                                and self._seekable_file() else None)
             if self.format == "wav":
-                header = wav_header(context.samplerate, context.channels, self.dtype)
+                header = _wav.header(context.samplerate, context.channels, self.dtype)
                 check(_lib.sc_pipe_sink_prefix(self._native, header, len(header)),
                       "WAV header")
 
@@ -470,17 +455,11 @@ class PipeSink(Sink):
         """A regular file gets the real RIFF and data sizes once the writer stopped (a pipe
         keeps the streaming header: its readers play to end of input).  Done at every stop,
         so the file is valid between runs too; a stream past 4 GiB keeps 0xFFFFFFFF."""
-        if self._header_at is None or written < _HEADER_BYTES:
+        if self._header_at is None:
             return
-        data = written - _HEADER_BYTES
-        if data + 36 > _STREAMING_SIZE:
-            return
-        try:
-            os.pwrite(self.fd, struct.pack("<I", data + 36), self._header_at + 4)
-            os.pwrite(self.fd, struct.pack("<I", data), self._header_at + 40)
-        except OSError as e:
-            if self.error is None:
-                self.error = f"fixing the WAV header's sizes failed: {e.strerror}"
+        problem = _wav.fix_sizes(self.fd, self._header_at, written)
+        if problem is not None and self.error is None:
+            self.error = problem
 
     def close(self) -> None:
         """Stop, free the native writer and close the sink's own relay pipe; idempotent.
