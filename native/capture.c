@@ -36,14 +36,17 @@ static int record(sc_voice *v, uint64_t first, const float *src, uint64_t k, uin
 
 static void feed_tap(sc_engine *e, const float *src, uint64_t k)
 {
-    const int32_t armed = atomic_load_explicit(&e->tap_armed, memory_order_relaxed);
-    if (!armed) {
-        e->tap_was_armed = 0;
+    if (!atomic_load_explicit(&e->tap_armed, memory_order_acquire))
         return;
-    }
-    if (!e->tap_was_armed) { /* a new arming: what was lost before is not owed */
-        e->tap_was_armed = 1;
+    const uint32_t arming = atomic_load_explicit(&e->tap_arming, memory_order_acquire);
+    if (arming != e->tap_arming_seen) { /* a new arming: what was lost before is not owed */
+        e->tap_arming_seen = arming;
         e->tap_gap = 0;
+        sc_ring_stats rs;
+        sc_ring_get_stats(e->tap, &rs);
+        const uint64_t first = atomic_load_explicit(&e->input_frame, memory_order_relaxed);
+        atomic_store_explicit(&e->tap_origin, (int64_t)(first - rs.frames_written),
+                              memory_order_release);
     }
     const uint64_t gap_before = e->tap_gap;
     int64_t put = sc_ring_write_gapless(e->tap, src, k, &e->tap_gap);

@@ -165,6 +165,7 @@ int sc_engine_set_input(sc_engine *e, sc_ring *capture, sc_ring *tap)
     e->capture = capture;
     e->tap = tap;
     e->tap_gap = 0;
+    atomic_store_explicit(&e->tap_origin, -1, memory_order_relaxed);
     if (capture != NULL) {
         sc_ring_stats rs;
         sc_ring_get_stats(capture, &rs);
@@ -176,7 +177,12 @@ int sc_engine_set_input(sc_engine *e, sc_ring *capture, sc_ring *tap)
 
 void sc_engine_arm_tap(sc_engine *e, int32_t armed)
 {
-    atomic_store_explicit(&e->tap_armed, armed ? 1 : 0, memory_order_relaxed);
+    if (armed && !atomic_load_explicit(&e->tap_armed, memory_order_relaxed)) {
+        /* A new arming: the mixer notes where the tap's frames start when it first writes. */
+        atomic_store_explicit(&e->tap_origin, -1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&e->tap_arming, 1, memory_order_release);
+    }
+    atomic_store_explicit(&e->tap_armed, armed ? 1 : 0, memory_order_release);
 }
 
 uint64_t sc_engine_input_frame(const sc_engine *e)

@@ -159,7 +159,9 @@ struct sc_engine {
     sc_ring *capture, *tap;
     _Atomic uint64_t input_frame;  /* the capture index of the next frame to distribute */
     _Atomic int32_t tap_armed;
-    int32_t tap_was_armed;     /* mixer-private */
+    _Atomic uint32_t tap_arming; /* bumped by each arming (the mixer then starts anew) */
+    uint32_t tap_arming_seen;  /* mixer-private */
+    _Atomic int64_t tap_origin;
     uint64_t tap_gap;          /* mixer-private: tap frames lost, not yet written as zeros */
     uint64_t capture_lost_seen;/* mixer-private: the sink's lost-frame count last cycle */
     uint32_t active_recordings;/* mixer-private; mirrored into recordings_now */

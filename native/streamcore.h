@@ -474,6 +474,8 @@ typedef struct sc_engine_stats {
     uint64_t tap_lost_frames;
     uint32_t recordings;       /* recordings active now */
     int32_t tap_armed;
+    int64_t tap_origin;        /* since the tap was last armed: tap index i holds input frame
+                                  i + tap_origin (-1 before the first frame went in) */
 } sc_engine_stats;
 
 /* A watchdog demotion. */
@@ -577,7 +579,9 @@ uint32_t sc_engine_fill(const sc_engine *engine);
  * Both float32 with the input channels; either may be NULL (no capture).  Stopped engine
  * only: -EBUSY while running, -EINVAL for a wrong ring. */
 int sc_engine_set_input(sc_engine *engine, sc_ring *capture, sc_ring *tap);
-/* Start (1) or stop (0) writing the tap (any thread; the mixer reads it each cycle). */
+/* Start (1) or stop (0) writing the tap (any thread; the mixer reads it each cycle).  An
+ * arming after a stop starts anew: frames lost before are not owed, and tap_origin (stats)
+ * is -1 until the mixer wrote the first frame of the new arming. */
 void sc_engine_arm_tap(sc_engine *engine, int32_t armed);
 /* The input frame clock: every captured frame before it has been distributed. */
 uint64_t sc_engine_input_frame(const sc_engine *engine);
@@ -603,6 +607,36 @@ void sc_engine_taint(sc_engine *engine, uint32_t taints);
 void sc_engine_rearm(sc_engine *engine);
 /* Test hook: the next `cycles` cycles busy-loop for `spin_ns` each before mixing. */
 void sc_engine_test_spin(sc_engine *engine, int64_t spin_ns, uint32_t cycles);
+
+
+/* ---- tap writer (native/tap_writer.c) -------------------------------------------------
+ * A C thread that writes what a float32 ring holds (the engine's input tap) to a file
+ * descriptor, a pipe, FIFO, socket or regular file, as float32 or int16 (rounded, clipped):
+ * the capture leaves the process with no Python in the data path.  `frames` > 0: exactly that
+ * many, then it is finished (and drops what the ring gets until stopped, so the ring's
+ * writer never finds it full); 0: until stopped.  The thread is the ring's single reader
+ * from start to stop.  A stalled reader is waited for in poll() with the stop eventfd:
+ * stopping never hangs.  A write error (EPIPE: the reader went away) ends it (error).
+ */
+typedef struct sc_tap_writer sc_tap_writer;
+
+typedef struct sc_tap_writer_stats {
+    uint64_t frames;           /* frames written (and released from the ring) */
+    uint64_t bytes;            /* bytes written */
+    uint64_t waits;            /* times the ring was empty */
+    int32_t error;             /* errno that ended it, or 0 */
+    int32_t running;
+    int32_t finished;          /* wrote all `frames` */
+} sc_tap_writer_stats;
+
+/* 0, -EINVAL (not a float32 ring, a bad fd or format), -EBADF, -ENOMEM. */
+int sc_tap_writer_create(sc_tap_writer **out, sc_ring *ring, int fd, uint64_t frames,
+                         uint32_t format);
+int sc_tap_writer_start(sc_tap_writer *writer);
+/* Stop the thread (a chunk half written to a stalled reader stays in the ring) and join it. */
+int sc_tap_writer_stop(sc_tap_writer *writer);
+void sc_tap_writer_destroy(sc_tap_writer *writer);
+void sc_tap_writer_get_stats(const sc_tap_writer *writer, sc_tap_writer_stats *out);
 
 
 /* ---- pipe sink (native/pipe_sink.c) ----------------------------------------------------

@@ -85,6 +85,8 @@ void sc_engine_get_stats(const sc_engine *e, sc_engine_stats *out)
                                            memory_order_relaxed);
     out->tap_armed = atomic_load_explicit((_Atomic int32_t *)&e->tap_armed,
                                           memory_order_relaxed);
+    out->tap_origin = atomic_load_explicit((_Atomic int64_t *)&e->tap_origin,
+                                           memory_order_acquire);
 }
 
 void sc_telemetry_answer_snapshot(sc_engine *e)

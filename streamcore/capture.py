@@ -23,19 +23,22 @@ from __future__ import annotations
 
 import ctypes
 import mmap
-import threading
+import os
+import stat
+import time
 import warnings
 from typing import Any
 
 import numpy as _np
 
+from streamcore import wav as _wav
 from streamcore._native import ffi as _ffi
 from streamcore._native import lib as _lib
-from streamcore.errors import InputLateError, check
+from streamcore.errors import InputLateError, SinkError, check
 from streamcore.ring import Ring
-from streamcore.voice import Voice, VoiceTable, positive_int
+from streamcore.voice import Voice, VoiceTable, finite, positive_int
 
-__all__ = ["CAPTURE_FRAMES", "TAP_FRAMES", "Capture", "Recording"]
+__all__ = ["CAPTURE_FRAMES", "TAP_FRAMES", "Capture", "InputWriter", "Recording"]
 
 #: Frames the capture ring holds: 4 of JACK's largest periods.  The mixer empties it every
 #: cycle; it overflows only when the mixer stalls for longer (0.68 s at 48 kHz).
@@ -143,6 +146,159 @@ class Recording(Voice):
                 f"{self.end_reason or 'recording'}>")
 
 
+_WRITE_FORMATS = {"wav": None, "f32le": "float32", "s16le": "int16"}
+_NATIVE_FORMATS = {"float32": _lib.SC_FORMAT_F32, "int16": _lib.SC_FORMAT_S16}
+
+
+class InputWriter:
+    """The engine's input written to a file, a pipe or a socket by a C thread.
+
+    Parameters
+    ----------
+    capture : Capture
+        The engine's capture (its tap is read by the writer only).
+    fd : int
+        Where to write (kept open by the caller until :meth:`close`).
+    frames : int
+        Exactly this many frames, then done; 0: until stopped.
+    format : str
+        'wav' (a header, then ``dtype`` samples), 'f32le' or 's16le' (raw).
+    dtype : str
+        'float32' or 'int16', for 'wav'.
+    owns_fd : bool
+        Close ``fd`` in :meth:`close` (a file the engine opened by its path).
+
+    Notes
+    -----
+    Made by :meth:`Engine.record_to <streamcore.Engine.record_to>`.  No Python runs in the
+    data path: the mixer writes the tap, the C thread writes the fd.  The first frame
+    written is input frame :attr:`first_frame` (known once the mixer wrote it).
+    """
+
+    def __init__(self, capture: Capture, fd: int, frames: int, format: str, dtype: str,
+                 owns_fd: bool = False) -> None:
+        self._capture = capture
+        self.fd = fd
+        self._owns_fd = owns_fd
+        self.frames = frames
+        self.format = format
+        self.dtype = _WRITE_FORMATS[format] or dtype
+        self.error: str | None = None  #: why it ended early, or None
+        self.first_frame: int | None = None  #: the input frame of the first frame written
+        self._final: dict[str, Any] | None = None
+        self._closed = False
+        self._native: Any = _ffi.NULL
+        self._header_at = (os.lseek(fd, 0, os.SEEK_CUR)
+                           if format == "wav" and stat.S_ISREG(os.fstat(fd).st_mode) else None)
+        self._tap_start = capture.start_tap()  # ValueError when the tap has its reader
+        try:
+            out = _ffi.new("sc_tap_writer **")
+            handle, self._keepalive = capture.tap.native_handle()
+            check(_lib.sc_tap_writer_create(out, handle, fd, frames,
+                                            _NATIVE_FORMATS[self.dtype]),
+                  "sc_tap_writer_create")
+            self._native = out[0]
+            if format == "wav":  # before any sample: the C thread is not started yet
+                os.write(fd, _wav.header(capture.samplerate, capture.channels, self.dtype))
+            check(_lib.sc_tap_writer_start(self._native), "starting the input writer")
+        except BaseException:
+            if self._native != _ffi.NULL:
+                _lib.sc_tap_writer_destroy(self._native)
+                self._native = _ffi.NULL
+            capture.stop_tap()
+            raise
+
+    def stats(self) -> dict[str, Any]:
+        """Frames and bytes written, whether it finished, its error.
+
+        Returns
+        -------
+        dict
+            ``frames``, ``bytes``, ``waits`` (times the tap was empty), ``running``,
+            ``finished``, ``error`` (None or a sentence) and ``first_frame``.
+        """
+        if self._final is not None:
+            return dict(self._final)
+        s = _ffi.new("sc_tap_writer_stats *")
+        _lib.sc_tap_writer_get_stats(self._native, s)
+        if s.error and self.error is None:
+            self.error = f"writing the input failed: {os.strerror(s.error)}"
+        if self.first_frame is None:
+            origin = self._capture.tap_origin()
+            if origin >= 0:
+                self.first_frame = origin + self._tap_start
+        return {"frames": int(s.frames), "bytes": int(s.bytes), "waits": int(s.waits),
+                "running": bool(s.running), "finished": bool(s.finished),
+                "error": self.error, "first_frame": self.first_frame}
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until all ``frames`` are written (or the writer failed).
+
+        Parameters
+        ----------
+        timeout : float or None
+            Seconds at most; None: as long as it takes (with ``frames`` 0: until stopped).
+
+        Returns
+        -------
+        bool
+            True when finished, False on timeout.
+
+        Raises
+        ------
+        SinkError
+            The write failed (the reader went away, the disk is full).
+        """
+        deadline = None if timeout is None else time.monotonic() + finite(
+            "timeout", timeout, 0.0)
+        while True:
+            stats = self.stats()
+            if stats["error"]:
+                raise SinkError(stats["error"])
+            if stats["finished"] or (not stats["running"] and self._final is not None):
+                return True
+            if not stats["running"]:
+                return False
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+
+    def close(self) -> None:
+        """Stop the writer, fix a WAV file's header, give the tap back; idempotent.
+
+        Raises
+        ------
+        SinkError
+            The write had failed (once).
+        """
+        if self._closed:
+            return
+        self._closed = True
+        _lib.sc_tap_writer_stop(self._native)
+        final = self.stats()
+        _lib.sc_tap_writer_destroy(self._native)
+        self._native = _ffi.NULL
+        self._keepalive = None
+        self._capture.stop_tap()
+        if self._header_at is not None:
+            problem = _wav.fix_sizes(self.fd, self._header_at,
+                                     _wav.HEADER_BYTES + final["bytes"])
+            if problem and self.error is None:
+                self.error = problem
+        final["error"], final["running"] = self.error, False
+        self._final = final
+        if self._owns_fd:
+            os.close(self.fd)
+        if self.error:
+            raise SinkError(self.error)
+
+    def __enter__(self) -> InputWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class Capture:
     """The engine's capture ring, tap and recordings (the engine's lock serialises use).
 
@@ -160,9 +316,12 @@ class Capture:
         Frames of the tap.
     """
 
-    def __init__(self, handle: Any, table: VoiceTable, channels: int, lock_memory: bool,
-                 tap_frames: int = TAP_FRAMES) -> None:
+    def __init__(self, handle: Any, table: VoiceTable, channels: int, samplerate: int,
+                 lock_memory: bool, tap_frames: int = TAP_FRAMES) -> None:
         self.channels = channels
+        self.samplerate = samplerate
+        #: who reads the tap: None, "input" (handed out by Engine.input) or "writer"
+        self.tap_reader: str | None = None
         self._handle = handle
         self._table = table
         lock = "try" if lock_memory else False
@@ -174,14 +333,43 @@ class Capture:
         self.locked = not lock_memory or (self.ring.locked and self.tap.locked)
         # Held until the native engine is freed: its mixer reads one and writes the other.
         self._native = (self.ring.native_handle(), self.tap.native_handle())
-        self._armed = threading.Lock()
         check(_lib.sc_engine_set_input(handle, self._native[0][0], self._native[1][0]),
               "sc_engine_set_input")
 
     def arm_tap(self) -> Ring:
-        """The tap, written from now on."""
+        """The tap, written from now on, for the application to read (Engine.input)."""
+        if self.tap_reader == "writer":
+            raise ValueError("the input tap is being written by Engine.record_to(): it has "
+                             "one reader; close that writer first")
+        self.tap_reader = "input"
         _lib.sc_engine_arm_tap(self._handle, 1)
         return self.tap
+
+    def start_tap(self) -> int:
+        """For an :class:`InputWriter`: drop what the tap holds (frames of an earlier arming),
+        arm it; returns the tap index the writer starts at."""
+        if self.tap_reader is not None:
+            raise ValueError(f"the input tap already has its reader "
+                             f"({'Engine.input' if self.tap_reader == 'input' else 'a writer'})"
+                             f": it has one")
+        _lib.sc_engine_arm_tap(self._handle, 0)
+        stale = self.tap.readable
+        if stale:
+            self.tap.release(stale)
+        self.tap_reader = "writer"
+        _lib.sc_engine_arm_tap(self._handle, 1)
+        return int(self.tap.stats.frames_read)
+
+    def stop_tap(self) -> None:
+        """The writer is done: disarm the tap and free it for another reader."""
+        _lib.sc_engine_arm_tap(self._handle, 0)
+        self.tap_reader = None
+
+    def tap_origin(self) -> int:
+        """Tap index i holds input frame i + this (-1 until the mixer wrote the first)."""
+        native = _ffi.new("sc_engine_stats *")
+        _lib.sc_engine_get_stats(self._handle, native)
+        return int(native.tap_origin)
 
     @property
     def frame(self) -> int:
@@ -212,6 +400,8 @@ class Capture:
             "input_gaps": int(native.input_gaps),
             "recordings": int(native.recordings),
             "tap_armed": bool(native.tap_armed),
+            "tap_origin": int(native.tap_origin),
+            "tap_reader": self.tap_reader,
             "tap_frames": int(native.tap_frames),
             "tap_overflows": int(native.tap_overflows),
             "tap_lost_frames": int(native.tap_lost_frames),

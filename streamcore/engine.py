@@ -50,7 +50,7 @@ from streamcore import realtime as _realtime
 from streamcore import telemetry as _telemetry
 from streamcore._native import ffi as _ffi
 from streamcore._native import lib as _lib
-from streamcore.capture import Capture, Recording
+from streamcore.capture import Capture, InputWriter, Recording
 from streamcore.errors import (
     EngineClosedError,
     EngineTimeoutError,
@@ -270,7 +270,8 @@ class Engine:
         self.input_channels = input_channels
         self._capture: Capture | None = None
         if input_channels:
-            self._capture = Capture(self._handle, self._table, input_channels, lock_memory)
+            self._capture = Capture(self._handle, self._table, input_channels, samplerate,
+                                    lock_memory)
             if not self._capture.locked:
                 _lib.sc_engine_taint(self._handle, _lib.SC_TAINT_MLOCK_FAILED)
         self._snapshot_token = 0
@@ -914,6 +915,85 @@ class Engine:
         with self._lock:
             self._check_usable()
             return self._input().record(frames, at)
+
+    def record_to(self, target: Any, seconds: float | None = None, frames: int | None = None,
+                  format: str = "wav", dtype: str = "float32") -> InputWriter:
+        """Write the input to a file, a pipe or a socket, in C (no Python in the data path).
+
+        Parameters
+        ----------
+        target : str, os.PathLike, int or file object
+            A path (the file is created or truncated, and closed by the writer), or an open
+            fd / an object with ``fileno()`` (left open): a pipe, FIFO, socket or file.
+        seconds : float or None
+            How long (a whole number of frames at the samplerate); or give ``frames``.
+        frames : int or None
+            Exactly this many frames; neither: until the writer is closed.
+        format : str
+            'wav' (a header, then ``dtype`` samples; a regular file gets its real sizes at
+            close, a pipe the streaming header), 'f32le' or 's16le' (raw).
+        dtype : str
+            'float32' or 'int16' (rounded, clipped), for 'wav'.
+
+        Returns
+        -------
+        InputWriter
+            ``wait()`` for the frames, ``close()`` (or ``with``), ``stats()``,
+            ``first_frame`` (the input frame of the first frame written).
+
+        Raises
+        ------
+        TypeError, ValueError
+            A bad argument, both ``seconds`` and ``frames``, the engine has no input, or
+            :attr:`input` was handed out (the tap has one reader).
+        OSError
+            The path could not be opened for writing.
+        EngineClosedError
+            The engine is closed.
+
+        Notes
+        -----
+        The writer reads the input tap (:attr:`input`) from the moment it is made: the
+        first frame is the next one captured.  A reader of a pipe that falls behind by more
+        than the tap holds loses frames: counted as in :attr:`input`.
+        """
+        if format not in ("wav", "f32le", "s16le"):
+            raise ValueError(f"format must be 'wav', 'f32le' or 's16le', not {format!r}")
+        if dtype not in ("float32", "int16"):
+            raise ValueError(f"dtype must be 'float32' or 'int16', not {dtype!r}")
+        if seconds is not None and frames is not None:
+            raise ValueError("give seconds or frames, not both")
+        if seconds is not None:
+            count = round(finite("seconds", seconds, 0.0, 1e7) * self.samplerate)
+            if count < 1:
+                raise ValueError(f"seconds={seconds!r} is less than a frame")
+        else:
+            count = 0 if frames is None else positive_int("frames", frames, 1, 1 << 62)
+        with self._lock:
+            self._check_usable()
+            capture = self._input()
+            if capture.tap_reader is not None:
+                raise ValueError("the input tap already has its reader (Engine.input or "
+                                 "another writer): it has one")
+            owns = isinstance(target, str | os.PathLike)
+            if owns:
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                             0o644)
+            elif isinstance(target, int) and not isinstance(target, bool):
+                fd = target
+            elif hasattr(target, "fileno"):
+                if hasattr(target, "flush"):
+                    target.flush()  # what Python buffered goes first
+                fd = target.fileno()
+            else:
+                raise TypeError(f"target must be a path, an fd or a file object, not "
+                                f"{type(target).__name__}")
+            try:
+                return InputWriter(capture, fd, count, format, dtype, owns_fd=owns)
+            except BaseException:
+                if owns:
+                    os.close(fd)
+                raise
 
     def measure_latency(self, seconds: float = 1.0) -> Latency:
         """Measure the round trip from the outputs to the inputs through a loopback.

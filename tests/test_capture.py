@@ -17,6 +17,7 @@ import time
 import jack
 import numpy as np
 import pytest
+import soundfile as sf
 
 import streamcore
 from streamcore._native import ffi, lib
@@ -337,3 +338,96 @@ class TestLatency:
             engine.stop()
             with pytest.raises(ValueError, match="start"):
                 engine.measure_latency()
+
+
+class TestRecordTo:
+    """Engine.record_to(): the input leaves through a C thread into a file or a pipe."""
+
+    def test_a_wav_file_is_bit_exact(self, fed, tmp_path):
+        engine, _feeder, offset = fed
+        path = tmp_path / "in.wav"
+        with engine.record_to(path, seconds=1.0) as writer:
+            assert writer.wait(10)
+            first = writer.stats()["first_frame"]
+        data, rate = sf.read(path, dtype="float32", always_2d=True)
+        assert rate == 48000 and data.shape == (48000, 2)
+        assert first is not None and np.array_equal(data, ramp(first - offset, 48000, 2))
+        assert sf.info(path).subtype == "FLOAT"
+
+    def test_through_ffmpeg_from_a_pipe(self, fed, tmp_path):
+        engine, _feeder, offset = fed
+        ffmpeg = require_program("ffmpeg", "ffmpeg")
+        out = tmp_path / "out.f32"
+        read_end, write_end = os.pipe()
+        proc = subprocess.Popen([ffmpeg, "-loglevel", "error", "-f", "wav", "-i", "pipe:0",
+                                 "-f", "f32le", "-c:a", "pcm_f32le", "-y", str(out)],
+                                stdin=read_end)
+        os.close(read_end)
+        try:
+            writer = engine.record_to(write_end, frames=24000)
+            assert writer.wait(10)
+            writer.close()
+        finally:
+            os.close(write_end)
+            assert proc.wait(20) == 0
+        data = np.fromfile(out, dtype=np.float32).reshape(-1, 2)
+        assert data.shape == (24000, 2)
+        assert np.array_equal(data, ramp(writer.stats()["first_frame"] - offset, 24000, 2))
+
+    def test_int16_raw(self, fed, tmp_path):
+        engine, _feeder, offset = fed
+        path = tmp_path / "in.s16"
+        with engine.record_to(path, frames=4800, format="s16le") as writer:
+            assert writer.wait(10)
+        data = np.fromfile(path, dtype="<i2").reshape(-1, 2)
+        expected = ramp(writer.stats()["first_frame"] - offset, 4800, 2)
+        assert np.array_equal(data, np.clip(np.rint(expected * 32768), -32768, 32767))
+
+    def test_a_stalled_pipe_reader_is_counted_not_silent(self, fed):
+        engine, _feeder, _offset = fed
+        read_end, write_end = os.pipe()
+        try:
+            writer = engine.record_to(write_end)
+            time.sleep(TAP_FRAMES / 48000 + 1.0)  # the pipe fills, then the tap
+            stats = engine.stats()
+            assert stats.input["tap_overflows"] >= 1 and stats.glitches["input"] >= 1
+            assert "XRUN" in stats.taints
+            started = time.monotonic()
+            writer.close()  # never hangs on the stalled reader
+            assert time.monotonic() - started < 2
+        finally:
+            os.close(read_end)
+            os.close(write_end)
+
+    def test_the_reader_going_away_ends_it_with_an_error(self, fed):
+        engine, _feeder, _offset = fed
+        read_end, write_end = os.pipe()
+        writer = engine.record_to(write_end)
+        os.close(read_end)
+        try:
+            with pytest.raises(streamcore.SinkError, match="Broken pipe"):
+                writer.wait(5)
+            with pytest.raises(streamcore.SinkError):
+                writer.close()
+        finally:
+            os.close(write_end)
+
+    def test_one_reader_for_the_tap(self, fed, tmp_path):
+        engine, _feeder, _offset = fed
+        with engine.record_to(tmp_path / "a.wav", frames=100) as writer:
+            with pytest.raises(ValueError, match="one"):
+                engine.record_to(tmp_path / "b.wav", frames=100)
+            with pytest.raises(ValueError, match="one reader"):
+                engine.input  # noqa: B018
+            writer.wait(5)
+        with engine.record_to(tmp_path / "c.wav", frames=100) as again:  # free again
+            assert again.wait(5)
+
+    @pytest.mark.parametrize(("kwargs", "match"), [
+        ({"format": "mp3"}, "format"), ({"dtype": "int8"}, "dtype"),
+        ({"seconds": 1, "frames": 5}, "not both"), ({"frames": 0}, "frames"),
+        ({"seconds": 1e-9}, "less than a frame")])
+    def test_bad_arguments(self, jack_server, tmp_path, kwargs, match):
+        with (streamcore.Engine(sink=DeviceSink(jack_server.device), input_channels=1) as engine,
+              pytest.raises(ValueError, match=match)):
+            engine.record_to(tmp_path / "x.wav", **kwargs)
