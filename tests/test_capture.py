@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import time
+from collections.abc import Callable
 
 import jack
 import numpy as np
@@ -30,10 +31,50 @@ from tests.services.common import require_program, wait_until
 from tests.services.jack import settle
 
 
+class Fed:
+    """A started duplex engine on the JACK device whose inputs the feeder plays into."""
+
+    def __init__(self, engine: streamcore.Engine, feeder: Feeder, period: int) -> None:
+        self.engine, self.feeder, self.period = engine, feeder, period
+
+    def offset(self) -> int:
+        """input frame = feeder k + offset, taken over a quiet half second: a server xrun
+        (the dummy server has some, most just after it started) moves the device's input
+        clock against the server's."""
+        seen = []
+        for _ in range(10):
+            since = time.monotonic_ns()
+            time.sleep(0.5)
+            offsets = self.feeder.offset(self.engine.sink.timestamps(), self.period, since)
+            seen.append(offsets)
+            if len(offsets) == 1:
+                return offsets.pop()
+        pytest.fail(f"the feed's position is not one offset: {seen}")
+
+    def xruns(self) -> int:
+        """The server's xruns so far (JACK's notifications) plus device-flagged ones."""
+        sink = self.engine.stats().sink
+        return int(sink.get("server_xruns") or 0) + int(sink.get("xruns") or 0)
+
+    def clean(self, body: Callable[[int], object], tries: int = 3) -> object:
+        """``body(offset)``; an assertion that fails in a run the server xran in (a cycle
+        of the feed missed or moved: this VM's noise, not the engine's doing) is tried
+        again; one that fails in a run without an xrun fails the test."""
+        seen = []
+        for _ in range(tries):
+            offset, before = self.offset(), self.xruns()
+            try:
+                return body(offset)
+            except AssertionError as e:
+                xruns = self.xruns() - before
+                if xruns == 0:
+                    raise
+                seen.append(f"{xruns} xruns: {str(e)[:200]}")
+        pytest.fail(f"the server xran in each of {tries} tries: {seen}")
+
+
 @pytest.fixture
 def fed(jack_server):
-    """A started duplex engine on the JACK device whose inputs the feeder plays into; yields
-    (engine, feeder, offset): input frame = feeder k + offset."""
     if not streamcore.sinks.device.portaudio_usable():
         pytest.fail("PortAudio was poisoned by a dead server in this process")
     settle(jack_server)
@@ -44,10 +85,7 @@ def fed(jack_server):
         client = portaudio.jack_client_name()
         assert client, "PortAudio's JACK client has no name"
         assert len(feeder.feed(client)) == 2
-        time.sleep(0.3)  # the new connections carry the feed from the next cycle on
-        offsets = feeder.offset(engine.sink.timestamps(), jack_server.period)
-        assert len(offsets) == 1, f"the feed's position is not one offset: {offsets}"
-        yield engine, feeder, offsets.pop()
+        yield Fed(engine, feeder, jack_server.period)
     finally:
         engine.close()
         feeder.close()
@@ -55,49 +93,62 @@ def fed(jack_server):
 
 class TestRecord:
     def test_bit_exact_at_the_predicted_frame(self, fed):
-        engine, _feeder, offset = fed
-        at = engine.input_frame + 4800  # 0.1 s ahead
-        recording = engine.record(48000, at=at)
-        assert recording.wait(5)
-        assert recording.end_reason == "finished" and recording.start_frame == at
-        expected = ramp(at - offset, 48000, 2)
-        assert np.array_equal(recording.data, expected), (
-            f"first frame is feeder frame {position(recording.data[0])}, predicted "
-            f"{at - offset}")
-        assert recording.overflows == 0 and recording.frames_played == 48000
+        engine = fed.engine
+
+        def run(offset: int) -> None:
+            at = engine.input_frame + 4800  # 0.1 s ahead
+            recording = engine.record(48000, at=at)
+            assert recording.wait(5)
+            assert recording.end_reason == "finished" and recording.start_frame == at
+            assert recording.overflows == 0 and recording.frames_played == 48000
+            assert np.array_equal(recording.data, ramp(at - offset, 48000, 2)), (
+                f"first frame is feeder frame {position(recording.data[0])}, predicted "
+                f"{at - offset}")
+        fed.clean(run)
 
     def test_the_next_frames_and_their_start(self, fed):
-        engine, _feeder, offset = fed
-        before = engine.input_frame
-        recording = engine.record(12000)
-        assert recording.wait(5)
-        assert recording.start_frame is not None and recording.start_frame >= before
-        assert np.array_equal(recording.data, ramp(recording.start_frame - offset, 12000, 2))
+        engine = fed.engine
+
+        def run(offset: int) -> None:
+            before = engine.input_frame
+            recording = engine.record(12000)
+            assert recording.wait(5)
+            assert recording.start_frame is not None and recording.start_frame >= before
+            assert np.array_equal(recording.data,
+                                  ramp(recording.start_frame - offset, 12000, 2))
+        fed.clean(run)
 
     def test_overlapping_recordings_get_the_same_frames(self, fed):
-        engine, _feeder, offset = fed
-        at = engine.input_frame + 2400
-        first = engine.record(9600, at=at)
-        second = engine.record(4800, at=at + 2400)
-        assert first.wait(5) and second.wait(5)
-        assert np.array_equal(first.data[2400:7200], second.data)
-        assert np.array_equal(second.data, ramp(at + 2400 - offset, 4800, 2))
+        engine = fed.engine
+
+        def run(offset: int) -> None:
+            at = engine.input_frame + 2400
+            first = engine.record(9600, at=at)
+            second = engine.record(4800, at=at + 2400)
+            assert first.wait(5) and second.wait(5)
+            assert np.array_equal(first.data[2400:7200], second.data)
+            assert np.array_equal(second.data, ramp(at + 2400 - offset, 4800, 2))
+        fed.clean(run)
 
     def test_a_frame_gone_by_is_refused(self, fed):
-        engine, _feeder, _offset = fed
+        engine = fed.engine
         with pytest.raises(InputLateError, match="has gone by"):
             engine.record(100, at=engine.input_frame - 1)
 
     def test_stop_keeps_what_was_captured(self, fed):
-        engine, _feeder, offset = fed
-        recording = engine.record(48000 * 10)
-        time.sleep(0.3)
-        recording.stop()
-        assert recording.wait(2) and recording.end_reason == "stopped"
-        got = recording.frames_played
-        assert 0 < got < 48000 * 10
-        assert np.array_equal(recording.data[:got], ramp(recording.start_frame - offset, got, 2))
-        assert not recording.data[got:].any()
+        engine = fed.engine
+
+        def run(offset: int) -> None:
+            recording = engine.record(48000 * 10)
+            time.sleep(0.3)
+            recording.stop()
+            assert recording.wait(2) and recording.end_reason == "stopped"
+            got = recording.frames_played
+            assert 0 < got < 48000 * 10
+            assert np.array_equal(recording.data[:got],
+                                  ramp(recording.start_frame - offset, got, 2))
+            assert not recording.data[got:].any()
+        fed.clean(run)
 
     def test_closing_the_engine_ends_it_flushed(self, jack_server):
         engine = streamcore.Engine(sink=DeviceSink(jack_server.device), input_channels=1)
@@ -109,27 +160,31 @@ class TestRecord:
 
 class TestInputTap:
     def test_every_frame_in_order(self, fed):
-        engine, _feeder, offset = fed
+        engine = fed.engine
         tap = engine.input
-        first = engine.input_frame  # the tap's first frame is at or after this one
-        chunks, got, deadline = [], 0, time.monotonic() + 10
-        while got < 48000 and time.monotonic() < deadline:
-            if tap.readable:
-                chunk = tap.read(tap.readable)
-                chunks.append(chunk)
-                got += chunk.shape[0]
-            else:
-                time.sleep(0.005)
-        data = np.concatenate(chunks)
-        assert data.shape[0] >= 48000
-        start = position(data[0])
-        assert start + offset >= first
-        assert np.array_equal(data, ramp(start, data.shape[0], 2))
+
+        def run(offset: int) -> None:
+            tap.release(tap.readable)
+            chunks, got, deadline = [], 0, time.monotonic() + 10
+            while got < 48000 and time.monotonic() < deadline:
+                if tap.readable:
+                    chunk = tap.read(tap.readable)
+                    chunks.append(chunk)
+                    got += chunk.shape[0]
+                else:
+                    time.sleep(0.005)
+            data = np.concatenate(chunks)
+            assert data.shape[0] >= 48000
+            # every frame in order, and where the tap's origin says it is
+            origin = engine.stats().input["tap_origin"]
+            index = int(tap.stats.frames_read) - data.shape[0]
+            assert np.array_equal(data, ramp(index + origin - offset, data.shape[0], 2))
+        fed.clean(run)
         stats = engine.stats()
         assert stats.input["tap_overflows"] == 0 and stats.glitches["input"] == 0
 
     def test_a_stalled_reader_loses_frames_counted_never_its_place(self, fed):
-        engine, _feeder, _offset = fed
+        engine = fed.engine
         tap = engine.input
         time.sleep(TAP_FRAMES / 48000 + 0.6)  # the tap fills, then frames are lost
         stats = engine.stats()
@@ -344,47 +399,57 @@ class TestRecordTo:
     """Engine.record_to(): the input leaves through a C thread into a file or a pipe."""
 
     def test_a_wav_file_is_bit_exact(self, fed, tmp_path):
-        engine, _feeder, offset = fed
+        engine = fed.engine
         path = tmp_path / "in.wav"
-        with engine.record_to(path, seconds=1.0) as writer:
-            assert writer.wait(10)
-            first = writer.stats()["first_frame"]
-        data, rate = sf.read(path, dtype="float32", always_2d=True)
-        assert rate == 48000 and data.shape == (48000, 2)
-        assert first is not None and np.array_equal(data, ramp(first - offset, 48000, 2))
-        assert sf.info(path).subtype == "FLOAT"
+
+        def run(offset: int) -> None:
+            with engine.record_to(path, seconds=1.0) as writer:
+                assert writer.wait(10)
+                first = writer.stats()["first_frame"]
+            data, rate = sf.read(path, dtype="float32", always_2d=True)
+            assert rate == 48000 and data.shape == (48000, 2)
+            assert first is not None and np.array_equal(data, ramp(first - offset, 48000, 2))
+            assert sf.info(path).subtype == "FLOAT"
+        fed.clean(run)
 
     def test_through_ffmpeg_from_a_pipe(self, fed, tmp_path):
-        engine, _feeder, offset = fed
+        engine = fed.engine
         ffmpeg = require_program("ffmpeg", "ffmpeg")
         out = tmp_path / "out.f32"
-        read_end, write_end = os.pipe()
-        proc = subprocess.Popen([ffmpeg, "-loglevel", "error", "-f", "wav", "-i", "pipe:0",
-                                 "-f", "f32le", "-c:a", "pcm_f32le", "-y", str(out)],
-                                stdin=read_end)
-        os.close(read_end)
-        try:
-            writer = engine.record_to(write_end, frames=24000)
-            assert writer.wait(10)
-            writer.close()
-        finally:
-            os.close(write_end)
-            assert proc.wait(20) == 0
-        data = np.fromfile(out, dtype=np.float32).reshape(-1, 2)
-        assert data.shape == (24000, 2)
-        assert np.array_equal(data, ramp(writer.stats()["first_frame"] - offset, 24000, 2))
+
+        def run(offset: int) -> None:
+            read_end, write_end = os.pipe()
+            proc = subprocess.Popen([ffmpeg, "-loglevel", "error", "-f", "wav", "-i",
+                                     "pipe:0", "-f", "f32le", "-c:a", "pcm_f32le", "-y",
+                                     str(out)], stdin=read_end)
+            os.close(read_end)
+            try:
+                writer = engine.record_to(write_end, frames=24000)
+                assert writer.wait(10)
+                writer.close()
+            finally:
+                os.close(write_end)
+                assert proc.wait(20) == 0
+            data = np.fromfile(out, dtype=np.float32).reshape(-1, 2)
+            assert data.shape == (24000, 2)
+            first = writer.stats()["first_frame"]
+            assert np.array_equal(data, ramp(first - offset, 24000, 2))
+        fed.clean(run)
 
     def test_int16_raw(self, fed, tmp_path):
-        engine, _feeder, offset = fed
+        engine = fed.engine
         path = tmp_path / "in.s16"
-        with engine.record_to(path, frames=4800, format="s16le") as writer:
-            assert writer.wait(10)
-        data = np.fromfile(path, dtype="<i2").reshape(-1, 2)
-        expected = ramp(writer.stats()["first_frame"] - offset, 4800, 2)
-        assert np.array_equal(data, np.clip(np.rint(expected * 32768), -32768, 32767))
+
+        def run(offset: int) -> None:
+            with engine.record_to(path, frames=4800, format="s16le") as writer:
+                assert writer.wait(10)
+            data = np.fromfile(path, dtype="<i2").reshape(-1, 2)
+            expected = ramp(writer.stats()["first_frame"] - offset, 4800, 2)
+            assert np.array_equal(data, np.clip(np.rint(expected * 32768), -32768, 32767))
+        fed.clean(run)
 
     def test_a_stalled_pipe_reader_is_counted_not_silent(self, fed):
-        engine, _feeder, _offset = fed
+        engine = fed.engine
         read_end, write_end = os.pipe()
         try:
             writer = engine.record_to(write_end)
@@ -400,7 +465,7 @@ class TestRecordTo:
             os.close(write_end)
 
     def test_the_reader_going_away_ends_it_with_an_error(self, fed):
-        engine, _feeder, _offset = fed
+        engine = fed.engine
         read_end, write_end = os.pipe()
         writer = engine.record_to(write_end)
         os.close(read_end)
@@ -413,7 +478,7 @@ class TestRecordTo:
             os.close(write_end)
 
     def test_one_reader_for_the_tap(self, fed, tmp_path):
-        engine, _feeder, _offset = fed
+        engine = fed.engine
         with engine.record_to(tmp_path / "a.wav", frames=100) as writer:
             with pytest.raises(ValueError, match="one"):
                 engine.record_to(tmp_path / "b.wav", frames=100)
