@@ -78,6 +78,11 @@ _FORMATS = {"float32": _lib.SC_FORMAT_F32, "int16": _lib.SC_FORMAT_S16,
             "int32": _lib.SC_FORMAT_S32}
 _SINKS = ("null", "manual", "external", "device")
 _CLOSED = "the engine is closed; create a new Engine"
+_PLAYREC_TRIES = 3  # runs of measure_latency/playrec before a device glitch is raised
+
+
+class _Glitched(SinkError):
+    """A play-and-record run the device glitched in (tried again)."""
 
 
 class Engine:
@@ -1018,8 +1023,8 @@ class Engine:
             The signal did not come back within a second: nothing connects the outputs to
             the inputs (a cable, JACK/PipeWire connections, a device's monitor).
         SinkError
-            The device failed, or glitched during the measurement (then it is not trusted:
-            measure again).
+            The device failed, or glitched (an xrun, lost frames) in each of 3 runs: a run
+            it glitched in is not trusted and is made again.
         EngineClosedError
             The engine is closed.
 
@@ -1071,8 +1076,8 @@ class Engine:
         LoopbackNotFoundError
             ``latency`` None and no loopback was found.
         SinkError
-            The device failed, or glitched during the run (the alignment is then not
-            trusted).
+            The device failed, or glitched (an xrun, lost frames) in each of 3 runs: a run
+            it glitched in is not aligned for sure and is made again.
         EngineClosedError
             The engine is closed.
 
@@ -1096,7 +1101,19 @@ class Engine:
                          ) -> tuple[_np.ndarray, int | None]:
         """Play ``array`` from an output frame far enough ahead and record ``frames`` input
         frames from the input frame that leaves the device with it, plus ``delay``.
-        Returns (the recording, the host's reported round trip)."""
+        Returns (the recording, the host's reported round trip).  A run the device glitched
+        in (its clocks moved apart, frames lost, the signal late) is run again, up to
+        ``_PLAYREC_TRIES`` times in all, then the last glitch is raised."""
+        for attempt in range(_PLAYREC_TRIES):
+            try:
+                return self._play_and_record_once(array, frames, delay)
+            except _Glitched:
+                if attempt == _PLAYREC_TRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _play_and_record_once(self, array: Any, frames: int, delay: int
+                              ) -> tuple[_np.ndarray, int | None]:
         self._input()
         if not self.running:
             raise ValueError("start() the engine first: the measurement plays and records")
@@ -1119,15 +1136,16 @@ class Engine:
                             f"device stopped capturing")
         after = self._device_clocks()
         if voice.start_frame != play_at:
-            raise SinkError(f"the signal started at output frame {voice.start_frame}, not "
-                            f"{play_at} as asked: the mixer fell behind; measure again")
+            raise _Glitched(f"the signal started at output frame {voice.start_frame}, not "
+                            f"{play_at} as asked, {_PLAYREC_TRIES} times: the mixer falls "
+                            f"behind")
         if after["io_offset_changes"] != before["io_offset_changes"]:
-            raise SinkError("the device underran during the run (its input and output "
-                            "clocks moved apart): the alignment is not trusted; try again "
-                            "with a larger blocksize or periods")
+            raise _Glitched(f"the device glitched during each of {_PLAYREC_TRIES} runs (its "
+                            f"input and output clocks moved apart: an xrun): the alignment "
+                            f"is not trusted; try a larger blocksize or periods")
         if recording.overflows:
-            raise SinkError("captured frames were lost during the run (the mixer stalled): "
-                            "try again")
+            raise _Glitched(f"captured frames were lost in each of {_PLAYREC_TRIES} runs (the "
+                            f"mixer stalled)")
         return recording.data, after["reported"]
 
     def _device_clocks(self) -> dict[str, Any]:
