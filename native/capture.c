@@ -15,6 +15,7 @@
  * Realtime rules as for the mixer: copies, atomics and the locked rings only.
  */
 #define _GNU_SOURCE
+#include <math.h>
 #include <string.h>
 
 #include "engine_internal.h"
@@ -60,6 +61,26 @@ static void feed_tap(sc_engine *e, const float *src, uint64_t k)
     }
 }
 
+/* Raise each channel's peak meter to the largest |sample| of these frames. */
+static void meter(sc_engine *e, const float *src, uint64_t k, uint32_t channels)
+{
+    float peak[SC_MAX_CHANNELS] = {0};
+    for (uint64_t i = 0; i < k; i++)
+        for (uint32_t c = 0; c < channels; c++) {
+            const float v = fabsf(src[i * channels + c]);
+            peak[c] = v > peak[c] ? v : peak[c]; /* NaN never raises it */
+        }
+    for (uint32_t c = 0; c < channels; c++) {
+        uint32_t bits;
+        memcpy(&bits, &peak[c], sizeof bits);
+        /* |x| as IEEE bits orders like the floats: an atomic max on the bits */
+        uint32_t old = atomic_load_explicit(&e->input_peak[c], memory_order_relaxed);
+        while (bits > old && !atomic_compare_exchange_weak_explicit(
+                   &e->input_peak[c], &old, bits, memory_order_relaxed, memory_order_relaxed))
+            ;
+    }
+}
+
 void sc_capture_run(sc_engine *e)
 {
     sc_ring *cap = e->capture;
@@ -81,6 +102,7 @@ void sc_capture_run(sc_engine *e)
     const float *src = region;
     const uint32_t channels = sc_ring_channels(cap);
     const uint64_t first = atomic_load_explicit(&e->input_frame, memory_order_relaxed);
+    meter(e, src, (uint64_t)k, channels);
     uint32_t left = e->active_recordings;
     for (uint32_t s = 0; s < SC_MAX_VOICES && left; s++) {
         sc_voice *v = &e->voices[s];

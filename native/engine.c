@@ -185,6 +185,18 @@ void sc_engine_arm_tap(sc_engine *e, int32_t armed)
     atomic_store_explicit(&e->tap_armed, armed ? 1 : 0, memory_order_release);
 }
 
+uint32_t sc_engine_input_peaks(sc_engine *e, float *out, uint32_t max)
+{
+    uint32_t n = e->capture ? sc_ring_channels(e->capture) : 0;
+    if (n > max)
+        n = max;
+    for (uint32_t c = 0; c < n; c++) {
+        uint32_t bits = atomic_exchange_explicit(&e->input_peak[c], 0, memory_order_relaxed);
+        memcpy(&out[c], &bits, sizeof bits);
+    }
+    return n;
+}
+
 uint64_t sc_engine_input_frame(const sc_engine *e)
 {
     return atomic_load_explicit((_Atomic uint64_t *)&e->input_frame, memory_order_acquire);

@@ -167,6 +167,9 @@ struct sc_engine {
     uint32_t active_recordings;/* mixer-private; mirrored into recordings_now */
     _Atomic uint32_t recordings_now;
     sc_counter input_gaps, tap_frames, tap_overflows, tap_lost_frames;
+    /* Input level meters: the largest |sample| per channel since Python last took them
+     * (float bits; the mixer raises, sc_engine_input_peaks exchanges with 0). */
+    _Atomic uint32_t input_peak[SC_MAX_CHANNELS];
 
     /* Test hook. */
     _Atomic int64_t spin_ns;

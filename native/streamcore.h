@@ -583,6 +583,9 @@ int sc_engine_set_input(sc_engine *engine, sc_ring *capture, sc_ring *tap);
  * arming after a stop starts anew: frames lost before are not owed, and tap_origin (stats)
  * is -1 until the mixer wrote the first frame of the new arming. */
 void sc_engine_arm_tap(sc_engine *engine, int32_t armed);
+/* The input level meters: each channel's largest |sample| since the last call (then reset),
+ * into out[0 .. channels-1]; returns the channels (0 without capture).  Any one thread. */
+uint32_t sc_engine_input_peaks(sc_engine *engine, float *out, uint32_t max);
 /* The input frame clock: every captured frame before it has been distributed. */
 uint64_t sc_engine_input_frame(const sc_engine *engine);
 /* Take one returned voice: 1 (out filled) or 0 (none). */

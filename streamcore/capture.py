@@ -365,6 +365,12 @@ class Capture:
         _lib.sc_engine_arm_tap(self._handle, 0)
         self.tap_reader = None
 
+    def peaks(self) -> list[float]:
+        """Each input channel's largest |sample| since the last call (then reset)."""
+        out = _ffi.new("float[]", self.channels)
+        n = _lib.sc_engine_input_peaks(self._handle, out, self.channels)
+        return [float(out[c]) for c in range(n)]
+
     def tap_origin(self) -> int:
         """Tap index i holds input frame i + this (-1 until the mixer wrote the first)."""
         native = _ffi.new("sc_engine_stats *")

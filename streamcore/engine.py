@@ -881,6 +881,26 @@ class Engine:
             self._check_open()
             return self._input().frame
 
+    def input_levels(self) -> list[float]:
+        """The input meters: each channel's peak |sample| since the last call.
+
+        Returns
+        -------
+        list of float
+            Linear peaks (0 .. 1 for a sane input), one per input channel; measured in C on
+            every captured frame, so nothing between two calls is missed.
+
+        Raises
+        ------
+        ValueError
+            The engine has no input.
+        EngineClosedError
+            The engine is closed.
+        """
+        with self._lock:
+            self._check_open()
+            return self._input().peaks()
+
     def record(self, frames: int, at: int | None = None) -> Recording:
         """Record exactly ``frames`` input frames from input frame ``at``.
 

@@ -9,11 +9,15 @@ predicted, not just found.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import jack
 import numpy as np
@@ -29,6 +33,8 @@ from streamcore.sinks.device import DeviceSink, resolve_device
 from tests.helpers.feeder import Feeder, position, ramp
 from tests.services.common import require_program, wait_until
 from tests.services.jack import settle
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class Fed:
@@ -496,3 +502,123 @@ class TestRecordTo:
         with (streamcore.Engine(sink=DeviceSink(jack_server.device), input_channels=1) as engine,
               pytest.raises(ValueError, match=match)):
             engine.record_to(tmp_path / "x.wav", **kwargs)
+
+
+def _child_client(client: jack.Client, known: set[str], timeout: float = 15) -> str:
+    """The JACK client name of a child's PortAudio stream: the first client not in ``known``
+    once it has both its input ports and both its output ports (PortAudio registers them
+    one by one)."""
+    found: list[str] = []
+
+    def appeared() -> bool:
+        ports = client.get_ports(is_audio=True)
+        names = {p.name.split(":")[0] for p in ports} - known
+        found[:] = sorted(
+            name for name in names
+            if sum(p.name.startswith(f"{name}:") and p.is_input for p in ports) == 2
+            and sum(p.name.startswith(f"{name}:") and p.is_output for p in ports) == 2)
+        return bool(found)
+
+    assert wait_until(appeared, timeout, 0.02), "the child's stream did not appear"
+    return found[0]
+
+
+class TestCli:
+    """`streamcore record` and `streamcore latency` in a child, on the JACK device."""
+
+    def _known(self, client: jack.Client) -> set[str]:
+        return {p.name.split(":")[0] for p in client.get_ports(is_audio=True)}
+
+    def _tail_is_the_feed(self, data: np.ndarray) -> int:
+        """From the first frame the feed reached (before it: zeros), a contiguous ramp to
+        the end, bit-exact; returns how many frames that is."""
+        nonzero = np.flatnonzero(data[:, 1] != 0)
+        assert nonzero.size, "nothing of the feed arrived"
+        first = int(nonzero[0])
+        tail = data[first:]
+        assert np.array_equal(tail, ramp(position(tail[0]), tail.shape[0], 2))
+        return tail.shape[0]
+
+    def _cli(self, *args: str, **kwargs: Any) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "streamcore", *args], cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+
+    def test_record_to_a_file(self, jack_server, tmp_path):
+        settle(jack_server)
+        feeder = Feeder(jack_server.name, name="cli-feeder")
+        try:
+            known = self._known(feeder.client)
+            out = tmp_path / "rec.wav"
+            proc = self._cli("record", str(out), "--seconds", "2", "--device",
+                             str(jack_server.device))
+            feeder.feed(_child_client(feeder.client, known))
+            _stdout, stderr = proc.communicate(timeout=30)
+        finally:
+            feeder.close()
+        assert proc.returncode == 0, stderr.decode()
+        assert b"recorded 96000 frames" in stderr, stderr.decode()
+        data, rate = sf.read(out, dtype="float32", always_2d=True)
+        assert rate == 48000 and data.shape == (96000, 2)
+        if "device xruns 0" in stderr.decode():
+            assert self._tail_is_the_feed(data) > 48000
+
+    def test_record_pipe_into_ffmpeg(self, jack_server, tmp_path):
+        ffmpeg = require_program("ffmpeg", "ffmpeg")
+        settle(jack_server)
+        feeder = Feeder(jack_server.name, name="cli-feeder")
+        out = tmp_path / "rec.f32"
+        try:
+            known = self._known(feeder.client)
+            proc = self._cli("record", "--pipe", "--seconds", "1.5", "--device",
+                             str(jack_server.device))
+            convert = subprocess.Popen([ffmpeg, "-loglevel", "error", "-f", "wav", "-i",
+                                        "pipe:0", "-f", "f32le", "-c:a", "pcm_f32le", "-y",
+                                        str(out)], stdin=proc.stdout)
+            assert proc.stdout is not None
+            proc.stdout.close()  # ffmpeg holds the read end
+            feeder.feed(_child_client(feeder.client, known))
+            assert convert.wait(30) == 0
+            stderr = proc.communicate(timeout=30)[1].decode()
+        finally:
+            feeder.close()
+        assert proc.returncode == 0, stderr
+        data = np.fromfile(out, dtype=np.float32).reshape(-1, 2)
+        assert data.shape == (72000, 2), stderr
+        if "device xruns 0" in stderr:
+            assert self._tail_is_the_feed(data) > 24000
+
+    def test_latency(self, jack_server):
+        settle(jack_server)
+        linker = jack.Client("cli-linker", servername=jack_server.name, no_start_server=True)
+        try:
+            known = self._known(linker)
+            proc = self._cli("latency", "--json", "--wait", "15", "--seconds", "0.5",
+                             "--device", str(jack_server.device))
+            client = _child_client(linker, known)
+            outs = sorted(p.name for p in linker.get_ports(f"{client}:", is_output=True))
+            ins = sorted(p.name for p in linker.get_ports(f"{client}:", is_input=True))
+            for port in ins:
+                for source in linker.get_all_connections(port):
+                    linker.disconnect(source.name, port)
+            for out, port in zip(outs, ins, strict=True):
+                linker.connect(out, port)
+            stdout, stderr = proc.communicate(timeout=60)
+        finally:
+            linker.close()
+        assert proc.returncode == 0, stderr.decode()
+        result = json.loads(stdout)
+        assert result["frames"] == jack_server.period, result
+        assert result["reported_frames"] is not None
+        assert result["difference_frames"] == result["frames"] - result["reported_frames"]
+
+    def test_latency_without_a_loopback_says_what_to_do(self, jack_server):
+        done = subprocess.run([sys.executable, "-m", "streamcore", "latency", "--seconds",
+                               "0.2", "--device", str(jack_server.device)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode != 0
+        assert "connect the outputs to the inputs" in done.stderr, done.stderr
+
+    def test_record_needs_a_target(self, jack_server):
+        done = subprocess.run([sys.executable, "-m", "streamcore", "record", "--seconds", "1"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert done.returncode != 0 and "give OUT" in done.stderr, done.stderr

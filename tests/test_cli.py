@@ -306,7 +306,7 @@ class TestOtherCommandsWithoutDevice:
         assert done.returncode == 0, done.stderr
         assert done.stdout.startswith("no output device")
         done = run_cli("devices", "--json", env=no_device_env(tmp_path))
-        assert json.loads(done.stdout) == {"output_devices": []}
+        assert json.loads(done.stdout) == {"output_devices": [], "input_devices": []}
 
     def test_demo_falls_back_and_prints_figures(self, tmp_path):
         """`make demo` here: one line about the missing device, a WAV file, the figures."""
@@ -344,8 +344,12 @@ class TestOnJack:
     def test_devices_lists_jack(self, jack_server):
         done = run_cli("devices", "--json")
         assert done.returncode == 0, done.stderr
-        rows = json.loads(done.stdout)["output_devices"]
-        assert any(r["index"] == jack_server.device and "JACK" in r["hostapi"] for r in rows)
+        listing = json.loads(done.stdout)
+        for kind in ("output_devices", "input_devices"):  # JACK's device does both
+            assert any(r["index"] == jack_server.device and "JACK" in r["hostapi"]
+                       and r["channels"] == 2 for r in listing[kind]), listing
+        text = run_cli("devices").stdout
+        assert "outputs:" in text and "inputs:" in text
 
     def test_play_on_the_device(self, jack_server, tmp_path):
         write_tone(tmp_path / "tone.wav", seconds=0.5)

@@ -179,30 +179,38 @@ class terminate_as_interrupt:
 # ---- devices -------------------------------------------------------------------------------
 
 def devices_command(args: argparse.Namespace) -> int:
-    """`streamcore devices`: the output devices PortAudio offers."""
+    """`streamcore devices`: the output and input devices PortAudio offers."""
     import sounddevice as sd
 
-    from streamcore.sinks.device import output_devices
+    from streamcore.sinks.device import listed_devices
 
     devices, hostapis = list(sd.query_devices()), list(sd.query_hostapis())
-    default = sd.default.device[1]
-    rows = [{"index": i, "name": devices[i]["name"],
-             "hostapi": hostapis[devices[i]["hostapi"]]["name"],
-             "channels": devices[i]["max_output_channels"],
-             "default_samplerate": devices[i]["default_samplerate"],
-             "default": i == default} for i, _ in output_devices(devices, hostapis)]
+
+    def rows(kind: str, default: int) -> list[dict[str, Any]]:
+        return [{"index": i, "name": devices[i]["name"],
+                 "hostapi": hostapis[devices[i]["hostapi"]]["name"],
+                 "channels": devices[i][f"max_{kind}_channels"],
+                 "default_samplerate": devices[i]["default_samplerate"],
+                 "default": i == default} for i, _ in listed_devices(devices, hostapis, kind)]
+
+    outputs, inputs = rows("output", sd.default.device[1]), rows("input", sd.default.device[0])
     if args.json:
-        json.dump({"output_devices": rows}, sys.stdout, indent=2)
+        json.dump({"output_devices": outputs, "input_devices": inputs}, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return OK
-    if not rows:
+    if not outputs:
         print("no output device: PortAudio lists none (no sound card and no audio server); "
               "`streamcore play` and `demo` fall back to the null sink plus a WAV file")
-        return OK
-    for row in rows:
-        mark = "*" if row["default"] else " "
-        print(f"{mark}{row['index']:3d}  {row['name']} ({row['hostapi']}), {row['channels']} "
-              f"ch, {row['default_samplerate']:g} Hz")
+    for title, listed in (("outputs", outputs), ("inputs", inputs)):
+        if not listed:
+            continue
+        print(f"{title}:")
+        for row in listed:
+            mark = "*" if row["default"] else " "
+            print(f"{mark}{row['index']:3d}  {row['name']} ({row['hostapi']}), "
+                  f"{row['channels']} ch, {row['default_samplerate']:g} Hz")
+    if outputs and not inputs:
+        print("no input device: `streamcore record` and `latency` need one")
     return OK
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from streamcore._version import __version__
-from streamcore.cli import commands
+from streamcore.cli import capture, commands
 
 __all__ = ["build_parser"]
 
@@ -90,6 +90,26 @@ def _add_output_options(parser: argparse.ArgumentParser, pipe: bool = True) -> N
                         help="show tracebacks on errors")
 
 
+def _add_capture_options(parser: argparse.ArgumentParser) -> None:
+    """The duplex engine's options (record, latency)."""
+    parser.add_argument("--device", type=_device_arg, metavar="X",
+                        help="device: index or part of its name (`streamcore devices`)")
+    parser.add_argument("--input-device", dest="input_device", type=_device_arg, metavar="X",
+                        help="capture from another device than --device's")
+    parser.add_argument("--channels", type=_int_in(1, 32), default=2, metavar="N",
+                        help="input channels (default 2)")
+    parser.add_argument("--rate", type=_int_in(8000, 384000), default=48000, metavar="HZ",
+                        help="sample rate (default 48000)")
+    parser.add_argument("--blocksize", type=_int_in(16, 8192), default=256, metavar="N",
+                        help="frames per period (default 256)")
+    parser.add_argument("--periods", type=_int_in(2, 64), default=2, metavar="N",
+                        help="periods in the output ring (default 2)")
+    parser.add_argument("--no-realtime", dest="realtime", action="store_false",
+                        help="do not ask realtime scheduling for the mixer")
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks on errors")
+
+
 def _add_engine_options(parser: argparse.ArgumentParser) -> None:
     """The engine options the profiling commands (trace, top) share."""
     parser.add_argument("--samplerate", type=int, default=48000)
@@ -133,8 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--bus-timeout", type=float, default=argparse.SUPPRESS, metavar="SECONDS",
                         help="bound for each bus step (default 1)")
 
-    devices = add("devices", commands.devices_command, "list the output devices PortAudio offers",
-                  True)
+    devices = add("devices", commands.devices_command,
+                  "list the output and input devices PortAudio offers", True)
     devices.add_argument("--json", action="store_true", help="print the list as JSON")
 
     play = add("play", commands.play_command, "play audio files (WAV, FLAC, OGG)", True)
@@ -164,6 +184,34 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output_options(demo, pipe=False)
     demo.add_argument("--bars", type=_int_in(1, 64), default=1,
                       help="bars of the pattern (2 s each, default 1)")
+
+    record = add("record", capture.record_command,
+                 "record the input to a file, or to stdout with --pipe", True)
+    record.add_argument("out", nargs="?", metavar="OUT",
+                        help="a file (WAV by default; see --format)")
+    record.add_argument("--pipe", action="store_true",
+                        help="write a WAV stream to stdout (`... --pipe | ffmpeg -i - ...`); "
+                             "messages go to stderr")
+    record.add_argument("--seconds", type=_float_in(0.001, 1e7, "seconds"), default=None,
+                        help="how long (default: until Ctrl-C)")
+    record.add_argument("--format", choices=("wav", "f32le", "s16le"), default="wav",
+                        help="wav (default), or raw float32 / int16")
+    record.add_argument("--dtype", choices=("float32", "int16"), default="float32",
+                        help="WAV samples (default float32: bit-exact)")
+    record.add_argument("--progress", action="store_true",
+                        help="the progress line with input meters even when not a terminal")
+    record.add_argument("-q", "--quiet", action="store_true", help="no progress, no figures")
+    _add_capture_options(record)
+
+    latency = add("latency", capture.latency_command,
+                  "measure the round trip through a loopback (outputs wired to inputs)", True)
+    latency.add_argument("--seconds", type=_float_in(0.05, 10.0, "seconds"), default=1.0,
+                         help="the measurement signal's length at most (default 1)")
+    latency.add_argument("--wait", type=_float_in(0.0, 600.0, "seconds"), default=0.0,
+                         help="keep trying this long until a loopback is found (time to "
+                              "connect one; default 0)")
+    latency.add_argument("--json", action="store_true", help="print the figures as JSON")
+    _add_capture_options(latency)
 
     # profiling commands (issue 8): the library side is streamcore/profiling.py
     trace = sub.add_parser("trace", help="record per-period events as Chrome trace-event JSON")
