@@ -61,6 +61,36 @@ static void feed_tap(sc_engine *e, const float *src, uint64_t k)
     }
 }
 
+/* Input monitoring: each monitor voice (a stream voice) gets the frames, its channels taken
+ * from the input channels its map names; the mixer then plays them like any stream. */
+static void feed_monitors(sc_engine *e, const float *src, uint64_t k, uint32_t channels)
+{
+    uint32_t left = e->active_monitors;
+    for (uint32_t s = 0; s < SC_MAX_VOICES && left; s++) {
+        sc_voice *v = &e->voices[s];
+        if (v->phase == SC_PHASE_FREE || !v->monitor)
+            continue;
+        left--;
+        void *region = NULL;
+        int64_t room = sc_ring_write_region(v->ring, k, &region);
+        if (room <= 0) {
+            if (room == 0)
+                sc_count(&e->monitor_dropped, k);
+            continue;
+        }
+        float *dst = region;
+        const uint32_t vc = v->channels;
+        for (int64_t i = 0; i < room; i++)
+            for (uint32_t c = 0; c < vc; c++) {
+                uint32_t from = v->input_map[c];
+                dst[(size_t)i * vc + c] = from < channels ? src[(size_t)i * channels + from] : 0.0f;
+            }
+        sc_ring_write_advance(v->ring, (uint64_t)room);
+        if ((uint64_t)room < k)
+            sc_count(&e->monitor_dropped, k - (uint64_t)room);
+    }
+}
+
 /* Raise each channel's peak meter to the largest |sample| of these frames. */
 static void meter(sc_engine *e, const float *src, uint64_t k, uint32_t channels)
 {
@@ -114,6 +144,8 @@ void sc_capture_run(sc_engine *e)
         if (record(v, first, src, (uint64_t)k, channels))
             sc_mixer_hand_back(e, v, s, SC_END_FINISHED);
     }
+    if (e->active_monitors)
+        feed_monitors(e, src, (uint64_t)k, channels);
     if (e->tap != NULL)
         feed_tap(e, src, (uint64_t)k);
     sc_ring_read_advance(cap, (uint64_t)k);

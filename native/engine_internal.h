@@ -32,6 +32,8 @@ typedef struct sc_voice {
     uint32_t loop;
     uint32_t primed;           /* stream voices: data has arrived once (underruns count after) */
     uint32_t finishing;        /* stream voices: SC_CMD_FINISH came; end when the ring is empty */
+    uint32_t monitor;          /* stream voices: fed by the capture step (input monitoring) */
+    uint8_t input_map[SC_MAX_CHANNELS]; /* its channel c is input channel input_map[c] */
     const float *data;
     uint64_t frames;
     sc_ring *ring;
@@ -165,6 +167,8 @@ struct sc_engine {
     uint64_t tap_gap;          /* mixer-private: tap frames lost, not yet written as zeros */
     uint64_t capture_lost_seen;/* mixer-private: the sink's lost-frame count last cycle */
     uint32_t active_recordings;/* mixer-private; mirrored into recordings_now */
+    uint32_t active_monitors;  /* mixer-private */
+    sc_counter monitor_dropped; /* captured frames a monitor's ring had no room for */
     _Atomic uint32_t recordings_now;
     sc_counter input_gaps, tap_frames, tap_overflows, tap_lost_frames;
     /* Input level meters: the largest |sample| per channel since Python last took them

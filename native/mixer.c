@@ -62,6 +62,9 @@ void sc_mixer_hand_back(sc_engine *e, sc_voice *v, uint32_t slot, uint32_t reaso
     }
     if (v->kind == SC_VOICE_RECORD)
         e->active_recordings--;
+    if (v->monitor)
+        e->active_monitors--;
+    v->monitor = 0;
     v->phase = SC_PHASE_FREE;
     v->data = NULL;
     v->ring = NULL;
@@ -91,6 +94,11 @@ static void apply(sc_engine *e, const sc_command *cmd)
         v->position = 0;
         v->primed = 0;
         v->finishing = 0;
+        v->monitor = cmd->kind == SC_VOICE_STREAM && cmd->monitor && e->capture != NULL;
+        if (v->monitor) {
+            memcpy(v->input_map, cmd->input_map, sizeof v->input_map);
+            e->active_monitors++;
+        }
         const bool recording = cmd->kind == SC_VOICE_RECORD;
         /* A recording's start is an input frame: the next one to be distributed, or later. */
         uint64_t now = recording ? atomic_load_explicit(&e->input_frame, memory_order_relaxed)

@@ -394,6 +394,9 @@ typedef struct sc_command {
     uint64_t fade_frames;      /* fade-in (ADD) or fade-out (STOP) length in frames */
     float gain;                /* ADD, SET */
     float pan;                 /* -1 left .. +1 right (ADD, SET) */
+    uint32_t monitor;          /* stream voices (ADD): 1: the capture step writes the input
+                                  into its ring, channel c from input channel input_map[c] */
+    uint8_t input_map[SC_MAX_CHANNELS];
 } sc_command;
 
 /* A voice handed back to Python: the slot (and its memory) is Python's again. */
@@ -474,6 +477,7 @@ typedef struct sc_engine_stats {
     uint64_t tap_lost_frames;
     uint32_t recordings;       /* recordings active now */
     int32_t tap_armed;
+    uint64_t monitor_dropped;  /* captured frames a monitor voice's ring had no room for */
     int64_t tap_origin;        /* since the tap was last armed: tap index i holds input frame
                                   i + tap_origin (-1 before the first frame went in) */
 } sc_engine_stats;

@@ -81,6 +81,7 @@ void sc_engine_get_stats(const sc_engine *e, sc_engine_stats *out)
     out->tap_frames = sc_read(&e->tap_frames);
     out->tap_overflows = sc_read(&e->tap_overflows);
     out->tap_lost_frames = sc_read(&e->tap_lost_frames);
+    out->monitor_dropped = sc_read(&e->monitor_dropped);
     out->recordings = atomic_load_explicit((_Atomic uint32_t *)&e->recordings_now,
                                            memory_order_relaxed);
     out->tap_armed = atomic_load_explicit((_Atomic int32_t *)&e->tap_armed,

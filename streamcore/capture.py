@@ -411,6 +411,7 @@ class Capture:
             "tap_frames": int(native.tap_frames),
             "tap_overflows": int(native.tap_overflows),
             "tap_lost_frames": int(native.tap_lost_frames),
+            "monitor_dropped": int(native.monitor_dropped),
             "tap_readable": int(self.tap.readable),
         }
 

@@ -50,6 +50,7 @@ from streamcore import realtime as _realtime
 from streamcore import telemetry as _telemetry
 from streamcore._native import ffi as _ffi
 from streamcore._native import lib as _lib
+from streamcore.capture import CAPTURE_FRAMES as _CAPTURE_FRAMES
 from streamcore.capture import Capture, InputWriter, Recording
 from streamcore.errors import (
     EngineClosedError,
@@ -880,6 +881,69 @@ class Engine:
         with self._lock:
             self._check_open()
             return self._input().frame
+
+    def monitor(self, gain: float = 1.0, input_channels: list[int] | None = None
+                ) -> StreamVoice:
+        """Play the input on the outputs, mixed in C with the voices (input monitoring).
+
+        Parameters
+        ----------
+        gain : float
+            Linear gain, -64 .. 64.
+        input_channels : list of int or None
+            The input channel for each of the monitor's channels: one (a mono monitor,
+            panned to the centre) or as many as the engine's channels.  None: input channel
+            c on output c, repeating the inputs when there are fewer (a mono input on both
+            sides at ``gain``).
+
+        Returns
+        -------
+        StreamVoice
+            The monitor: ``stop()`` it, change its ``gain`` or ``pan``; its ring is the
+            capture step's to write.
+
+        Raises
+        ------
+        TypeError, ValueError
+            A bad ``gain`` or ``input_channels``, or the engine has no input.
+        SinkError
+            The sink failed.
+        EngineClosedError
+            The engine is closed.
+        VoiceLimitError
+            All voice slots are busy.
+
+        Notes
+        -----
+        Any thread.  The latency is the engine's own: a captured period is mixed into the
+        next period rendered, which plays after the fill (``stats().fill``) and the
+        device's output latency; frames the device captures faster than the engine plays
+        (a host period larger than the fill) are dropped and counted
+        (``stats().input['monitor_dropped']``).
+        """
+        with self._lock:
+            self._check_usable()
+            capture = self._input()
+            if input_channels is None:
+                mapping = [c % capture.channels for c in range(self.channels)]
+            else:
+                if isinstance(input_channels, str | bytes) or not hasattr(
+                        input_channels, "__len__"):
+                    raise TypeError(f"input_channels must be a list of ints, not "
+                                    f"{type(input_channels).__name__}")
+                mapping = [positive_int("an input channel", c, 0, capture.channels - 1)
+                           for c in input_channels]
+                if len(mapping) not in (1, self.channels):
+                    raise ValueError(f"input_channels must name 1 or {self.channels} input "
+                                     f"channels (the engine's), not {len(mapping)}")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # unlocked: reported by the ring's stats
+                ring = _Ring(_CAPTURE_FRAMES, len(mapping), "float32",
+                             lock="try" if self.lock_memory else False, name="engine-monitor")
+            voice = self._table.add(_lib.SC_VOICE_STREAM, ring, len(mapping), gain, 0.0, None,
+                                    0.0, owned=True, monitor=mapping)
+            assert isinstance(voice, StreamVoice)
+            return voice
 
     def input_levels(self) -> list[float]:
         """The input meters: each channel's peak |sample| since the last call.

@@ -296,7 +296,7 @@ class VoiceTable:
 
     def add(self, kind: int, source: Any, channels: int, gain: Any, pan: Any,
             at: int | None, fade_in: Any, loop: bool = False, owned: bool = False,
-            cls: type[Voice] | None = None) -> Voice:
+            cls: type[Voice] | None = None, monitor: list[int] | None = None) -> Voice:
         """Pin ``source``, take a slot and queue the ADD command: a new playing voice.
 
         Parameters
@@ -326,6 +326,9 @@ class VoiceTable:
         cls : type or None
             The handle's class (a :class:`Voice` subclass); None: :class:`Voice`, or
             :class:`StreamVoice` for ``SC_VOICE_STREAM``.
+        monitor : list of int or None
+            Stream voices: the mixer's capture step writes the input into the ring, the
+            voice's channel c from input channel ``monitor[c]`` (input monitoring).
 
         Returns
         -------
@@ -381,6 +384,9 @@ class VoiceTable:
                 cmd.channels, cmd.loop = channels, int(bool(loop))
                 cmd.start_frame, cmd.fade_frames = start, fade
                 cmd.gain, cmd.pan = gain, pan
+                cmd.monitor = int(monitor is not None)
+                for c, channel in enumerate(monitor or ()):
+                    cmd.input_map[c] = channel
                 if cls is None:
                     cls = StreamVoice if kind == _lib.SC_VOICE_STREAM else Voice
                 voice = cls(self, slot, generation, source, channels, gain, pan)
