@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -688,3 +689,47 @@ class TestMonitor:
             engine.monitor(input_channels=[0, 1, 0])
         with pytest.raises(TypeError, match="list of ints"):
             engine.monitor(input_channels="01")
+
+
+class TestReadme:
+    """The README's duplex example runs on the JACK device, with a loopback made by a thread
+    as soon as the engine's ports exist: it measures one period and playrec's result is
+    the noise itself."""
+
+    def test_the_duplex_example(self, jack_server, tmp_path, monkeypatch):
+        text = (ROOT / "README.md").read_text()
+        (block,) = re.findall(r"^```python duplex\n(.*?)^```", text, flags=re.S | re.M)
+        assert 'sink="device"' in block
+        code = block.replace('sink="device"',
+                             f"sink=streamcore.DeviceSink({jack_server.device})")
+        settle(jack_server)
+        linker = jack.Client("readme-linker", servername=jack_server.name,
+                             no_start_server=True)
+        known = {p.name.split(":")[0] for p in linker.get_ports(is_audio=True)
+                 if p.is_output and p.name.startswith("system:")}
+        stop = threading.Event()
+
+        def loop_back() -> None:
+            client = _child_client(linker, known | {"system"}, timeout=10)
+            for out, port in zip(sorted(p.name for p in linker.get_ports(
+                    f"{client}:", is_output=True)), sorted(p.name for p in linker.get_ports(
+                    f"{client}:", is_input=True)), strict=True):
+                for source in linker.get_all_connections(port):
+                    linker.disconnect(source.name, port)
+                linker.connect(out, port)
+            stop.wait()
+
+        thread = threading.Thread(target=loop_back, daemon=True)
+        thread.start()
+        monkeypatch.chdir(tmp_path)
+        namespace: dict[str, Any] = {"__name__": "readme"}
+        try:
+            exec(compile(code, "README.md duplex block", "exec"), namespace)
+        finally:
+            stop.set()
+            thread.join(5)
+            linker.close()
+        assert namespace["take"].data.shape == (48000, 2)
+        assert sf.info(tmp_path / "input.wav").frames == 48000
+        assert namespace["latency"].frames == jack_server.period
+        assert np.array_equal(namespace["heard"], namespace["noise"])
