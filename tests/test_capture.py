@@ -733,3 +733,38 @@ class TestReadme:
         assert sf.info(tmp_path / "input.wav").frames == 48000
         assert namespace["latency"].frames == jack_server.period
         assert np.array_equal(namespace["heard"], namespace["noise"])
+
+
+class TestUnderLoad:
+    """30 s of full duplex at blocksize 256 while bench/load.py's load runs (a CPU hog per
+    core, and a Python thread in this process churning allocations and gc.collect()): the
+    mixer, the capture and the device callback are C, so none of them drops a frame.  The
+    dummy server's own xruns (it has some under CPU hogs, see tests/services/jack.py) are the
+    environment's and are printed; what the engine could lose is asserted to be nothing."""
+
+    def test_thirty_seconds_of_duplex(self, jack_server):
+        from bench.load import Load
+
+        settle(jack_server)
+        engine = streamcore.Engine(sink=DeviceSink(jack_server.device), blocksize=256,
+                                   input_channels=2)
+        tone = (0.2 * np.sin(np.arange(48000) * 2 * np.pi * 440 / 48000)).astype(np.float32)
+        try:
+            engine.start()
+            with Load(enabled=True) as load:
+                voice = engine.play(tone, loop=True)
+                recording = engine.record(30 * 48000)
+                assert recording.wait(60), "the recording did not finish"
+                voice.stop()
+            stats = engine.stats()
+        finally:
+            engine.close()
+        glitches = stats.glitches
+        print(f"\n30 s duplex under load ({load.facts['load']}, {load.collections} gc "
+              f"collections): glitches {glitches}, server xruns "
+              f"{stats.sink.get('server_xruns')}, taints {sorted(stats.taints)}")
+        assert recording.end_reason == "finished" and recording.overflows == 0
+        assert stats.input["input_gaps"] == 0 and glitches["input"] == 0
+        assert stats.sink["input_lost_frames"] == 0
+        assert glitches["mixer"] == 0 and glitches["device_ring"] == 0
+        assert stats.underruns == 0
