@@ -33,7 +33,7 @@ def realtime_probe() -> str:
         return f"probe failed: {type(e).__name__}: {e}"
 
 
-BENCHMARKS = ["ring", "pipe", "wakeup", "glitch", "mixing", "memory"]
+BENCHMARKS = ["ring", "pipe", "wakeup", "glitch", "mixing", "memory", "duplex"]
 
 
 def main(argv: list[str] | None = None) -> int:
