@@ -200,8 +200,14 @@ def _rtmixer(jackd: _Jack, seconds: float, blocksize: int) -> dict[str, Any]:
                           samplerate=RATE) as recorder:
         action = recorder.record_buffer(buffer, channels=[1, 2])
         time.sleep(0.5)
-        found = _window(jackd, seconds, lambda: int(recorder.stats.input_overflows))
+        found = _window(jackd, seconds, lambda: 0)
         recorder.cancel(action)
+        recorder.stop()
+        # rtmixer's counters can only be read on a stopped stream: these include the
+        # half-second warm-up before the window
+        flags = int(recorder.stats.input_overflows)
+    found.update(input_overflow_flags=flags, glitches=max(found["jack_xruns"], flags),
+                 note="input-overflow flags counted from the start (warm-up included)")
     return found
 
 
