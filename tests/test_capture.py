@@ -14,6 +14,8 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
+import textwrap
 import threading
 import time
 from collections.abc import Callable
@@ -189,6 +191,43 @@ class TestInputTap:
         fed.clean(run)
         stats = engine.stats()
         assert stats.input["tap_overflows"] == 0 and stats.glitches["input"] == 0
+
+    def test_another_process_reads_it(self, fed):
+        """The tap's memfd passed to a child, which attaches and reads 0.5 s: every frame in
+        order, where the tap's origin says, with no Python of the engine's process between."""
+        engine = fed.engine
+        tap = engine.input
+        code = textwrap.dedent("""
+            import json, sys, time
+            import numpy as np
+            from streamcore import Ring
+            ring = Ring.attach(int(sys.argv[1]), lock="try")
+            ring.release(ring.readable)
+            first = int(ring.stats.frames_read)
+            chunks, got = [], 0
+            while got < 24000:
+                if ring.readable:
+                    chunk = ring.read(ring.readable)
+                    chunks.append(chunk)
+                    got += chunk.shape[0]
+                else:
+                    time.sleep(0.002)
+            np.save(sys.argv[2], np.concatenate(chunks))
+            print(json.dumps({"first": first}))
+        """)
+
+        def run(offset: int) -> None:
+            with tempfile.TemporaryDirectory() as folder:
+                out = os.path.join(folder, "tap.npy")
+                done = subprocess.run([sys.executable, "-c", code, str(tap.fd), out],
+                                      pass_fds=[tap.fd], cwd=ROOT, capture_output=True,
+                                      text=True, timeout=30)
+                assert done.returncode == 0, done.stderr
+                first = json.loads(done.stdout)["first"]
+                data = np.load(out)
+            origin = engine.stats().input["tap_origin"]
+            assert np.array_equal(data, ramp(first + origin - offset, data.shape[0], 2))
+        fed.clean(run)
 
     def test_a_stalled_reader_loses_frames_counted_never_its_place(self, fed):
         engine = fed.engine
@@ -551,13 +590,18 @@ class TestCli:
             known = self._known(feeder.client)
             out = tmp_path / "rec.wav"
             proc = self._cli("record", str(out), "--seconds", "2", "--device",
-                             str(jack_server.device))
+                             str(jack_server.device), "--progress")
             feeder.feed(_child_client(feeder.client, known))
-            _stdout, stderr = proc.communicate(timeout=30)
+            stdout, stderr = proc.communicate(timeout=30)
         finally:
             feeder.close()
         assert proc.returncode == 0, stderr.decode()
         assert b"recorded 96000 frames" in stderr, stderr.decode()
+        # the progress line: seconds written and a meter per channel (the feed is a ramp
+        # far below full scale: some dB under 0), and the frames lost
+        line = stdout.decode().split("\r")[-1]
+        assert re.search(r"\d+\.\d s  \[[#.]{12}\]\s*-?\d+\.\d \[[#.]{12}\]", line), stdout
+        assert "lost 0" in line, stdout
         data, rate = sf.read(out, dtype="float32", always_2d=True)
         assert rate == 48000 and data.shape == (96000, 2)
         if "device xruns 0" in stderr.decode():
