@@ -20,8 +20,12 @@ bench.device._Jack):
   PortAudio flagged as an input overflow, whichever is more, plus for streamcore any frame
   the engine lost (capture gaps, recording overflows).  Goal: 0 where the references glitch.
 
-PipeWire's part is not measured here yet (its loopback and quantum changes need a child
-process per player on pipewire-jack, as bench.glitch does); the report says so.
+PipeWire (quanta 64, 256 and 1024, a headless server each, the test suite's fixture as in
+bench.glitch): the latency part only, in a child on pipewire-jack.  A PipeWire node's output
+linked to its own input carries nothing (a cycle), so the loop goes through the null sink:
+the engine's outputs play into it and its monitor feeds the engine's inputs; jack_iodelay
+(pipewire-jack's) is looped the same way.  Input glitches under load on PipeWire are not
+measured yet (they need pw-profiler's view per player, as bench.glitch has for playback).
 """
 
 from __future__ import annotations
@@ -29,9 +33,11 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -237,6 +243,92 @@ def _period_part(period: int, seconds: float, repeats: int) -> dict[str, Any]:
         jackd.stop()
 
 
+# The PipeWire latency child: the engine and jack_iodelay, each looped through the null sink.
+_PIPEWIRE_LATENCY = """
+    import json, re, subprocess, time
+    import jack
+    from streamcore import Engine
+    from streamcore.sinks import portaudio
+    from streamcore.sinks.device import DeviceSink
+
+    sink, repeats = {sink!r}, {repeats}
+    linker = jack.Client("bench-linker", no_start_server=True)
+    result = {{}}
+    with Engine(sink=DeviceSink(sink), input_channels=2) as engine:
+        client = portaudio.jack_client_name()
+        for channel, port in zip(("FL", "FR"), sorted(
+                p.name for p in linker.get_ports(f"{{client}}:", is_input=True))):
+            for source in linker.get_all_connections(port):
+                linker.disconnect(source.name, port)
+            linker.connect(f"{{sink}}:monitor_{{channel}}", port)
+        time.sleep(0.3)
+        measured = [engine.measure_latency(0.5) for _ in range(repeats)]
+        result["frames"] = [m.frames for m in measured]
+        result["reported_frames"] = measured[-1].reported_frames
+        result["confidence"] = min(m.confidence for m in measured)
+    proc = subprocess.Popen(["stdbuf", "-oL", "jack_iodelay"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 5
+    while len(linker.get_ports("jack_delay:")) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    linker.connect("jack_delay:out", f"{{sink}}:playback_FL")
+    linker.connect(f"{{sink}}:monitor_FL", "jack_delay:in")
+    time.sleep(2.0)
+    proc.terminate()
+    out = proc.communicate(timeout=5)[0]
+    result["iodelay"] = [float(m) for m in re.findall(
+        r"([\\d.]+) frames\\s+[\\d.]+ ms total roundtrip", out)]
+    linker.close()
+    print(json.dumps(result))
+"""
+
+
+def _pipewire_part(quanta: tuple[int, ...], repeats: int) -> dict[str, Any]:
+    from bench.glitch import _pipewire_fixture, _pipewire_missing, _pipewire_version
+
+    missing = _pipewire_missing()
+    if missing:
+        return {"missing": missing, "results": {}}
+    fixture, failures = _pipewire_fixture()
+    results: dict[str, Any] = {}
+    for quantum in quanta:
+        with tempfile.TemporaryDirectory(prefix="streamcore-bench-pw-") as tmp:
+            try:
+                server = fixture.start_pipewire(Path(tmp) / "pw", quantum=quantum)
+            except failures as e:
+                results[str(quantum)] = {"error": f"{type(e).__name__}: {e}"}
+                continue
+            try:
+                results[str(quantum)] = _guarded(lambda server=server: server.run_child(
+                    _PIPEWIRE_LATENCY.format(sink=server.sink_name, repeats=repeats),
+                    via="jack", timeout=120))
+            finally:
+                server.stop()
+    return {"missing": None, "version": _pipewire_version(), "results": results}
+
+
+def _pipewire_figures(report: Report, part: dict[str, Any]) -> None:
+    if part["missing"]:
+        report.add("PipeWire: round trip measured by streamcore", None, "frames",
+                   note=f"not measured: {part['missing']}")
+        return
+    for quantum, row in part["results"].items():
+        where = f"PipeWire quantum {quantum}, looped through the null sink's monitor"
+        frames = row.get("frames")
+        iodelay = row.get("iodelay")
+        report.add(f"{where}: round trip measured by streamcore (median of "
+                   f"{len(frames or [])})", None if not frames else float(np.median(frames)),
+                   "frames", reference=("jack_iodelay (pipewire-jack)",
+                                        float(np.median(iodelay)) if iodelay else None),
+                   reference_error=row.get("error") or (
+                       None if iodelay else "jack_iodelay printed no round trip"),
+                   higher_is_better=False, goal="equal to jack_iodelay's, to the frame",
+                   note=row.get("error"))
+        report.add(f"{where}: spread of streamcore's round trip over repeats",
+                   None if not frames else max(frames) - min(frames), "frames",
+                   higher_is_better=False, goal="0 frames", note=row.get("error"))
+
+
 def _figures(report: Report, period: int, part: dict[str, Any], seconds: float) -> None:
     where = f"JACK2 period {period}"
     ours, iodelay = part["latency"], part["jack_iodelay"]
@@ -276,9 +368,10 @@ def run(quick: bool = False, smoke: bool = False) -> Report:
     for period in periods:
         parts[str(period)] = _period_part(period, seconds, repeats)
         _figures(report, period, parts[str(period)], seconds)
+    pipewire = _pipewire_part(periods, repeats)
+    _pipewire_figures(report, pipewire)
     report.extra = {"seconds": seconds, "samplerate": RATE, "periods": list(periods),
-                    "results": parts,
-                    "pipewire": "not measured yet: needs a child per player on pipewire-jack"}
+                    "results": parts, "pipewire": pipewire}
     return report
 
 
