@@ -46,6 +46,8 @@ EVENT_FILL = "fill"
 EVENT_XRUN = "xrun"
 EVENT_DEMOTED = "mixer demoted"
 EVENT_WATCHDOG = "watchdog"
+EVENT_DEVICE = "device callback"
+DEVICE_TID = 2  # the device callbacks' track (the mixer's is its tid, or 1)
 
 _PID = 1  # one process per trace: the engine
 
@@ -93,7 +95,8 @@ class TraceRecorder:
 
 
 def chrome_trace(records: _np.ndarray, events: Iterable[Any] = (), *, origin_ns: int | None = None,
-                 mixer_tid: int = 0, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+                 mixer_tid: int = 0, metadata: dict[str, Any] | None = None,
+                 device: _np.ndarray | None = None) -> dict[str, Any]:
     """A trace-event JSON object (the "JSON Object Format") for ``records`` (TRACE_DTYPE) and
     watchdog ``events`` (streamcore.watchdog.Event).
 
@@ -102,7 +105,10 @@ def chrome_trace(records: _np.ndarray, events: Iterable[Any] = (), *, origin_ns:
     late_us, fill, voices, rendered), counters ``wake latency`` (µs) and ``fill`` (frames), and
     instants ``xrun`` (the sink was short) and ``mixer demoted`` (the cycle ran demoted,
     first such cycle of each run).  Each watchdog event is a process-wide instant ``watchdog``
-    whose args carry the reason."""
+    whose args carry the reason.  ``device`` (``DeviceSink.timestamps()``): each device
+    callback is an instant ``device callback`` on a track of its own, its args the output
+    and input frames it began at and PortAudio's ADC/DAC/current times (s), so any output
+    frame and any input frame can be placed on one time line."""
     records = _np.asarray(records)
     if records.dtype != TRACE_DTYPE:
         raise TypeError(f"records must be a TRACE_DTYPE array (Engine.trace()), "
@@ -136,6 +142,15 @@ def chrome_trace(records: _np.ndarray, events: Iterable[Any] = (), *, origin_ns:
             out.append({"name": EVENT_DEMOTED, "cat": "watchdog", "ph": "i", "s": "t",
                         "pid": _PID, "tid": tid, "ts": ts, "args": {"cycle": cycle}})
         was_demoted = demoted
+    if device is not None and len(device):
+        out.append({"name": "thread_name", "ph": "M", "pid": _PID, "tid": DEVICE_TID,
+                    "args": {"name": "device callback"}})
+        for ns, out_frame, in_frame, adc, dac, now, frames, status in device.tolist():
+            out.append({"name": EVENT_DEVICE, "cat": "device", "ph": "i", "s": "t",
+                        "pid": _PID, "tid": DEVICE_TID, "ts": (ns - origin_ns) / 1e3,
+                        "args": {"output_frame": out_frame, "input_frame": in_frame,
+                                 "input_adc_time": adc, "output_dac_time": dac,
+                                 "current_time": now, "frames": frames, "status": status}})
     for event in events:
         out.append({"name": EVENT_WATCHDOG, "cat": "watchdog", "ph": "i", "s": "p",
                     "pid": _PID, "tid": tid, "ts": (event.time_ns - origin_ns) / 1e3,
@@ -364,8 +379,10 @@ def trace_session(path: str | os.PathLike[str], seconds: float, *, samplerate: i
                 "sink": engine.sink_name, "grant": str(engine.grant),
                 "missed_cycles": recorder.missed,
                 "taints": sorted(stats.taints)}
+        timestamps = getattr(engine.sink, "timestamps", None)
         written = write_chrome_trace(path, records, engine.events(), origin_ns=stats.start_ns,
-                                     mixer_tid=engine.mixer_tid, metadata=meta)
+                                     mixer_tid=engine.mixer_tid, metadata=meta,
+                                     device=timestamps() if timestamps else None)
         return TraceSession(written, len(records), stats.xruns, recorder.missed)
 
 

@@ -9,6 +9,7 @@ predicted, not just found.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -31,6 +32,7 @@ import streamcore
 from streamcore._native import ffi, lib
 from streamcore.capture import TAP_FRAMES
 from streamcore.errors import DeviceSettingsError, InputLateError, LoopbackNotFoundError
+from streamcore.profiling import chrome_trace
 from streamcore.sinks import portaudio
 from streamcore.sinks.device import DeviceSink, resolve_device
 from tests.helpers.feeder import Feeder, position, ramp
@@ -138,6 +140,21 @@ class TestRecord:
             assert np.array_equal(first.data[2400:7200], second.data)
             assert np.array_equal(second.data, ramp(at + 2400 - offset, 4800, 2))
         fed.clean(run)
+
+    def test_the_trace_places_both_clocks(self, fed):
+        """`streamcore trace`'s Chrome trace carries each device callback with the output and
+        input frames it began at and PortAudio's times: each callback moves the input clock
+        by the frames of the one before, and the ADC and DAC times move forward."""
+        engine = fed.engine
+        time.sleep(0.3)
+        trace = chrome_trace(engine.trace(), device=engine.sink.timestamps(),
+                             origin_ns=engine.stats().start_ns)
+        callbacks = [e["args"] for e in trace["traceEvents"] if e["name"] == "device callback"]
+        assert len(callbacks) > 20
+        for a, b in itertools.pairwise(callbacks):
+            assert b["input_frame"] - a["input_frame"] == a["frames"]
+            assert b["output_dac_time"] > a["output_dac_time"]
+            assert b["input_adc_time"] > a["input_adc_time"]
 
     def test_a_frame_gone_by_is_refused(self, fed):
         engine = fed.engine
