@@ -63,6 +63,7 @@ from streamcore.errors import (
 )
 from streamcore.events import EventLog
 from streamcore.latency import Latency
+from streamcore.pipes import writable_fd
 from streamcore.ring import Ring as _Ring
 from streamcore.voice import MAX_VOICES, StreamVoice, Voice, VoiceTable, finite, positive_int
 from streamcore.watchdog import Event, Watchdog
@@ -1012,8 +1013,9 @@ class Engine:
         Parameters
         ----------
         target : str, os.PathLike, int or file object
-            A path (the file is created or truncated, and closed by the writer), or an open
-            fd / an object with ``fileno()`` (left open): a pipe, FIFO, socket or file.
+            A path (the file is created or truncated, and closed by the writer), or
+            'stdout', an open fd or an object with ``fileno()`` (left open): a pipe, FIFO,
+            socket or file open for writing.
         seconds : float or None
             How long (a whole number of frames at the samplerate); or give ``frames``.
         frames : int or None
@@ -1033,8 +1035,9 @@ class Engine:
         Raises
         ------
         TypeError, ValueError
-            A bad argument, both ``seconds`` and ``frames``, the engine has no input, or
-            :attr:`input` was handed out (the tap has one reader).
+            A bad argument, both ``seconds`` and ``frames``, a descriptor that is closed or
+            open for reading only, the engine has no input, or :attr:`input` was handed out
+            (the tap has one reader).
         OSError
             The path could not be opened for writing.
         EngineClosedError
@@ -1064,19 +1067,12 @@ class Engine:
             if capture.tap_reader is not None:
                 raise ValueError("the input tap already has its reader (Engine.input or "
                                  "another writer): it has one")
-            owns = isinstance(target, str | os.PathLike)
+            owns = isinstance(target, str | os.PathLike) and target != "stdout"
             if owns:
                 fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
                              0o644)
-            elif isinstance(target, int) and not isinstance(target, bool):
-                fd = target
-            elif hasattr(target, "fileno"):
-                if hasattr(target, "flush"):
-                    target.flush()  # what Python buffered goes first
-                fd = target.fileno()
-            else:
-                raise TypeError(f"target must be a path, an fd or a file object, not "
-                                f"{type(target).__name__}")
+            else:  # an fd, a file object or 'stdout': checked open and writable
+                fd = writable_fd(target)
             try:
                 return InputWriter(capture, fd, count, format, dtype, owns_fd=owns)
             except BaseException:

@@ -691,56 +691,48 @@ class TestMonitor:
     feeder into the engine's inputs and from its outputs into a recorder, what the recorder
     hears is the feed, bit-exact (gain 1.0), a fixed number of frames later."""
 
-    def test_the_feed_comes_out_bit_exact(self, fed, jack_server):
+    @pytest.fixture
+    def heard(self, fed, jack_server):
+        """A JACK client recording the engine's outputs."""
         from tests.test_device_sink import Recorder
 
-        engine = fed.engine
         client = portaudio.jack_client_name()
         recorder = Recorder(jack_server.name, 48000 * 3)
         try:
             recorder.connect_ports(sorted(p.name for p in recorder.client.get_ports(
                 f"{client}:", is_output=True, is_audio=True)))
-
-            def run(_offset: int) -> None:
-                monitor = engine.monitor()
-                time.sleep(0.5)
-                recorder.n = 0
-                time.sleep(1.0)
-                got = recorder.data[:recorder.n].copy()
-                monitor.stop(0)
-                assert monitor.wait(2)
-                got = got[np.flatnonzero(got[:, 1] != 0)[0]:]
-                assert got.shape[0] > 24000
-                assert np.array_equal(got, ramp(position(got[0]), got.shape[0], 2))
-                assert engine.stats().input["monitor_dropped"] == 0
-            fed.clean(run)
+            yield recorder
         finally:
             recorder.close()
 
-    def test_a_mono_selection_and_gain(self, fed, jack_server):
-        from tests.test_device_sink import Recorder
+    def _monitored(self, engine: streamcore.Engine, recorder: Any, seconds: float,
+                   **kwargs: Any) -> np.ndarray:
+        """What the recorder heard over ``seconds`` of a monitor (after it settled), from
+        the first frame of the feed on."""
+        monitor = engine.monitor(**kwargs)
+        time.sleep(0.5)
+        recorder.n = 0
+        time.sleep(seconds)
+        got = recorder.data[:recorder.n].copy()
+        monitor.stop(0)
+        assert monitor.wait(2)
+        return got[np.flatnonzero(got[:, 0] != 0)[0]:]
 
-        engine = fed.engine
-        client = portaudio.jack_client_name()
-        recorder = Recorder(jack_server.name, 48000 * 3)
-        try:
-            recorder.connect_ports(sorted(p.name for p in recorder.client.get_ports(
-                f"{client}:", is_output=True, is_audio=True)))
+    def test_the_feed_comes_out_bit_exact(self, fed, heard):
+        def run(_offset: int) -> None:
+            got = self._monitored(fed.engine, heard, 1.0)
+            assert got.shape[0] > 24000
+            assert np.array_equal(got, ramp(position(got[0]), got.shape[0], 2))
+            assert fed.engine.stats().input["monitor_dropped"] == 0
+        fed.clean(run)
 
-            def run(_offset: int) -> None:
-                monitor = engine.monitor(gain=0.5, input_channels=[1, 1])
-                time.sleep(0.5)
-                recorder.n = 0
-                time.sleep(0.5)
-                got = recorder.data[:recorder.n].copy()
-                monitor.stop(0)
-                got = got[np.flatnonzero(got[:, 0] != 0)[0]:]
-                feed = ramp(-round(float(got[0, 0]) * 2 * (1 << 24)), got.shape[0], 2)
-                expected = np.stack([feed[:, 1], feed[:, 1]], axis=1) * np.float32(0.5)
-                assert np.array_equal(got, expected)
-            fed.clean(run)
-        finally:
-            recorder.close()
+    def test_a_mono_selection_and_gain(self, fed, heard):
+        def run(_offset: int) -> None:
+            got = self._monitored(fed.engine, heard, 0.5, gain=0.5, input_channels=[1, 1])
+            feed = ramp(-round(float(got[0, 0]) * 2 * (1 << 24)), got.shape[0], 2)
+            expected = np.stack([feed[:, 1], feed[:, 1]], axis=1) * np.float32(0.5)
+            assert np.array_equal(got, expected)
+        fed.clean(run)
 
     def test_bad_selections(self, fed):
         engine = fed.engine
@@ -895,18 +887,20 @@ class TestOnPipeWire:
     returns the noise bit-exact."""
 
     def test_record_latency_and_playrec(self, pipewire_server):
-        result = None
-        for _ in range(3):  # a run PipeWire glitched in (the VM's noise) is made again
+        def exact(r: dict) -> bool:
+            return bool(r["recorded_exact"] and len(set(r["frames"])) == 1
+                        and r["frames"][0] % r["host_period"] == 0 and r["confidence"] > 100
+                        and r["playrec_exact"])
+
+        runs = []
+        for _ in range(3):
             result = pipewire_server.run_child(
                 _PIPEWIRE_DUPLEX.format(sink=pipewire_server.sink_name), via="jack",
                 timeout=90)
-            if not result["taints"]:
+            runs.append(result)
+            print(f"\nPipeWire duplex: {result}")
+            # A run PipeWire glitched in (the VM's noise: an xrun moves the input clock) may
+            # be inexact and is made again; a clean run must be exact.
+            if exact(result) or not result["taints"]:
                 break
-        assert result is not None
-        print(f"\nPipeWire duplex: {result}")
-        if result["taints"]:
-            pytest.fail(f"PipeWire glitched in each of 3 runs: {result}")
-        assert result["recorded_exact"], result
-        assert len(set(result["frames"])) == 1, result
-        assert result["frames"][0] % result["host_period"] == 0, result
-        assert result["confidence"] > 100 and result["playrec_exact"], result
+        assert exact(runs[-1]), runs

@@ -37,7 +37,6 @@ from __future__ import annotations
 import fcntl
 import os
 import stat
-import sys
 import threading
 from typing import IO, Any, cast
 
@@ -47,7 +46,7 @@ from streamcore import wav as _wav
 from streamcore._native import ffi as _ffi
 from streamcore._native import lib as _lib
 from streamcore.errors import EngineClosedError, SinkError, StreamcoreError, check
-from streamcore.pipes import PAGE_SIZE, pipe_size, set_pipe_size
+from streamcore.pipes import PAGE_SIZE, pipe_size, set_pipe_size, writable_fd
 from streamcore.sinks.base import Sink, SinkContext
 
 __all__ = ["PipeSink"]
@@ -140,9 +139,9 @@ class PipeSink(Sink):
         self.format = format
         self.dtype = dtype
         self.requested_pipe_size = pipe_size
-        self.fd = self._resolve(target)
+        self.fd = writable_fd(target)
         self.kind = self._kind(self.fd)
-        self.tee_fd = None if tee is None else self._resolve(tee, "tee")
+        self.tee_fd = None if tee is None else writable_fd(tee, "tee")
         if self.tee_fd is not None and self.tee_fd == self.fd:
             raise ValueError("tee must be another descriptor than the target")
         self.pace = pace
@@ -175,38 +174,6 @@ class PipeSink(Sink):
         # Serialises the native writer's life (create, start, stop, destroy) against stats()
         # from any thread; never held while waiting for the monitor or the engine.
         self._lock = threading.RLock()
-
-    @staticmethod
-    def _resolve(target: int | IO[Any] | str, name: str = "target") -> int:
-        if isinstance(target, str):
-            if target != "stdout":
-                raise ValueError(f"{name} must be a descriptor, a file object or 'stdout', "
-                                 f"not {target!r}")
-            if sys.stdout is None:  # descriptor 1 was closed when Python started
-                raise ValueError(f"{name} 'stdout' is closed")
-            target = sys.stdout  # checked below like any other descriptor
-        if isinstance(target, bool):
-            raise TypeError(f"{name} must be a descriptor or a file object, not a bool")
-        if isinstance(target, int):
-            fd = target
-        elif hasattr(target, "fileno"):
-            if hasattr(target, "flush"):
-                target.flush()  # what Python buffered goes first
-            fd = target.fileno()
-        else:
-            raise TypeError(f"{name} must be a descriptor or a file object, not "
-                            f"{type(target).__name__}")
-        try:
-            os.fstat(fd)
-        except (OSError, OverflowError) as e:
-            why = e.strerror if isinstance(e, OSError) else "no such descriptor"
-            raise ValueError(f"{name} descriptor {fd} is not open: {why}") from e
-        # The descriptor's own access mode, not the path's: the read end of a pipe, or a file
-        # opened 'rb', would take nothing (and a voice written to it would never end).
-        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY:
-            raise ValueError(f"{name} descriptor {fd} is open for reading only (the read end "
-                             f"of a pipe, or a file opened 'rb'): give one open for writing")
-        return fd
 
     @staticmethod
     def _kind(fd: int) -> str:
