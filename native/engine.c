@@ -197,6 +197,12 @@ uint32_t sc_engine_input_peaks(sc_engine *e, float *out, uint32_t max)
     return n;
 }
 
+int32_t sc_engine_mixing(const sc_engine *e)
+{
+    return atomic_load_explicit((_Atomic int32_t *)&e->running, memory_order_acquire) &&
+           !atomic_load_explicit((_Atomic int32_t *)&e->mixer_done, memory_order_acquire);
+}
+
 uint64_t sc_engine_input_frame(const sc_engine *e)
 {
     return atomic_load_explicit((_Atomic uint64_t *)&e->input_frame, memory_order_acquire);

@@ -99,6 +99,13 @@ static void *mixer_main(void *arg)
     if (err)
         atomic_store_explicit(&e->driver_error, err, memory_order_release);
     atomic_store_explicit(&e->mixer_done, 1, memory_order_release);
+    /* Producers blocked on a stream voice's ring (sc_ring_wait_writable) look again: nothing
+     * will read it until a start (readers of the tap likewise). */
+    for (uint32_t s = 0; s < SC_MAX_VOICES; s++)
+        if (e->voices[s].phase != SC_PHASE_FREE && e->voices[s].ring != NULL)
+            sc_ring_wake(e->voices[s].ring);
+    if (e->tap != NULL)
+        sc_ring_wake(e->tap);
     return NULL;
 }
 

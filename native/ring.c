@@ -37,7 +37,10 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <linux/futex.h>
+#include <limits.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -69,6 +72,14 @@ struct sc_ring_shared {
     /* The reader's line: only the consumer stores here. */
     _Alignas(SC_LINE) _Atomic uint64_t read_index;
     _Atomic uint64_t underruns;
+
+    /* Waits (sc_ring_wait_*): futex words bumped by the side that made progress, and how
+     * many wait on each.  Touched only while someone waits, on a line of their own. */
+    _Alignas(SC_LINE) _Atomic uint32_t data_seq;   /* the writer published frames */
+    _Atomic uint32_t data_waiters;                 /* readers waiting for frames */
+    _Atomic uint32_t space_seq;                    /* the reader released frames */
+    _Atomic uint32_t space_waiters;                /* writers waiting for room */
+    _Atomic uint32_t wakes;                        /* sc_ring_wake calls: ends every wait */
 };
 
 _Static_assert(offsetof(struct sc_ring_shared, magic) == SC_RING_OFF_MAGIC, "layout");
@@ -507,6 +518,85 @@ int64_t sc_ring_write_region(sc_ring *ring, uint64_t max_frames, void **data)
     return (int64_t)k;
 }
 
+/* After publishing an index: wake the peers waiting for it, if any (one fence and one load
+ * otherwise: no syscall on the realtime path unless someone waits).  The waiter registers,
+ * then loads the index (wait_for); we store the index, then load the waiter count: with a
+ * seq_cst fence on both sides one of the two sees the other. */
+static void wake_waiters(_Atomic uint32_t *seq, _Atomic uint32_t *waiters)
+{
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(waiters, memory_order_relaxed) == 0)
+        return;
+    atomic_fetch_add_explicit(seq, 1, memory_order_release);
+    /* Shared futex (no _PRIVATE): the waiter may be another process mapping the memfd. */
+    syscall(SYS_futex, seq, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
+/* Block until `enough` says so, the ring breaks or the deadline passes. */
+static int64_t wait_for(sc_ring *ring, _Atomic uint32_t *seq, _Atomic uint32_t *waiters,
+                        int64_t (*level)(const sc_ring *), uint64_t frames, int64_t deadline_ns,
+                        uint32_t woken)
+{
+    if (frames > ring->capacity)
+        return -EINVAL;
+    atomic_fetch_add_explicit(waiters, 1, memory_order_seq_cst);
+    int64_t have;
+    for (;;) {
+        uint32_t seen = atomic_load_explicit(seq, memory_order_acquire);
+        atomic_thread_fence(memory_order_seq_cst);
+        have = level(ring);
+        if (have < 0 || (uint64_t)have >= frames)
+            break;
+        if (atomic_load_explicit(&ring->shared->wakes, memory_order_acquire) != woken) {
+            have = -EAGAIN; /* sc_ring_wake: the caller looks at why */
+            break;
+        }
+        struct timespec ts, *until = NULL;
+        if (deadline_ns >= 0) {
+            struct timespec now;
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            if ((int64_t)now.tv_sec * 1000000000 + now.tv_nsec >= deadline_ns) {
+                have = -ETIMEDOUT;
+                break;
+            }
+            ts.tv_sec = deadline_ns / 1000000000;
+            ts.tv_nsec = deadline_ns % 1000000000;
+            until = &ts;
+        }
+        /* Absolute CLOCK_MONOTONIC deadline; returns at once if seq moved since `seen`. */
+        syscall(SYS_futex, seq, FUTEX_WAIT_BITSET, seen, until, NULL, FUTEX_BITSET_MATCH_ANY);
+    }
+    atomic_fetch_sub_explicit(waiters, 1, memory_order_seq_cst);
+    return have;
+}
+
+uint32_t sc_ring_wakes(const sc_ring *ring)
+{
+    return atomic_load_explicit(&ring->shared->wakes, memory_order_acquire);
+}
+
+int64_t sc_ring_wait_writable(sc_ring *ring, uint64_t frames, int64_t deadline_ns,
+                              uint32_t wakes)
+{
+    return wait_for(ring, &ring->shared->space_seq, &ring->shared->space_waiters,
+                    sc_ring_writable, frames, deadline_ns, wakes);
+}
+
+int64_t sc_ring_wait_readable(sc_ring *ring, uint64_t frames, int64_t deadline_ns,
+                              uint32_t wakes)
+{
+    return wait_for(ring, &ring->shared->data_seq, &ring->shared->data_waiters,
+                    sc_ring_readable, frames, deadline_ns, wakes);
+}
+
+void sc_ring_wake(sc_ring *ring)
+{
+    struct sc_ring_shared *sh = ring->shared;
+    atomic_fetch_add_explicit(&sh->wakes, 1, memory_order_release);
+    wake_waiters(&sh->data_seq, &sh->data_waiters);
+    wake_waiters(&sh->space_seq, &sh->space_waiters);
+}
+
 int sc_ring_write_advance(sc_ring *ring, uint64_t frames)
 {
     uint64_t w;
@@ -519,6 +609,7 @@ int sc_ring_write_advance(sc_ring *ring, uint64_t frames)
     /* release: the frames written before this store are visible to a reader that loads the
      * new index with acquire */
     atomic_store_explicit(&ring->shared->write_index, w + frames, memory_order_release);
+    wake_waiters(&ring->shared->data_seq, &ring->shared->data_waiters);
     return 0;
 }
 
@@ -549,6 +640,7 @@ int sc_ring_read_advance(sc_ring *ring, uint64_t frames)
     ring->read_local = r + frames;
     /* release: our reads of those frames happen before the writer may reuse them */
     atomic_store_explicit(&ring->shared->read_index, r + frames, memory_order_release);
+    wake_waiters(&ring->shared->space_seq, &ring->shared->space_waiters);
     return 0;
 }
 

@@ -34,7 +34,7 @@ int sc_probe_mlock(size_t bytes);
 /* The shared control block, page 0 of the memfd (the data pages follow it).  Offsets are part
  * of the contract so tools and tests can inspect (or, in tests, attack) a ring from outside. */
 #define SC_RING_MAGIC 0x53434F5245524E47
-#define SC_RING_VERSION 1
+#define SC_RING_VERSION 2
 #define SC_RING_OFF_MAGIC 0
 #define SC_RING_OFF_VERSION 8
 #define SC_RING_OFF_FORMAT 12
@@ -113,6 +113,23 @@ int64_t sc_ring_read_frames(sc_ring *ring, void *dst, uint64_t frames);
  * Returns the frames of `src` written (0 .. frames), or -EPIPE.  Realtime-safe. */
 int64_t sc_ring_write_gapless(sc_ring *ring, const void *src, uint64_t frames, uint64_t *gap);
 void sc_ring_get_stats(const sc_ring *ring, sc_ring_stats *out);
+/* Block until at least `frames` frames are writable (readable), the ring is broken, the
+ * deadline passes (CLOCK_MONOTONIC ns; negative: no deadline), or sc_ring_wake is called.
+ * `wakes` is sc_ring_wakes() as the caller saw it before it decided to wait: a wake since
+ * then ends the wait at once (none is lost between the caller's checks and the wait).
+ * Woken by the peer's next advance (a shared futex: the peer may be another process).
+ * Returns the frames writable (readable) then, >= frames; or -ETIMEDOUT, -EAGAIN (woken by
+ * sc_ring_wake: look at why), -EPIPE (broken), -EINVAL (frames > capacity).  Not realtime:
+ * the waiting side's call. */
+int64_t sc_ring_wait_writable(sc_ring *ring, uint64_t frames, int64_t deadline_ns,
+                              uint32_t wakes);
+int64_t sc_ring_wait_readable(sc_ring *ring, uint64_t frames, int64_t deadline_ns,
+                              uint32_t wakes);
+/* How many times sc_ring_wake was called on this ring (any process). */
+uint32_t sc_ring_wakes(const sc_ring *ring);
+/* Wake whoever waits on either side now, to look again (its peer ended, say): one load per
+ * side and no syscall when nobody waits, so realtime-safe. */
+void sc_ring_wake(sc_ring *ring);
 
 
 /* ---- pipes (native/pipe.c) ------------------------------------------------------------
@@ -590,6 +607,8 @@ void sc_engine_arm_tap(sc_engine *engine, int32_t armed);
 /* The input level meters: each channel's largest |sample| since the last call (then reset),
  * into out[0 .. channels-1]; returns the channels (0 without capture).  Any one thread. */
 uint32_t sc_engine_input_peaks(sc_engine *engine, float *out, uint32_t max);
+/* 1 while the mixer runs its loop (started, not stopped, and not ended by its driver). */
+int32_t sc_engine_mixing(const sc_engine *engine);
 /* The input frame clock: every captured frame before it has been distributed. */
 uint64_t sc_engine_input_frame(const sc_engine *engine);
 /* Take one returned voice: 1 (out filled) or 0 (none). */

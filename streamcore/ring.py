@@ -34,6 +34,7 @@ import errno as _errno
 import operator as _operator
 import os as _os
 import resource as _resource
+import time as _time
 import warnings as _warnings
 import weakref as _weakref
 from dataclasses import dataclass
@@ -807,6 +808,104 @@ class Ring:
         Any thread; only the writer makes it grow.
         """
         return self._frames_now(_lib.sc_ring_readable, "readable")
+
+    def wait_writable(self, frames: int, timeout: float | None = None) -> bool:
+        """Writer: block until ``frames`` frames can be written (or the timeout).
+
+        Parameters
+        ----------
+        frames : int
+            0 .. the capacity.
+        timeout : float or None
+            Seconds at most; None: no limit.
+
+        Returns
+        -------
+        bool
+            True when that much room is there; False on timeout, or when the reader ended
+            (woken to look at why).
+
+        Raises
+        ------
+        TypeError, ValueError
+            ``frames`` or ``timeout`` out of range.
+        RingClosedError
+            The ring is closed.
+        RingCorruptedError
+            The ring is broken (also while waiting).
+
+        Notes
+        -----
+        The writer thread only; the GIL is released while it waits.  No polling: the
+        reader's next release wakes it (a futex in the ring's shared page, so the reader may
+        be another process), and only while someone waits does the reader pay for it (one
+        wake per release).  A reader that ended (a stream voice handed back, an engine
+        stopped) wakes it too: look at why before waiting again.
+        """
+        return self._wait(_lib.sc_ring_wait_writable, frames, timeout, "wait_writable")
+
+    def _wakes(self) -> int:
+        """The ring's wake count (see :meth:`_wait`'s ``since``)."""
+        ring, _mirror = self._live()
+        return int(_lib.sc_ring_wakes(ring))
+
+    def wait_readable(self, frames: int, timeout: float | None = None) -> bool:
+        """Reader: block until ``frames`` frames can be read (or the timeout).
+
+        Parameters
+        ----------
+        frames : int
+            0 .. the capacity.
+        timeout : float or None
+            Seconds at most; None: no limit.
+
+        Returns
+        -------
+        bool
+            True when that many are there; False on timeout, or when the writer's side
+            ended (woken to look at why).
+
+        Raises
+        ------
+        TypeError, ValueError
+            ``frames`` or ``timeout`` out of range.
+        RingClosedError
+            The ring is closed.
+        RingCorruptedError
+            The ring is broken (also while waiting).
+
+        Notes
+        -----
+        The reader thread only; woken by the writer's next commit, as
+        :meth:`wait_writable` is by the reader's release.
+        """
+        return self._wait(_lib.sc_ring_wait_readable, frames, timeout, "wait_readable")
+
+    def _wait(self, call: Any, frames: Any, timeout: Any, operation: str,
+              since: int | None = None) -> bool:
+        """The waits' common part.  ``since``: the wake count (:meth:`_wakes`) the caller
+        saw before it checked whether to wait; a wake after it ends the wait at once."""
+        if isinstance(frames, bool) or not isinstance(frames, int | _np.integer):
+            raise TypeError(f"frames must be an int, not {type(frames).__name__}")
+        if not 0 <= frames <= self._capacity:
+            raise ValueError(f"frames must be within 0..{self._capacity} (the capacity), "
+                             f"not {frames}")
+        deadline = -1
+        if timeout is not None:
+            if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not (
+                    0 <= timeout < float("inf")):
+                raise ValueError(f"timeout must be seconds >= 0 or None, not {timeout!r}")
+            deadline = _time.monotonic_ns() + int(timeout * 1e9)
+        state = self._state  # keeps the handle alive while C waits on it
+        if state is None:
+            raise RingClosedError(_CLOSED)
+        wakes = _lib.sc_ring_wakes(state[0]) if since is None else since
+        n: int = call(state[0], int(frames), deadline, wakes)
+        if n in (-_errno.ETIMEDOUT, -_errno.EAGAIN):
+            return False
+        if n < 0:
+            self._fail(n, operation)
+        return True
 
     @property
     def writable(self) -> int:

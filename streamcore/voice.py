@@ -161,6 +161,18 @@ class VoiceTable:
         if self._closed:
             raise EngineClosedError(_CLOSED)
 
+    def mixing(self) -> bool:
+        """True while the engine's mixer runs (it reads the stream voices' rings).
+
+        Returns
+        -------
+        bool
+            Started, not stopped, and not ended on its own (a sink's failure).
+        """
+        with self._lock:
+            return (not self._closed and self.running
+                    and bool(_lib.sc_engine_mixing(self._handle)))
+
     @property
     def free_slots(self) -> int:
         """Slots free for a new voice (after reaping what the mixer handed back).
@@ -959,25 +971,29 @@ class StreamVoice(Voice):
         """
         self._ring.commit(frames)
 
-    def write(self, array: Any) -> int:
-        """Copy as much of ``array`` as fits into the ring and publish it.
+    def write(self, array: Any, timeout: float | None = None) -> int:
+        """Queue all of ``array`` in the ring, waiting for room as the mixer plays.
 
         Parameters
         ----------
         array : numpy.ndarray
             float32 frames, shape ``(m, channels)`` (or ``(m,)`` for a mono voice).
+        timeout : float or None
+            Seconds to wait for room at most; None: as long as it takes; 0: no wait (what
+            fits now).
 
         Returns
         -------
         int
-            Frames written (fewer than ``m`` when the ring is full).
+            Frames queued: ``m``, or fewer after the timeout, or when the voice ended or
+            its engine is not running (nothing would make room: see :attr:`done`).
 
         Raises
         ------
         TypeError
-            Not a numpy array, or not float32.
+            Not a numpy array, or not float32, or a bad ``timeout``.
         ValueError
-            The wrong shape.
+            The wrong shape, or ``timeout`` < 0.
         RingClosedError
             The ring is closed.
         RingCorruptedError
@@ -985,14 +1001,33 @@ class StreamVoice(Voice):
 
         Notes
         -----
-        The ring's writer thread only.
+        The ring's writer thread only.  The wait releases the GIL and is woken by the
+        mixer's next read of the ring (within a period of the room appearing), never by
+        polling; the mixer makes that wake-up (one syscall) only while a writer waits.
         """
+        deadline = None
+        if timeout is not None:
+            deadline = time.monotonic() + finite("timeout", timeout, 0.0)
         try:
-            return self._ring.write(array)
+            done = self._ring.write(array)
         except (TypeError, ValueError) as e:
             if isinstance(e, StreamcoreError):  # the ring's own errors (closed) stay as they are
                 raise
             raise type(e)(f"array: {e}") from None
+        total = int(array.shape[0])
+        ring = self._ring
+        while done < total:
+            wakes = ring._wakes()  # before the checks: a voice that ends after them wakes us
+            self._table.reap()  # a voice the mixer handed back is done now
+            if self.done or not self._table.mixing():
+                break
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            ring._wait(_lib.sc_ring_wait_writable, min(total - done, ring.capacity), left,
+                       "write", since=wakes)
+            done += ring.write(array[done:])
+        return done
 
     def finish(self) -> None:
         """Play what the ring holds, then end ('finished'): the stream's tail is never dropped.

@@ -1,0 +1,159 @@
+"""Producers that wait instead of polling (issue 17): Ring.wait_writable/wait_readable (a
+futex in the ring's shared page, woken by the peer's next advance, across processes too) and
+StreamVoice.write(timeout=), which queues everything, waking as the mixer plays.
+
+No wall-clock thresholds: a wait that should end is joined with a generous bound that only
+catches a hang; what is asserted is that it ended, with what result."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import streamcore
+
+ROOT = Path(__file__).resolve().parent.parent
+HANG = 10.0  # seconds: only a hang takes this long
+
+
+def _in_thread(fn):
+    """Run ``fn`` in a thread; returns (thread, box) where box["result"] or box["error"]."""
+    box: dict = {}
+
+    def run() -> None:
+        try:
+            box["result"] = fn()
+        except BaseException as e:
+            box["error"] = e
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, box
+
+
+class TestRingWaits:
+    def test_a_reader_wakes_when_frames_come(self):
+        ring = streamcore.Ring(1024, 1, "float32", lock=False)
+        thread, box = _in_thread(lambda: ring.wait_readable(100))
+        time.sleep(0.05)
+        assert thread.is_alive()  # nothing written yet: it waits
+        ring.write(np.ones(60, np.float32))
+        time.sleep(0.05)
+        assert thread.is_alive()  # 60 < 100: still waiting
+        ring.write(np.ones(40, np.float32))
+        thread.join(HANG)
+        assert not thread.is_alive() and box == {"result": True}
+        ring.close()
+
+    def test_a_writer_wakes_when_room_comes(self):
+        ring = streamcore.Ring(1024, 2, "float32", lock=False)
+        ring.write(np.zeros((ring.capacity, 2), np.float32))
+        thread, box = _in_thread(lambda: ring.wait_writable(256))
+        time.sleep(0.05)
+        assert thread.is_alive()
+        ring.release(256)
+        thread.join(HANG)
+        assert box == {"result": True}
+        ring.close()
+
+    def test_timeouts(self):
+        ring = streamcore.Ring(1024, 1, "float32", lock=False)
+        assert ring.wait_readable(1, timeout=0.01) is False
+        assert ring.wait_readable(0, timeout=0) is True
+        assert ring.wait_writable(ring.capacity, timeout=0) is True
+        ring.close()
+
+    @pytest.mark.parametrize(("frames", "timeout", "error"), [
+        (-1, None, ValueError), (1 << 40, None, ValueError), (1.5, None, TypeError),
+        (1, -1, ValueError), (1, float("nan"), ValueError)])
+    def test_bad_arguments(self, frames, timeout, error):
+        ring = streamcore.Ring(1024, 1, "float32", lock=False)
+        with pytest.raises(error):
+            ring.wait_readable(frames, timeout)
+        ring.close()
+
+    def test_another_process_wakes_a_waiting_reader(self):
+        """The futex is in the shared page: a writer in another process wakes us."""
+        ring = streamcore.Ring(4096, 1, "float32", lock=False)
+        code = ("import sys, time, numpy as np\n"
+                "from streamcore import Ring\n"
+                "ring = Ring.attach(int(sys.argv[1]), lock=False)\n"
+                "time.sleep(0.2)\n"
+                "ring.write(np.full(500, 7, np.float32))\n")
+        child = subprocess.Popen([sys.executable, "-c", code, str(ring.fd)],
+                                 pass_fds=[ring.fd], cwd=ROOT)
+        try:
+            assert ring.wait_readable(500, timeout=HANG) is True
+            assert ring.read(500)[:, 0].tolist() == [7.0] * 500
+        finally:
+            assert child.wait(HANG) == 0
+            ring.close()
+
+
+class TestBlockingWrite:
+    def test_everything_is_queued_and_played(self):
+        """48000 frames through a 1024-frame ring: write() returns once all are queued,
+        and the voice plays every one of them, in order, without an underrun."""
+        rate = 48000
+        data = np.random.default_rng(1).uniform(-0.5, 0.5, (rate, 2)).astype(np.float32)
+        with streamcore.Engine(samplerate=rate, blocksize=128, sink="null") as engine:
+            voice = engine.stream(channels=2, frames=1024)
+            assert voice.write(data) == rate
+            voice.finish()
+            assert voice.wait(HANG)
+        assert voice.frames_played == rate and voice.underruns == 0
+
+    def test_a_timeout_returns_what_was_queued(self):
+        with streamcore.Engine(sink="null") as engine:
+            engine.stop()
+            voice = engine.stream(channels=1, frames=1024)
+            # not running: nothing will make room, so no wait at all
+            assert voice.write(np.zeros(5000, np.float32)) == voice.ring.capacity
+        with streamcore.Engine(sink="null") as engine:
+            voice = engine.stream(channels=1, frames=1024)
+            got = voice.write(np.zeros(10**6, np.float32), timeout=0.05)
+            assert voice.ring.capacity <= got < 10**6
+
+    def test_a_stopped_voice_wakes_its_writer(self):
+        with streamcore.Engine(sink="null") as engine:
+            voice = engine.stream(channels=1, frames=1024)
+            thread, box = _in_thread(lambda: voice.write(np.zeros(10**7, np.float32)))
+            time.sleep(0.2)
+            voice.stop(0)
+            thread.join(HANG)
+            assert not thread.is_alive(), "the writer still waits for a voice that ended"
+            assert 0 < box["result"] < 10**7 and voice.done
+
+    def test_a_stopped_engine_wakes_its_writers(self):
+        with streamcore.Engine(sink="null") as engine:
+            voice = engine.stream(channels=1, frames=1024)
+            thread, box = _in_thread(lambda: voice.write(np.zeros(10**7, np.float32)))
+            time.sleep(0.2)
+            engine.stop()
+            thread.join(HANG)
+            assert not thread.is_alive(), "the writer still waits on a stopped engine"
+            assert 0 < box["result"] < 10**7
+
+    def test_bad_timeout(self):
+        with streamcore.Engine(sink="null") as engine:
+            voice = engine.stream(channels=1)
+            for bad in (-1, float("nan"), "1"):
+                with pytest.raises((TypeError, ValueError), match="timeout"):
+                    voice.write(np.zeros(4, np.float32), timeout=bad)
+
+
+def test_a_wait_leaves_nothing_behind():
+    """No thread and no descriptor per wait (a futex needs neither)."""
+    ring = streamcore.Ring(1024, 1, "float32", lock=False)
+    fds, threads = len(os.listdir("/proc/self/fd")), threading.active_count()
+    for _ in range(20):
+        ring.wait_readable(1, timeout=0.001)
+    assert len(os.listdir("/proc/self/fd")) == fds and threading.active_count() == threads
+    ring.close()
