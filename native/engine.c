@@ -56,8 +56,11 @@ int sc_engine_create(sc_engine **out, const sc_engine_config *config)
     e->rng = config->seed ? config->seed : 0x9E3779B9u;
     atomic_store_explicit(&e->end_frame, -1, memory_order_relaxed);
     e->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (e->event_fd < 0) {
+    e->end_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (e->event_fd < 0 || e->end_fd < 0) {
         rc = -errno;
+        if (e->event_fd >= 0)
+            close(e->event_fd);
         sc_locked_unmap(p, bytes);
         return rc;
     }
@@ -76,6 +79,8 @@ void sc_engine_destroy(sc_engine *e)
     sc_rt_thread_release(&e->mixer);
     if (e->event_fd >= 0)
         close(e->event_fd);
+    if (e->end_fd >= 0)
+        close(e->end_fd);
     sc_locked_unmap(e, e->map_bytes); /* also unlocks */
 }
 
@@ -251,6 +256,13 @@ int sc_engine_poll_event(sc_engine *e, sc_event *out)
 }
 
 int sc_engine_event_fd(const sc_engine *e) { return e->event_fd; }
+
+int sc_engine_end_fd(const sc_engine *e) { return e->end_fd; }
+
+void sc_engine_watch_ends(sc_engine *e, int32_t watch)
+{
+    atomic_store_explicit(&e->end_watched, watch ? 1 : 0, memory_order_release);
+}
 
 void sc_engine_taint(sc_engine *e, uint32_t taints) { sc_taint(e, taints); }
 

@@ -99,6 +99,10 @@ struct sc_engine {
     sc_spsc events;
     sc_event event_slots[SC_EVENT_SLOTS];
     int event_fd;
+    /* Voice ends: an eventfd the mixer writes once per voice handed back, only while
+     * Python watches it (sc_engine_watch_ends): Voice.wait and asyncio wait without polling. */
+    int end_fd;
+    _Atomic int32_t end_watched;
 
     sc_voice voices[SC_MAX_VOICES];
     uint32_t active_voices;    /* mixer-private; mirrored into voices_now */

@@ -6,7 +6,8 @@
  * (-O3): the finiteness and clip checks are branch-free reductions.
  *
  * Runs in the mixer thread (or in the caller for the manual clock): no allocation, no lock,
- * no syscall, no logging.  Problems are counted and left for the watchdog and Python.
+ * no logging, and no syscall but one: while Python watches voice ends, a voice handed back
+ * writes the engine's end eventfd (nonblocking) once.  Problems are counted and left for the watchdog and Python.
  *
  * Pan law (documented in streamcore/voice.py too):
  *   - a voice with the engine's channel count, on a stereo engine: balance.  pan <= 0 keeps
@@ -21,6 +22,7 @@
 #include <math.h>
 #include <stdbool.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "engine_internal.h"
 
@@ -59,6 +61,11 @@ void sc_mixer_hand_back(sc_engine *e, sc_voice *v, uint32_t slot, uint32_t reaso
         r->nonfinite = sc_read(&v->nonfinite);
         r->start_frame = v->start_frame;
         sc_spsc_publish(&e->returns);
+        if (atomic_load_explicit(&e->end_watched, memory_order_acquire)) {
+            uint64_t one = 1; /* nonblocking eventfd: one syscall per voice end, watched only */
+            ssize_t ignored = write(e->end_fd, &one, sizeof one);
+            (void)ignored;
+        }
     }
     if (v->kind == SC_VOICE_RECORD)
         e->active_recordings--;

@@ -627,6 +627,10 @@ int64_t sc_engine_trace(const sc_engine *engine, sc_trace_record *out, uint64_t 
 int sc_engine_poll_event(sc_engine *engine, sc_event *out);
 /* An eventfd (nonblocking) the watchdog writes once per event: poll/select it to subscribe. */
 int sc_engine_event_fd(const sc_engine *engine);
+/* An eventfd (nonblocking) the mixer writes once per voice it hands back while ends are
+ * watched (sc_engine_watch_ends(e, 1)): poll it, then sc_engine_poll_return. */
+int sc_engine_end_fd(const sc_engine *engine);
+void sc_engine_watch_ends(sc_engine *engine, int32_t watch);
 /* Set taint bits (Python sets RT_DENIED). */
 void sc_engine_taint(sc_engine *engine, uint32_t taints);
 /* After a re-promotion: let the watchdog demote again. */

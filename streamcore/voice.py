@@ -38,12 +38,17 @@ readable.
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import contextlib
 import errno as _errno
 import itertools
 import math
+import os
+import select
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as _np
@@ -154,12 +159,53 @@ class VoiceTable:
         self._pins: dict[int, tuple[object, Ring | None]] = {}
         self._cmd = _ffi.new("sc_command *")      # reused under the lock
         self._ret = _ffi.new("sc_voice_return *")  # reused under the lock
+        self._watcher: threading.Thread | None = None  # see watch_ends()
+        self._watch_stop: int | None = None  # an eventfd that ends the watcher
 
     # ---- the lock and the closed check --------------------------------------------------------
 
     def _check_open(self) -> None:
         if self._closed:
             raise EngineClosedError(_CLOSED)
+
+    def watch_ends(self) -> None:
+        """Start (once) the thread that reaps voices as the mixer hands them back.
+
+        Notes
+        -----
+        From then on the mixer writes the engine's end eventfd once per voice it hands back
+        (one syscall per voice end), and this thread, blocked in poll() on it, reaps at
+        once: every voice's ``_done`` event and done-callbacks fire without anyone polling.
+        It ends with the table (:meth:`close`).  It polls its own duplicate of the end fd
+        (the engine's is closed with the engine, while the thread may still be leaving).
+        """
+        with self._lock:
+            if self._watcher is not None or self._closed:
+                return
+            stop = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+            end_fd = os.dup(_lib.sc_engine_end_fd(self._handle))
+            self._watch_stop = stop
+            _lib.sc_engine_watch_ends(self._handle, 1)
+            self._watcher = threading.Thread(target=self._watch, args=(end_fd, stop),
+                                             name="streamcore-voice-ends", daemon=True)
+            self._watcher.start()
+        self.reap()  # what ended before the mixer was told to write the fd
+
+    def _watch(self, end_fd: int, stop_fd: int) -> None:
+        poller = select.poll()
+        poller.register(end_fd, select.POLLIN)
+        poller.register(stop_fd, select.POLLIN)
+        try:
+            while True:
+                ready = dict(poller.poll())  # releases the GIL; no timeout: woken by the fds
+                if stop_fd in ready:
+                    return
+                with contextlib.suppress(BlockingIOError):
+                    os.eventfd_read(end_fd)
+                self.reap()
+        finally:
+            os.close(end_fd)
+            os.close(stop_fd)
 
     def mixing(self) -> bool:
         """True while the engine's mixer runs (it reads the stream voices' rings).
@@ -633,6 +679,9 @@ class VoiceTable:
                 return
             self._closed = True
             self._handle = _ffi.NULL
+            if self._watch_stop is not None:  # the watcher leaves on its own (no join: it
+                os.eventfd_write(self._watch_stop, 1)  # may wait for this lock right now)
+                self._watcher = self._watch_stop = None
             for slot in list(self._voices):
                 v = self._voices[slot]
                 self._release(slot, "flushed", v.frames_played, v.underruns,
@@ -644,6 +693,9 @@ class VoiceTable:
         self._lock = lock
         self._closed = True
         self._handle = _ffi.NULL
+        # The watcher thread is the parent's (no thread survives fork); its descriptors were
+        # inherited: they stay open here until exec (close-on-exec), harmless.
+        self._watcher = self._watch_stop = None
         for voice in self._voices.values():
             voice._finish("flushed", voice.frames_played, voice.underruns,
                           voice.underrun_frames, voice.nans)
@@ -697,6 +749,8 @@ class Voice:
         self._gain = gain
         self._pan = pan
         self._done = threading.Event()
+        self._callbacks: list[Callable[[], None]] = []  # run once at the end (_on_end)
+        self._callbacks_lock = threading.Lock()
         #: once done: "finished", "stopped", "flushed" (the engine stopped) or "failed" (its
         #: sink failed for good: :attr:`error` says why)
         self.end_reason: str | None = None
@@ -830,19 +884,63 @@ class Voice:
 
         Notes
         -----
-        Any thread but the audio path: it polls every 2 ms.
+        Any thread but the audio path.  No polling: the mixer writes the engine's end
+        eventfd when it hands a voice back and a thread of the engine (started by the first
+        wait) reaps at once, which sets this voice's done event.
         """
-        deadline = None
         if timeout is not None:
-            deadline = time.monotonic() + finite("timeout", timeout, 0.0)
-        while not self.done:
-            if deadline is not None and time.monotonic() >= deadline:
+            timeout = finite("timeout", timeout, 0.0)
+        if not self.done:
+            self._table.watch_ends()
+            if not self._done.wait(timeout):
                 return False
-            time.sleep(0.002)
         if self.end_reason == "failed":
             self._table.failure_reported = True
             raise SinkError(f"the voice was cut short: {self.error}")
         return True
+
+    async def await_end(self) -> str:
+        """Wait for the voice's end in an asyncio event loop: ``await voice.await_end()``.
+
+        Returns
+        -------
+        str
+            ``end_reason``.
+
+        Raises
+        ------
+        SinkError
+            The voice ended because the engine's sink failed.
+
+        Notes
+        -----
+        No polling and no thread per wait: the engine's end watcher (see :meth:`wait`)
+        resolves the future through the loop's own wake-up fd
+        (``call_soon_threadsafe``).
+        """
+        if not self.done:
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[None] = loop.create_future()
+
+            def ended() -> None:
+                loop.call_soon_threadsafe(
+                    lambda: None if future.done() else future.set_result(None))
+
+            self._on_end(ended)
+            self._table.watch_ends()
+            await future
+        if self.end_reason == "failed":
+            self._table.failure_reported = True
+            raise SinkError(f"the voice was cut short: {self.error}")
+        return str(self.end_reason)
+
+    def _on_end(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once the voice is done (now, if it is)."""
+        with self._callbacks_lock:
+            if not self._done.is_set():
+                self._callbacks.append(callback)
+                return
+        callback()
 
     def stats(self) -> dict[str, int]:
         """Live counters of the voice, read while the mixer runs.
@@ -882,7 +980,11 @@ class Voice:
         self.underrun_frames = underrun_frames
         self.nans = nans
         self._source = None
-        self._done.set()
+        with self._callbacks_lock:
+            self._done.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback()
 
 
 class StreamVoice(Voice):

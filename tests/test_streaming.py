@@ -157,3 +157,64 @@ def test_a_wait_leaves_nothing_behind():
         ring.wait_readable(1, timeout=0.001)
     assert len(os.listdir("/proc/self/fd")) == fds and threading.active_count() == threads
     ring.close()
+
+
+def _switches() -> int:
+    """This thread's voluntary context switches so far (each sleep-and-wake is one)."""
+    with open(f"/proc/self/task/{threading.get_native_id()}/status") as status:
+        for line in status:
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    raise AssertionError("no voluntary_ctxt_switches in /proc")
+
+
+class TestWaitingForTheEnd:
+    """Voice.wait() and ``await voice.await_end()`` sleep until the mixer hands the voice
+    back: the waiting thread wakes a handful of times, not once per poll (a 2 ms poll made
+    ~250 wake-ups in half a second)."""
+
+    def test_wait_sleeps_until_the_end(self):
+        tone = np.zeros((24000, 2), np.float32)  # 0.5 s
+        with streamcore.Engine(sink="null") as engine:
+            voice = engine.play(tone)
+            before = _switches()
+            assert voice.wait(HANG) and voice.end_reason == "finished"
+            woke = _switches() - before
+        assert woke < 20, f"the waiting thread woke {woke} times"
+
+    def test_asyncio_streams_and_waits_without_polling(self):
+        import asyncio
+
+        rate = 48000
+        data = np.random.default_rng(3).uniform(-0.5, 0.5, (rate // 2, 2)).astype(np.float32)
+
+        async def main(engine: streamcore.Engine) -> tuple[str, int]:
+            voice = engine.play(data)
+            before = _switches()
+            reason = await voice.await_end()
+            return reason, _switches() - before
+
+        with streamcore.Engine(samplerate=rate, sink="null") as engine:
+            reason, woke = asyncio.run(main(engine))
+        assert reason == "finished"
+        assert woke < 20, f"the event loop's thread woke {woke} times"
+
+    def test_closing_the_engine_ends_the_wait(self):
+        engine = streamcore.Engine(sink="null")
+        engine.start()
+        voice = engine.play(np.zeros((48000 * 60, 2), np.float32))
+        thread, box = _in_thread(lambda: voice.wait())
+        time.sleep(0.1)
+        engine.close()
+        thread.join(HANG)
+        assert not thread.is_alive() and box == {"result": True}
+        assert voice.end_reason == "flushed"
+
+    def test_many_waiters_and_many_ends(self):
+        with streamcore.Engine(sink="null") as engine:
+            voices = [engine.play(np.zeros((480 * (k + 1), 2), np.float32)) for k in range(16)]
+            threads = [_in_thread(v.wait) for v in voices]
+            for thread, box in threads:
+                thread.join(HANG)
+                assert box == {"result": True}
+        assert all(v.end_reason == "finished" for v in voices)
