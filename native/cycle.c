@@ -6,9 +6,12 @@
  * the caller's buffer for the manual clock), and accounts for itself: the budget and hard
  * limit per period rendered (the watchdog's input), the trace record, the wake-up and mix
  * histograms, and a stats snapshot when one was asked for.  Realtime rules: atomics, the vDSO
- * clock and the mlocked engine only.
+ * clock and the mlocked engine only, plus one nonblocking eventfd write per cycle while an
+ * event loop waits for progress (sc_engine_watch_progress).
  */
 #define _GNU_SOURCE
+#include <unistd.h>
+
 #include "engine_internal.h"
 
 /* Streams have ends: whether the next period is held back (not rendered) for want of content.
@@ -124,6 +127,11 @@ uint32_t sc_cycle_run(sc_engine *e, const sc_wake *w, void *dst)
         sc_count(&e->holds, 1);
         sc_telemetry_answer_snapshot(e);
         return 0;
+    }
+    if (atomic_load_explicit(&e->progress_watchers, memory_order_acquire) > 0) {
+        uint64_t one = 1; /* someone waits for room: one nonblocking write per cycle */
+        ssize_t ignored = write(e->progress_fd, &one, sizeof one);
+        (void)ignored;
     }
     const int64_t done = sc_now_ns();
     const int64_t mix_ns = done - w->woke_ns;

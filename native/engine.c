@@ -57,10 +57,13 @@ int sc_engine_create(sc_engine **out, const sc_engine_config *config)
     atomic_store_explicit(&e->end_frame, -1, memory_order_relaxed);
     e->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     e->end_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (e->event_fd < 0 || e->end_fd < 0) {
+    e->progress_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (e->event_fd < 0 || e->end_fd < 0 || e->progress_fd < 0) {
         rc = -errno;
         if (e->event_fd >= 0)
             close(e->event_fd);
+        if (e->end_fd >= 0)
+            close(e->end_fd);
         sc_locked_unmap(p, bytes);
         return rc;
     }
@@ -81,6 +84,8 @@ void sc_engine_destroy(sc_engine *e)
         close(e->event_fd);
     if (e->end_fd >= 0)
         close(e->end_fd);
+    if (e->progress_fd >= 0)
+        close(e->progress_fd);
     sc_locked_unmap(e, e->map_bytes); /* also unlocks */
 }
 
@@ -258,6 +263,13 @@ int sc_engine_poll_event(sc_engine *e, sc_event *out)
 int sc_engine_event_fd(const sc_engine *e) { return e->event_fd; }
 
 int sc_engine_end_fd(const sc_engine *e) { return e->end_fd; }
+
+int sc_engine_progress_fd(const sc_engine *e) { return e->progress_fd; }
+
+void sc_engine_watch_progress(sc_engine *e, int32_t delta)
+{
+    atomic_fetch_add_explicit(&e->progress_watchers, delta, memory_order_acq_rel);
+}
 
 void sc_engine_watch_ends(sc_engine *e, int32_t watch)
 {

@@ -103,6 +103,10 @@ struct sc_engine {
      * Python watches it (sc_engine_watch_ends): Voice.wait and asyncio wait without polling. */
     int end_fd;
     _Atomic int32_t end_watched;
+    /* Progress: an eventfd the mixer writes at the end of each cycle that rendered, only
+     * while someone waits for it (asyncio writers waiting for room in a stream voice). */
+    int progress_fd;
+    _Atomic int32_t progress_watchers;
 
     sc_voice voices[SC_MAX_VOICES];
     uint32_t active_voices;    /* mixer-private; mirrored into voices_now */

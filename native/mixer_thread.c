@@ -12,6 +12,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <sys/prctl.h>
+#include <unistd.h>
 
 #include "engine_internal.h"
 
@@ -106,6 +107,11 @@ static void *mixer_main(void *arg)
             sc_ring_wake(e->voices[s].ring);
     if (e->tap != NULL)
         sc_ring_wake(e->tap);
+    if (atomic_load_explicit(&e->progress_watchers, memory_order_acquire) > 0) {
+        uint64_t one = 1; /* event loops waiting for room look again: no more is coming */
+        ssize_t ignored = write(e->progress_fd, &one, sizeof one);
+        (void)ignored;
+    }
     return NULL;
 }
 

@@ -631,6 +631,11 @@ int sc_engine_event_fd(const sc_engine *engine);
  * watched (sc_engine_watch_ends(e, 1)): poll it, then sc_engine_poll_return. */
 int sc_engine_end_fd(const sc_engine *engine);
 void sc_engine_watch_ends(sc_engine *engine, int32_t watch);
+/* An eventfd (nonblocking) the mixer writes at the end of every cycle that rendered while
+ * watchers are counted (sc_engine_watch_progress(e, +1) / -1): an event loop watches it to
+ * learn that stream voices' rings have room again, without a thread. */
+int sc_engine_progress_fd(const sc_engine *engine);
+void sc_engine_watch_progress(sc_engine *engine, int32_t delta);
 /* Set taint bits (Python sets RT_DENIED). */
 void sc_engine_taint(sc_engine *engine, uint32_t taints);
 /* After a re-promotion: let the watchdog demote again. */

@@ -207,6 +207,19 @@ class VoiceTable:
             os.close(end_fd)
             os.close(stop_fd)
 
+    def progress_fd(self) -> int:
+        """The engine's progress eventfd (see :meth:`watch_progress`)."""
+        with self._lock:
+            self._check_open()
+            return int(_lib.sc_engine_progress_fd(self._handle))
+
+    def watch_progress(self, delta: int) -> None:
+        """Count one more (+1) or one fewer (-1) waiter for the progress eventfd, which the
+        mixer writes once per cycle while any is counted."""
+        with self._lock:
+            if not self._closed:
+                _lib.sc_engine_watch_progress(self._handle, delta)
+
     def mixing(self) -> bool:
         """True while the engine's mixer runs (it reads the stream voices' rings).
 
@@ -1129,6 +1142,72 @@ class StreamVoice(Voice):
             ring._wait(_lib.sc_ring_wait_writable, min(total - done, ring.capacity), left,
                        "write", since=wakes)
             done += ring.write(array[done:])
+        return done
+
+    async def awrite(self, array: Any, timeout: float | None = None) -> int:
+        """:meth:`write` for asyncio: ``await voice.awrite(array)`` queues all of it.
+
+        Parameters
+        ----------
+        array : numpy.ndarray
+            float32 frames, shape ``(m, channels)`` (or ``(m,)`` for a mono voice).
+        timeout : float or None
+            Seconds to wait for room at most; None: as long as it takes.
+
+        Returns
+        -------
+        int
+            Frames queued, as :meth:`write` counts them.
+
+        Raises
+        ------
+        TypeError, ValueError
+            As :meth:`write`.
+        RingClosedError
+            The ring is closed.
+        RingCorruptedError
+            The ring is broken.
+
+        Notes
+        -----
+        The event loop's own thread: no thread of ours, no polling.  While it waits, the
+        mixer writes the engine's progress eventfd once per cycle and the loop watches a
+        duplicate of that fd (``add_reader``); each wake-up queues what fits.
+        """
+        deadline = None
+        if timeout is not None:
+            deadline = time.monotonic() + finite("timeout", timeout, 0.0)
+        done = self.write(array, timeout=0)
+        total = int(array.shape[0])
+        if done >= total:
+            return done
+        loop = asyncio.get_running_loop()
+        fd = os.dup(self._table.progress_fd())
+        woken = asyncio.Event()
+
+        def readable() -> None:
+            with contextlib.suppress(BlockingIOError):
+                os.eventfd_read(fd)
+            woken.set()
+
+        self._table.watch_progress(1)
+        loop.add_reader(fd, readable)
+        try:
+            while done < total:
+                self._table.reap()
+                if self.done or not self._table.mixing():
+                    break
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                woken.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), left)
+                done += self.write(array[done:], timeout=0)
+        finally:
+            loop.remove_reader(fd)
+            self._table.watch_progress(-1)
+            os.close(fd)
         return done
 
     def finish(self) -> None:

@@ -218,3 +218,43 @@ class TestWaitingForTheEnd:
                 thread.join(HANG)
                 assert box == {"result": True}
         assert all(v.end_reason == "finished" for v in voices)
+
+
+class TestAsyncioWrite:
+    def test_a_stream_through_a_small_ring(self):
+        """An asyncio program streams 1 s through a 2048-frame ring with awrite() and waits
+        for the end: everything is played, in order; the loop's thread wakes about once per
+        mixer cycle while it waits for room (the mixer's progress fd), not once per poll."""
+        import asyncio
+
+        rate, blocksize = 48000, 1024
+        data = np.random.default_rng(4).uniform(-0.5, 0.5, (rate, 2)).astype(np.float32)
+
+        async def main(engine: streamcore.Engine) -> dict:
+            voice = engine.stream(channels=2, frames=2048)
+            cycles, before = engine.stats().cycles, _switches()
+            queued = 0
+            for start in range(0, rate, 4800):
+                queued += await voice.awrite(data[start:start + 4800])
+            voice.finish()
+            reason = await voice.await_end()
+            return {"queued": queued, "reason": reason, "woke": _switches() - before,
+                    "cycles": engine.stats().cycles - cycles, "voice": voice}
+
+        with streamcore.Engine(samplerate=rate, blocksize=blocksize, sink="null") as engine:
+            got = asyncio.run(main(engine))
+        voice = got["voice"]
+        assert got["queued"] == rate and got["reason"] == "finished"
+        assert voice.frames_played == rate and voice.underruns == 0
+        assert got["woke"] <= got["cycles"] + 10, got
+
+    def test_a_timeout(self):
+        import asyncio
+
+        async def main(engine: streamcore.Engine) -> int:
+            voice = engine.stream(channels=1, frames=1024)
+            return await voice.awrite(np.zeros(10**6, np.float32), timeout=0.05)
+
+        with streamcore.Engine(sink="null") as engine:
+            queued = asyncio.run(main(engine))
+        assert 1024 <= queued < 10**6
