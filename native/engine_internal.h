@@ -43,6 +43,8 @@ typedef struct sc_voice {
     uint64_t since_start;      /* frames played, for the fade-in envelope */
     uint64_t fade_total;       /* fade-out length */
     uint64_t fade_left;        /* frames of fade-out still to play */
+    int64_t stop_at;           /* SC_CMD_STOP for a later frame: stop (fade) from it, or -1 */
+    uint64_t stop_fade;        /* ... over this many frames (0: end there) */
     float gain, pan;
     float current[SC_MAX_CHANNELS]; /* per output channel gain now */
     float target[SC_MAX_CHANNELS];  /* ... and at the end of the ramp */

@@ -124,6 +124,7 @@ static void apply(sc_engine *e, const sc_command *cmd)
         v->fade_in_frames = cmd->fade_frames;
         v->since_start = 0;
         v->fade_total = v->fade_left = 0;
+        v->stop_at = -1;
         v->gain = cmd->gain;
         v->pan = cmd->pan;
         compute_gains(e, v, v->target);
@@ -158,6 +159,14 @@ static void apply(sc_engine *e, const sc_command *cmd)
     } else if (cmd->op == SC_CMD_STOP) {
         if (v->phase == SC_PHASE_FADING && v->fade_left <= cmd->fade_frames)
             return; /* already fading out at least as fast */
+        const int64_t next = (int64_t)sc_read(&e->frames);
+        if (cmd->start_frame > next && v->kind != SC_VOICE_RECORD &&
+            !(v->phase == SC_PHASE_WAITING && cmd->start_frame <= v->start_frame)) {
+            /* A frame of a period still to render: mix_voice stops it exactly there. */
+            v->stop_at = cmd->start_frame;
+            v->stop_fade = cmd->fade_frames;
+            return;
+        }
         if (v->phase == SC_PHASE_WAITING || cmd->fade_frames == 0 ||
             v->kind == SC_VOICE_RECORD) {
             sc_mixer_hand_back(e, v, cmd->slot, SC_END_STOPPED);
@@ -272,22 +281,12 @@ static void consume_source(sc_voice *v, uint32_t k)
         v->position += k;
 }
 
-/* Mix one voice into `mix`, the block starting at output frame t0; its end reason when it is
- * finished, else 0. */
-static uint32_t mix_voice(sc_engine *e, sc_voice *v, float *mix, uint64_t t0)
+/* Play block frames [at, to) of one voice into `mix` (the block starts at output frame t0);
+ * its end reason when it is finished, else 0. */
+static uint32_t play_span(sc_engine *e, sc_voice *v, float *mix, uint64_t t0, uint32_t at,
+                          uint32_t to)
 {
-    const uint32_t n = e->config.blocksize;
-    uint32_t at = 0;
-    if (v->kind == SC_VOICE_RECORD)
-        return 0; /* no output: capture.c fills it */
-    if (v->phase == SC_PHASE_WAITING) {
-        if (v->start_frame >= (int64_t)(t0 + n))
-            return 0;
-        if (v->start_frame > (int64_t)t0)
-            at = (uint32_t)(v->start_frame - (int64_t)t0);
-        v->phase = SC_PHASE_PLAYING;
-    }
-    uint32_t want = n - at;
+    uint32_t want = to - at;
     if (v->phase == SC_PHASE_FADING && v->fade_left < want)
         want = (uint32_t)v->fade_left;
     const bool ramp = memcmp(v->current, v->target, sizeof(float) * e->config.channels) != 0;
@@ -337,6 +336,38 @@ static uint32_t mix_voice(sc_engine *e, sc_voice *v, float *mix, uint64_t t0)
         sc_taint(e, SC_TAINT_UNDERRUN);
     }
     return 0;
+}
+
+/* Mix one voice into `mix`, the block starting at output frame t0; its end reason when it is
+ * finished, else 0.  A stop asked for a frame of this block (Voice.stop(at=)) splits it:
+ * the voice plays up to that frame as it was, then fades (or ends) from exactly there. */
+static uint32_t mix_voice(sc_engine *e, sc_voice *v, float *mix, uint64_t t0)
+{
+    const uint32_t n = e->config.blocksize;
+    uint32_t at = 0;
+    if (v->kind == SC_VOICE_RECORD)
+        return 0; /* no output: capture.c fills it */
+    if (v->phase == SC_PHASE_WAITING) {
+        if (v->start_frame >= (int64_t)(t0 + n))
+            return 0;
+        if (v->start_frame > (int64_t)t0)
+            at = (uint32_t)(v->start_frame - (int64_t)t0);
+        v->phase = SC_PHASE_PLAYING;
+    }
+    uint32_t cut = n;
+    if (v->stop_at >= 0 && v->stop_at < (int64_t)(t0 + n)) {
+        const int64_t in_block = v->stop_at - (int64_t)t0;
+        cut = in_block < (int64_t)at ? at : (uint32_t)in_block;
+    }
+    uint32_t end = cut > at ? play_span(e, v, mix, t0, at, cut) : 0;
+    if (end || cut == n)
+        return end;
+    v->stop_at = -1; /* the stop lands on block frame `cut` */
+    if (v->stop_fade == 0)
+        return SC_END_STOPPED;
+    v->phase = SC_PHASE_FADING;
+    v->fade_total = v->fade_left = v->stop_fade;
+    return play_span(e, v, mix, t0, cut, n);
 }
 
 bool sc_mixer_has_content(const sc_engine *e)

@@ -524,7 +524,7 @@ class VoiceTable:
                 setattr(cmd, name, value)
             self.send(cmd)
 
-    def stop_voice(self, voice: Voice, fade: Any) -> None:
+    def stop_voice(self, voice: Voice, fade: Any, at: Any = None) -> None:
         """Queue the STOP command for ``voice`` (faded over ``fade`` seconds).
 
         Parameters
@@ -533,6 +533,8 @@ class VoiceTable:
             A voice of this table.
         fade : float
             Seconds, 0 .. 3600.
+        at : int or None
+            The output frame the fade (or the end) starts at; None: the next period.
 
         Raises
         ------
@@ -547,7 +549,9 @@ class VoiceTable:
         -----
         Any thread; nothing is queued for a voice already done.
         """
-        self._send_to(voice, _lib.SC_CMD_STOP, fade_frames=self.fade_frames("fade", fade))
+        frame = -1 if at is None else positive_int("at", at, 0, 2**62)
+        self._send_to(voice, _lib.SC_CMD_STOP, fade_frames=self.fade_frames("fade", fade),
+                      start_frame=frame)
 
     def finish_voice(self, voice: Voice) -> None:
         """Queue the FINISH command for a stream voice: it plays what its ring holds, then
@@ -845,20 +849,24 @@ class Voice:
             self._table.reap()
         return self._done.is_set()
 
-    def stop(self, fade: float = 0.01) -> None:
-        """Fade out over ``fade`` seconds (0: at the next period), then hand the voice back.
+    def stop(self, fade: float = 0.01, at: int | None = None) -> None:
+        """Fade out over ``fade`` seconds (0: at once), then hand the voice back.
 
         Parameters
         ----------
         fade : float
             Seconds of the linear fade to silence (0 .. 3600).
+        at : int or None
+            The output frame (``Engine.frame``'s clock) the fade starts at, exactly: the
+            voice plays every frame before it as it was.  None, or a frame already rendered:
+            from the next period.
 
         Raises
         ------
         TypeError
-            ``fade`` is not a number.
+            ``fade`` or ``at`` is not a number.
         ValueError
-            ``fade`` is not finite or outside 0 .. 3600 s.
+            ``fade`` is not finite or outside 0 .. 3600 s, or ``at`` is negative.
         EngineClosedError
             The engine is closed.
         CommandQueueFullError
@@ -867,10 +875,10 @@ class Voice:
         Notes
         -----
         Idempotent while the engine is open (nothing happens once :attr:`done`).  Any
-        thread; returns at once, the mixer fades from its next period: pair with
-        :meth:`wait`.
+        thread; returns at once, the mixer fades from its next period (or from ``at``):
+        pair with :meth:`wait`.
         """
-        self._table.stop_voice(self, fade)
+        self._table.stop_voice(self, fade, at)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until :attr:`done`; pairs with :meth:`stop`.

@@ -35,7 +35,7 @@ from streamcore.errors import DeviceSettingsError, InputLateError, LoopbackNotFo
 from streamcore.profiling import chrome_trace
 from streamcore.sinks import portaudio
 from streamcore.sinks.device import DeviceSink, resolve_device
-from tests.helpers.feeder import Feeder, position, ramp
+from tests.helpers.feeder import Feeder, loop_back, position, ramp
 from tests.services.common import require_program, wait_until
 from tests.services.jack import settle
 
@@ -338,16 +338,9 @@ def looped(jack_server):
     linker = jack.Client("loop-linker", servername=jack_server.name, no_start_server=True)
     try:
         engine.start()
-        client = portaudio.jack_client_name()
-        outs = sorted(p.name for p in linker.get_ports(f"{client}:", is_output=True))
-        ins = sorted(p.name for p in linker.get_ports(f"{client}:", is_input=True))
-        for port in ins:
-            for source in linker.get_all_connections(port):
-                linker.disconnect(source.name, port)
-        for out, port in zip(outs, ins, strict=True):
-            linker.connect(out, port)
+        pairs = loop_back(linker, portaudio.jack_client_name())
         time.sleep(0.2)
-        yield engine, linker, list(zip(outs, ins, strict=True))
+        yield engine, linker, pairs
     finally:
         engine.close()
         linker.close()
@@ -656,14 +649,7 @@ class TestCli:
             known = self._known(linker)
             proc = self._cli("latency", "--json", "--wait", "15", "--seconds", "0.5",
                              "--device", str(jack_server.device))
-            client = _child_client(linker, known)
-            outs = sorted(p.name for p in linker.get_ports(f"{client}:", is_output=True))
-            ins = sorted(p.name for p in linker.get_ports(f"{client}:", is_input=True))
-            for port in ins:
-                for source in linker.get_all_connections(port):
-                    linker.disconnect(source.name, port)
-            for out, port in zip(outs, ins, strict=True):
-                linker.connect(out, port)
+            loop_back(linker, _child_client(linker, known))
             stdout, stderr = proc.communicate(timeout=60)
         finally:
             linker.close()
@@ -762,17 +748,11 @@ class TestReadme:
                  if p.is_output and p.name.startswith("system:")}
         stop = threading.Event()
 
-        def loop_back() -> None:
-            client = _child_client(linker, known | {"system"}, timeout=10)
-            for out, port in zip(sorted(p.name for p in linker.get_ports(
-                    f"{client}:", is_output=True)), sorted(p.name for p in linker.get_ports(
-                    f"{client}:", is_input=True)), strict=True):
-                for source in linker.get_all_connections(port):
-                    linker.disconnect(source.name, port)
-                linker.connect(out, port)
+        def connect_when_ready() -> None:
+            loop_back(linker, _child_client(linker, known | {"system"}, timeout=10))
             stop.wait()
 
-        thread = threading.Thread(target=loop_back, daemon=True)
+        thread = threading.Thread(target=connect_when_ready, daemon=True)
         thread.start()
         monkeypatch.chdir(tmp_path)
         namespace: dict[str, Any] = {"__name__": "readme"}

@@ -98,17 +98,27 @@ class TestRingWaits:
 
 
 class TestBlockingWrite:
-    def test_everything_is_queued_and_played(self):
-        """48000 frames through a 1024-frame ring: write() returns once all are queued,
-        and the voice plays every one of them, in order, without an underrun."""
+    def test_everything_is_queued_and_played(self, tmp_path):
+        """48000 frames through a 1024-frame ring: write() returns once all are queued, and
+        the file the engine renders (a reader's clock: a starving stream voice is waited
+        for, never replaced by silence) holds every one of them, bit-exact, in order."""
+        import soundfile as sf
+
+        from streamcore.sinks import FileSink
+
         rate = 48000
         data = np.random.default_rng(1).uniform(-0.5, 0.5, (rate, 2)).astype(np.float32)
-        with streamcore.Engine(samplerate=rate, blocksize=128, sink="null") as engine:
+        path = tmp_path / "out.wav"
+        with streamcore.Engine(samplerate=rate, blocksize=128,
+                               sink=FileSink(str(path))) as engine:
             voice = engine.stream(channels=2, frames=1024)
             assert voice.write(data) == rate
             voice.finish()
             assert voice.wait(HANG)
-        assert voice.frames_played == rate and voice.underruns == 0
+            engine.drain(timeout=HANG)
+        assert voice.frames_played == rate
+        written, _rate = sf.read(path, dtype="float32", always_2d=True)
+        assert np.array_equal(written, data)
 
     def test_a_timeout_returns_what_was_queued(self):
         with streamcore.Engine(sink="null") as engine:

@@ -79,3 +79,17 @@ class Feeder:
     def close(self) -> None:
         self.client.deactivate()
         self.client.close()
+
+
+def loop_back(linker: jack.Client, client: str) -> list[tuple[str, str]]:
+    """Connect ``client``'s output ports to its own input ports, in order, cutting whatever
+    fed the inputs (a digital loopback on JACK2); returns the (output, input) pairs."""
+    outs = sorted(p.name for p in linker.get_ports(f"{client}:", is_output=True, is_audio=True))
+    ins = sorted(p.name for p in linker.get_ports(f"{client}:", is_input=True, is_audio=True))
+    for port in ins:
+        for source in linker.get_all_connections(port):
+            linker.disconnect(source.name, port)
+    pairs = list(zip(outs, ins, strict=True))
+    for out, port in pairs:
+        linker.connect(out, port)
+    return pairs

@@ -1,0 +1,85 @@
+"""Frame-exact control (issue 17): Voice.stop(at=frame) lands on exactly that frame, checked
+bit-exact against numpy on the manual clock (the test renders every period itself)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import streamcore
+
+RATE, BLOCK = 48000, 128
+
+
+def _noise(frames: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-0.5, 0.5, (frames, 2)).astype(np.float32)
+
+
+def _faded(x: np.ndarray, frames: int) -> np.ndarray:
+    """What the mixer's linear fade makes of x's first ``frames`` frames at gain 1, in the
+    same float32 steps: x * 1.0f * ((F - 1 - j) / F)."""
+    j = np.arange(frames, dtype=np.float32)
+    env = (np.float32(frames) - np.float32(1) - j) / np.float32(frames)
+    return (x[:frames] * np.float32(1.0)) * env[:, None]
+
+
+@pytest.mark.parametrize("at", [1000, 1024, 1, 127, 3000])
+def test_stop_without_a_fade_ends_on_the_frame(at):
+    x = _noise(4096)
+    with streamcore.Engine(samplerate=RATE, blocksize=BLOCK, sink="manual") as engine:
+        voice = engine.play(x)
+        voice.stop(fade=0, at=at)
+        out = engine.render(32)
+    assert np.array_equal(out[:at], x[:at])
+    assert not out[at:].any()
+    assert voice.done and voice.end_reason == "stopped" and voice.frames_played == at
+
+
+@pytest.mark.parametrize(("at", "fade"), [(1000, 300), (1000, 1), (2000, 128), (640, 1500)])
+def test_the_fade_starts_on_the_frame(at, fade):
+    x = _noise(8192, seed=at)
+    with streamcore.Engine(samplerate=RATE, blocksize=BLOCK, sink="manual") as engine:
+        voice = engine.play(x)
+        voice.stop(fade=fade / RATE, at=at)
+        out = engine.render(64)
+    assert np.array_equal(out[:at], x[:at])
+    assert np.array_equal(out[at:at + fade], _faded(x[at:], fade))
+    assert not out[at + fade:].any()
+    assert voice.end_reason == "stopped" and voice.frames_played == at + fade
+
+
+def test_a_stop_before_the_voice_starts_means_it_never_plays():
+    x = _noise(1024)
+    with streamcore.Engine(samplerate=RATE, blocksize=BLOCK, sink="manual") as engine:
+        voice = engine.play(x, at=800)
+        voice.stop(fade=0, at=500)
+        out = engine.render(16)
+    assert not out.any() and voice.end_reason == "stopped" and voice.frames_played == 0
+
+
+def test_a_frame_already_rendered_stops_at_the_next_period():
+    x = _noise(8192)
+    with streamcore.Engine(samplerate=RATE, blocksize=BLOCK, sink="manual") as engine:
+        voice = engine.play(x)
+        first = engine.render(2)
+        voice.stop(fade=0, at=10)  # long gone: from the next period, as stop() without at
+        rest = engine.render(4)
+    assert np.array_equal(first, x[:2 * BLOCK]) and not rest.any()
+    assert voice.frames_played == 2 * BLOCK
+
+
+def test_a_later_stop_replaces_nothing_when_already_fading_faster():
+    x = _noise(8192)
+    with streamcore.Engine(samplerate=RATE, blocksize=BLOCK, sink="manual") as engine:
+        voice = engine.play(x)
+        voice.stop(fade=100 / RATE, at=300)
+        out = engine.render(16)
+    assert np.array_equal(out[300:400], _faded(x[300:], 100)) and not out[400:].any()
+
+
+@pytest.mark.parametrize("at", [-1, 1.5, "0"])
+def test_bad_frames(at):
+    with streamcore.Engine(sink="manual") as engine:
+        voice = engine.play(_noise(256))
+        with pytest.raises((TypeError, ValueError), match="at"):
+            voice.stop(at=at)
