@@ -45,6 +45,8 @@ typedef struct sc_voice {
     uint64_t fade_left;        /* frames of fade-out still to play */
     int64_t stop_at;           /* SC_CMD_STOP for a later frame: stop (fade) from it, or -1 */
     uint64_t stop_fade;        /* ... over this many frames (0: end there) */
+    int64_t set_at;            /* SC_CMD_SET for a later frame: new gains from it, or -1 */
+    float set_gain, set_pan;
     float gain, pan;
     float current[SC_MAX_CHANNELS]; /* per output channel gain now */
     float target[SC_MAX_CHANNELS];  /* ... and at the end of the ramp */

@@ -124,7 +124,7 @@ static void apply(sc_engine *e, const sc_command *cmd)
         v->fade_in_frames = cmd->fade_frames;
         v->since_start = 0;
         v->fade_total = v->fade_left = 0;
-        v->stop_at = -1;
+        v->stop_at = v->set_at = -1;
         v->gain = cmd->gain;
         v->pan = cmd->pan;
         compute_gains(e, v, v->target);
@@ -147,7 +147,13 @@ static void apply(sc_engine *e, const sc_command *cmd)
     }
     if (v->phase == SC_PHASE_FREE || v->generation != cmd->generation)
         return; /* already finished: a stale command */
-    if (cmd->op == SC_CMD_SET) {
+    if (cmd->op == SC_CMD_SET && cmd->start_frame > (int64_t)sc_read(&e->frames) &&
+        !(v->phase == SC_PHASE_WAITING && cmd->start_frame <= v->start_frame)) {
+        /* A frame of a period still to render: mix_voice changes the gains exactly there. */
+        v->set_at = cmd->start_frame;
+        v->set_gain = cmd->gain;
+        v->set_pan = cmd->pan;
+    } else if (cmd->op == SC_CMD_SET) {
         v->gain = cmd->gain;
         v->pan = cmd->pan;
         compute_gains(e, v, v->target);
@@ -339,35 +345,53 @@ static uint32_t play_span(sc_engine *e, sc_voice *v, float *mix, uint64_t t0, ui
 }
 
 /* Mix one voice into `mix`, the block starting at output frame t0; its end reason when it is
- * finished, else 0.  A stop asked for a frame of this block (Voice.stop(at=)) splits it:
- * the voice plays up to that frame as it was, then fades (or ends) from exactly there. */
+ * finished, else 0.  A change or a stop asked for a frame of this block (Voice.set(at=),
+ * Voice.stop(at=)) splits it there: the voice plays up to that frame as it was, then with
+ * the new gains (a step, no ramp) or fading (or ending) from exactly that frame. */
 static uint32_t mix_voice(sc_engine *e, sc_voice *v, float *mix, uint64_t t0)
 {
     const uint32_t n = e->config.blocksize;
+    const int64_t block_end = (int64_t)(t0 + n);
     uint32_t at = 0;
     if (v->kind == SC_VOICE_RECORD)
         return 0; /* no output: capture.c fills it */
     if (v->phase == SC_PHASE_WAITING) {
-        if (v->start_frame >= (int64_t)(t0 + n))
+        if (v->start_frame >= block_end)
             return 0;
         if (v->start_frame > (int64_t)t0)
             at = (uint32_t)(v->start_frame - (int64_t)t0);
         v->phase = SC_PHASE_PLAYING;
     }
-    uint32_t cut = n;
-    if (v->stop_at >= 0 && v->stop_at < (int64_t)(t0 + n)) {
-        const int64_t in_block = v->stop_at - (int64_t)t0;
-        cut = in_block < (int64_t)at ? at : (uint32_t)in_block;
+    for (;;) {
+        const bool set_due = v->set_at >= 0 && v->set_at < block_end;
+        const bool stop_due = v->stop_at >= 0 && v->stop_at < block_end;
+        if (!set_due && !stop_due)
+            return play_span(e, v, mix, t0, at, n);
+        /* The earliest event first; a change before a stop on the same frame. */
+        const bool set_first = set_due && (!stop_due || v->set_at <= v->stop_at);
+        const int64_t event = set_first ? v->set_at : v->stop_at;
+        const uint32_t cut = event - (int64_t)t0 < (int64_t)at ? at
+                                                                : (uint32_t)(event - (int64_t)t0);
+        if (cut > at) {
+            uint32_t end = play_span(e, v, mix, t0, at, cut);
+            if (end)
+                return end;
+            at = cut;
+        }
+        if (set_first) {
+            v->set_at = -1;
+            v->gain = v->set_gain;
+            v->pan = v->set_pan;
+            compute_gains(e, v, v->target);
+            memcpy(v->current, v->target, sizeof v->current); /* exactly from this frame */
+            continue;
+        }
+        v->stop_at = -1;
+        if (v->stop_fade == 0)
+            return SC_END_STOPPED;
+        v->phase = SC_PHASE_FADING;
+        v->fade_total = v->fade_left = v->stop_fade;
     }
-    uint32_t end = cut > at ? play_span(e, v, mix, t0, at, cut) : 0;
-    if (end || cut == n)
-        return end;
-    v->stop_at = -1; /* the stop lands on block frame `cut` */
-    if (v->stop_fade == 0)
-        return SC_END_STOPPED;
-    v->phase = SC_PHASE_FADING;
-    v->fade_total = v->fade_left = v->stop_fade;
-    return play_span(e, v, mix, t0, cut, n);
 }
 
 bool sc_mixer_has_content(const sc_engine *e)

@@ -347,7 +347,8 @@ typedef struct sc_engine sc_engine;
 #define SC_CMD_ADD 1
 #define SC_CMD_STOP 2        /* fade out over fade_frames, then return; from output frame
                                 start_frame exactly when it is a frame still to render */
-#define SC_CMD_SET 3         /* new gain and pan, ramped over one block */
+#define SC_CMD_SET 3         /* new gain and pan, ramped over one block; or, for an output
+                                frame start_frame still to render, a step exactly there */
 #define SC_CMD_SNAPSHOT 4    /* copy the stats at the end of this cycle; token in `generation` */
 #define SC_CMD_FINISH 5      /* stream voices: play what the ring holds, then end (FINISHED) */
 

@@ -478,7 +478,8 @@ class VoiceTable:
                 source.close()  # the engine's own new ring: nobody else will close it
             raise
 
-    def set_gain_pan(self, voice: Voice, gain: Any, pan: Any) -> tuple[float, float]:
+    def set_gain_pan(self, voice: Voice, gain: Any, pan: Any,
+                     at: Any = None) -> tuple[float, float]:
         """Queue new gain and pan for ``voice`` (ramped over one period by the mixer).
 
         Parameters
@@ -489,6 +490,9 @@ class VoiceTable:
             Linear gain, -64 .. 64.
         pan : float
             -1 .. 1.
+        at : int or None
+            An output frame still to render: the new values apply from exactly that frame
+            (a step, no ramp).  None: from the next period, ramped over it.
 
         Returns
         -------
@@ -509,7 +513,8 @@ class VoiceTable:
         Any thread; nothing is queued for a voice already done.
         """
         gain, pan = self.check_gain_pan(gain, pan)
-        self._send_to(voice, _lib.SC_CMD_SET, gain=gain, pan=pan)
+        frame = -1 if at is None else positive_int("at", at, 0, 2**62)
+        self._send_to(voice, _lib.SC_CMD_SET, gain=gain, pan=pan, start_frame=frame)
         return gain, pan
 
     def _send_to(self, voice: Voice, op: int, **fields: Any) -> None:
@@ -848,6 +853,34 @@ class Voice:
         if not self._done.is_set():
             self._table.reap()
         return self._done.is_set()
+
+    def set(self, gain: float | None = None, pan: float | None = None,
+            at: int | None = None) -> None:
+        """Change gain and/or pan, from an exact output frame when ``at`` is given.
+
+        Parameters
+        ----------
+        gain : float or None
+            Linear gain, -64 .. 64; None: unchanged.
+        pan : float or None
+            -1 .. 1; None: unchanged.
+        at : int or None
+            An output frame (``Engine.frame``'s clock) still to render: every frame before it
+            plays with the old values, every frame from it with the new ones (a step, no
+            ramp).  None, or a frame already rendered: from the next period, ramped over it
+            (as setting :attr:`gain`).
+
+        Raises
+        ------
+        TypeError, ValueError
+            A bad ``gain``, ``pan`` or ``at``.
+        EngineClosedError
+            The engine is closed.
+        CommandQueueFullError
+            The mixer took no command for 1 s.
+        """
+        self._gain, self._pan = self._table.set_gain_pan(
+            self, self._gain if gain is None else gain, self._pan if pan is None else pan, at)
 
     def stop(self, fade: float = 0.01, at: int | None = None) -> None:
         """Fade out over ``fade`` seconds (0: at once), then hand the voice back.

@@ -83,3 +83,52 @@ def test_bad_frames(at):
         voice = engine.play(_noise(256))
         with pytest.raises((TypeError, ValueError), match="at"):
             voice.stop(at=at)
+
+
+@pytest.mark.parametrize("at", [1000, 1024, 129, 2500])
+def test_a_gain_change_lands_on_the_frame(at):
+    """set(gain=0.5, at=f): every frame before f at gain 1 (bit-exact), every frame from f
+    at 0.5 (x * 0.5f: exact), no ramp."""
+    x = _noise(4096, seed=at)
+    with streamcore.Engine(samplerate=RATE, blocksize=BLOCK, sink="manual") as engine:
+        voice = engine.play(x)
+        voice.set(gain=0.5, at=at)
+        out = engine.render(32)
+    assert np.array_equal(out[:at], x[:at])
+    assert np.array_equal(out[at:], x[at:] * np.float32(0.5))
+    assert voice.gain == 0.5
+
+
+def test_a_pan_change_and_a_stop_in_one_period():
+    """Two events inside one period: pan hard left from frame 300, then the end at 400."""
+    x = _noise(4096, seed=7)
+    with streamcore.Engine(samplerate=RATE, blocksize=BLOCK, sink="manual") as engine:
+        voice = engine.play(x)
+        voice.set(pan=-1.0, at=300)
+        voice.stop(fade=0, at=400)
+        out = engine.render(8)
+    assert np.array_equal(out[:300], x[:300])
+    # balance law: pan -1 keeps the left at the gain and scales the right by (1 + pan) = 0
+    assert np.array_equal(out[300:400, 0], x[300:400, 0])
+    assert not out[300:400, 1].any()
+    assert not out[400:].any() and voice.frames_played == 400
+
+
+def test_a_change_before_a_waiting_voice_starts_applies_from_its_start():
+    x = _noise(1024, seed=3)
+    with streamcore.Engine(samplerate=RATE, blocksize=BLOCK, sink="manual") as engine:
+        voice = engine.play(x, at=500)
+        voice.set(gain=0.25, at=200)
+        out = engine.render(16)
+    assert not out[:500].any()
+    assert np.array_equal(out[500:1524], x * np.float32(0.25))
+
+
+def test_set_without_at_still_ramps_over_a_period():
+    x = np.ones((4096, 2), np.float32)
+    with streamcore.Engine(samplerate=RATE, blocksize=BLOCK, sink="manual") as engine:
+        voice = engine.play(x)
+        engine.render(1)
+        voice.set(gain=0.0)
+        out = engine.render(2)
+    assert 0 < out[0, 0] < 1 and out[BLOCK - 1, 0] == 0 and not out[BLOCK:].any()
