@@ -81,6 +81,27 @@ void sc_mixer_hand_back(sc_engine *e, sc_voice *v, uint32_t slot, uint32_t reaso
     e->active_voices--;
 }
 
+/* SC_LATE_SKIP: drop the `due` frames that should already have played and start now, as if
+ * the voice had started in time (its fade-in counted as played). */
+static void skip_due(sc_engine *e, sc_voice *v, uint32_t slot, uint64_t due, uint64_t now)
+{
+    v->start_frame = (int64_t)now;
+    v->since_start = due;
+    if (v->kind == SC_VOICE_STREAM) {
+        int64_t have = sc_ring_readable(v->ring);
+        if (have > 0)
+            sc_ring_read_advance(v->ring, (uint64_t)have < due ? (uint64_t)have : due);
+        return;
+    }
+    if (v->loop && v->frames > 0) {
+        v->position = due % v->frames;
+    } else if (due >= v->frames) {
+        sc_mixer_hand_back(e, v, slot, SC_END_FINISHED); /* all of it is in the past */
+    } else {
+        v->position = due;
+    }
+}
+
 static void apply(sc_engine *e, const sc_command *cmd)
 {
     if (cmd->op == SC_CMD_SNAPSHOT) {
@@ -142,6 +163,10 @@ static void apply(sc_engine *e, const sc_command *cmd)
             e->active_recordings++;
             if (late || e->capture == NULL) /* its first frame is gone, or nothing captures */
                 sc_mixer_hand_back(e, v, cmd->slot, SC_END_LATE);
+        } else if (late && cmd->late == SC_LATE_REFUSE) {
+            sc_mixer_hand_back(e, v, cmd->slot, SC_END_LATE);
+        } else if (late && cmd->late == SC_LATE_SKIP) {
+            skip_due(e, v, cmd->slot, now - (uint64_t)cmd->start_frame, now);
         }
         return;
     }

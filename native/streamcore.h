@@ -355,7 +355,13 @@ typedef struct sc_engine sc_engine;
 #define SC_END_FINISHED 1    /* a one-shot buffer played to its end, or a finished stream drained */
 #define SC_END_STOPPED 2     /* stopped (after its fade) */
 #define SC_END_FLUSHED 3     /* the engine stopped while the voice was active */
-#define SC_END_LATE 4        /* a recording whose first frame had already gone by */
+#define SC_END_LATE 4        /* a recording whose first frame had already gone by, or a voice
+                                added with SC_LATE_REFUSE for a frame already rendered */
+
+/* What a voice whose start frame was already rendered does (sc_command.late). */
+#define SC_LATE_PLAY 0       /* play from its first frame, now (late) */
+#define SC_LATE_SKIP 1       /* skip the frames already due: play on as if started in time */
+#define SC_LATE_REFUSE 2     /* do not play: handed back at once with SC_END_LATE */
 
 /* Taints: set once, never cleared for the engine's life. */
 #define SC_TAINT_RT_DENIED 1
@@ -413,6 +419,7 @@ typedef struct sc_command {
     uint64_t fade_frames;      /* fade-in (ADD) or fade-out (STOP) length in frames */
     float gain;                /* ADD, SET */
     float pan;                 /* -1 left .. +1 right (ADD, SET) */
+    uint32_t late;             /* SC_LATE_*: a start_frame already rendered (ADD) */
     uint32_t monitor;          /* stream voices (ADD): 1: the capture step writes the input
                                   into its ring, channel c from input channel input_map[c] */
     uint8_t input_map[SC_MAX_CHANNELS];

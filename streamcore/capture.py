@@ -34,7 +34,7 @@ import numpy as _np
 from streamcore import wav as _wav
 from streamcore._native import ffi as _ffi
 from streamcore._native import lib as _lib
-from streamcore.errors import InputLateError, SinkError, check
+from streamcore.errors import InputLateError, LateStartError, SinkError, check
 from streamcore.ring import Ring
 from streamcore.voice import Voice, VoiceTable, finite, positive_int
 
@@ -134,12 +134,12 @@ class Recording(Voice):
         TypeError, ValueError
             ``timeout`` is not a number >= 0 or None.
         """
-        done = super().wait(timeout)
-        if done and self.end_reason == "late":
+        try:
+            return super().wait(timeout)
+        except LateStartError:
             raise InputLateError(
                 f"input frame {self.start_frame} had gone by when the recording reached the "
-                f"mixer: ask for a later frame (Engine.input_frame is the next one)")
-        return done
+                f"mixer: ask for a later frame (Engine.input_frame is the next one)") from None
 
     def __repr__(self) -> str:
         return (f"<Recording {self.frames} frames from input frame {self.start_frame}, "

@@ -667,7 +667,7 @@ class Engine:
     # ---- voices -----------------------------------------------------------------------------
 
     def play(self, array: Any, gain: float = 1.0, pan: float = 0.0, loop: bool = False,
-             at: int | None = None, fade_in: float = 0.0) -> Voice:
+             at: int | None = None, fade_in: float = 0.0, late: str = "play") -> Voice:
         """Play ``array`` in place, from output frame ``at`` (None: the next period).
 
         The array is read where it is, not copied: keep it unchanged until the voice is done
@@ -686,10 +686,15 @@ class Engine:
             Repeat until stopped.
         at : int or None
             The output frame (the engine's frame clock, :attr:`frame`) to start at; None:
-            the next period.  A frame already rendered starts at once (counted in
-            ``stats().late_starts``).
+            the next period.  A frame already rendered is a late start (counted in
+            ``stats().late_starts``), handled as ``late`` says.
         fade_in : float
             Seconds (0 .. 3600) of a linear ramp at the start.
+        late : str
+            For a late start: 'play' (from the first frame, now), 'skip' (the frames already
+            due are skipped: it plays on as if started in time; all of them: it ends
+            'finished') or 'error' (not played: ``end_reason`` 'late' and ``wait()`` raises
+            :class:`~streamcore.errors.LateStartError`).
 
         Returns
         -------
@@ -701,8 +706,8 @@ class Engine:
         TypeError
             ``array`` is not a float32 numpy array, or a number of the wrong type.
         ValueError
-            The wrong shape or channels, no frames, not C-contiguous, or a number out of its
-            range.
+            The wrong shape or channels, no frames, not C-contiguous, a number out of its
+            range, or an unknown ``late``.
         EngineClosedError
             The engine is closed.
         VoiceLimitError
@@ -713,7 +718,8 @@ class Engine:
         Notes
         -----
         Any Python thread; returns at once, the realtime mixer thread starts the voice at the
-        start of its next period.
+        start of its next period.  Whether ``at`` is late is decided by the mixer when it
+        takes the voice (the frame clock moves on meanwhile).
         """
         if not isinstance(array, _np.ndarray):
             raise TypeError(f"array must be a numpy array, not {type(array).__name__}")
@@ -738,7 +744,7 @@ class Engine:
         with self._lock:
             self._check_usable()
             return self._table.add(_lib.SC_VOICE_BUFFER, array, voice_channels, gain, pan, at,
-                                   fade_in, loop=bool(loop))
+                                   fade_in, loop=bool(loop), late=late)
 
     def stream(self, channels: int = 1, frames: int | None = None, gain: float = 1.0,
                pan: float = 0.0, at: int | None = None, fade_in: float = 0.0,

@@ -19,6 +19,7 @@ __all__ = [
     "EngineClosedError",
     "EngineTimeoutError",
     "InputLateError",
+    "LateStartError",
     "LoopbackNotFoundError",
     "MemoryLockError",
     "MemoryLockWarning",
@@ -146,6 +147,10 @@ class NoDeviceError(StreamcoreError, RuntimeError):
 
 class DeviceSettingsError(StreamcoreError, ValueError):
     """The device refused the stream's samplerate, channels or sample format."""
+
+
+class LateStartError(StreamcoreError, ValueError):
+    """A voice asked to start at a frame already rendered, with ``late='error'``."""
 
 
 class InputLateError(StreamcoreError, ValueError):

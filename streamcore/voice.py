@@ -58,6 +58,7 @@ from streamcore._native import lib as _lib
 from streamcore.errors import (
     CommandQueueFullError,
     EngineClosedError,
+    LateStartError,
     SinkError,
     StreamcoreError,
     VoiceLimitError,
@@ -71,6 +72,7 @@ __all__ = ["MAX_VOICES", "StreamVoice", "Voice", "VoiceTable", "pan_gains"]
 
 MAX_VOICES = _lib.SC_MAX_VOICES
 _CLOSED = "the engine is closed; create a new Engine"
+_LATE = {"play": _lib.SC_LATE_PLAY, "skip": _lib.SC_LATE_SKIP, "error": _lib.SC_LATE_REFUSE}
 _END_REASONS = {_lib.SC_END_FINISHED: "finished", _lib.SC_END_STOPPED: "stopped",
                 _lib.SC_END_FLUSHED: "flushed", _lib.SC_END_LATE: "late"}
 
@@ -367,7 +369,8 @@ class VoiceTable:
 
     def add(self, kind: int, source: Any, channels: int, gain: Any, pan: Any,
             at: int | None, fade_in: Any, loop: bool = False, owned: bool = False,
-            cls: type[Voice] | None = None, monitor: list[int] | None = None) -> Voice:
+            cls: type[Voice] | None = None, monitor: list[int] | None = None,
+            late: str = "play") -> Voice:
         """Pin ``source``, take a slot and queue the ADD command: a new playing voice.
 
         Parameters
@@ -400,6 +403,10 @@ class VoiceTable:
         monitor : list of int or None
             Stream voices: the mixer's capture step writes the input into the ring, the
             voice's channel c from input channel ``monitor[c]`` (input monitoring).
+        late : str
+            When ``at`` was already rendered: 'play' (from the first frame, late), 'skip'
+            (the frames already due are skipped) or 'error' (not played: ``end_reason``
+            'late', :meth:`Voice.wait` raises LateStartError).
 
         Returns
         -------
@@ -424,6 +431,8 @@ class VoiceTable:
         Any thread.
         """
         try:
+            if late not in _LATE:
+                raise ValueError(f"late must be 'play', 'skip' or 'error', not {late!r}")
             gain, pan = self.check_gain_pan(gain, pan)
             start = -1 if at is None else positive_int("at", at, 0, 2**62)
             fade = self.fade_frames("fade_in", fade_in)
@@ -456,6 +465,7 @@ class VoiceTable:
                 cmd.start_frame, cmd.fade_frames = start, fade
                 cmd.gain, cmd.pan = gain, pan
                 cmd.monitor = int(monitor is not None)
+                cmd.late = _LATE[late]
                 for c, channel in enumerate(monitor or ()):
                     cmd.input_map[c] = channel
                 if cls is None:
@@ -935,6 +945,8 @@ class Voice:
         SinkError
             The voice ended because the engine's sink failed (``end_reason`` is
             ``'failed'``, :attr:`error` says why): it was not heard to its end.
+        LateStartError
+            Added with ``late='error'`` for a frame already rendered: it was not played.
 
         Notes
         -----
@@ -951,6 +963,10 @@ class Voice:
         if self.end_reason == "failed":
             self._table.failure_reported = True
             raise SinkError(f"the voice was cut short: {self.error}")
+        if self.end_reason == "late":
+            raise LateStartError(f"the voice's start frame {self.start_frame} had been "
+                                 f"rendered when the mixer took it (late='error'): it was "
+                                 f"not played")
         return True
 
     async def await_end(self) -> str:

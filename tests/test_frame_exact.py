@@ -132,3 +132,47 @@ def test_set_without_at_still_ramps_over_a_period():
         voice.set(gain=0.0)
         out = engine.render(2)
     assert 0 < out[0, 0] < 1 and out[BLOCK - 1, 0] == 0 and not out[BLOCK:].any()
+
+
+class TestLateStarts:
+    """play(at=f, late=...) for a frame f already rendered (the manual clock rendered 512)."""
+
+    def _late(self, late: str, x: np.ndarray, loop: bool = False):
+        engine = streamcore.Engine(samplerate=RATE, blocksize=BLOCK, sink="manual")
+        engine.render(4)  # frames 0 .. 511 are out
+        voice = engine.play(x, at=100, late=late, loop=loop)
+        out = engine.render(8)
+        engine.close()
+        return voice, out
+
+    def test_play_starts_from_the_first_frame_now(self):
+        x = _noise(2048)
+        voice, out = self._late("play", x)
+        assert np.array_equal(out[:1024], x[:1024]) and voice.start_frame == 100
+
+    def test_skip_plays_on_as_if_started_in_time(self):
+        x = _noise(2048)
+        voice, out = self._late("skip", x)
+        assert np.array_equal(out[:1024], x[412:1436])  # 512 - 100 frames were due
+        assert voice.start_frame == 512
+
+    def test_skip_past_the_end_is_finished(self):
+        voice, out = self._late("skip", _noise(300))
+        assert not out.any() and voice.end_reason == "finished" and voice.frames_played == 0
+
+    def test_skip_in_a_loop_lands_where_the_loop_is(self):
+        x = _noise(150)
+        _voice, out = self._late("skip", x, loop=True)
+        expected = np.concatenate([x] * 10)[412 % 150:][:1024]
+        assert np.array_equal(out, expected)
+
+    def test_error_plays_nothing_and_wait_says_why(self):
+        voice, out = self._late("error", _noise(2048))
+        assert not out.any() and voice.end_reason == "late"
+        with pytest.raises(streamcore.LateStartError, match="late='error'"):
+            voice.wait(1)
+
+    def test_an_unknown_policy(self):
+        with (streamcore.Engine(sink="manual") as engine,
+              pytest.raises(ValueError, match="late must be")):
+            engine.play(_noise(16), late="later")
