@@ -32,6 +32,7 @@ engine playing exits normally.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import os
 import sys
@@ -1190,13 +1191,10 @@ class Engine:
         Returns (the recording, the host's reported round trip).  A run the device glitched
         in (its clocks moved apart, frames lost, the signal late) is run again, up to
         ``_PLAYREC_TRIES`` times in all, then the last glitch is raised."""
-        for attempt in range(_PLAYREC_TRIES):
-            try:
+        for _ in range(_PLAYREC_TRIES - 1):
+            with contextlib.suppress(_Glitched):
                 return self._play_and_record_once(array, frames, delay)
-            except _Glitched:
-                if attempt == _PLAYREC_TRIES - 1:
-                    raise
-        raise AssertionError("unreachable")
+        return self._play_and_record_once(array, frames, delay)  # the last one raises
 
     def _play_and_record_once(self, array: Any, frames: int, delay: int
                               ) -> tuple[_np.ndarray, int | None]:

@@ -1190,16 +1190,22 @@ class StreamVoice(Voice):
         ring = self._ring
         while done < total:
             wakes = ring._wakes()  # before the checks: a voice that ends after them wakes us
-            self._table.reap()  # a voice the mixer handed back is done now
-            if self.done or not self._table.mixing():
-                break
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
+            may, left = self._room_may_come(deadline)
+            if not may:
                 break
             ring._wait(_lib.sc_ring_wait_writable, min(total - done, ring.capacity), left,
                        "write", since=wakes)
             done += ring.write(array[done:])
         return done
+
+    def _room_may_come(self, deadline: float | None) -> tuple[bool, float | None]:
+        """For the writes' waits: whether waiting for room can still help (the voice plays
+        on, the mixer runs, time is left) and the seconds left (None: no limit)."""
+        self._table.reap()  # a voice the mixer handed back is done now
+        if self.done or not self._table.mixing():
+            return False, None
+        left = None if deadline is None else deadline - time.monotonic()
+        return left is None or left > 0, left
 
     async def awrite(self, array: Any, timeout: float | None = None) -> int:
         """:meth:`write` for asyncio: ``await voice.awrite(array)`` queues all of it.
@@ -1251,11 +1257,8 @@ class StreamVoice(Voice):
         loop.add_reader(fd, readable)
         try:
             while done < total:
-                self._table.reap()
-                if self.done or not self._table.mixing():
-                    break
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
+                may, left = self._room_may_come(deadline)
+                if not may:
                     break
                 woken.clear()
                 with contextlib.suppress(TimeoutError):
