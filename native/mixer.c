@@ -48,6 +48,9 @@ static void compute_gains(const sc_engine *e, const sc_voice *v, float *out)
 
 void sc_mixer_hand_back(sc_engine *e, sc_voice *v, uint32_t slot, uint32_t reason)
 {
+    /* Everything the voice points at (its ring, its recording buffer) belongs to Python again
+     * from the moment the return is published: Python may reap it at once and unmap the ring.
+     * So the ring is woken and the voice cleared first, and the return published last. */
     int64_t i = sc_spsc_reserve(&e->returns, SC_MAX_VOICES);
     if (i >= 0) { /* always true: one return per ADD, and a slot is reused only after */
         sc_voice_return *r = &e->return_slots[i];
@@ -60,12 +63,6 @@ void sc_mixer_hand_back(sc_engine *e, sc_voice *v, uint32_t slot, uint32_t reaso
         r->underrun_frames = sc_read(&v->underrun_frames);
         r->nonfinite = sc_read(&v->nonfinite);
         r->start_frame = v->start_frame;
-        sc_spsc_publish(&e->returns);
-        if (atomic_load_explicit(&e->end_watched, memory_order_acquire)) {
-            uint64_t one = 1; /* nonblocking eventfd: one syscall per voice end, watched only */
-            ssize_t ignored = write(e->end_fd, &one, sizeof one);
-            (void)ignored;
-        }
     }
     if (v->kind == SC_VOICE_RECORD)
         e->active_recordings--;
@@ -79,6 +76,14 @@ void sc_mixer_hand_back(sc_engine *e, sc_voice *v, uint32_t slot, uint32_t reaso
     v->ring = NULL;
     atomic_store_explicit(&v->active, 0, memory_order_release);
     e->active_voices--;
+    if (i >= 0) {
+        sc_spsc_publish(&e->returns);
+        if (atomic_load_explicit(&e->end_watched, memory_order_acquire)) {
+            uint64_t one = 1; /* nonblocking eventfd: one syscall per voice end, watched only */
+            ssize_t ignored = write(e->end_fd, &one, sizeof one);
+            (void)ignored;
+        }
+    }
 }
 
 /* SC_LATE_SKIP: drop the `due` frames that should already have played and start now, as if
