@@ -55,6 +55,7 @@ int sc_engine_create(sc_engine **out, const sc_engine_config *config)
                           memory_order_relaxed);
     e->rng = config->seed ? config->seed : 0x9E3779B9u;
     atomic_store_explicit(&e->end_frame, -1, memory_order_relaxed);
+    atomic_store_explicit(&e->granted_policy, -1, memory_order_relaxed);
     e->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     e->end_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     e->progress_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -277,6 +278,12 @@ void sc_engine_watch_ends(sc_engine *e, int32_t watch)
 }
 
 void sc_engine_taint(sc_engine *e, uint32_t taints) { sc_taint(e, taints); }
+
+void sc_engine_set_granted(sc_engine *e, int32_t policy)
+{
+    atomic_store_explicit(&e->granted_policy, policy, memory_order_release);
+    atomic_fetch_add_explicit(&e->grants, 1, memory_order_acq_rel);
+}
 
 void sc_engine_rearm(sc_engine *e)
 {

@@ -34,10 +34,14 @@ typedef struct sc_voice {
     uint32_t finishing;        /* stream voices: SC_CMD_FINISH came; end when the ring is empty */
     uint32_t monitor;          /* stream voices: fed by the capture step (input monitoring) */
     uint8_t input_map[SC_MAX_CHANNELS]; /* its channel c is input channel input_map[c] */
+    uint32_t mapped;           /* its channel c plays on output channel output_map[c] only */
+    uint8_t output_map[SC_MAX_CHANNELS];
     const float *data;
     uint64_t frames;
     sc_ring *ring;
     uint64_t position;         /* next source frame (buffer voices) */
+    uint64_t skip_left;        /* stream voices, SC_LATE_SKIP: due frames still to drop as
+                                  they arrive, so frame k still plays at start + k */
     int64_t start_frame;
     uint64_t fade_in_frames;   /* 0: none */
     uint64_t since_start;      /* frames played, for the fade-in envelope */
@@ -120,6 +124,7 @@ struct sc_engine {
         underruns, late_starts, commands_done, overruns, hard_overruns, output_fixed;
     sc_counter sigxcpu;        /* written by the signal handler (atomic add) */
     sc_counter demotions;      /* written by the watchdog */
+    sc_counter realtime_losses; /* the watchdog saw the mixer lose realtime to someone else */
     _Atomic uint32_t voices_now, fill_now;
     _Atomic uint32_t taints;   /* atomic OR from any thread */
     int64_t start_ns;
@@ -131,6 +136,8 @@ struct sc_engine {
     _Atomic int64_t canary_ns;
     _Atomic int32_t rearm_request;
     _Atomic int32_t demoted;   /* the mixer runs demoted (trace flag) */
+    _Atomic int32_t granted_policy; /* the realtime policy Python got for the mixer, or -1 */
+    _Atomic uint32_t grants;   /* sc_engine_set_granted calls: a new grant is a new loss to see */
     sc_watchdog_state wd_state; /* watchdog-private */
     _Atomic uint32_t watchdog_wake; /* futex word: bumped to end the watchdog's wait early */
     _Atomic(struct sc_engine *) registry_next; /* the SIGXCPU list (watchdog.c) */

@@ -32,7 +32,7 @@ static void compute_gains(const sc_engine *e, const sc_voice *v, float *out)
     float g = v->gain, p = v->pan;
     for (uint32_t c = 0; c < ch; c++)
         out[c] = g;
-    if (ch != 2)
+    if (ch != 2 || v->mapped) /* a mapped voice: `gain` on each channel it reaches, no pan */
         return;
     if (v->channels == 2) {
         if (p > 0.0f)
@@ -93,9 +93,12 @@ static void skip_due(sc_engine *e, sc_voice *v, uint32_t slot, uint64_t due, uin
     v->start_frame = (int64_t)now;
     v->since_start = due;
     if (v->kind == SC_VOICE_STREAM) {
+        /* What is queued goes now; what is due but not written yet goes as it arrives. */
         int64_t have = sc_ring_readable(v->ring);
-        if (have > 0)
-            sc_ring_read_advance(v->ring, (uint64_t)have < due ? (uint64_t)have : due);
+        uint64_t drop = have > 0 ? ((uint64_t)have < due ? (uint64_t)have : due) : 0;
+        if (drop)
+            sc_ring_read_advance(v->ring, drop);
+        v->skip_left = due - drop;
         return;
     }
     if (v->loop && v->frames > 0) {
@@ -127,12 +130,22 @@ static void apply(sc_engine *e, const sc_command *cmd)
         v->frames = cmd->frames;
         v->ring = cmd->ring;
         v->position = 0;
+        v->skip_left = 0;
         v->primed = 0;
         v->finishing = 0;
         v->monitor = cmd->kind == SC_VOICE_STREAM && cmd->monitor && e->capture != NULL;
         if (v->monitor) {
             memcpy(v->input_map, cmd->input_map, sizeof v->input_map);
             e->active_monitors++;
+        }
+        v->mapped = 0;
+        if (cmd->mapped && cmd->kind != SC_VOICE_RECORD && cmd->channels <= e->config.channels) {
+            /* Python checked the map; an entry out of range is still never written through */
+            bool valid = true;
+            for (uint32_t c = 0; c < cmd->channels; c++)
+                valid = valid && cmd->output_map[c] < e->config.channels;
+            v->mapped = valid;
+            memcpy(v->output_map, cmd->output_map, sizeof v->output_map);
         }
         const bool recording = cmd->kind == SC_VOICE_RECORD;
         /* A recording's start is an input frame: the next one to be distributed, or later. */
@@ -245,6 +258,24 @@ static void add_segment(sc_engine *e, sc_voice *v, float *mix, const float *src,
     const bool fade_in = v->fade_in_frames > v->since_start;
     const bool fading = v->phase == SC_PHASE_FADING;
 
+    if (v->mapped) { /* each voice channel onto its own output channel */
+        for (uint32_t i = 0; i < k; i++) {
+            float env = 1.0f;
+            uint64_t played = v->since_start + i;
+            if (fade_in && played < v->fade_in_frames)
+                env = (float)(played + 1) / (float)v->fade_in_frames;
+            if (fading)
+                env *= (float)(v->fade_left - 1 - i) / (float)v->fade_total;
+            float frac = (float)(at + i + 1) / (float)n;
+            for (uint32_t c = 0; c < vch; c++) {
+                const uint32_t o = v->output_map[c];
+                float g = ramp ? v->current[o] + (v->target[o] - v->current[o]) * frac
+                               : v->current[o];
+                out[i * ch + o] += src[i * vch + c] * g * env;
+            }
+        }
+        return;
+    }
     if (!ramp && !fade_in && !fading) {
         /* Steady state: the common case, and the bit-exact one. */
         if (ch == 2) { /* stereo engine: fixed-stride loops the compiler can vectorise */
@@ -292,6 +323,13 @@ static uint32_t source_frames(sc_voice *v, uint32_t want, const float **src)
 {
     if (v->kind == SC_VOICE_STREAM) {
         void *region = NULL;
+        while (v->skip_left > 0) { /* late frames of a skipped start, written since */
+            int64_t late = sc_ring_read_region(v->ring, v->skip_left, &region);
+            if (late <= 0)
+                return 0;
+            sc_ring_read_advance(v->ring, (uint64_t)late);
+            v->skip_left -= (uint64_t)late;
+        }
         int64_t k = sc_ring_read_region(v->ring, want, &region);
         if (k <= 0)
             return 0; /* empty, or -EPIPE (broken): silence, counted as an underrun */
@@ -359,10 +397,14 @@ static uint32_t play_span(sc_engine *e, sc_voice *v, float *mix, uint64_t t0, ui
     if (v->kind == SC_VOICE_BUFFER && !v->loop && v->position >= v->frames)
         return SC_END_FINISHED;
     if (done < want && v->kind == SC_VOICE_STREAM) {
+        /* The writer's goodbye before the level: what it committed before leaving is seen. */
+        const bool closed = sc_ring_writer_closed(v->ring);
         const int64_t left = sc_ring_readable(v->ring);
-        /* Finished and drained: its end.  A broken ring ends it too where silence is not time
-         * (SC_CONTENT_ONLY): nothing will ever come, and waiting for it would hold forever. */
-        if ((v->finishing && left <= 0) || (left < 0 && e->config.content == SC_CONTENT_ONLY))
+        /* Finished (or its writer left) and drained: its end.  A broken ring ends it too where
+         * silence is not time (SC_CONTENT_ONLY): nothing will ever come, and waiting for it
+         * would hold forever. */
+        if (((v->finishing || closed) && left <= 0) ||
+            (left < 0 && e->config.content == SC_CONTENT_ONLY))
             return SC_END_FINISHED;
     }
     if (done < want && v->kind == SC_VOICE_STREAM && v->primed) {

@@ -125,6 +125,8 @@ int sc_engine_start(sc_engine *e, sc_ring *output, const sc_driver *driver)
         sc_ring_format(output) != e->config.format ||
         sc_ring_capacity(output) < e->target_fill)
         return -EINVAL;
+    /* A new mixer thread: nothing granted yet (Python says so once it is). */
+    atomic_store_explicit(&e->granted_policy, -1, memory_order_release);
     if (driver == NULL) {
         if (e->config.clock == SC_CLOCK_TIMER)
             sc_driver_timer_init(e);

@@ -80,6 +80,15 @@ struct sc_ring_shared {
     _Atomic uint32_t space_seq;                    /* the reader released frames */
     _Atomic uint32_t space_waiters;                /* writers waiting for room */
     _Atomic uint32_t wakes;                        /* sc_ring_wake calls: ends every wait */
+
+    /* The two sides (sc_ring_claim / sc_ring_leave): each side stores its own process, the
+     * other reads it to ask whether its peer lives.  Never touched on the realtime path. */
+    _Alignas(SC_LINE) _Atomic int32_t writer_pid;  /* 0: never claimed */
+    _Atomic uint32_t writer_state;                 /* SC_RING_PEER_* */
+    _Atomic uint64_t writer_pidns;                 /* inode of its /proc/self/ns/pid; 0 unknown */
+    _Atomic int32_t reader_pid;
+    _Atomic uint32_t reader_state;
+    _Atomic uint64_t reader_pidns;
 };
 
 _Static_assert(offsetof(struct sc_ring_shared, magic) == SC_RING_OFF_MAGIC, "layout");
@@ -119,6 +128,9 @@ struct sc_ring {
     uint64_t write_seen;
     _Alignas(SC_LINE) _Atomic uint64_t corruptions;
     _Atomic int32_t broken;
+    _Atomic uint32_t claimed; /* SC_RING_WRITER | SC_RING_READER: sides this handle claimed */
+    /* Set by sc_ring_dontfork: the process whose mapping this is (a forked child has none). */
+    _Atomic int32_t mapped_in;
 };
 
 static uint32_t sample_bytes(uint32_t format)
@@ -376,6 +388,8 @@ void sc_ring_destroy(sc_ring *ring)
     if (ring == NULL)
         return;
     if (ring->map != NULL)
+        sc_ring_leave(ring, SC_RING_WRITER | SC_RING_READER); /* the sides it still holds */
+    if (ring->map != NULL)
         munmap(ring->map, ring->map_bytes); /* also drops the mlock of those pages */
     if (ring->fd >= 0)
         close(ring->fd);
@@ -415,7 +429,10 @@ int sc_ring_dontfork(sc_ring *ring)
 {
     if (ring == NULL)
         return -EINVAL;
-    return madvise(ring->map, ring->map_bytes, MADV_DONTFORK) == 0 ? 0 : -errno;
+    if (madvise(ring->map, ring->map_bytes, MADV_DONTFORK) != 0)
+        return -errno;
+    atomic_store_explicit(&ring->mapped_in, (int32_t)getpid(), memory_order_relaxed);
+    return 0;
 }
 
 int sc_ring_fd(const sc_ring *ring) { return ring->fd; }
@@ -730,4 +747,111 @@ void sc_ring_get_stats(const sc_ring *ring, sc_ring_stats *out)
     out->locked = ring->locked;
     out->lock_errno = ring->lock_errno;
     out->broken = is_broken(ring) ? 1 : 0;
+}
+
+/* ---- the two sides: who they are and whether they live ---------------------------------- */
+
+static uint64_t own_pidns(void)
+{
+    struct stat st;
+    return stat("/proc/self/ns/pid", &st) == 0 ? (uint64_t)st.st_ino : 0;
+}
+
+int sc_ring_claim(sc_ring *ring, uint32_t sides)
+{
+    if (ring == NULL || sides == 0 || (sides & ~(uint32_t)(SC_RING_WRITER | SC_RING_READER)))
+        return -EINVAL;
+    struct sc_ring_shared *sh = ring->shared;
+    const int32_t pid = (int32_t)getpid();
+    const uint64_t ns = own_pidns();
+    if (sides & SC_RING_WRITER) {
+        /* state last: a peer that sees OPEN sees this pid (a peer reading in between may see
+         * the previous claim's pid with state NONE: "not claimed yet", never a wrong pid) */
+        atomic_store_explicit(&sh->writer_state, SC_RING_PEER_NONE, memory_order_release);
+        atomic_store_explicit(&sh->writer_pid, pid, memory_order_relaxed);
+        atomic_store_explicit(&sh->writer_pidns, ns, memory_order_relaxed);
+        atomic_store_explicit(&sh->writer_state, SC_RING_PEER_OPEN, memory_order_release);
+    }
+    if (sides & SC_RING_READER) {
+        atomic_store_explicit(&sh->reader_state, SC_RING_PEER_NONE, memory_order_release);
+        atomic_store_explicit(&sh->reader_pid, pid, memory_order_relaxed);
+        atomic_store_explicit(&sh->reader_pidns, ns, memory_order_relaxed);
+        atomic_store_explicit(&sh->reader_state, SC_RING_PEER_OPEN, memory_order_release);
+    }
+    atomic_fetch_or_explicit(&ring->claimed, sides, memory_order_acq_rel);
+    return 0;
+}
+
+static void leave_side(_Atomic int32_t *pid, _Atomic uint32_t *state)
+{
+    /* Only the process that holds the claim says goodbye: a forked child closing its copy
+     * of the handle, or a claim a newer process made since, is left alone. */
+    if (atomic_load_explicit(pid, memory_order_relaxed) != (int32_t)getpid())
+        return;
+    uint32_t open = SC_RING_PEER_OPEN;
+    atomic_compare_exchange_strong_explicit(state, &open, SC_RING_PEER_CLOSED,
+                                            memory_order_acq_rel, memory_order_relaxed);
+}
+
+void sc_ring_leave(sc_ring *ring, uint32_t sides)
+{
+    if (ring == NULL)
+        return;
+    int32_t mapped_in = atomic_load_explicit(&ring->mapped_in, memory_order_relaxed);
+    if (mapped_in != 0 && mapped_in != (int32_t)getpid())
+        return; /* a forked child's copy of a MADV_DONTFORK handle: no mapping to touch */
+    uint32_t held = atomic_fetch_and_explicit(&ring->claimed, ~sides, memory_order_acq_rel);
+    sides &= held;
+    if (sides == 0)
+        return;
+    struct sc_ring_shared *sh = ring->shared;
+    if (sides & SC_RING_WRITER)
+        leave_side(&sh->writer_pid, &sh->writer_state);
+    if (sides & SC_RING_READER)
+        leave_side(&sh->reader_pid, &sh->reader_state);
+    sc_ring_wake(ring); /* a peer waiting on us looks again, and finds us gone */
+}
+
+uint32_t sc_ring_claimed(const sc_ring *ring)
+{
+    return atomic_load_explicit(&ring->claimed, memory_order_acquire);
+}
+
+int sc_ring_get_peer(const sc_ring *ring, uint32_t side, sc_ring_peer *out)
+{
+    const struct sc_ring_shared *sh = ring->shared;
+    if (side == SC_RING_WRITER) {
+        out->state = atomic_load_explicit(&sh->writer_state, memory_order_acquire);
+        out->pid = atomic_load_explicit(&sh->writer_pid, memory_order_relaxed);
+        out->pidns = atomic_load_explicit(&sh->writer_pidns, memory_order_relaxed);
+    } else if (side == SC_RING_READER) {
+        out->state = atomic_load_explicit(&sh->reader_state, memory_order_acquire);
+        out->pid = atomic_load_explicit(&sh->reader_pid, memory_order_relaxed);
+        out->pidns = atomic_load_explicit(&sh->reader_pidns, memory_order_relaxed);
+    } else {
+        return -EINVAL;
+    }
+    if (out->state > SC_RING_PEER_CLOSED || (out->state != SC_RING_PEER_NONE && out->pid <= 0))
+        out->state = SC_RING_PEER_NONE; /* what no honest peer stores: nobody we can name */
+    return 0;
+}
+
+uint64_t sc_ring_own_pidns(void)
+{
+    return own_pidns();
+}
+
+uint32_t sc_ring_peer_state(const sc_ring *ring, uint32_t side)
+{
+    const struct sc_ring_shared *sh = ring->shared;
+    uint32_t state = atomic_load_explicit(side == SC_RING_WRITER ? &sh->writer_state
+                                                                 : &sh->reader_state,
+                                          memory_order_acquire);
+    return state <= SC_RING_PEER_CLOSED ? state : SC_RING_PEER_NONE;
+}
+
+int sc_ring_writer_closed(const sc_ring *ring)
+{
+    return atomic_load_explicit(&ring->shared->writer_state, memory_order_acquire) ==
+           SC_RING_PEER_CLOSED;
 }

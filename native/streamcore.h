@@ -34,7 +34,7 @@ int sc_probe_mlock(size_t bytes);
 /* The shared control block, page 0 of the memfd (the data pages follow it).  Offsets are part
  * of the contract so tools and tests can inspect (or, in tests, attack) a ring from outside. */
 #define SC_RING_MAGIC 0x53434F5245524E47
-#define SC_RING_VERSION 2
+#define SC_RING_VERSION 3
 #define SC_RING_OFF_MAGIC 0
 #define SC_RING_OFF_VERSION 8
 #define SC_RING_OFF_FORMAT 12
@@ -130,6 +130,37 @@ uint32_t sc_ring_wakes(const sc_ring *ring);
 /* Wake whoever waits on either side now, to look again (its peer ended, say): one load per
  * side and no syscall when nobody waits, so realtime-safe. */
 void sc_ring_wake(sc_ring *ring);
+
+
+/* The two sides of a ring and what each knows of the other (sc_ring_claim). */
+#define SC_RING_WRITER 1
+#define SC_RING_READER 2
+#define SC_RING_PEER_NONE 0    /* nobody claimed the side yet */
+#define SC_RING_PEER_OPEN 1    /* claimed by `pid`; it may have died since (ask its pidfd) */
+#define SC_RING_PEER_CLOSED 2  /* claimed, then left (sc_ring_leave, or its handle destroyed) */
+
+typedef struct sc_ring_peer {
+    int32_t pid;           /* as its own PID namespace numbers it */
+    uint32_t state;        /* SC_RING_PEER_* (an impossible stored value reads as NONE) */
+    uint64_t pidns;        /* inode of that namespace (/proc/PID/ns/pid); 0: unknown */
+} sc_ring_peer;
+
+/* Say that this process is the ring's writer and/or reader (`sides`): its pid and PID
+ * namespace go into the shared header for the other side to see.  A later claim of the same
+ * side (a new producer) replaces it.  0 or -EINVAL.  Not realtime-safe. */
+int sc_ring_claim(sc_ring *ring, uint32_t sides);
+/* Give up sides this handle claimed: their state becomes CLOSED (only if this process still
+ * holds the claim) and waiters on either side are woken.  sc_ring_destroy leaves what the
+ * handle still holds.  Not realtime-safe. */
+void sc_ring_leave(sc_ring *ring, uint32_t sides);
+uint32_t sc_ring_claimed(const sc_ring *ring); /* the sides this handle holds */
+/* What the shared header says of one side (SC_RING_WRITER or SC_RING_READER): 0 or -EINVAL. */
+int sc_ring_get_peer(const sc_ring *ring, uint32_t side, sc_ring_peer *out);
+uint64_t sc_ring_own_pidns(void); /* this process's PID namespace inode, 0 unknown */
+/* Just the state of one side (one load: cheap enough for every write). */
+uint32_t sc_ring_peer_state(const sc_ring *ring, uint32_t side);
+/* 1 when the writer left (CLOSED): nothing more will come.  One load: realtime-safe. */
+int sc_ring_writer_closed(const sc_ring *ring);
 
 
 /* ---- pipes (native/pipe.c) ------------------------------------------------------------
@@ -372,6 +403,8 @@ typedef struct sc_engine sc_engine;
 #define SC_TAINT_CLIPPED 32
 #define SC_TAINT_NONFINITE_OUTPUT 64 /* the mix overflowed to Inf/NaN: written as 0, counted */
 #define SC_TAINT_UNDERRUN 128 /* a stream voice's producer fell behind: silence was played */
+#define SC_TAINT_REALTIME_LOST 256 /* someone else (rtkit's canary, an admin's chrt) took the
+                                      mixer's realtime policy away while it ran */
 
 /* Why the watchdog demoted. */
 #define SC_DEMOTE_NONE 0
@@ -379,6 +412,8 @@ typedef struct sc_engine sc_engine;
 #define SC_DEMOTE_HARD_LIMIT 2 /* one cycle longer than the hard limit (also while still running) */
 #define SC_DEMOTE_CANARY 3     /* the SCHED_OTHER canary starved for canary_ns */
 #define SC_DEMOTE_RTTIME 4     /* SIGXCPU: soft RLIMIT_RTTIME reached */
+#define SC_DEMOTE_OUTSIDE 5    /* not a demotion of ours: the watchdog found the mixer, realtime
+                                  at its last look, no longer realtime (an event, no action) */
 
 /* Per-period trace flags. */
 #define SC_TRACE_XRUN 1
@@ -423,6 +458,10 @@ typedef struct sc_command {
     uint32_t monitor;          /* stream voices (ADD): 1: the capture step writes the input
                                   into its ring, channel c from input channel input_map[c] */
     uint8_t input_map[SC_MAX_CHANNELS];
+    uint32_t mapped;           /* buffer and stream voices (ADD): 1: the voice's channel c
+                                  goes to output channel output_map[c] only, at `gain`
+                                  (pan 0); entries distinct and below the engine's channels */
+    uint8_t output_map[SC_MAX_CHANNELS];
 } sc_command;
 
 /* A voice handed back to Python: the slot (and its memory) is Python's again. */
@@ -476,6 +515,7 @@ typedef struct sc_engine_stats {
     uint64_t overruns;         /* cycles longer than the budget */
     uint64_t sigxcpu;          /* SIGXCPU signals caught */
     uint64_t demotions;
+    uint64_t realtime_losses;  /* times the mixer lost realtime to someone else (SC_DEMOTE_OUTSIDE) */
     uint64_t output_nonfinite; /* output samples that were Inf/NaN in the mix, written as 0 */
     int64_t start_ns;          /* the timer clock's origin: deadline k is start_ns + k*period */
     int64_t late_min, late_max, late_sum;
@@ -538,6 +578,8 @@ typedef struct sc_watchdog_input {
 typedef struct sc_watchdog_state {
     int32_t mixer_demoted;     /* set by a demotion, cleared by sc_engine_rearm() */
     int32_t canary_tripped;    /* set by a canary demotion, cleared by rearm */
+    uint32_t loss_reported;    /* 1 + the grant count when SC_DEMOTE_OUTSIDE was reported; 0
+                                  once realtime is seen again (or no loss yet) */
     uint64_t sigxcpu_seen;
     uint64_t hard_overruns_seen;
 } sc_watchdog_state;
@@ -649,6 +691,10 @@ void sc_engine_watch_progress(sc_engine *engine, int32_t delta);
 void sc_engine_taint(sc_engine *engine, uint32_t taints);
 /* After a re-promotion: let the watchdog demote again. */
 void sc_engine_rearm(sc_engine *engine);
+/* The realtime policy (SCHED_FIFO, SCHED_RR) the mixer was granted, or -1: from then on the
+ * watchdog reports the mixer found without it, not by its own demotion (SC_DEMOTE_OUTSIDE),
+ * once per loss. */
+void sc_engine_set_granted(sc_engine *engine, int32_t policy);
 /* Test hook: the next `cycles` cycles busy-loop for `spin_ns` each before mixing. */
 void sc_engine_test_spin(sc_engine *engine, int64_t spin_ns, uint32_t cycles);
 
@@ -681,6 +727,9 @@ int sc_tap_writer_start(sc_tap_writer *writer);
 int sc_tap_writer_stop(sc_tap_writer *writer);
 void sc_tap_writer_destroy(sc_tap_writer *writer);
 void sc_tap_writer_get_stats(const sc_tap_writer *writer, sc_tap_writer_stats *out);
+/* An eventfd the thread writes when it has written all `frames`, and when it ends (an error,
+ * a stop): poll it to wait for either without polling the stats. */
+int sc_tap_writer_done_fd(const sc_tap_writer *writer);
 
 
 /* ---- pipe sink (native/pipe_sink.c) ----------------------------------------------------

@@ -37,6 +37,7 @@ struct sc_tap_writer {
     sc_ring *ring;
     int fd;
     int stop_fd;
+    int done_fd;               /* eventfd written when it finished or ended: Python waits on it */
     uint32_t format;           /* SC_FORMAT_F32 or SC_FORMAT_S16 */
     uint32_t channels;
     uint64_t limit;            /* frames to write, 0: until stopped */
@@ -62,11 +63,14 @@ int sc_tap_writer_create(sc_tap_writer **out, sc_ring *ring, int fd, uint64_t fr
         return -ENOMEM;
     w->buffer = malloc(CHUNK_BYTES);
     w->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (w->buffer == NULL || w->stop_fd < 0) {
+    w->done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (w->buffer == NULL || w->stop_fd < 0 || w->done_fd < 0) {
         int err = w->buffer == NULL ? ENOMEM : errno;
         free(w->buffer);
         if (w->stop_fd >= 0)
             close(w->stop_fd);
+        if (w->done_fd >= 0)
+            close(w->done_fd);
         free(w);
         return -err;
     }
@@ -136,6 +140,14 @@ static size_t convert(sc_tap_writer *w, const float *src, uint64_t frames)
     return samples * sizeof(int16_t);
 }
 
+/* Tell a waiting Python (InputWriter.wait) to look: finished, or ended. */
+static void signal_done(sc_tap_writer *w)
+{
+    uint64_t one = 1;
+    ssize_t ignored = write(w->done_fd, &one, sizeof one);
+    (void)ignored;
+}
+
 static void *writer_main(void *arg)
 {
     sc_tap_writer *w = arg;
@@ -149,7 +161,8 @@ static void *writer_main(void *arg)
             if (left == 0) {
                 /* Done: from now on what the ring gets is dropped (released unread) until
                  * the stop, so its writer never finds it full. */
-                atomic_store_explicit(&w->finished, 1, memory_order_release);
+                if (!atomic_exchange_explicit(&w->finished, 1, memory_order_acq_rel))
+                    signal_done(w);
                 int64_t stale = sc_ring_readable(w->ring);
                 if (stale > 0)
                     sc_ring_read_advance(w->ring, (uint64_t)stale);
@@ -188,6 +201,7 @@ static void *writer_main(void *arg)
     if (rc < 0)
         atomic_store_explicit(&w->error, -rc, memory_order_release);
     atomic_store_explicit(&w->running, 0, memory_order_release);
+    signal_done(w);
     return NULL;
 }
 
@@ -223,8 +237,14 @@ void sc_tap_writer_destroy(sc_tap_writer *w)
     sc_tap_writer_stop(w);
     sc_rt_thread_release(&w->thread);
     close(w->stop_fd);
+    close(w->done_fd);
     free(w->buffer);
     free(w);
+}
+
+int sc_tap_writer_done_fd(const sc_tap_writer *w)
+{
+    return w->done_fd;
 }
 
 void sc_tap_writer_get_stats(const sc_tap_writer *cw, sc_tap_writer_stats *out)

@@ -51,6 +51,7 @@ void sc_engine_get_stats(const sc_engine *e, sc_engine_stats *out)
     out->overruns = sc_read(&e->overruns);
     out->sigxcpu = sc_read(&e->sigxcpu);
     out->demotions = sc_read(&e->demotions);
+    out->realtime_losses = sc_read(&e->realtime_losses);
     out->start_ns = e->start_ns;
     uint64_t count; /* Python counts the buckets */
     sc_histogram_read(&e->telemetry.late, &count, &out->late_min, &out->late_max,

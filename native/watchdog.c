@@ -172,6 +172,43 @@ static void act(sc_engine *e, uint32_t reason, const sc_watchdog_input *in)
     record_event(e, &ev);
 }
 
+/* The mixer was realtime at the last look and is not now, and not by our hand: rtkit's
+ * canary (it demotes every thread it ever granted), an admin's chrt, a resume from suspend. */
+static bool lost_to_someone_else(sc_engine *e, int policy)
+{
+    const bool is = policy == SCHED_FIFO || policy == SCHED_RR;
+    if (is) {
+        e->wd_state.loss_reported = 0; /* realtime again: the next loss is news */
+        return false;
+    }
+    /* A grant since the last report is a new loss even if no look saw it realtime between */
+    const uint32_t grant = atomic_load_explicit(&e->grants, memory_order_acquire) + 1;
+    const int granted = atomic_load_explicit(&e->granted_policy, memory_order_acquire);
+    return granted >= 0 && policy >= 0 && e->wd_state.loss_reported != grant &&
+           !atomic_load_explicit(&e->demoted, memory_order_relaxed);
+}
+
+static void report_outside(sc_engine *e, const sc_watchdog_input *in, int policy)
+{
+    sc_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.time_ns = in->now_ns;
+    ev.reason = SC_DEMOTE_OUTSIDE;
+    ev.tid = sc_rt_thread_tid(&e->mixer);
+    ev.policy_before = atomic_load_explicit(&e->granted_policy, memory_order_acquire);
+    e->wd_state.loss_reported = atomic_load_explicit(&e->grants, memory_order_acquire) + 1;
+    ev.result = policy; /* the policy it has now (not an errno: nothing was done) */
+    ev.threads = 1;
+    int own = policy_of(sc_rt_thread_tid(&e->watchdog));
+    if (own >= 0 && own != SCHED_FIFO && own != SCHED_RR)
+        ev.threads++; /* this thread lost it too (rtkit's canary takes every grant) */
+    ev.canary_age_ns = in->now_ns - in->canary_ns;
+    ev.cycle = sc_read(&e->cycles);
+    sc_taint(e, SC_TAINT_REALTIME_LOST);
+    atomic_fetch_add_explicit(&e->realtime_losses, 1, memory_order_relaxed);
+    record_event(e, &ev);
+}
+
 static void *watchdog_main(void *arg)
 {
     sc_engine *e = arg;
@@ -210,17 +247,21 @@ static void *watchdog_main(void *arg)
             e->wd_state.canary_tripped = 0;
             atomic_store_explicit(&e->demoted, 0, memory_order_relaxed);
         }
+        /* The policy first: a SIGXCPU demotion after this read is counted in sigxcpu below
+         * (so it is not taken for someone else's), one before it too. */
+        int policy = policy_of(sc_rt_thread_tid(&e->mixer));
+        in.mixer_realtime = policy == SCHED_FIFO || policy == SCHED_RR;
         in.busy_since_ns = atomic_load_explicit(&e->busy_since_ns, memory_order_acquire);
         in.canary_ns = atomic_load_explicit(&e->canary_ns, memory_order_acquire);
         in.streak = atomic_load_explicit(&e->streak, memory_order_acquire);
         in.cycle_periods = atomic_load_explicit(&e->cycle_periods, memory_order_acquire);
         in.sigxcpu = sc_read(&e->sigxcpu);
         in.hard_overruns = sc_read(&e->hard_overruns);
-        int policy = policy_of(sc_rt_thread_tid(&e->mixer));
-        in.mixer_realtime = policy == SCHED_FIFO || policy == SCHED_RR;
         uint32_t reason = sc_watchdog_decide(&e->config, &e->wd_state, &in);
         if (reason != SC_DEMOTE_NONE)
             act(e, reason, &in);
+        else if (lost_to_someone_else(e, policy))
+            report_outside(e, &in, policy);
     }
     return NULL;
 }

@@ -4,13 +4,17 @@ Map of the API
 --------------
 Rings
     :class:`Ring`: the mlocked, mirrored single-producer / single-consumer frame queue, shared
-    between threads or processes (``streamcore.ring``); :class:`RingStats` its counters.
+    between threads or processes (``streamcore.ring``); :class:`RingStats` its counters;
+    :class:`RingPeer` what one side knows of the other (alive, closed, dead:
+    ``streamcore.peers``).
 Errors
     :class:`StreamcoreError` and its subclasses (``streamcore.errors``).
 Engine
     :class:`Engine` (a facade) mixes :class:`Voice` and :class:`StreamVoice` objects in a
     realtime C thread; their slots are a ``streamcore.voice.VoiceTable``, its watchdog events
     a ``streamcore.events.EventLog``; :class:`Watchdog` configures the watchdog;
+    ``Engine.stream(producer=f)`` runs ``f`` in a process of its own, handed a
+    :class:`ProducerStream` (``streamcore.producer``, which also watches such writers);
     ``streamcore.telemetry`` reads figures.  An engine still open at interpreter exit is
     closed by an exit hook (with a ResourceWarning).
 Sinks (``streamcore.sinks``)
@@ -50,6 +54,7 @@ from streamcore.errors import (
     MemoryLockWarning,
     NativeError,
     NoDeviceError,
+    PeerGoneError,
     RingClosedError,
     RingCorruptedError,
     RingFormatError,
@@ -71,15 +76,16 @@ from streamcore.system import system_report
 # `import streamcore` still works, so that `python -m streamcore info` and `doctor` can say so
 # and how to rebuild it; these names then raise ImportError with that line when used.
 _NATIVE_PROBLEM = _facts.native_core().problem()
-_NEEDS_NATIVE = frozenset({"DeviceSink", "Engine", "FileSink", "PipeSink", "Recording", "Ring",
-                           "RingStats",
+_NEEDS_NATIVE = frozenset({"DeviceSink", "Engine", "FileSink", "PipeSink", "ProducerStream",
+                           "Recording", "Ring", "RingPeer", "RingStats",
                            "Sink", "SinkContext", "StreamVoice", "Voice", "Watchdog", "decode",
                            "play"})
 if _NATIVE_PROBLEM is None:
     from streamcore.capture import Recording
     from streamcore.engine import Engine
     from streamcore.playback import decode, play
-    from streamcore.ring import Ring, RingStats
+    from streamcore.producer import ProducerStream
+    from streamcore.ring import Ring, RingPeer, RingStats
     from streamcore.sinks import DeviceSink, FileSink, PipeSink, Sink, SinkContext
     from streamcore.voice import StreamVoice, Voice
     from streamcore.watchdog import Watchdog
@@ -107,13 +113,16 @@ __all__ = [
     "MemoryLockWarning",
     "NativeError",
     "NoDeviceError",
+    "PeerGoneError",
     "PipeSink",
+    "ProducerStream",
     "RealtimeGrant",
     "Recording",
     "Ring",
     "RingClosedError",
     "RingCorruptedError",
     "RingFormatError",
+    "RingPeer",
     "RingStats",
     "Scheduling",
     "Sink",

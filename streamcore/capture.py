@@ -24,6 +24,7 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
+import select
 import stat
 import time
 import warnings
@@ -251,6 +252,9 @@ class InputWriter:
         """
         deadline = None if timeout is None else time.monotonic() + finite(
             "timeout", timeout, 0.0)
+        poller = select.poll()  # the C thread writes its done eventfd when it finished/ended
+        if self._native != _ffi.NULL:
+            poller.register(_lib.sc_tap_writer_done_fd(self._native), select.POLLIN)
         while True:
             stats = self.stats()
             if stats["error"]:
@@ -259,9 +263,10 @@ class InputWriter:
                 return True
             if not stats["running"]:
                 return False
-            if deadline is not None and time.monotonic() >= deadline:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
                 return False
-            time.sleep(0.005)
+            poller.poll(None if left is None else max(1, int(left * 1000) + 1))
 
     def close(self) -> None:
         """Stop the writer, fix a WAV file's header, give the tap back; idempotent.
@@ -333,6 +338,9 @@ class Capture:
         self.locked = not lock_memory or (self.ring.locked and self.tap.locked)
         # Held until the native engine is freed: its mixer reads one and writes the other.
         self._native = (self.ring.native_handle(), self.tap.native_handle())
+        # This process writes the tap (its mixer): a reader in another process can ask
+        # whether we live, and learns when the engine closes (sc_ring_leave in close()).
+        _lib.sc_ring_claim(self._native[1][0], _lib.SC_RING_WRITER)
         check(_lib.sc_engine_set_input(handle, self._native[0][0], self._native[1][0]),
               "sc_engine_set_input")
 
@@ -417,6 +425,8 @@ class Capture:
 
     def close(self) -> None:
         """After the native engine was freed: release the rings."""
+        if self._native is not None:
+            _lib.sc_ring_leave(self._native[1][0], _lib.SC_RING_WRITER)
         self._native = None  # type: ignore[assignment]
         self.ring.close()
         self.tap.close()

@@ -47,6 +47,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as _np
 
 from streamcore import latency as _latency
+from streamcore import producer as _producer
+from streamcore import reacquire as _reacquire
 from streamcore import realtime as _realtime
 from streamcore import telemetry as _telemetry
 from streamcore._native import ffi as _ffi
@@ -66,7 +68,15 @@ from streamcore.events import EventLog
 from streamcore.latency import Latency
 from streamcore.pipes import writable_fd
 from streamcore.ring import Ring as _Ring
-from streamcore.voice import MAX_VOICES, StreamVoice, Voice, VoiceTable, finite, positive_int
+from streamcore.voice import (
+    MAX_VOICES,
+    MixerProgress,
+    StreamVoice,
+    Voice,
+    VoiceTable,
+    finite,
+    positive_int,
+)
 from streamcore.watchdog import Event, Watchdog
 
 if TYPE_CHECKING:
@@ -125,6 +135,14 @@ class Engine:
         0 (play only), or 1 .. 32: the device stream is full duplex and captures this many
         channels (see :meth:`record`, :attr:`input`, :attr:`input_frame`).  Needs a sink
         that captures: 'device' or a :class:`~streamcore.sinks.DeviceSink`.
+    reacquire : str
+        When someone else takes the mixer's realtime away while it runs (rtkit's canary
+        after a suspend, an admin's ``chrt``; the watchdog sees it, an event
+        ``lost_realtime`` and the REALTIME_LOST taint say so): 'never' (report only),
+        'once' (ask again once, a second later) or 'backoff' (ask again at 1, 2, 4 ... up to
+        300 s apart until granted: rtkit refuses for 5 minutes after its canary fired, and
+        its rate limit is never approached).  See :mod:`streamcore.reacquire`.  Needs the
+        watchdog (it is the one that looks) and ``realtime=True``.
 
     Raises
     ------
@@ -164,7 +182,7 @@ class Engine:
                  periods: int = 2, sink: Any = "null", dtype: str | None = None,
                  realtime: bool = True, priority: int = 10, lock_memory: bool = True,
                  watchdog: Watchdog | bool | None = None, dither: bool = False,
-                 input_channels: int = 0) -> None:
+                 input_channels: int = 0, reacquire: str = "backoff") -> None:
         samplerate = positive_int("samplerate", samplerate, _lib.SC_MIN_SAMPLERATE,
                                   _lib.SC_MAX_SAMPLERATE)
         blocksize = positive_int("blocksize", blocksize, _lib.SC_MIN_BLOCKSIZE,
@@ -180,6 +198,9 @@ class Engine:
             watchdog = Watchdog(enabled=False)
         elif not isinstance(watchdog, Watchdog):
             raise TypeError(f"watchdog must be a Watchdog, None or False, not {watchdog!r}")
+        if not isinstance(reacquire, str) or reacquire not in _reacquire.POLICIES:
+            raise ValueError(f"reacquire must be one of {_reacquire.POLICIES}, not "
+                             f"{reacquire!r}")
         sink, sink_object = _sink_hook(sink)
         if input_channels and not getattr(sink_object, "captures", False):
             raise ValueError(f"input_channels needs a sink that captures ('device' or a "
@@ -190,7 +211,8 @@ class Engine:
             bind(sink_object, self)  # SinkInUseError while another engine holds it
         try:
             self._create(samplerate, blocksize, channels, periods, sink, sink_object, dtype,
-                         realtime, priority, lock_memory, watchdog, dither, input_channels)
+                         realtime, priority, lock_memory, watchdog, dither, input_channels,
+                         reacquire)
         except BaseException:
             if sink_object is not None:
                 from streamcore.sinks.base import unbind
@@ -201,7 +223,7 @@ class Engine:
     def _create(self, samplerate: int, blocksize: int, channels: int, periods: int, sink: str,
                 sink_object: Any, dtype: Any, realtime: bool, priority: int,
                 lock_memory: bool, watchdog: Watchdog, dither: bool,
-                input_channels: int) -> None:
+                input_channels: int, reacquire: str) -> None:
         #: periods asked, when the sink needed more (the ring then holds ``periods``)
         self.periods_asked: int | None = None
         if sink_object is not None:
@@ -272,6 +294,9 @@ class Engine:
         self._handle = out[0]
         self._table = VoiceTable(self._handle, self._lock, samplerate, channels)
         self._events = EventLog(self._handle, self._lock)
+        self._writers = _producer.WriterWatch(self._writer_died)
+        self._reacquirer = _reacquire.Reacquirer(reacquire, self._regain, self._regained)
+        self._watching_losses = False  # subscribed to the events for _reacquirer
         self._context: SinkContext | None = None
         # (sc_ring *, keepalive) of the output ring: the mixer writes it until destroy.
         self._output_native: tuple[Any, object] | None = None
@@ -425,6 +450,7 @@ class Engine:
             self._started = self._table.running = True
             self.mixer_tid, self.watchdog_tid, self.canary_tid = _tids(self._handle)
             self._acquire_realtime()
+            self._watch_losses()
             self._start_sink()
 
     def _make_output(self) -> _Ring:
@@ -455,6 +481,9 @@ class Engine:
             return
         if not self.grant.realtime:
             _lib.sc_engine_taint(self._handle, _lib.SC_TAINT_RT_DENIED)
+        # The watchdog reports the mixer found without what it was granted (someone else
+        # took it: rtkit's canary, chrt), once per loss; -1: nothing to lose.
+        _lib.sc_engine_set_granted(self._handle, _GRANTED_POLICY.get(self.grant.policy, -1))
         if self.watchdog_tid:
             self.watchdog_grant = _realtime.acquire_realtime(
                 tid=self.watchdog_tid, priority=min(self.priority + 1, 99))
@@ -637,8 +666,10 @@ class Engine:
             return
         try:
             self._events.stop_delivery()  # outside the lock: its thread may be waiting for it
+            self._reacquirer.close()  # outside too: an attempt in progress takes the lock
             with lock:
                 self._shutdown_locked()
+            self._writers.close()  # outside too; producers end now that nothing reads
         finally:
             self._closed_event.set()
         if self.failure is not None and not self._table.failure_reported:
@@ -668,7 +699,8 @@ class Engine:
     # ---- voices -----------------------------------------------------------------------------
 
     def play(self, array: Any, gain: float = 1.0, pan: float = 0.0, loop: bool = False,
-             at: int | None = None, fade_in: float = 0.0, late: str = "play") -> Voice:
+             at: int | None = None, fade_in: float = 0.0, late: str = "play",
+             channels: list[int] | None = None) -> Voice:
         """Play ``array`` in place, from output frame ``at`` (None: the next period).
 
         The array is read where it is, not copied: keep it unchanged until the voice is done
@@ -696,6 +728,12 @@ class Engine:
             due are skipped: it plays on as if started in time; all of them: it ends
             'finished') or 'error' (not played: ``end_reason`` 'late' and ``wait()`` raises
             :class:`~streamcore.errors.LateStartError`).
+        channels : list of int or None
+            A channel map: the array's channel c plays on output channel ``channels[c]``
+            only, at ``gain`` (``pan`` must be 0), e.g. ``[2, 3]`` for a stereo array on
+            channels 2 and 3 of a 4- or 8-channel engine.  None: the array has 1 or the
+            engine's channels, laid out as the module docstring of :mod:`streamcore.voice`
+            says.
 
         Returns
         -------
@@ -734,9 +772,15 @@ class Engine:
         else:
             raise ValueError(f"array must have shape (frames,) or (frames, channels), "
                              f"not {array.shape}")
-        if voice_channels not in (1, self.channels):
+        output_map = None
+        if channels is not None:
+            output_map = self._output_map(channels, pan)
+            if voice_channels != len(output_map):
+                raise ValueError(f"array has {voice_channels} channels but channels= maps "
+                                 f"{len(output_map)}: {output_map}")
+        elif voice_channels not in (1, self.channels):
             raise ValueError(f"array has {voice_channels} channels; the engine mixes 1 or "
-                             f"{self.channels}")
+                             f"{self.channels} (or give channels=[...] to place them)")
         if array.shape[0] == 0:
             raise ValueError("array has no frames")
         if not array.flags.c_contiguous:
@@ -745,22 +789,41 @@ class Engine:
         with self._lock:
             self._check_usable()
             return self._table.add(_lib.SC_VOICE_BUFFER, array, voice_channels, gain, pan, at,
-                                   fade_in, loop=bool(loop), late=late)
+                                   fade_in, loop=bool(loop), late=late, output_map=output_map)
 
-    def stream(self, channels: int = 1, frames: int | None = None, gain: float = 1.0,
+    def _output_map(self, channels: Any, pan: Any) -> list[int]:
+        """A voice's ``channels=[...]`` map, checked (a mapped voice has no pan)."""
+        try:
+            mapping = self._table.channel_map(channels)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"channels: {e}") from None
+        if finite("pan", pan, -1.0, 1.0) != 0.0:
+            raise ValueError("pan must be 0 for a voice with a channel map: the map places "
+                             "each channel")
+        return mapping
+
+    def stream(self, channels: int | list[int] = 1, frames: int | None = None, gain: float = 1.0,
                pan: float = 0.0, at: int | None = None, fade_in: float = 0.0,
-               ring: _Ring | None = None) -> StreamVoice:
+               ring: _Ring | None = None, late: str = "play",
+               producer: Callable[..., object] | None = None, args: tuple[Any, ...] = (),
+               kwargs: dict[str, Any] | None = None) -> StreamVoice:
         """A voice that plays what is written into its ring.
 
         Write with ``write_view``/``commit`` or ``write`` on the returned
-        :class:`StreamVoice`.  On underrun the voice plays silence, counts it
-        (``stats()['underruns']``) and continues with the next frames written.  A stream
-        voice ends when it is stopped (:meth:`StreamVoice.stop`).
+        :class:`StreamVoice`, or let a process of its own write it (``producer``).  On
+        underrun the voice plays silence, counts it (``stats()['underruns']``) and continues
+        with the next frames written.  A stream voice ends when it is stopped
+        (:meth:`StreamVoice.stop`), finished (:meth:`StreamVoice.finish`: what is queued
+        plays first), when its writer closes the ring (likewise after what is queued), or
+        when its writer's process dies without closing it ('producer_died', at once).
 
         Parameters
         ----------
-        channels : int
-            1 or the engine's channels; ignored when ``ring`` is given.
+        channels : int or list of int
+            1 or the engine's channels; or a channel map, the output channel of each of the
+            voice's channels (``[2, 3]``: a stereo voice on channels 2 and 3; ``pan`` must be
+            0).  With ``ring`` given, an int is ignored (the ring's channels count) and a map
+            must have the ring's channels.
         frames : int or None
             The new ring's capacity in frames (1 .. 2**26); None: a quarter second, at least
             four output rings.  Ignored when ``ring`` is given.
@@ -776,7 +839,25 @@ class Engine:
             Play an existing float32 :class:`~streamcore.Ring` instead, e.g. one attached
             from another process's fd (its writer is then that process).  The engine holds
             the ring's memory until the voice is done: closing the ring meanwhile closes
-            the Python object at once and frees the memory when the voice is handed back.
+            the Python object at once and frees the memory when the voice is handed back
+            (and when the closed handle was the ring's writer, its goodbye ends the stream:
+            what it wrote plays, then the voice ends 'finished').
+            A writer in another process is watched: if it dies without closing the ring
+            the voice ends ('producer_died') and an event says so.
+        late : str
+            For an ``at`` already rendered: 'play', 'skip' or 'error', as for :meth:`play`.
+        producer : callable or None
+            Run ``producer(stream, *args, **kwargs)`` in a new process (multiprocessing's
+            "spawn": a module-level function, and a script needs the
+            ``if __name__ == "__main__":`` guard) that writes this voice's ring: ``stream``
+            is a :class:`~streamcore.producer.ProducerStream` whose ``write`` blocks until
+            queued.  The GIL of this process cannot starve it.  When it returns the voice
+            plays what it queued, then ends 'finished'; if it raises or is killed the voice
+            ends 'producer_died' within milliseconds, with a ``producer_died`` event; when
+            the voice ends first (stopped, the engine closed or killed) its next write raises
+            :class:`~streamcore.errors.PeerGoneError` and the process ends.
+        args, kwargs
+            ``producer``'s arguments (sent to the process pickled).
 
         Returns
         -------
@@ -786,11 +867,18 @@ class Engine:
         Raises
         ------
         TypeError
-            ``ring`` is not a float32 Ring, or a number of the wrong type.
+            ``ring`` is not a float32 Ring, a number of the wrong type, or ``producer`` is
+            not callable.
         ValueError
-            Channels other than 1 or the engine's, or a number out of its range.
+            Channels other than 1 or the engine's, a number out of its range, a bad
+            ``late``, or both ``ring`` and ``producer``.
         RingClosedError
             ``ring`` is closed.
+        ValueError
+            ``producer`` or its arguments cannot be sent to another process (nothing is
+            made).
+        OSError
+            The producer process could not be started (the voice is stopped).
         EngineClosedError
             The engine is closed.
         VoiceLimitError
@@ -805,11 +893,25 @@ class Engine:
         engine made is closed when the voice is handed back (its fd, mappings and locked
         memory go then); a ring passed in stays the caller's to close.
         """
+        if producer is not None:
+            if ring is not None:
+                raise ValueError("give a ring or a producer, not both: a producer writes a "
+                                 "ring the engine makes for it")
+            _producer.check_sendable(producer, tuple(args), dict(kwargs or {}))
+        output_map = None
+        if isinstance(channels, list | tuple) or not isinstance(channels, int | _np.integer):
+            output_map = self._output_map(channels, pan)  # a map, or the error saying so
+            if ring is not None and ring.channels != len(output_map):
+                raise ValueError(f"the ring has {ring.channels} channels but channels= maps "
+                                 f"{len(output_map)}: {output_map}")
         if ring is None:
-            channels = positive_int("channels", channels, 1, self.channels)
-            if channels not in (1, self.channels):
-                raise ValueError(f"a stream voice has 1 or {self.channels} channels, "
-                                 f"not {channels}")
+            if output_map is not None:
+                channels = len(output_map)
+            else:
+                channels = positive_int("channels", channels, 1, self.channels)
+                if channels not in (1, self.channels):
+                    raise ValueError(f"a stream voice has 1 or {self.channels} channels, "
+                                     f"not {channels} (or give channels=[...] to place them)")
             if frames is None:
                 frames = max(self.samplerate // 4, 4 * self.periods * self.blocksize)
             size = positive_int("frames", frames, 1, 1 << 26)
@@ -825,9 +927,9 @@ class Engine:
                 raise TypeError(f"ring must be a streamcore.Ring, not {type(ring).__name__}")
             if ring.dtype != _np.float32:  # RingClosedError if closed
                 raise TypeError(f"a stream voice's ring must be float32, not {ring.dtype}")
-            if ring.channels not in (1, self.channels):
+            if ring.channels not in (1, self.channels) and output_map is None:
                 raise ValueError(f"the ring has {ring.channels} channels; the engine mixes 1 "
-                                 f"or {self.channels}")
+                                 f"or {self.channels} (or give channels=[...] to place them)")
             channels = ring.channels
             owned = False
         with self._lock:
@@ -838,9 +940,31 @@ class Engine:
                     ring.close()
                 raise
             voice = self._table.add(_lib.SC_VOICE_STREAM, ring, channels, gain, pan, at,
-                                    fade_in, owned=owned)
+                                    fade_in, owned=owned, late=late, output_map=output_map)
             assert isinstance(voice, StreamVoice)  # the table makes one for SC_VOICE_STREAM
+        if producer is None:
+            if not owned:  # a writer in another process is watched for its death
+                self._writers.watch(voice, ring)
             return voice
+        try:
+            process = _producer.spawn(ring, producer, tuple(args), dict(kwargs or {}),
+                                      self.samplerate, self.blocksize)
+        except BaseException:
+            voice.stop(fade=0)
+            raise
+        self._writers.watch(voice, ring, process)
+        return voice
+
+    def _writer_died(self, voice: StreamVoice, detail: str) -> None:
+        """The writer of ``voice``'s ring died without closing it (the writers' watch
+        thread): end the voice and tell subscribers."""
+        with contextlib.suppress(EngineClosedError):
+            if not self._table.end_voice(voice, "producer_died"):
+                return
+        self._events.post(Event(time_ns=time.monotonic_ns(), reason="producer_died", tid=0,
+                                threads=0, policy_before=0, busy_ns=0, streak=0,
+                                canary_age_ns=0, cycle=0, result=0,
+                                detail=f"stream voice {voice.id}: {detail}"))
 
     # ---- input (Engine(input_channels=N)) ------------------------------------------------
 
@@ -871,6 +995,58 @@ class Engine:
         with self._lock:
             self._check_open()
             return self._input().arm_tap()
+
+    async def aread_input(self, frames: int, timeout: float | None = None) -> _np.ndarray:
+        """asyncio: the next ``frames`` frames of the input tap (:attr:`input`).
+
+        Parameters
+        ----------
+        frames : int
+            Frames to read, 1 .. the tap's capacity.
+        timeout : float or None
+            Seconds at most; None: until they are there.
+
+        Returns
+        -------
+        numpy.ndarray
+            float32, ``(k, input_channels)``: ``k == frames``, or fewer after the timeout or
+            when the engine stopped (nothing more will be captured).
+
+        Raises
+        ------
+        ValueError
+            The engine has no input, a bad ``frames`` or ``timeout``, or the tap has another
+            reader (:meth:`record_to`).
+        EngineClosedError
+            The engine is closed.
+
+        Notes
+        -----
+        The event loop's own thread, no polling: it watches the engine's progress eventfd
+        (as :meth:`StreamVoice.awrite <streamcore.StreamVoice.awrite>` does), which the
+        mixer writes once per cycle while someone waits.  The tap's one-reader rule holds:
+        this is the same reader as :attr:`input`.
+        """
+        with self._lock:
+            self._check_open()
+            capture = self._input()
+            tap = capture.arm_tap()
+        frames = positive_int("frames", frames, 1, tap.capacity)
+        deadline = None
+        if timeout is not None:
+            deadline = time.monotonic() + finite("timeout", timeout, 0.0)
+        out = _np.empty((frames, tap.channels), _np.float32)
+        done = tap.read(frames, out=out).shape[0]
+        if done == frames:
+            return out
+        with MixerProgress(self._table) as progress:
+            while done < frames:
+                left = None if deadline is None else deadline - time.monotonic()
+                if (left is not None and left <= 0) or not self._table.mixing():
+                    break
+                await progress.next(left)
+                done += tap.read(frames - done, out=out[done:]).shape[0]
+        return out[:done]
 
     @property
     def input_frame(self) -> int:
@@ -1375,7 +1551,7 @@ class Engine:
                 stats = dataclasses.replace(stats, sink=sink)
             if self._capture is not None:
                 stats = dataclasses.replace(stats, input=self._capture.stats())
-            return stats
+            return dataclasses.replace(stats, reacquire=self._reacquirer.stats())
 
     def _snapshot(self, timeout: float) -> Any:
         """Ask the mixer for a one-cycle-consistent copy (caller holds the lock)."""
@@ -1527,6 +1703,36 @@ class Engine:
             self._check_open()
             self._events.subscribe(callback)
 
+    def _watch_losses(self) -> None:
+        """Have the re-acquisition hear of losses (lock held; once, when realtime was
+        asked for, the watchdog looks and the policy is not 'never')."""
+        if (self._watching_losses or not self.realtime or not self.watchdog_tid
+                or self._reacquirer.policy == "never"):
+            return
+        self._watching_losses = True
+        reacquirer = self._reacquirer
+
+        def on_event(event: Event) -> None:
+            if event.reason == "lost_realtime":
+                reacquirer.lost()
+
+        self._events.subscribe(on_event)
+
+    def _regain(self) -> _realtime.RealtimeGrant | None:
+        """Ask for realtime again for the mixer and the watchdog (the re-acquisition's timer
+        thread); None when the engine no longer runs."""
+        with self._lock:
+            if self._closing or not self._started or self.failure is not None:
+                return None
+            self._acquire_realtime()
+            return self.grant
+
+    def _regained(self, grant: _realtime.RealtimeGrant) -> None:
+        self._events.post(Event(time_ns=time.monotonic_ns(), reason="realtime_regained",
+                                tid=grant.tid, threads=1 + bool(self.watchdog_tid),
+                                policy_before=0, busy_ns=0, streak=0, canary_age_ns=0,
+                                cycle=0, result=0, detail=str(grant)))
+
     def repromote(self) -> _realtime.RealtimeGrant | None:
         """Acquire realtime for the mixer again after a watchdog demotion and re-arm the watchdog.
 
@@ -1673,6 +1879,7 @@ class Engine:
         self._started = False
         self._closing = self._closed = True
         self._closed_event.set()
+        self._writers._disown()  # first: the table's _disown ends voices, which tells it
         self._table._disown(lock)
         self._events._disown(lock)
 
@@ -1738,6 +1945,9 @@ def _close_engines_at_exit() -> None:
 
 
 atexit.register(_close_engines_at_exit)  # once, at import: before any engine exists
+
+
+_GRANTED_POLICY = {"fifo": os.SCHED_FIFO, "rr": os.SCHED_RR}
 
 
 def _disown_engines_in_child() -> None:

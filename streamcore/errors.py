@@ -25,6 +25,7 @@ __all__ = [
     "MemoryLockWarning",
     "NativeError",
     "NoDeviceError",
+    "PeerGoneError",
     "RepromoteRefusedError",
     "RingClosedError",
     "RingCorruptedError",
@@ -119,6 +120,39 @@ class RingClosedError(StreamcoreError, ValueError):
     may live on while an engine still plays it or a view of it is kept; only this handle is
     closed.
     """
+
+
+class PeerGoneError(StreamcoreError, BrokenPipeError):
+    """The other side of a shared ring is gone: it closed the ring or its process died.
+
+    Parameters
+    ----------
+    message : str
+        What was being done and who is gone.
+    side : str
+        The side that is gone: ``'writer'`` or ``'reader'``; kept as ``side``.
+    pid : int or None
+        Its process; kept as ``pid``.
+    state : str
+        ``'closed'`` (it left) or ``'dead'`` (killed or crashed); kept as ``state``.
+
+    Notes
+    -----
+    A ``BrokenPipeError`` (so an ``OSError``), as writing to a pipe with no reader is.
+    """
+
+    def __init__(self, message: str, side: str = "", pid: int | None = None,
+                 state: str = "") -> None:
+        super().__init__(_errno.EPIPE, message)
+        self.side = side
+        self.pid = pid
+        self.state = state
+
+    def __str__(self) -> str:
+        return str(self.args[1])
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.args[1], self.side, self.pid, self.state))
 
 
 class VoiceLimitError(StreamcoreError, RuntimeError):

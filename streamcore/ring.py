@@ -23,6 +23,15 @@ Concurrency contract
 - An engine playing the ring holds its own reference (:meth:`~Ring.native_handle`): closing
   the ring while a voice plays it closes this Python object at once, and the memory, the fd
   and the locked pages go when the engine hands the voice back.
+- Each side knows whether the other lives: a handle claims its side (writer or reader) the
+  first time it writes or reads, which puts its pid in the shared page, and leaves when it is
+  closed.  :attr:`Ring.peer` says whether the other side is alive, closed or dead (its pidfd
+  says so when it died without closing: SIGKILL, a crash).  A writer whose reader is gone and
+  a reader whose writer is gone with nothing left to read get
+  :class:`~streamcore.errors.PeerGoneError` instead of a ring that never moves again, when
+  that peer is another process (or died); a side of the same process that closed only ends
+  a wait (the ring stays the process's: an engine's stream voice that ended leaves its
+  reading side, and the ring may be played again).
 - The other side is not trusted: every index it stores is checked before use.  A value no
   honest peer writes marks the ring broken, and every later call on either side raises
   :class:`~streamcore.errors.RingCorruptedError`; no view ever reaches outside the mapping.
@@ -30,6 +39,7 @@ Concurrency contract
 
 from __future__ import annotations
 
+import asyncio as _asyncio
 import errno as _errno
 import operator as _operator
 import os as _os
@@ -48,13 +58,25 @@ from streamcore.errors import (
     MemoryLockError,
     MemoryLockWarning,
     NativeError,
+    PeerGoneError,
     RingClosedError,
     RingCorruptedError,
     RingFormatError,
 )
 from streamcore.errors import check as _check
+from streamcore.peers import PeerWatch, RingPeer
 
-__all__ = ["Ring", "RingStats"]
+__all__ = ["Ring", "RingPeer", "RingStats"]
+
+_WRITER = _lib.SC_RING_WRITER
+_READER = _lib.SC_RING_READER
+_OTHER = {_WRITER: _READER, _READER: _WRITER}
+_PEER_CLOSED = _lib.SC_RING_PEER_CLOSED
+#: How often a side looks at its peer: at most once per this many seconds while it writes or
+#: reads, and once per this many seconds while it waits (a futex wait cannot also watch a
+#: pidfd, so a wait for a peer in another process is cut into slices this long).
+PEER_CHECK_S = 0.02
+PEER_WAIT_SLICE_S = 0.05
 
 _FORMATS: dict[_np.dtype, int] = {
     _np.dtype("float32"): _lib.SC_FORMAT_F32,
@@ -92,6 +114,10 @@ class RingStats:
         errno of the failed mlock when ``lock='try'`` went on unlocked, else 0.
     broken : bool
         The ring was marked broken by this side or the other.
+    writer : RingPeer
+        The writing side: its pid and whether it is alive, closed or dead.
+    reader : RingPeer
+        The reading side, the same.
 
     Notes
     -----
@@ -107,6 +133,8 @@ class RingStats:
     locked_bytes: int  #: bytes locked: each physical page once, the mirror not again
     lock_errno: int  #: errno of the failed mlock when ``lock='try'`` went on unlocked, else 0
     broken: bool  #: the ring was marked broken by this side or the other
+    writer: RingPeer  #: the writing side: pid, and alive, closed or dead
+    reader: RingPeer  #: the reading side: the same
 
 
 def _count(value: Any, what: str) -> int:
@@ -380,6 +408,9 @@ class Ring:
         self._write_arg = _ffi.cast("void **", self._write_ptr)
         self._read_arg = _ffi.cast("void **", self._read_ptr)
         self._granted_write = 0  # frames the last write_view handed out, not yet committed
+        self._claims = 0  # the sides this object claimed (_WRITER | _READER)
+        self._peers = PeerWatch()
+        self._peer_due = {_WRITER: 0.0, _READER: 0.0}  # monotonic time of each side's next look
         self._closed = False
 
     def _keep_from_children(self) -> None:
@@ -411,10 +442,17 @@ class Ring:
         (that call finishes on memory that is still mapped).  Another process's handle on
         the same ring is not affected.
         """
+        state = self._state
         self._state = None  # drops the keeper unless a view or an engine still holds it
         if self._closed:
             return
         self._closed = True
+        claims = getattr(self, "_claims", 0)
+        if claims and state is not None:
+            _lib.sc_ring_leave(state[0], claims)  # the peer learns we left (and is woken)
+        peers = getattr(self, "_peers", None)
+        if peers is not None:
+            peers.close()
         discard = getattr(_private_rings, "discard", None)  # None at interpreter teardown
         if discard is not None:
             discard(self)
@@ -567,6 +605,9 @@ class Ring:
             raise RingClosedError(_CLOSED)
         if type(n) is not int or not 0 <= n <= self._capacity:
             n = min(_count(n, "n"), self._capacity)  # more than the ring holds: all it has
+        if (not self._claims & _WRITER or self._peer_due[_WRITER] <= _time.monotonic()
+                or _lib.sc_ring_peer_state(state[0], _READER) == _PEER_CLOSED):
+            self._look_at_peer(state[0], _WRITER, "write_view")
         k = _lib.sc_ring_write_region(state[0], n, self._write_arg)
         if k < 0:
             self._fail(k, "write_view")
@@ -611,8 +652,8 @@ class Ring:
             self._fail(status, "commit")
         self._granted_write -= k
 
-    def write(self, frames: Any) -> int:
-        """Writer: copy as many of ``frames`` as fit into the ring and publish them.
+    def write(self, frames: Any, timeout: float | None = 0.0) -> int:
+        """Writer: copy ``frames`` into the ring (what fits, or all of it waiting for room).
 
         The copying twin of :meth:`write_view` + :meth:`commit` (one C call).
 
@@ -620,30 +661,63 @@ class Ring:
         ----------
         frames : numpy.ndarray
             Shape ``(m, channels)``, or ``(m,)`` for one channel, of the ring's dtype.
+        timeout : float or None
+            0 (the default): no wait, what fits now.  Seconds: wait for room that long at
+            most.  None: wait until all of it is written.
 
         Returns
         -------
         int
-            Frames written (fewer than ``m`` when the ring is full).
+            Frames written: fewer than ``m`` when the ring is full (or stays full until the
+            timeout, or its reader, in this process, closed its side while this waited).
 
         Raises
         ------
         TypeError
             Not a numpy array, or not the ring's dtype.
         ValueError
-            The wrong shape.
+            The wrong shape, or a bad ``timeout``.
         RingClosedError
             The ring is closed.
         RingCorruptedError
             The ring is broken.
+        PeerGoneError
+            The reader, in another process, closed the ring or died (also while waiting):
+            nothing written would ever be read.
 
         Notes
         -----
-        The writer thread only.  Cancels a pending :meth:`write_view` grant.
+        The writer thread only.  Cancels a pending :meth:`write_view` grant.  A wait is woken
+        by the reader's releases (see :meth:`wait_writable`).
         """
+        if timeout == 0:
+            return self._write(frames, True)
+        deadline = None if timeout is None else _time.monotonic() + _timeout_s(timeout)
+        array = self._frames_arg(frames, "write(frames)")
+        done = self._write(array, True)
+        while done < array.shape[0]:
+            left = None if deadline is None else max(0.0, deadline - _time.monotonic())
+            if left == 0.0:
+                break
+            if not self._wait(_lib.sc_ring_wait_writable,
+                              min(array.shape[0] - done, self._capacity), left, "write"):
+                ring, _mirror = self._live()
+                if self._peers.peer(ring, _READER).state == "closed":
+                    break  # this process's reader left: nothing will make room
+            done += self._write(array[done:], True)
+        return done
+
+    def _write(self, frames: Any, check_peer: bool) -> int:
+        """:meth:`write` without a wait; ``check_peer``: raise PeerGoneError for a gone
+        reader (an engine's stream voice looks at its own voice instead)."""
         state = self._state  # the closed check; keeps the handle alive through the call
         if state is None:
             raise RingClosedError(_CLOSED)
+        if not self._claims & _WRITER:
+            self._claim(state[0], _WRITER)
+        if check_peer and (self._peer_due[_WRITER] <= _time.monotonic()
+                           or _lib.sc_ring_peer_state(state[0], _READER) == _PEER_CLOSED):
+            self._look_at_peer(state[0], _WRITER, "write")
         array = self._frames_arg(frames, "write(frames)")
         if not array.flags.c_contiguous:
             array = _np.ascontiguousarray(array)
@@ -685,16 +759,23 @@ class Ring:
 
         Notes
         -----
-        The reader thread only.  The frames stay valid until they are released.
+        The reader thread only.  The frames stay valid until they are released.  Raises
+        :class:`~streamcore.errors.PeerGoneError` only when nothing is left to read and the
+        writer closed the ring or died: what it wrote is always read first.
         """
         state = self._state  # the closed check; keeps the handle alive through the call
         if state is None:
             raise RingClosedError(_CLOSED)
         if type(n) is not int or not 0 <= n <= self._capacity:
             n = min(_count(n, "n"), self._capacity)  # more than the ring holds: all it has
+        if not self._claims & _READER:
+            self._claim(state[0], _READER)
         k = _lib.sc_ring_read_region(state[0], n, self._read_arg)
         if k < 0:
             self._fail(k, "read_view")
+        if k == 0 and n > 0 and (self._peer_due[_READER] <= _time.monotonic()
+                                 or _lib.sc_ring_peer_state(state[0], _WRITER) == _PEER_CLOSED):
+            self._look_at_peer(state[0], _READER, "read_view")
         start = self._region_start(self._read_ptr[0])
         return state[2][start:start + k]
 
@@ -771,6 +852,7 @@ class Ring:
         Notes
         -----
         The reader thread only.  Without ``out`` it allocates: pass ``out`` on a hot path.
+        Raises :class:`~streamcore.errors.PeerGoneError` as :meth:`read_view` does.
         """
         state = self._state  # the closed check; keeps the handle alive through the call
         if state is None:
@@ -784,10 +866,15 @@ class Ring:
             if not out.flags.c_contiguous:
                 raise ValueError("read(out=...) needs a C-contiguous array to copy into")
             n = min(n, out.shape[0])
+        if not self._claims & _READER:
+            self._claim(state[0], _READER)
         # require_writable: C writes into `out` (checked above; cffi checks it again).
         k = _lib.sc_ring_read_frames(state[0], _ffi.from_buffer(out, require_writable=True), n)
         if k < 0:
             self._fail(k, "read")
+        if k == 0 and n > 0 and (self._peer_due[_READER] <= _time.monotonic()
+                                 or _lib.sc_ring_peer_state(state[0], _WRITER) == _PEER_CLOSED):
+            self._look_at_peer(state[0], _READER, "read")
         return out[:k]
 
     # ---- figures ---------------------------------------------------------------------------
@@ -833,6 +920,8 @@ class Ring:
             The ring is closed.
         RingCorruptedError
             The ring is broken (also while waiting).
+        PeerGoneError
+            The reader closed the ring or died (also while waiting).
 
         Notes
         -----
@@ -843,6 +932,74 @@ class Ring:
         stopped) wakes it too: look at why before waiting again.
         """
         return self._wait(_lib.sc_ring_wait_writable, frames, timeout, "wait_writable")
+
+    async def await_writable(self, frames: int, timeout: float | None = None) -> bool:
+        """asyncio: :meth:`wait_writable` without blocking the event loop.
+
+        Parameters
+        ----------
+        frames : int
+            0 .. the capacity.
+        timeout : float or None
+            Seconds at most; None: no limit.
+
+        Returns
+        -------
+        bool
+            As :meth:`wait_writable`.
+
+        Raises
+        ------
+        TypeError, ValueError, RingClosedError, RingCorruptedError, PeerGoneError
+            As :meth:`wait_writable`.
+
+        Notes
+        -----
+        The wait is a futex in the ring's shared page (the reader may be another process,
+        which can write no fd this loop could watch), so one thread of the loop's default
+        executor blocks in it, woken by the reader's release: no polling.  Cancelling the
+        coroutine wakes that thread at once (``sc_ring_wake``: any other waiter on this ring
+        is woken too and looks again).  For an engine's input tap,
+        :meth:`Engine.aread_input <streamcore.Engine.aread_input>` needs no thread.
+        """
+        return await self._await(self.wait_writable, frames, timeout)
+
+    async def await_readable(self, frames: int, timeout: float | None = None) -> bool:
+        """asyncio: :meth:`wait_readable` without blocking the event loop.
+
+        Parameters
+        ----------
+        frames : int
+            0 .. the capacity.
+        timeout : float or None
+            Seconds at most; None: no limit.
+
+        Returns
+        -------
+        bool
+            As :meth:`wait_readable`.
+
+        Raises
+        ------
+        TypeError, ValueError, RingClosedError, RingCorruptedError, PeerGoneError
+            As :meth:`wait_readable`.
+
+        Notes
+        -----
+        As :meth:`await_writable`: an executor thread blocks in the futex, woken by the
+        writer's commit; cancelling wakes it.
+        """
+        return await self._await(self.wait_readable, frames, timeout)
+
+    async def _await(self, wait: Any, frames: Any, timeout: Any) -> bool:
+        future = _asyncio.get_running_loop().run_in_executor(None, wait, frames, timeout)
+        try:
+            return bool(await future)
+        except _asyncio.CancelledError:
+            state = self._state
+            if state is not None:
+                _lib.sc_ring_wake(state[0])  # the executor thread's wait ends now
+            raise
 
     def _wakes(self) -> int:
         """The ring's wake count (see :meth:`_wait`'s ``since``)."""
@@ -873,18 +1030,24 @@ class Ring:
             The ring is closed.
         RingCorruptedError
             The ring is broken (also while waiting).
+        PeerGoneError
+            Fewer than ``frames`` are left and the writer closed the ring or died.
 
         Notes
         -----
         The reader thread only; woken by the writer's next commit, as
-        :meth:`wait_writable` is by the reader's release.
+        :meth:`wait_writable` is by the reader's release.  While the writer is another
+        process the wait also looks at it every ``PEER_WAIT_SLICE_S`` (a futex cannot also
+        watch its pidfd), so its death ends the wait within that.
         """
         return self._wait(_lib.sc_ring_wait_readable, frames, timeout, "wait_readable")
 
     def _wait(self, call: Any, frames: Any, timeout: Any, operation: str,
-              since: int | None = None) -> bool:
+              since: int | None = None, check_peer: bool = True) -> bool:
         """The waits' common part.  ``since``: the wake count (:meth:`_wakes`) the caller
-        saw before it checked whether to wait; a wake after it ends the wait at once."""
+        saw before it checked whether to wait; a wake after it ends the wait at once.
+        ``check_peer``: a gone peer raises PeerGoneError (an engine's stream voice looks at
+        its own voice instead)."""
         if isinstance(frames, bool) or not isinstance(frames, int | _np.integer):
             raise TypeError(f"frames must be an int, not {type(frames).__name__}")
         if not 0 <= frames <= self._capacity:
@@ -892,20 +1055,99 @@ class Ring:
                              f"not {frames}")
         deadline = -1
         if timeout is not None:
-            if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not (
-                    0 <= timeout < float("inf")):
-                raise ValueError(f"timeout must be seconds >= 0 or None, not {timeout!r}")
-            deadline = _time.monotonic_ns() + int(timeout * 1e9)
+            deadline = _time.monotonic_ns() + int(_timeout_s(timeout) * 1e9)
         state = self._state  # keeps the handle alive while C waits on it
         if state is None:
             raise RingClosedError(_CLOSED)
+        side = _WRITER if call is _lib.sc_ring_wait_writable else _READER
         wakes = _lib.sc_ring_wakes(state[0]) if since is None else since
-        n: int = call(state[0], int(frames), deadline, wakes)
+        if not check_peer:
+            if not self._claims & side:
+                self._claim(state[0], side)
+            n: int = call(state[0], int(frames), deadline, wakes)
+        else:
+            n = self._wait_watching_peer(state[0], call, side, int(frames), deadline, wakes,
+                                         operation)
         if n in (-_errno.ETIMEDOUT, -_errno.EAGAIN):
             return False
         if n < 0:
             self._fail(n, operation)
         return True
+
+    def _wait_watching_peer(self, ring: Any, call: Any, side: int, frames: int,
+                            deadline: int, wakes: int, operation: str) -> int:
+        """A wait that raises PeerGoneError when the peer goes: a peer in this process or
+        none yet is waited for in one piece (its leaving wakes the ring), one in another
+        process in slices of PEER_WAIT_SLICE_S, looking at its pidfd between them."""
+        slice_ns = int(PEER_WAIT_SLICE_S * 1e9)
+        while True:
+            peer = self._look_at_peer(ring, side, operation, frames)
+            until = deadline
+            if not (peer.pid == _os.getpid() or peer.state == "unknown"):
+                now = _time.monotonic_ns()
+                until = now + slice_ns if deadline < 0 else min(deadline, now + slice_ns)
+            n: int = call(ring, frames, until, wakes)
+            if n == -_errno.EAGAIN:  # woken: a peer leaving wakes the ring, so look first
+                self._look_at_peer(ring, side, operation, frames)
+                return n
+            if n != -_errno.ETIMEDOUT or until == deadline:
+                return n
+
+    # ---- the peer --------------------------------------------------------------------------
+
+    def _claim(self, ring: Any, side: int) -> None:
+        _lib.sc_ring_claim(ring, side)
+        self._claims |= side
+
+    def _look_at_peer(self, ring: Any, side: int, operation: str, need: int = 1) -> RingPeer:
+        """Claim ``side`` if this object has not yet, and raise PeerGoneError if the other
+        side is gone (for a reader: only when fewer than ``need`` frames are left; the
+        writer's state is loaded before the level, so what it wrote before leaving counts).
+        Returns the peer."""
+        if not self._claims & side:
+            self._claim(ring, side)
+        self._peer_due[side] = _time.monotonic() + PEER_CHECK_S
+        peer = self._peers.peer(ring, _OTHER[side])
+        # A side of this very process that closed is not an error: the ring stays this
+        # process's to play again (a stream voice that ended leaves its reading side), and
+        # a wait it was in ends (woken) with what it got.
+        gone = peer.state == "dead" or (peer.state == "closed" and peer.pid != _os.getpid())
+        if gone and (side == _WRITER or _lib.sc_ring_readable(ring) < need):
+            self._peer_due[side] = 0.0  # look again next call: gone stays gone (no syscall)
+            consequence = ("nothing written now would be read" if side == _WRITER
+                           else "nothing more will come")
+            raise PeerGoneError(f"{operation}: {peer.describe()}: {consequence}",
+                                side=peer.side, pid=peer.pid, state=peer.state)
+        return peer
+
+    @property
+    def peer(self) -> RingPeer:
+        """The other side of this handle (the reader if it wrote, the writer if it read).
+
+        Returns
+        -------
+        RingPeer
+            Its pid and state: ``'alive'``, ``'closed'``, ``'dead'``, ``'none'`` (nobody
+            claimed that side yet) or ``'unknown'`` (another PID namespace).
+
+        Raises
+        ------
+        RingClosedError
+            The ring is closed.
+        ValueError
+            This handle has not written nor read yet (or did both): say which side with
+            :attr:`stats` ``.writer`` / ``.reader``.
+
+        Notes
+        -----
+        Any thread.  A peer that was killed shows ``'dead'`` at once (its pidfd), one that
+        closed its handle ``'closed'``.
+        """
+        ring, _mirror = self._live()
+        if self._claims not in (_WRITER, _READER):
+            raise ValueError("this handle has not written nor read yet (or did both), so it "
+                             "has no one peer: see stats.writer and stats.reader")
+        return self._peers.peer(ring, _OTHER[self._claims])
 
     @property
     def writable(self) -> int:
@@ -1088,7 +1330,8 @@ class Ring:
             frames_written=raw.frames_written, frames_read=raw.frames_read,
             overruns=raw.overruns, underruns=raw.underruns, corruptions=raw.corruptions,
             locked=bool(raw.locked), locked_bytes=raw.locked_bytes, lock_errno=raw.lock_errno,
-            broken=bool(raw.broken))
+            broken=bool(raw.broken), writer=self._peers.peer(ring, _WRITER),
+            reader=self._peers.peer(ring, _READER))
 
     def native_handle(self) -> tuple[Any, object]:
         """The C handle (``sc_ring *``) and the object that keeps it valid, for C users.
@@ -1141,6 +1384,14 @@ class Ring:
             raise ValueError(f"{what} takes frames of shape (n, {self._channels}), "
                              f"got shape {frames.shape}")
         return cast(_np.ndarray, frames)  # checked to be one above
+
+
+def _timeout_s(timeout: Any) -> float:
+    """A timeout in seconds, checked: a finite number >= 0."""
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not (
+            0 <= timeout < float("inf")):
+        raise ValueError(f"timeout must be seconds >= 0 or None, not {timeout!r}")
+    return float(timeout)
 
 
 def _close_private_rings_in_child() -> None:

@@ -28,6 +28,7 @@ TAINTS = {
     "CLIPPED": _lib.SC_TAINT_CLIPPED,
     "NONFINITE_OUTPUT": _lib.SC_TAINT_NONFINITE_OUTPUT,
     "UNDERRUN": _lib.SC_TAINT_UNDERRUN,
+    "REALTIME_LOST": _lib.SC_TAINT_REALTIME_LOST,
 }
 
 #: One record per mixer cycle (see sc_trace_record in native/streamcore.h).
@@ -127,6 +128,12 @@ class EngineStats:
     #: ``Engine(input_channels=N)``: the input side's figures (frames handed on, gaps, the
     #: tap's overflows; the device's own input counts are in :attr:`sink`); else empty
     input: dict[str, Any] = field(default_factory=dict)
+    #: times the watchdog found the mixer's realtime policy taken by someone else (rtkit's
+    #: canary, chrt): each one an event 'lost_realtime' and the REALTIME_LOST taint
+    realtime_losses: int = 0
+    #: ``Engine(reacquire=...)``: realtime asked for again after a loss, and how that went
+    #: (attempts, regained, the last grant's method and reasons); else empty
+    reacquire: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def _from_native(cls, s: Any, underruns_per_voice: dict[int, int]) -> EngineStats:
@@ -135,7 +142,8 @@ class EngineStats:
             periods=s.periods, cycles=s.cycles, consumed=s.consumed, skipped=s.skipped,
             xruns=s.xruns, frames=s.frames, clips=s.clipped, nans=s.nonfinite,
             underruns=s.underruns, late_starts=s.late_starts, commands=s.commands,
-            overruns=s.overruns, sigxcpu=s.sigxcpu, demotions=s.demotions, voices=s.voices,
+            overruns=s.overruns, sigxcpu=s.sigxcpu, demotions=s.demotions,
+            realtime_losses=s.realtime_losses, voices=s.voices,
             fill=s.fill, running=bool(s.running), start_ns=s.start_ns,
             wake_latency=Histogram._from_native(sum(s.late_hist), s.late_min, s.late_max,
                                                 s.late_sum, s.late_hist),

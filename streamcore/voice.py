@@ -157,8 +157,12 @@ class VoiceTable:
         self._free = collections.deque(range(MAX_VOICES))
         self._generations = [0] * MAX_VOICES
         self._voices: dict[int, Voice] = {}
-        # slot -> (what keeps the C side's pointer valid, the ring to close when handed back)
-        self._pins: dict[int, tuple[object, Ring | None]] = {}
+        # slot -> (what keeps the C side's pointer valid, the ring to close when handed back,
+        # the ring handle whose reading side this process claimed, to leave then)
+        self._pins: dict[int, tuple[object, Ring | None, Any]] = {}
+        # slot -> the end reason of a voice the engine stops for a reason of its own (its
+        # producer died): the mixer hands it back as 'stopped'
+        self._end_causes: dict[int, str] = {}
         self._cmd = _ffi.new("sc_command *")      # reused under the lock
         self._ret = _ffi.new("sc_voice_return *")  # reused under the lock
         self._watcher: threading.Thread | None = None  # see watch_ends()
@@ -339,6 +343,42 @@ class VoiceTable:
                              f"channels)")
         return gain, pan
 
+    def channel_map(self, channels: Any) -> list[int]:
+        """A voice's channel map (``channels=[2, 3]``) checked against the engine.
+
+        Parameters
+        ----------
+        channels : list of int
+            The output channel of each of the voice's channels: distinct, 0 .. the engine's
+            channels - 1.
+
+        Returns
+        -------
+        list of int
+            The map.
+
+        Raises
+        ------
+        TypeError
+            Not a list or tuple of ints.
+        ValueError
+            Empty, an entry out of range, or a channel named twice.
+
+        Notes
+        -----
+        Any thread; pure.
+        """
+        if not isinstance(channels, list | tuple):
+            raise TypeError(f"channels must be an int or a list of output channels, not "
+                            f"{type(channels).__name__}")
+        if not channels:
+            raise ValueError("channels must name at least one output channel")
+        mapping = [positive_int("an output channel", c, 0, self._channels - 1)
+                   for c in channels]
+        if len(set(mapping)) != len(mapping):
+            raise ValueError(f"channels names an output channel twice: {list(channels)}")
+        return mapping
+
     def fade_frames(self, name: str, seconds: Any) -> int:
         """A fade of ``seconds`` (0 .. 3600) in frames.
 
@@ -370,7 +410,7 @@ class VoiceTable:
     def add(self, kind: int, source: Any, channels: int, gain: Any, pan: Any,
             at: int | None, fade_in: Any, loop: bool = False, owned: bool = False,
             cls: type[Voice] | None = None, monitor: list[int] | None = None,
-            late: str = "play") -> Voice:
+            late: str = "play", output_map: list[int] | None = None) -> Voice:
         """Pin ``source``, take a slot and queue the ADD command: a new playing voice.
 
         Parameters
@@ -407,6 +447,9 @@ class VoiceTable:
             When ``at`` was already rendered: 'play' (from the first frame, late), 'skip'
             (the frames already due are skipped) or 'error' (not played: ``end_reason``
             'late', :meth:`Voice.wait` raises LateStartError).
+        output_map : list of int or None
+            The voice's channel c plays on output channel ``output_map[c]`` only (checked by
+            :meth:`channel_map`; ``pan`` must be 0); None: the usual layouts.
 
         Returns
         -------
@@ -448,15 +491,18 @@ class VoiceTable:
                     # until the pin is dropped, after the mixer handed the voice back.
                     data = _ffi.from_buffer(source,
                                             require_writable=kind == _lib.SC_VOICE_RECORD)
-                    pin: tuple[object, Ring | None] = ((data, source), None)
+                    pin: tuple[object, Ring | None, Any] = ((data, source), None, None)
                     cmd.data, cmd.ring, cmd.frames = (_ffi.cast("const float *", data),
                                                       _ffi.NULL, source.shape[0])
                 else:
                     # RingClosedError here if the ring was closed meanwhile; from now on
                     # the keepalive keeps the C handle valid whatever the ring's owner does.
                     handle, keepalive = source.native_handle()
-                    pin = (keepalive, source if owned else None)
+                    reader = handle if monitor is None else None  # a monitor's writer is us
+                    pin = (keepalive, source if owned else None, reader)
                     cmd.data, cmd.ring, cmd.frames = _ffi.NULL, handle, 0
+                    if reader is not None:  # this process reads it: its writer sees we live
+                        _lib.sc_ring_claim(reader, _lib.SC_RING_READER)
                 slot = self._free[0]
                 generation = (self._generations[slot] + 1) & 0xFFFFFFFF
                 cmd.op = _lib.SC_CMD_ADD
@@ -468,16 +514,22 @@ class VoiceTable:
                 cmd.late = _LATE[late]
                 for c, channel in enumerate(monitor or ()):
                     cmd.input_map[c] = channel
+                cmd.mapped = int(output_map is not None)
+                for c, channel in enumerate(output_map or ()):
+                    cmd.output_map[c] = channel
                 if cls is None:
                     cls = StreamVoice if kind == _lib.SC_VOICE_STREAM else Voice
                 voice = cls(self, slot, generation, source, channels, gain, pan)
                 voice.start_frame = None if start < 0 else start
+                voice.channel_map = output_map
                 # Pinned before the command can reach the mixer, unpinned at the hand-back.
                 self._pins[slot] = pin
                 try:
                     self.send(cmd)
                 except BaseException:
                     del self._pins[slot]  # not queued: the mixer never saw it
+                    if pin[2] is not None:
+                        _lib.sc_ring_leave(pin[2], _lib.SC_RING_READER)
                     raise
                 self._free.popleft()
                 self._generations[slot] = generation
@@ -523,6 +575,9 @@ class VoiceTable:
         Any thread; nothing is queued for a voice already done.
         """
         gain, pan = self.check_gain_pan(gain, pan)
+        if pan != 0.0 and voice.channel_map is not None:
+            raise ValueError("pan must be 0 for a voice with a channel map: the map places "
+                             "each channel")
         frame = -1 if at is None else positive_int("at", at, 0, 2**62)
         self._send_to(voice, _lib.SC_CMD_SET, gain=gain, pan=pan, start_frame=frame)
         return gain, pan
@@ -567,6 +622,39 @@ class VoiceTable:
         frame = -1 if at is None else positive_int("at", at, 0, 2**62)
         self._send_to(voice, _lib.SC_CMD_STOP, fade_frames=self.fade_frames("fade", fade),
                       start_frame=frame)
+
+    def end_voice(self, voice: Voice, cause: str, fade: float = 0.005) -> bool:
+        """Stop ``voice`` for a reason of the engine's own: it ends with ``cause`` as its
+        :attr:`~Voice.end_reason` (instead of 'stopped') after a ``fade``-second fade.
+
+        Parameters
+        ----------
+        voice : Voice
+            A voice of this table.
+        cause : str
+            The end reason to give it (e.g. 'producer_died').
+        fade : float
+            Seconds of the fade-out.
+
+        Returns
+        -------
+        bool
+            False when the voice was already done (or the engine closed): nothing queued.
+
+        Notes
+        -----
+        Any thread.
+        """
+        with self._lock:
+            if self._closed or voice._done.is_set():
+                return False
+            self._end_causes[voice._slot] = cause
+            try:
+                self.stop_voice(voice, fade)
+            except BaseException:
+                self._end_causes.pop(voice._slot, None)
+                raise
+            return True
 
     def finish_voice(self, voice: Voice) -> None:
         """Queue the FINISH command for a stream voice: it plays what its ring holds, then
@@ -687,8 +775,13 @@ class VoiceTable:
         """The slot is Python's again (caller holds the lock).  A voice flushed because the
         sink failed (:attr:`failure` set) ends as ``'failed'``, with the sink's reason."""
         voice = self._voices.pop(slot)
-        _keepalive, owned_ring = self._pins.pop(slot)
+        _keepalive, owned_ring, reader = self._pins.pop(slot)
         self._free.append(slot)
+        if reader is not None:  # the engine stops reading: the writer (another process?) learns it
+            _lib.sc_ring_leave(reader, _lib.SC_RING_READER)
+        cause = self._end_causes.pop(slot, None)
+        if cause is not None and reason == "stopped":
+            reason = cause
         if reason == "flushed" and self.failure is not None:
             voice._finish("failed", frames_played, underruns, underrun_frames, nans,
                           self.failure)
@@ -735,6 +828,53 @@ class VoiceTable:
         self._pins.clear()
 
 
+class MixerProgress:
+    """asyncio: wait for the mixer's next cycles on the event loop's own thread.
+
+    Parameters
+    ----------
+    table : VoiceTable
+        The engine's table (its progress eventfd and waiter count).
+
+    Notes
+    -----
+    Use as ``with MixerProgress(table) as progress: ... await progress.next(timeout)``, in a
+    coroutine.  While inside, the mixer writes the engine's progress eventfd once per cycle
+    (it does so only while a waiter is counted) and the loop watches a duplicate of it
+    (``add_reader``): no thread, no polling.
+    """
+
+    def __init__(self, table: VoiceTable) -> None:
+        self._table = table
+        self._fd = -1
+        self._woken = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __enter__(self) -> MixerProgress:
+        self._loop = asyncio.get_running_loop()
+        self._fd = os.dup(self._table.progress_fd())
+        self._table.watch_progress(1)
+        self._loop.add_reader(self._fd, self._readable)
+        return self
+
+    def _readable(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_read(self._fd)
+        self._woken.set()
+
+    async def next(self, timeout: float | None) -> None:
+        """Return after the mixer's next cycle (or ``timeout`` seconds; None: no limit)."""
+        self._woken.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._woken.wait(), timeout)
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._loop is not None
+        self._loop.remove_reader(self._fd)
+        self._table.watch_progress(-1)
+        os.close(self._fd)
+
+
 _voice_ids = itertools.count(1)  # next() is atomic under the GIL
 
 
@@ -778,13 +918,17 @@ class Voice:
         self._generation = generation
         self._source = source         # what the mixer reads (the table holds the real pin)
         self.channels = channels
+        #: the output channel of each of its channels (``channels=[...]``), or None
+        self.channel_map: list[int] | None = None
         self._gain = gain
         self._pan = pan
         self._done = threading.Event()
         self._callbacks: list[Callable[[], None]] = []  # run once at the end (_on_end)
         self._callbacks_lock = threading.Lock()
-        #: once done: "finished", "stopped", "flushed" (the engine stopped) or "failed" (its
-        #: sink failed for good: :attr:`error` says why)
+        #: once done: "finished", "stopped", "flushed" (the engine stopped), "failed" (its
+        #: sink failed for good: :attr:`error` says why), "late" (a refused late start) or
+        #: "producer_died" (a stream voice whose writing process died without closing its
+        #: ring)
         self.end_reason: str | None = None
         self.error: str | None = None  #: the sink's failure when end_reason is "failed"
         self.frames_played = 0        #: final count, once done
@@ -1181,7 +1325,7 @@ class StreamVoice(Voice):
         if timeout is not None:
             deadline = time.monotonic() + finite("timeout", timeout, 0.0)
         try:
-            done = self._ring.write(array)
+            done = self._ring._write(array, False)  # the voice's end is looked at below
         except (TypeError, ValueError) as e:
             if isinstance(e, StreamcoreError):  # the ring's own errors (closed) stay as they are
                 raise
@@ -1194,8 +1338,8 @@ class StreamVoice(Voice):
             if not may:
                 break
             ring._wait(_lib.sc_ring_wait_writable, min(total - done, ring.capacity), left,
-                       "write", since=wakes)
-            done += ring.write(array[done:])
+                       "write", since=wakes, check_peer=False)
+            done += ring._write(array[done:], False)
         return done
 
     def _room_may_come(self, deadline: float | None) -> tuple[bool, float | None]:
@@ -1244,30 +1388,13 @@ class StreamVoice(Voice):
         total = int(array.shape[0])
         if done >= total:
             return done
-        loop = asyncio.get_running_loop()
-        fd = os.dup(self._table.progress_fd())
-        woken = asyncio.Event()
-
-        def readable() -> None:
-            with contextlib.suppress(BlockingIOError):
-                os.eventfd_read(fd)
-            woken.set()
-
-        self._table.watch_progress(1)
-        loop.add_reader(fd, readable)
-        try:
+        with MixerProgress(self._table) as progress:
             while done < total:
                 may, left = self._room_may_come(deadline)
                 if not may:
                     break
-                woken.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(woken.wait(), left)
+                await progress.next(left)
                 done += self.write(array[done:], timeout=0)
-        finally:
-            loop.remove_reader(fd)
-            self._table.watch_progress(-1)
-            os.close(fd)
         return done
 
     def finish(self) -> None:

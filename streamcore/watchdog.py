@@ -34,6 +34,7 @@ REASONS = {
     _lib.SC_DEMOTE_HARD_LIMIT: "hard_limit",
     _lib.SC_DEMOTE_CANARY: "canary",
     _lib.SC_DEMOTE_RTTIME: "rttime",
+    _lib.SC_DEMOTE_OUTSIDE: "lost_realtime",  # not ours: reported, not done
 }
 
 
@@ -124,10 +125,13 @@ class Watchdog:
 
 @dataclass(frozen=True)
 class Event:
-    """One demotion by the watchdog."""
+    """One event of an engine: a demotion by the watchdog, or what it or Python saw."""
 
     time_ns: int          #: CLOCK_MONOTONIC (time.monotonic_ns())
-    reason: str           #: "overruns", "hard_limit", "canary", "rttime", or "sink_failed"
+    #: the watchdog's demotions: "overruns", "hard_limit", "canary", "rttime"; what it saw:
+    #: "lost_realtime" (someone else took the mixer's realtime); made in Python, with a
+    #: ``detail``: "sink_failed", "producer_died", "realtime_regained"
+    reason: str
     tid: int              #: the demoted thread (the mixer)
     threads: int          #: threads demoted (the canary rule demotes every RT thread)
     policy_before: int    #: the mixer's policy before (os.SCHED_*)
@@ -135,8 +139,9 @@ class Event:
     streak: int           #: over-budget cycles in a row
     canary_age_ns: int    #: time since the canary last ran
     cycle: int            #: the mixer's cycle count
-    result: int           #: 0, or -errno of the demotion
-    detail: str = ""      #: for "sink_failed": why (the sink's error); else empty
+    result: int           #: 0, or -errno of the demotion; for "lost_realtime": the policy now
+    #: for "sink_failed" and "producer_died": why; for "realtime_regained": the grant
+    detail: str = ""
 
     @classmethod
     def _from_native(cls, ev: Any) -> Event:

@@ -9,6 +9,7 @@ predicted, not just found.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -208,6 +209,73 @@ class TestInputTap:
         fed.clean(run)
         stats = engine.stats()
         assert stats.input["tap_overflows"] == 0 and stats.glitches["input"] == 0
+
+    def test_asyncio_reads_every_frame_without_polling(self, fed):
+        """``await engine.aread_input(n)`` on the event loop's thread (woken by the mixer's
+        progress eventfd): every frame in order, each read complete."""
+        engine = fed.engine
+        tap = engine.input
+
+        async def read_all() -> np.ndarray:
+            chunks = []
+            for _ in range(10):
+                chunk = await engine.aread_input(4800, timeout=10)
+                assert chunk.shape[0] == 4800, "a read came back short"
+                chunks.append(chunk)
+            return np.concatenate(chunks)
+
+        def run(offset: int) -> None:
+            tap.release(tap.readable)
+            data = asyncio.run(read_all())
+            origin = engine.stats().input["tap_origin"]
+            index = int(tap.stats.frames_read) - data.shape[0]
+            assert np.array_equal(data, ramp(index + origin - offset, data.shape[0], 2))
+        fed.clean(run)
+
+    def test_aread_input_bad_arguments_and_no_input(self, fed):
+        async def read(engine, *args, **kwargs):
+            return await engine.aread_input(*args, **kwargs)
+
+        with pytest.raises(ValueError, match="frames must be within"):
+            asyncio.run(read(fed.engine, 0))
+        with pytest.raises(ValueError, match="timeout"):
+            asyncio.run(read(fed.engine, 10, timeout=-1))
+        with (streamcore.Engine(sink="null") as engine,
+              pytest.raises(ValueError, match="captures nothing")):
+            asyncio.run(read(engine, 10))
+
+    def test_a_reader_process_learns_that_the_engine_closed(self, jack_server):
+        """The tap's writer is the engine's process: closing the engine says goodbye in the
+        ring, and a reader in another process gets PeerGoneError instead of waiting on."""
+        engine = streamcore.Engine(sink=DeviceSink(jack_server.device), input_channels=2)
+        engine.start()
+        tap = engine.input
+        code = textwrap.dedent("""
+            import json, sys
+            from streamcore import PeerGoneError, Ring
+            ring = Ring.attach(int(sys.argv[1]), lock="try")
+            print("reading", flush=True)
+            try:
+                while True:
+                    ring.read(ring.readable)
+                    ring.wait_readable(1024, timeout=60)
+            except PeerGoneError as e:
+                print(json.dumps({"state": e.state, "side": e.side, "pid": e.pid}))
+        """)
+        child = subprocess.Popen([sys.executable, "-c", code, str(tap.fd)], pass_fds=[tap.fd],
+                                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True)
+        try:
+            assert child.stdout.readline().strip() == "reading", child.stderr.read()
+            time.sleep(0.3)
+            engine.close()
+            out, err = child.communicate(timeout=30)
+        finally:
+            child.kill()
+            child.wait()
+            engine.close()
+        said = json.loads(out.strip().splitlines()[-1])
+        assert said == {"state": "closed", "side": "writer", "pid": os.getpid()}, err
 
     def test_another_process_reads_it(self, fed):
         """The tap's memfd passed to a child, which attaches and reads 0.5 s: every frame in

@@ -88,6 +88,12 @@ class TestDemos:
                 break
         assert min(xruns) <= 1, f"xruns in each of 5 runs: {xruns}"
 
+    def test_busy_main_thread_does_not_starve_the_process_producer(self):
+        done = run_demo(str(DEMOS / "busy_main_thread.py"), "--null", "--seconds", "4")
+        assert done.returncode == 0, done.stderr
+        assert figure(done.stdout, "process producer underruns") == 0
+        print(f"\n{done.stdout.strip()}")  # the thread's figure: measured, not asserted
+
     def test_two_process_plays_what_the_other_process_wrote(self):
         done = run_demo(str(DEMOS / "two_process.py"), "--null", "--seconds", "1.5")
         assert done.returncode == 0, done.stderr

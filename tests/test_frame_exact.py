@@ -176,3 +176,147 @@ class TestLateStarts:
         with (streamcore.Engine(sink="manual") as engine,
               pytest.raises(ValueError, match="late must be")):
             engine.play(_noise(16), late="later")
+
+
+class TestLateStreams:
+    """stream(at=f, late=...) for a frame already rendered: the same policies, the stream's
+    frame k belonging at output frame f + k (the manual clock rendered 512)."""
+
+    def _late(self, late: str, written: int, later: int = 0):
+        x = _noise(written + later, seed=written)
+        engine = streamcore.Engine(samplerate=RATE, blocksize=BLOCK, sink="manual")
+        engine.render(4)  # frames 0 .. 511 are out
+        voice = engine.stream(channels=2, frames=8192, at=100, late=late)
+        assert voice.write(x[:written], timeout=0) == written
+        first = engine.render(2)
+        assert voice.write(x[written:], timeout=0) == later
+        voice.finish()
+        rest = engine.render(24)
+        engine.close()
+        return voice, x, np.concatenate([first, rest])
+
+    def test_play_starts_from_the_first_frame_now(self):
+        voice, x, out = self._late("play", 2048)
+        assert np.array_equal(out[:2048], x) and not out[2048:].any()
+        assert voice.end_reason == "finished"
+
+    def test_skip_drops_the_queued_frames_that_were_due(self):
+        _voice, x, out = self._late("skip", 2048)
+        assert np.array_equal(out[:2048 - 412], x[412:])  # 512 - 100 frames were due
+        assert not out[2048 - 412:].any()
+
+    def test_skip_drops_due_frames_written_after_the_start_too(self):
+        # Only 100 frames queued at the start, 412 due: the next 312 written are dropped as
+        # they arrive, and the rest plays from there (the two periods rendered before it was
+        # written were an underrun, which skips nothing).
+        _voice, x, out = self._late("skip", 100, later=2000)
+        assert not out[:256].any()
+        assert np.array_equal(out[256:256 + 2100 - 412], x[412:])
+        assert not out[256 + 2100 - 412:].any()
+
+    def test_error_plays_nothing(self):
+        engine = streamcore.Engine(samplerate=RATE, blocksize=BLOCK, sink="manual")
+        engine.render(4)
+        voice = engine.stream(channels=2, at=100, late="error")
+        engine.render(1)
+        engine.close()
+        assert voice.end_reason == "late"
+        with pytest.raises(streamcore.LateStartError):
+            voice.wait(0)
+
+
+def _placed(x: np.ndarray, mapping: list[int], channels: int, frames: int) -> np.ndarray:
+    out = np.zeros((frames, channels), np.float32)
+    out[:x.shape[0], mapping] = x
+    return out
+
+
+class TestChannelMaps:
+    """channels=[...] puts each of a voice's channels on one engine channel, bit-exact."""
+
+    @pytest.mark.parametrize(("engine_channels", "mapping"),
+                             [(4, [2, 3]), (4, [3, 1, 0]), (8, [5, 0]), (8, [7]),
+                              (8, [0, 1, 2, 3, 4, 5, 6, 7])])
+    def test_a_buffer_voice_lands_on_its_channels(self, engine_channels, mapping):
+        x = np.random.default_rng(len(mapping)).uniform(
+            -0.5, 0.5, (3000, len(mapping))).astype(np.float32)
+        with streamcore.Engine(samplerate=RATE, blocksize=BLOCK, channels=engine_channels,
+                               sink="manual") as engine:
+            voice = engine.play(x, channels=mapping)
+            out = engine.render(32)
+        assert np.array_equal(out, _placed(x, mapping, engine_channels, out.shape[0]))
+        assert voice.channel_map == mapping and voice.end_reason == "finished"
+
+    @pytest.mark.parametrize(("engine_channels", "mapping"), [(4, [2, 3]), (8, [6, 1])])
+    def test_a_stream_voice_lands_on_its_channels(self, engine_channels, mapping):
+        x = np.random.default_rng(7).uniform(-0.5, 0.5, (3000, 2)).astype(np.float32)
+        with streamcore.Engine(samplerate=RATE, blocksize=BLOCK, channels=engine_channels,
+                               sink="manual") as engine:
+            voice = engine.stream(channels=mapping, frames=4096)
+            assert voice.ring.channels == 2
+            assert voice.write(x, timeout=0) == 3000
+            voice.finish()
+            out = engine.render(32)
+        assert np.array_equal(out, _placed(x, mapping, engine_channels, out.shape[0]))
+        assert voice.end_reason == "finished"
+
+    def test_a_ring_passed_in_with_a_map(self):
+        x = np.random.default_rng(8).uniform(-0.5, 0.5, (1000, 2)).astype(np.float32)
+        with (streamcore.Ring(2048, 2) as ring,
+              streamcore.Engine(samplerate=RATE, blocksize=BLOCK, channels=4,
+                                sink="manual") as engine):
+            ring.write(x)
+            voice = engine.stream(ring=ring, channels=[1, 3])
+            voice.finish()
+            out = engine.render(16)
+        assert np.array_equal(out, _placed(x, [1, 3], 4, out.shape[0]))
+
+    def test_mapped_and_unmapped_voices_mix(self):
+        a = np.random.default_rng(1).uniform(-0.25, 0.25, (1024, 2)).astype(np.float32)
+        b = np.random.default_rng(2).uniform(-0.25, 0.25, (1024, 4)).astype(np.float32)
+        with streamcore.Engine(samplerate=RATE, blocksize=BLOCK, channels=4,
+                               sink="manual") as engine:
+            engine.play(a, channels=[0, 2], gain=0.5)
+            engine.play(b)
+            out = engine.render(8)
+        expected = b.copy()
+        expected[:, [0, 2]] += a * np.float32(0.5)
+        assert np.array_equal(out, expected)
+
+    def test_gain_steps_and_stops_on_the_frame(self):
+        x = np.random.default_rng(3).uniform(-0.5, 0.5, (4096, 2)).astype(np.float32)
+        with streamcore.Engine(samplerate=RATE, blocksize=BLOCK, channels=4,
+                               sink="manual") as engine:
+            voice = engine.play(x, channels=[3, 2])
+            voice.set(gain=0.5, at=1000)
+            voice.stop(fade=0, at=2000)
+            out = engine.render(32)
+        expected = _placed(x[:2000], [3, 2], 4, out.shape[0])
+        expected[1000:2000] = _placed(x[1000:2000] * np.float32(0.5), [3, 2], 4, 1000)
+        assert np.array_equal(out, expected)
+
+    @pytest.mark.parametrize(("mapping", "message"), [
+        ([4], "within 0..3"), ([1, 1], "twice"), ([], "at least one"),
+        ("23", "list of output channels"), ([0.5], "must be an int")])
+    def test_bad_maps(self, mapping, message):
+        with (streamcore.Engine(channels=4, sink="manual") as engine,
+              pytest.raises((TypeError, ValueError), match=message)):
+            engine.stream(channels=mapping)
+
+    def test_the_array_must_have_one_channel_per_entry(self):
+        with (streamcore.Engine(channels=4, sink="manual") as engine,
+              pytest.raises(ValueError, match="maps 3")):
+            engine.play(_noise(64), channels=[0, 1, 2])
+
+    def test_no_pan_on_a_mapped_voice(self):
+        with streamcore.Engine(channels=2, sink="manual") as engine:  # a stereo engine pans
+            with pytest.raises(ValueError, match="pan must be 0"):
+                engine.play(_noise(64), channels=[1, 0], pan=0.5)
+            voice = engine.play(_noise(64), channels=[1, 0])  # left and right swapped
+            with pytest.raises(ValueError, match="pan must be 0"):
+                voice.set(pan=-1)
+
+    def test_without_a_map_other_layouts_are_refused_and_say_so(self):
+        with (streamcore.Engine(channels=4, sink="manual") as engine,
+              pytest.raises(ValueError, match="channels=")):
+            engine.play(_noise(64))  # a stereo array on a 4-channel engine

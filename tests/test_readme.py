@@ -48,7 +48,22 @@ class TestReadme:
         assert "zero copy: True" in printed
         assert "(512, 2) True" in printed
         assert "(1000, 2) True" in printed
+        assert "finished closed" in printed
         assert (tmp_path / "tour.flac").exists()
+
+    def test_script_blocks_run(self, tmp_path):
+        """The blocks marked ``python script`` (a producer process needs an importable
+        function and the ``__main__`` guard) run as scripts, each in a new interpreter."""
+        scripts = blocks("python script")
+        assert scripts
+        for i, code in enumerate(scripts):
+            path = tmp_path / f"readme_script_{i + 1}.py"
+            path.write_text(code)
+            done = subprocess.run([sys.executable, str(path)], cwd=tmp_path,
+                                  capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, (code, done.stderr)
+            assert done.stdout.strip(), f"script block {i + 1} printed nothing"
+        assert "finished 0" in done.stdout  # the producer process's block prints its end
 
     def test_command_block_runs(self, tmp_path):
         """The `streamcore` section's commands, on a machine without a sound device (aplay

@@ -7,6 +7,7 @@ catches a hang; what is asserted is that it ended, with what result."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -60,6 +61,42 @@ class TestRingWaits:
         assert thread.is_alive()
         ring.release(256)
         thread.join(HANG)
+        assert box == {"result": True}
+        ring.close()
+
+    def test_asyncio_waits_for_frames_and_room(self):
+        ring = streamcore.Ring(1024, 1, "float32", lock=False)
+
+        async def main() -> tuple[bool, bool, bool]:
+            threading.Timer(0.05, lambda: ring.write(np.ones(100, np.float32))).start()
+            readable = await ring.await_readable(100, timeout=HANG)
+            ring.write(np.ones(ring.capacity - 100, np.float32))  # full now
+            threading.Timer(0.05, lambda: ring.release(256)).start()
+            writable = await ring.await_writable(256, timeout=HANG)
+            timed_out = await ring.await_readable(ring.capacity, timeout=0.01)
+            return readable, writable, timed_out
+
+        assert asyncio.run(main()) == (True, True, False)
+        ring.close()
+
+    def test_cancelling_an_asyncio_wait_ends_its_thread(self):
+        """The executor thread blocked in the futex is woken at the cancel: asyncio.run
+        (which joins the executor at its end) returns."""
+        ring = streamcore.Ring(1024, 1, "float32", lock=False)
+
+        async def main() -> bool:
+            task = asyncio.ensure_future(ring.await_readable(1))  # no timeout: forever
+            await asyncio.sleep(0.05)
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                return True
+            return False
+
+        thread, box = _in_thread(lambda: asyncio.run(main()))
+        thread.join(HANG)
+        assert not thread.is_alive(), "the cancelled wait's thread kept waiting"
         assert box == {"result": True}
         ring.close()
 
