@@ -248,6 +248,18 @@ static bool all_finite(const float *src, size_t count)
     return bad == 0;
 }
 
+/* Frame i of a segment: the fade-in and fade-out envelopes together (1 outside them). */
+static inline float envelope(const sc_voice *v, uint32_t i, bool fade_in, bool fading)
+{
+    float env = 1.0f;
+    uint64_t played = v->since_start + i;
+    if (fade_in && played < v->fade_in_frames)
+        env = (float)(played + 1) / (float)v->fade_in_frames;
+    if (fading)
+        env *= (float)(v->fade_left - 1 - i) / (float)v->fade_total;
+    return env;
+}
+
 /* Add k source frames at block frame `at`, with the voice's gains, ramp and envelopes. */
 static void add_segment(sc_engine *e, sc_voice *v, float *mix, const float *src, uint32_t at,
                         uint32_t k, bool ramp)
@@ -260,12 +272,7 @@ static void add_segment(sc_engine *e, sc_voice *v, float *mix, const float *src,
 
     if (v->mapped) { /* each voice channel onto its own output channel */
         for (uint32_t i = 0; i < k; i++) {
-            float env = 1.0f;
-            uint64_t played = v->since_start + i;
-            if (fade_in && played < v->fade_in_frames)
-                env = (float)(played + 1) / (float)v->fade_in_frames;
-            if (fading)
-                env *= (float)(v->fade_left - 1 - i) / (float)v->fade_total;
+            const float env = envelope(v, i, fade_in, fading);
             float frac = (float)(at + i + 1) / (float)n;
             for (uint32_t c = 0; c < vch; c++) {
                 const uint32_t o = v->output_map[c];
@@ -303,12 +310,7 @@ static void add_segment(sc_engine *e, sc_voice *v, float *mix, const float *src,
         return;
     }
     for (uint32_t i = 0; i < k; i++) {
-        float env = 1.0f;
-        uint64_t played = v->since_start + i;
-        if (fade_in && played < v->fade_in_frames)
-            env = (float)(played + 1) / (float)v->fade_in_frames;
-        if (fading)
-            env *= (float)(v->fade_left - 1 - i) / (float)v->fade_total;
+        const float env = envelope(v, i, fade_in, fading);
         float frac = (float)(at + i + 1) / (float)n;
         for (uint32_t c = 0; c < ch; c++) {
             float g = ramp ? v->current[c] + (v->target[c] - v->current[c]) * frac : v->current[c];

@@ -67,6 +67,7 @@ class BusConnection:
     """
 
     _sock: socket.socket | None = None
+    unique_name = ""  #: the name the bus gave this connection (Hello)
 
     def __init__(self, timeout: float = 2.0) -> None:
         if not timeout > 0:
@@ -87,7 +88,22 @@ class BusConnection:
         except Exception as e:  # jeepney's AuthenticationError is a ValueError
             raise BusError("streamcore.NoBus", f"the system bus at {address} refused us: {e}",
                            _errno.ECONNREFUSED) from e
-        self.call(message_bus.Hello())
+        (self.unique_name,) = self.call(message_bus.Hello())
+
+    def own_pid(self) -> int | None:
+        """The pid the bus reports for this connection (GetConnectionUnixProcessID): this
+        process's pid as seen from outside any PID namespace it is in; None when the bus
+        does not say.
+
+        Returns
+        -------
+        int or None
+        """
+        try:
+            (pid,) = self.call(message_bus.GetConnectionUnixProcessID(self.unique_name))
+        except BusError:
+            return None
+        return int(pid)
 
     def _remaining(self) -> float:
         left = self._deadline - time.monotonic()

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from streamcore import _facts
+from streamcore import pidns as _pidns
 from streamcore import rtkit as _rtkit
 from streamcore.bus import BusConnection, BusError
 
@@ -143,7 +144,7 @@ def _own_tid(tid: int | None) -> int:
         return threading.get_native_id()
     if isinstance(tid, bool) or not isinstance(tid, int) or tid <= 0:
         raise ValueError(f"tid must be a positive kernel thread id, not {tid!r}")
-    if not os.path.exists(f"/proc/self/task/{tid}"):
+    if not _pidns.nspid(tid):  # found by its id here, also where /proc is an outer one's
         raise ValueError(f"tid {tid} is not a thread of this process (pid {os.getpid()})")
     return tid
 
@@ -481,7 +482,8 @@ def _polkit_after(error: BusError, bus: BusConnection,
 
 
 def _try_rtkit(bus: BusConnection, limits: _rtkit.RtkitLimits, tid: int, policy: str,
-               priority: int, reasons: list[str], notes: list[str]) -> bool:
+               priority: int, reasons: list[str], notes: list[str],
+               target: _pidns.RtkitTarget) -> bool:
     problems = limits.problems()
     if problems:
         reasons.append("rtkit: skipped: " + ", ".join(problems) +
@@ -500,7 +502,8 @@ def _try_rtkit(bus: BusConnection, limits: _rtkit.RtkitLimits, tid: int, policy:
         notes.append(f"RLIMIT_RTTIME set to soft {new_soft} / hard {new_hard} µs for rtkit")
     clamped = clamp_priority(priority, cast(int, limits.max_realtime_priority))
     try:
-        _rtkit.make_thread_realtime(tid, clamped, bus=bus)
+        _rtkit.make_thread_realtime(target.tid, clamped, pid=target.pid, bus=bus,
+                                    main_thread_form=target.main_thread_form)
     except BusError as e:
         reasons.append("rtkit: " + _rtkit.explain(
             e, priority=clamped, limits=limits, rttime_hard_us=new_hard, budget=rt_budget(tid),
@@ -513,6 +516,8 @@ def _try_rtkit(bus: BusConnection, limits: _rtkit.RtkitLimits, tid: int, policy:
         return False
     if clamped != priority:
         notes.append(f"priority {priority} clamped to rtkit's MaxRealtimePriority {clamped}")
+    if target.note:
+        notes.append(target.note)
     if now.policy != policy:
         notes.append(f"rtkit grants {_KERNEL_NAMES[now.policy]}, not the "
                      f"{_KERNEL_NAMES[policy]} asked for")
@@ -520,7 +525,7 @@ def _try_rtkit(bus: BusConnection, limits: _rtkit.RtkitLimits, tid: int, policy:
 
 
 def _try_rtkit_nice(bus: BusConnection, limits: _rtkit.RtkitLimits, tid: int, nice: int,
-                    reasons: list[str], notes: list[str]) -> bool:
+                    reasons: list[str], notes: list[str], target: _pidns.RtkitTarget) -> bool:
     if limits.min_nice_level is None:
         reasons.append("rtkit-nice: skipped: rtkit publishes no MinNiceLevel")
         return False
@@ -529,7 +534,8 @@ def _try_rtkit_nice(bus: BusConnection, limits: _rtkit.RtkitLimits, tid: int, ni
         reasons.append(f"rtkit-nice: skipped: rtkit's MinNiceLevel is {limits.min_nice_level}")
         return False
     try:
-        _rtkit.make_thread_high_priority(tid, clamped, bus=bus)
+        _rtkit.make_thread_high_priority(target.tid, clamped, pid=target.pid, bus=bus,
+                                         main_thread_form=target.main_thread_form)
     except BusError as e:
         reasons.append("rtkit-nice: " + _rtkit.explain(
             e, rttime_hard_us=_facts.rlimit(resource.RLIMIT_RTTIME)[1],
@@ -638,12 +644,17 @@ def acquire_realtime(tid: int | None = None, priority: int = 10, policy: str = "
                 reasons.append("rtkit: " + _rtkit.explain(e))
                 reasons.append("rtkit-nice: skipped: rtkit unreachable (see above)")
             else:
-                if _try_rtkit(bus, limits, tid, policy, priority, reasons, notes):
-                    return _grant("rtkit", tid, priority, reasons, notes)
-                if nice >= 0:
-                    reasons.append(f"rtkit-nice: skipped: nice {nice} is not a raise")
-                elif _try_rtkit_nice(bus, limits, tid, nice, reasons, notes):
-                    return _grant("rtkit-nice", tid, priority, reasons, notes)
+                target = _pidns.rtkit_target(tid, bus.own_pid())
+                if isinstance(target, str):  # a PID namespace hides this thread from rtkit
+                    reasons.append("rtkit: " + target)
+                    reasons.append("rtkit-nice: skipped: the same")
+                else:
+                    if _try_rtkit(bus, limits, tid, policy, priority, reasons, notes, target):
+                        return _grant("rtkit", tid, priority, reasons, notes)
+                    if nice >= 0:
+                        reasons.append(f"rtkit-nice: skipped: nice {nice} is not a raise")
+                    elif _try_rtkit_nice(bus, limits, tid, nice, reasons, notes, target):
+                        return _grant("rtkit-nice", tid, priority, reasons, notes)
     if nice >= 0:
         reasons.append(f"nice: skipped: nice {nice} is not a raise")
     elif _try_nice(tid, nice, reasons, notes):

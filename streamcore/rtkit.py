@@ -158,22 +158,35 @@ def _call_with_pid_fallback(bus: BusConnection, method: str, signature: str,
 
 
 def make_thread_realtime(tid: int, priority: int, *, pid: int | None = None,
-                         timeout: float = 2.0, bus: BusConnection | None = None) -> None:
+                         timeout: float = 2.0, bus: BusConnection | None = None,
+                         main_thread_form: bool = False) -> None:
     """Ask rtkit to make thread ``tid`` of ``pid`` (default: this process) SCHED_RR at
-    ``priority``.  The caller sets a finite hard RLIMIT_RTTIME first."""
+    ``priority``; ``main_thread_form``: ``MakeThreadRealtime(0, priority)``, the caller's
+    main thread as the bus knows it (what works from a PID namespace).  The caller sets a
+    finite hard RLIMIT_RTTIME first."""
     if bus is None:
         with BusConnection(timeout) as own:
-            return make_thread_realtime(tid, priority, pid=pid, timeout=timeout, bus=own)
+            return make_thread_realtime(tid, priority, pid=pid, timeout=timeout, bus=own,
+                                        main_thread_form=main_thread_form)
+    if main_thread_form:
+        bus.call(new_method_call(RTKIT, "MakeThreadRealtime", "tu", (0, priority)))
+        return None
     _call_with_pid_fallback(bus, "MakeThreadRealtime", "u", pid or os.getpid(), tid, priority)
     return None
 
 
 def make_thread_high_priority(tid: int, nice: int, *, pid: int | None = None,
-                              timeout: float = 2.0, bus: BusConnection | None = None) -> None:
-    """Ask rtkit to give thread ``tid`` of ``pid`` (default: this process) nice ``nice``."""
+                              timeout: float = 2.0, bus: BusConnection | None = None,
+                              main_thread_form: bool = False) -> None:
+    """Ask rtkit to give thread ``tid`` of ``pid`` (default: this process) nice ``nice``
+    (``main_thread_form``: as for :func:`make_thread_realtime`)."""
     if bus is None:
         with BusConnection(timeout) as own:
-            return make_thread_high_priority(tid, nice, pid=pid, timeout=timeout, bus=own)
+            return make_thread_high_priority(tid, nice, pid=pid, timeout=timeout, bus=own,
+                                             main_thread_form=main_thread_form)
+    if main_thread_form:
+        bus.call(new_method_call(RTKIT, "MakeThreadHighPriority", "ti", (0, nice)))
+        return None
     _call_with_pid_fallback(bus, "MakeThreadHighPriority", "i", pid or os.getpid(), tid, nice)
     return None
 

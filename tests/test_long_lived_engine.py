@@ -4,7 +4,9 @@ voices, and rings that silently stopped being locked)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import time
 
 import numpy as np
@@ -17,6 +19,15 @@ BATCH = 25  # voices alive at once: far below any fd or memlock limit
 
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
+
+
+def fd_targets() -> dict[str, str]:
+    """Each open fd and what it is (for the failure message)."""
+    out = {}
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own fd is gone already
+            out[fd] = os.readlink(f"/proc/self/fd/{fd}")
+    return out
 
 
 def maps() -> list[str]:
@@ -63,15 +74,25 @@ class TestFinishedVoicesReleaseTheirRings:
             # Warm-up: the first voices create what stays for the process's life (numpy's
             # and cffi's caches, Python's object arenas); the baseline is taken after them.
             run(2 * BATCH)
+            # The engine's own lasting helpers start on first use: the voice-end watcher
+            # (two eventfds) with the first wait() on a voice still playing.
+            playing = engine.stream(channels=2)
+            assert not playing.wait(0.01)
+            playing.stop(fade=0)
+            assert playing.wait(5.0)
             before = figures()
+            fds_before = fd_targets()
             started = time.monotonic()
             run(VOICES)
             elapsed = time.monotonic() - started
             after = figures()
+            fds_after = fd_targets()
+            threads = sorted(t.name for t in threading.enumerate())
             assert engine.voices == []
             stats = engine.stats()
         fds, rings, lines, locked = after
-        assert fds == before[0], f"open fds {before[0]} -> {fds}"
+        new = {fd: what for fd, what in fds_after.items() if fds_before.get(fd) != what}
+        assert fds == before[0], f"open fds {before[0]} -> {fds}: new {new}; threads {threads}"
         assert rings == before[1], f"ring mappings {before[1]} -> {rings}"
         assert locked == before[3], f"VmLck {before[3]} kB -> {locked} kB"
         # Every other mapping is the allocators' (pymalloc arenas of 1 MiB, glibc's mmap'ed

@@ -9,6 +9,7 @@ everything the function needs at the top of the test module.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import grp
 import os
 import pickle
@@ -87,10 +88,14 @@ class Unprivileged:
         self.uid = self.member.pw_uid
 
     def run(self, func: Callable[..., Any], *args: Any, in_rt_group: bool = True,
-            rlimits: dict[int, tuple[int, int]] | None = None, timeout: float = 60.0) -> Outcome:
+            rlimits: dict[int, tuple[int, int]] | None = None, timeout: float = 60.0,
+            pid_namespace: str | None = None) -> Outcome:
         """Fork, drop to the test user (the member of the rtkit-allowed group, or with
         ``in_rt_group=False`` the outsider, who is not), apply ``rlimits``
-        ({resource.RLIMIT_X: (soft, hard)}), call the function.
+        ({resource.RLIMIT_X: (soft, hard)}), call the function.  ``pid_namespace``:
+        first become pid 1 of a new PID namespace, keeping the host's /proc
+        (``'host-proc'``, as ``unshare --pid --fork``) or mounting its own
+        (``'own-proc'``, as ``unshare --pid --fork --mount-proc``).
 
         Its return value must pickle.  Output of the child goes to files read back here.
         """
@@ -99,7 +104,8 @@ class Unprivileged:
             pid = os.fork()
             if pid == 0:  # the child: never returns
                 os.close(read_end)
-                self._child(func, args, in_rt_group, rlimits or {}, out, err, write_end)
+                self._child(func, args, in_rt_group, rlimits or {}, out, err, write_end,
+                            pid_namespace)
             os.close(write_end)
             payload = self._collect(pid, read_end, timeout)
             status = self._wait(pid, timeout)
@@ -110,11 +116,14 @@ class Unprivileged:
         value, error = (None, "the child sent no result") if not payload else pickle.loads(payload)
         return Outcome(value, error, stdout, stderr, status)
 
-    def _child(self, func, args, in_rt_group, rlimits, out, err, write_end) -> None:
+    def _child(self, func, args, in_rt_group, rlimits, out, err, write_end,
+               pid_namespace=None) -> None:
         code = 0
         try:
             os.dup2(out.fileno(), 1)
             os.dup2(err.fileno(), 2)
+            if pid_namespace is not None:
+                _enter_pid_namespace(pid_namespace == "own-proc")
             resource.setrlimit(resource.RLIMIT_RTPRIO, (0, 0))
             for which, (soft, hard) in rlimits.items():
                 resource.setrlimit(which, (soft, hard))
@@ -165,6 +174,28 @@ class Unprivileged:
                 os.waitpid(pid, 0)
                 raise TimeoutError(f"the unprivileged child did not finish in {timeout} s")
             time.sleep(0.01)
+
+
+CLONE_NEWNS, CLONE_NEWPID = 0x00020000, 0x20000000
+MS_REC, MS_PRIVATE = 0x4000, 1 << 18
+
+
+def _enter_pid_namespace(own_proc: bool) -> None:
+    """unshare(CLONE_NEWPID) and fork: returns in the new namespace's pid 1; the process that
+    called it waits for that one and exits with its status.  ``own_proc``: also a mount
+    namespace with a /proc of the new PID namespace (the host's ids are then hidden)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWPID | (CLONE_NEWNS if own_proc else 0)) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWPID)")
+    pid = os.fork()
+    if pid != 0:
+        _, status = os.waitpid(pid, 0)
+        os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+    if own_proc:
+        if libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) != 0:
+            raise OSError(ctypes.get_errno(), "mount --make-rprivate /")
+        if libc.mount(b"proc", b"/proc", b"proc", 0, None) != 0:
+            raise OSError(ctypes.get_errno(), "mount -t proc proc /proc")
 
 
 def unprivileged_service() -> Unprivileged:
