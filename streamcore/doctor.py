@@ -51,6 +51,7 @@ from typing import Any, cast
 import prctl
 
 from streamcore import _facts
+from streamcore import pidns as _pidns
 from streamcore import realtime as _rt
 from streamcore import rtkit as _rtkit
 from streamcore._version import __version__
@@ -71,7 +72,7 @@ _ESTIMATED_LOCKED_BYTES = 4 * 1024 * 1024
 
 STATUSES = ("pass", "warn", "fail", "unknown")
 CHECK_IDS = (
-    "realtime", "rtkit", "polkit", "rlimit-rtprio", "rlimit-memlock", "rlimit-rttime",
+    "realtime", "rtkit", "polkit", "sandbox", "rlimit-rtprio", "rlimit-memlock", "rlimit-rttime",
     "capabilities", "groups", "audio-server", "kernel-preempt", "threadirqs", "high-res-timers",
     "rt-throttling", "rt-group-budget", "cpu-governor", "smt", "swappiness",
     "cpu-dma-latency", "timer-slack",
@@ -406,10 +407,49 @@ def judge_realtime(grant: dict[str, Any] | None, child: dict[str, Any] | None,
     return Check("realtime", title, "fail", "no realtime and no raised priority", fix, data)
 
 
+#: rtkit-daemon's canary when its command line says nothing (rtkit's own defaults)
+RTKIT_CANARY_DEFAULTS = {"cheep_ms": 5000, "watchdog_ms": 10000, "refuse_s": 300}
+_CANARY_OPTIONS = {"--canary-cheep-msec": "cheep_ms", "--canary-watchdog-msec": "watchdog_ms",
+                   "--canary-refuse-sec": "refuse_s"}
+
+
+def rtkit_canary(argv: list[str]) -> dict[str, Any]:
+    """rtkit-daemon's canary settings from its command line (``argv``, as in
+    /proc/PID/cmdline): ``enabled``, ``cheep_ms``, ``watchdog_ms``, ``refuse_s``."""
+    out: dict[str, Any] = {"enabled": True, **RTKIT_CANARY_DEFAULTS}
+    words = iter(argv[1:])
+    for word in words:
+        if word == "--no-canary":
+            out["enabled"] = False
+            continue
+        name, sep, value = word.partition("=")
+        if name in _CANARY_OPTIONS:
+            if not sep:
+                value = next(words, "")
+            with contextlib.suppress(ValueError):
+                out[_CANARY_OPTIONS[name]] = int(value)
+    return out
+
+
+def rtkit_daemon_canary() -> dict[str, Any] | None:
+    """The running rtkit-daemon's canary (its pid and :func:`rtkit_canary`); None when no
+    rtkit-daemon is found or its command line cannot be read."""
+    for entry in glob.glob("/proc/[0-9]*"):
+        if _read(f"{entry}/comm") != "rtkit-daemon":
+            continue
+        try:
+            with open(f"{entry}/cmdline", "rb") as f:
+                argv = [w.decode(errors="replace") for w in f.read().split(b"\0") if w]
+        except OSError:
+            return None
+        return {"pid": int(os.path.basename(entry)), **rtkit_canary(argv)}
+    return None
+
+
 def judge_rtkit(limits: dict[str, Any] | None, error: str | None, realtime_method: str | None,
-                address: str) -> Check:
+                address: str, canary: dict[str, Any] | None = None) -> Check:
     title = "RealtimeKit on the system bus"
-    data = {"bus": address, "limits": limits, "error": error}
+    data = {"bus": address, "limits": limits, "error": error, "canary": canary}
     if limits is None:
         needed = realtime_method not in ("direct",)
         return Check("rtkit", title, "fail" if needed else "warn", f"no answer: {error}",
@@ -419,11 +459,65 @@ def judge_rtkit(limits: dict[str, Any] | None, error: str | None, realtime_metho
     problems = _rtkit.RtkitLimits(**limits).problems()
     detail = (f"MaxRealtimePriority {limits['max_realtime_priority']}, MinNiceLevel "
               f"{limits['min_nice_level']}, RTTimeUSecMax {limits['rttime_usec_max']} µs")
+    if canary is not None:
+        detail += ("; canary off" if not canary["enabled"] else
+                   f"; its canary demotes every grant when starved {canary['watchdog_ms']} ms "
+                   f"and refuses for {canary['refuse_s']} s after (Engine(reacquire=...) "
+                   f"asks again)")
     if problems:
         return Check("rtkit", title, "fail", detail + ": " + ", ".join(problems),
                      "fix rtkit-daemon's options (--max-realtime-priority, --rttime-usec-max)",
                      data)
     return Check("rtkit", title, "pass", detail, None, data)
+
+
+def sandbox_facts(timeout: float) -> dict[str, Any]:
+    """Whether this process runs sandboxed: Flatpak's /.flatpak-info, a container's marker
+    file, and a PID namespace (the system bus sees another pid than ours; NSpid shows
+    whether /proc still names our threads by the host's ids)."""
+    from streamcore.bus import BusConnection
+
+    flatpak = None
+    info = _read("/.flatpak-info")
+    if info is not None:
+        app = [line.split("=", 1)[1].strip() for line in info.splitlines()
+               if line.startswith("name=")]
+        flatpak = app[0] if app else "(unnamed)"
+    container = next((p for p in ("/.dockerenv", "/run/.containerenv") if os.path.exists(p)),
+                     None)
+    bus_pid, bus_error = None, None
+    try:
+        with BusConnection(timeout) as bus:
+            bus_pid = bus.own_pid()
+    except BusError as e:
+        bus_error = str(e)
+    return {"flatpak": flatpak, "container": container, "pid": os.getpid(),
+            "bus_pid": bus_pid, "bus_error": bus_error, "nspid": list(_pidns.nspid())}
+
+
+def judge_sandbox(facts: dict[str, Any]) -> Check:
+    title = "sandbox and PID namespace"
+    pid, bus_pid, nspid = facts["pid"], facts["bus_pid"], facts["nspid"]
+    namespaced = bus_pid is not None and bus_pid != pid
+    if facts["flatpak"] is not None:
+        return Check("sandbox", title, "warn",
+                     f"Flatpak sandbox (app {facts['flatpak']}): rtkit cannot see its threads; "
+                     "sandboxed apps get realtime from the XDG portal, which streamcore does "
+                     "not ask yet",
+                     "for realtime now, run outside the sandbox", facts)
+    if namespaced and len(nspid) > 1:
+        return Check("sandbox", title, "pass",
+                     f"PID namespace (pid {pid} here, {bus_pid} for the system bus); /proc "
+                     "shows the host's ids, so rtkit is asked with them", None, facts)
+    if namespaced:
+        return Check("sandbox", title, "warn",
+                     f"PID namespace with its own /proc (pid {pid} here, {bus_pid} for the "
+                     "system bus): rtkit can promote only the main thread, not the mixer",
+                     "run outside the namespace, or keep the host's /proc in it (unshare "
+                     "--pid --fork without --mount-proc)", facts)
+    where = f" (container: {facts['container']})" if facts["container"] else ""
+    unknown = " (the system bus could not be asked)" if bus_pid is None else ""
+    return Check("sandbox", title, "pass", f"not sandboxed{where}{unknown}", None, facts)
 
 
 def judge_polkit(answers: dict[str, dict[str, bool]] | None, error: str | None,
@@ -485,11 +579,44 @@ def judge_memlock(limit: dict[str, int | None], cap_ipc_lock: bool | None, neede
                  "add '@audio - memlock unlimited' to /etc/security/limits.d/audio.conf", data)
 
 
-def judge_rttime(limit: dict[str, int | None], rttime_usec_max: int | None) -> Check:
+PAM_LIMITS = ("/etc/security/limits.conf", "/etc/security/limits.d/*.conf")
+
+
+def pam_rttime(user: str, groups: list[str],
+               patterns: tuple[str, ...] = PAM_LIMITS) -> list[dict[str, str]]:
+    """The ``rttime`` lines of pam_limits' files that apply to ``user`` (by name, by one of
+    ``groups`` as ``@group``, or ``*``), in the order pam_limits reads them.
+
+    Returns
+    -------
+    list of dict
+        ``file``, ``domain``, ``type`` ('soft', 'hard' or '-'), ``value`` (µs or
+        'unlimited'), each as written.
+    """
+    out: list[dict[str, str]] = []
+    for pattern in patterns:
+        for path in sorted(glob.glob(pattern)):
+            text = _read(path)
+            for line in (text or "").splitlines():
+                words = line.split("#", 1)[0].split()
+                if len(words) != 4 or words[2] != "rttime":
+                    continue
+                domain = words[0]
+                if domain in (user, "*") or (domain.startswith("@") and domain[1:] in groups):
+                    out.append({"file": path, "domain": domain, "type": words[1],
+                                "value": words[3]})
+    return out
+
+
+def judge_rttime(limit: dict[str, int | None], rttime_usec_max: int | None,
+                 pam: list[dict[str, str]] | None = None) -> Check:
     title = "RLIMIT_RTTIME"
     soft, hard = limit["soft"], limit["hard"]
     detail = f"soft {_text(soft, ' µs')}, hard {_text(hard, ' µs')}"
-    data = {**limit, "rtkit_rttime_usec_max": rttime_usec_max}
+    if pam:
+        detail += " (pam_limits: " + ", ".join(
+            f"{p['type']} {p['value']} for {p['domain']} in {p['file']}" for p in pam) + ")"
+    data = {**limit, "rtkit_rttime_usec_max": rttime_usec_max, "pam": pam or []}
     if hard is None:
         return Check("rlimit-rttime", title, "pass",
                      detail + " (streamcore sets hard <= RTTimeUSecMax, soft 0.8 x hard, "
@@ -926,15 +1053,18 @@ def run_checks(timeout: float = 1.0) -> dict[str, Any]:
     steps: list[tuple[str, str, Callable[[], Check]]] = [
         ("realtime", "realtime", lambda: judge_realtime(grant, child, rt_error)),
         ("rtkit", "rtkit", lambda: judge_rtkit(limits, rtkit_error, method,
-                                                system_bus_address())),
+                                                system_bus_address(), rtkit_daemon_canary())),
         ("polkit", "polkit", lambda: judge_polkit(answers, polkit_error, method)),
+        ("sandbox", "sandbox and PID namespace",
+         lambda: judge_sandbox(sandbox_facts(timeout))),
         ("rlimit-rtprio", "RLIMIT_RTPRIO",
          lambda: judge_rtprio(rtprio, caps["CAP_SYS_NICE"] if caps else None)),
         ("rlimit-memlock", "RLIMIT_MEMLOCK",
          lambda: judge_memlock(memlock, caps["CAP_IPC_LOCK"] if caps else None,
                                locked_bytes, memlock_probe, memlock_untried)),
         ("rlimit-rttime", "RLIMIT_RTTIME",
-         lambda: judge_rttime(rttime, limits["rttime_usec_max"] if limits else None)),
+         lambda: judge_rttime(rttime, limits["rttime_usec_max"] if limits else None,
+                              pam_rttime(user["name"], user["groups"]))),
         ("capabilities", "capabilities",
          lambda: judge_capabilities(caps, caps_error, realtime_ok,
                                     memlock_probe is None and memlock_untried is None)),

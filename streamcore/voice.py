@@ -59,6 +59,7 @@ from streamcore.errors import (
     CommandQueueFullError,
     EngineClosedError,
     LateStartError,
+    RingClosedError,
     SinkError,
     StreamcoreError,
     VoiceLimitError,
@@ -1339,8 +1340,22 @@ class StreamVoice(Voice):
                 break
             ring._wait(_lib.sc_ring_wait_writable, min(total - done, ring.capacity), left,
                        "write", since=wakes, check_peer=False)
-            done += ring._write(array[done:], False)
+            more = self._write_more(array[done:])
+            if more is None:
+                break
+            done += more
         return done
+
+    def _write_more(self, array: Any) -> int | None:
+        """After a wait: write what fits now; None when the voice ended meanwhile (the engine
+        may have closed its own ring already)."""
+        try:
+            return self._ring._write(array, False)
+        except RingClosedError:
+            self._table.reap()
+            if self.done:
+                return None
+            raise
 
     def _room_may_come(self, deadline: float | None) -> tuple[bool, float | None]:
         """For the writes' waits: whether waiting for room can still help (the voice plays
@@ -1394,7 +1409,10 @@ class StreamVoice(Voice):
                 if not may:
                     break
                 await progress.next(left)
-                done += self.write(array[done:], timeout=0)
+                more = self._write_more(array[done:])
+                if more is None:
+                    break
+                done += more
         return done
 
     def finish(self) -> None:

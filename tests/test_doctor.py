@@ -125,6 +125,51 @@ class TestVerdicts:
         assert doctor.judge_rttime({"soft": 200000, "hard": 200000}, 200000).status == "warn"
         assert doctor.judge_rttime({"soft": None, "hard": None}, 200000).status == "pass"
 
+    def test_pam_rttime_lines_for_this_user(self, tmp_path):
+        (tmp_path / "limits.conf").write_text(
+            "# comment\n@audio - rtprio 95\n@audio hard rttime 200000\n"
+            "alice soft rttime 150000  # hers\nbob hard rttime 1\n* - rttime unlimited\n")
+        (tmp_path / "limits.d").mkdir()
+        (tmp_path / "limits.d" / "audio.conf").write_text("@video hard rttime 5\n")
+        found = doctor.pam_rttime("alice", ["alice", "audio"],
+                                  (str(tmp_path / "limits.conf"),
+                                   str(tmp_path / "limits.d" / "*.conf")))
+        assert [(p["domain"], p["type"], p["value"]) for p in found] == [
+            ("@audio", "hard", "200000"), ("alice", "soft", "150000"), ("*", "-", "unlimited")]
+        check = doctor.judge_rttime({"soft": 150000, "hard": 200000}, 200000, found)
+        assert check.status == "pass" and "hard 200000 for @audio" in check.detail
+        assert check.data["pam"] == found
+
+    @pytest.mark.parametrize(("argv", "expected"), [
+        (["rtkit-daemon"], {"enabled": True, "cheep_ms": 5000, "watchdog_ms": 10000,
+                            "refuse_s": 300}),
+        (["rtkit-daemon", "--canary-cheep-msec=100", "--canary-watchdog-msec", "300",
+          "--canary-refuse-sec=0"], {"enabled": True, "cheep_ms": 100, "watchdog_ms": 300,
+                                     "refuse_s": 0}),
+        (["rtkit-daemon", "--no-canary"], {"enabled": False, "cheep_ms": 5000,
+                                           "watchdog_ms": 10000, "refuse_s": 300})])
+    def test_rtkit_canary_from_its_command_line(self, argv, expected):
+        assert doctor.rtkit_canary(argv) == expected
+
+    @staticmethod
+    def _sandbox(**changes: object) -> dict:
+        facts = {"flatpak": None, "container": None, "pid": 4242, "bus_pid": 4242,
+                 "bus_error": None, "nspid": [4242]}
+        return {**facts, **changes}
+
+    def test_sandbox_verdicts(self):
+        plain = doctor.judge_sandbox(self._sandbox())
+        assert plain.status == "pass" and plain.detail == "not sandboxed"
+        flatpak = doctor.judge_sandbox(self._sandbox(flatpak="org.example.Player"))
+        assert flatpak.status == "warn" and "org.example.Player" in flatpak.detail
+        hosts = doctor.judge_sandbox(self._sandbox(pid=1, bus_pid=9000, nspid=[9000, 1]))
+        assert hosts.status == "pass" and "host's ids" in hosts.detail
+        own = doctor.judge_sandbox(self._sandbox(pid=1, bus_pid=9000, nspid=[1]))
+        assert own.status == "warn" and "only the main thread" in own.detail
+        assert "--mount-proc" in own.fix
+        unknown = doctor.judge_sandbox(self._sandbox(bus_pid=None, bus_error="no bus"))
+        assert unknown.status == "pass" and "could not be asked" in unknown.detail
+
 
 def server_facts(**changes: object) -> dict:
     """audio_server_facts as a JACK2 server with one realtime thread gives them, changed."""
@@ -336,6 +381,24 @@ class TestAsUnprivileged:
         assert checks["realtime"]["status"] == "fail"
         assert "polkit refused" in checks["realtime"]["fix"]
         assert checks["polkit"]["status"] == "fail"
+
+    def test_in_a_pid_namespace_with_its_own_proc(self, rtkit_bus, unprivileged):
+        """A real PID namespace with its own /proc: the sandbox check warns with the fix;
+        the rtkit line names the suite's rtkit-daemon and its canary (rtkit's defaults)."""
+        report = unprivileged.run(_doctor_as_user, None, pid_namespace="own-proc").unwrap()
+        assert validate_report(report) == []
+        checks = by_id(report)
+        sandbox = checks["sandbox"]
+        assert sandbox["status"] == "warn", sandbox
+        assert sandbox["data"]["pid"] == 1 and sandbox["data"]["bus_pid"] not in (None, 1)
+        assert "only the main thread" in sandbox["detail"]
+        outside = by_id(unprivileged.run(_doctor_as_user, None).unwrap())
+        plain = outside["sandbox"]
+        assert plain["status"] == "pass" and plain["data"]["bus_pid"] == plain["data"]["pid"]
+        canary = outside["rtkit"]["data"]["canary"]
+        assert canary == {"pid": rtkit_bus.services[-1].pid,
+                          **doctor.rtkit_canary(["rtkit-daemon"])}  # started without options
+        assert "refuses for 300 s" in outside["rtkit"]["detail"]
 
     def test_without_a_bus(self, unprivileged, tmp_path):
         """No bus for the test user: realtime and rtkit fail, polkit unknown."""

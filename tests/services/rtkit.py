@@ -65,8 +65,9 @@ class _PipeDrain:
 class RtkitBus:
     """The running trio; ``address`` is the DBUS_SYSTEM_BUS_ADDRESS to use."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, rtkit_args: tuple[str, ...] = ()) -> None:
         self.workdir = workdir
+        self.rtkit_args = rtkit_args  # rtkit-daemon's options (its canary's, say)
         self.services: list[Service] = []
         self._rtkit_drain: _PipeDrain | None = None
         self.machine_lock: _MachineLock | None = None
@@ -96,7 +97,8 @@ class RtkitBus:
         self.services.append(polkit)
         if not wait_until(lambda: self._has_owner("org.freedesktop.PolicyKit1"), 15, 0.1):
             raise RuntimeError(polkit.describe_failure("polkitd did not claim its bus name"))
-        rtkit = Service("rtkit-daemon", [rtkitd], self.workdir / "rtkit.unused", env=env,
+        rtkit = Service("rtkit-daemon", [rtkitd, *self.rtkit_args], self.workdir / "rtkit.unused",
+                        env=env,
                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self._rtkit_drain = _PipeDrain(rtkit.process.stdout)
         self.services.append(rtkit)
@@ -175,13 +177,13 @@ class _MachineLock:
             self._fd = -1
 
 
-def start_rtkit_bus(workdir: Path) -> RtkitBus:
+def start_rtkit_bus(workdir: Path, rtkit_args: tuple[str, ...] = ()) -> RtkitBus:
     require_root("the rtkit bus fixture")
     lock = _MachineLock()
     if not lock.acquire(LOCK_WAIT):
         lock.release()
         unavailable(f"another test run held {MACHINE_LOCK} (its rtkit bus) for {LOCK_WAIT:g} s")
-    trio = RtkitBus(workdir)
+    trio = RtkitBus(workdir, rtkit_args)
     trio.machine_lock = lock
     try:
         trio.start()
