@@ -13,11 +13,8 @@ Outside CI a missing program skips with the Debian package to install; with CI=t
 
 from __future__ import annotations
 
-import os
 import pathlib
-import shutil
 import sys
-import tempfile
 
 import pytest
 
@@ -26,7 +23,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from tests.services.jack import start_jack
 from tests.services.pipewire import start_pipewire
-from tests.services.rtkit import start_rtkit_bus
+from tests.services.rtkit import rtkit_bus_in_use
 from tests.services.unprivileged import unprivileged_service
 
 
@@ -49,19 +46,8 @@ def pipewire_server(tmp_path_factory):
 def rtkit_bus():
     # Module scope: the machine-wide rtkit lock (tests/services/rtkit.py) is held only while a
     # module that needs rtkit runs, so test runs of other checkouts can take their turn.
-    # Not under pytest's tmp dir: that is private to root, and the unprivileged test user
-    # must reach the bus socket.
-    workdir = pathlib.Path(tempfile.mkdtemp(prefix="streamcore-bus-"))
-    trio = start_rtkit_bus(workdir)
-    saved = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
-    os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = trio.address
-    yield trio
-    if saved is None:
-        os.environ.pop("DBUS_SYSTEM_BUS_ADDRESS", None)
-    else:
-        os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = saved
-    trio.stop()
-    shutil.rmtree(workdir, ignore_errors=True)
+    with rtkit_bus_in_use() as trio:
+        yield trio
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ import time
 import pytest
 
 from tests.services.common import wait_until
-from tests.services.rtkit import start_rtkit_bus
+from tests.services.rtkit import rtkit_bus_in_use
 
 CANARY = ("--canary-cheep-msec=100", "--canary-watchdog-msec=300", "--canary-refuse-sec=0")
 FREEZE_S = 1.0
@@ -34,17 +34,8 @@ WALL = 0x40000000
 
 @pytest.fixture(scope="module")
 def canary_bus():
-    workdir = pathlib.Path(tempfile.mkdtemp(prefix="streamcore-bus-"))
-    trio = start_rtkit_bus(workdir, CANARY)
-    saved = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
-    os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = trio.address
-    yield trio
-    if saved is None:
-        os.environ.pop("DBUS_SYSTEM_BUS_ADDRESS", None)
-    else:
-        os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = saved
-    trio.stop()
-    shutil.rmtree(workdir, ignore_errors=True)
+    with rtkit_bus_in_use(CANARY) as trio:
+        yield trio
 
 
 def _canary_thread(rtkit_pid: int) -> int:

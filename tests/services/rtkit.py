@@ -10,11 +10,15 @@ it goes to a pipe that a thread drains into memory instead.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
+import shutil
 import subprocess
+import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from tests.services.common import (
@@ -175,6 +179,27 @@ class _MachineLock:
         if self._fd >= 0:
             os.close(self._fd)  # closing drops the flock
             self._fd = -1
+
+
+@contextlib.contextmanager
+def rtkit_bus_in_use(rtkit_args: tuple[str, ...] = ()) -> Iterator[RtkitBus]:
+    """A started rtkit bus, this process's DBUS_SYSTEM_BUS_ADDRESS pointing at it, for a
+    ``with`` block (a module's fixture): the address is restored and the trio stopped after.
+    Its folder is not under pytest's tmp dir: that is private to root, and the unprivileged
+    test user must reach the bus socket."""
+    workdir = Path(tempfile.mkdtemp(prefix="streamcore-bus-"))
+    trio = start_rtkit_bus(workdir, rtkit_args)
+    saved = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
+    os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = trio.address
+    try:
+        yield trio
+    finally:
+        if saved is None:
+            os.environ.pop("DBUS_SYSTEM_BUS_ADDRESS", None)
+        else:
+            os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = saved
+        trio.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def start_rtkit_bus(workdir: Path, rtkit_args: tuple[str, ...] = ()) -> RtkitBus:
