@@ -914,9 +914,15 @@ _PIPEWIRE_DUPLEX = """
     for channel, port in zip(("FL", "FR"), ins):
         linker.connect(f"{sink}:monitor_{{channel}}", port)
     time.sleep(0.3)
-    measured = [engine.measure_latency(0.5) for _ in range(3)]
-    noise = np.random.default_rng(5).uniform(-0.5, 0.5, (24000, 2)).astype(np.float32)
-    playrec_exact = bool(np.array_equal(engine.playrec(noise, measured[-1]), noise))
+    try:
+        measured = [engine.measure_latency(0.5) for _ in range(3)]
+        noise = np.random.default_rng(5).uniform(-0.5, 0.5, (24000, 2)).astype(np.float32)
+        playrec_exact = bool(np.array_equal(engine.playrec(noise, measured[-1]), noise))
+    except streamcore.SinkError as e:  # the server glitched in each of the engine's tries
+        if "glitched" not in str(e):
+            raise
+        print(json.dumps({{"glitched": str(e), "taints": sorted(engine.stats().taints)}}))
+        raise SystemExit(0)
     stats = engine.stats()
     linker.close()
     engine.close()
@@ -941,14 +947,16 @@ class TestOnPipeWire:
                         and r["playrec_exact"])
 
         runs = []
-        for _ in range(3):
+        for _ in range(5):
             result = pipewire_server.run_child(
                 _PIPEWIRE_DUPLEX.format(sink=pipewire_server.sink_name), via="jack",
                 timeout=90)
             runs.append(result)
             print(f"\nPipeWire duplex: {result}")
             # A run PipeWire glitched in (the VM's noise: an xrun moves the input clock) may
-            # be inexact and is made again; a clean run must be exact.
-            if exact(result) or not result["taints"]:
+            # be inexact, or the engine refuses to align it (SinkError after its own tries,
+            # CI saw 3 glitched tries in a row once): it is made again; a clean run must be
+            # exact.
+            if "glitched" not in result and (exact(result) or not result["taints"]):
                 break
-        assert exact(runs[-1]), runs
+        assert "glitched" not in runs[-1] and exact(runs[-1]), runs
