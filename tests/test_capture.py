@@ -317,20 +317,28 @@ class TestInputTap:
     def test_a_stalled_reader_loses_frames_counted_never_its_place(self, fed):
         engine = fed.engine
         tap = engine.input
-        time.sleep(TAP_FRAMES / 48000 + 0.6)  # the tap fills, then frames are lost
-        stats = engine.stats()
-        assert stats.input["tap_overflows"] >= 1 and stats.input["tap_lost_frames"] > 0
-        assert "XRUN" in stats.taints and stats.glitches["input"] >= 1
-        lost = stats.input["tap_lost_frames"]
-        data = tap.read(tap.readable)
-        base = position(data[0])
-        time.sleep(0.3)  # room again: the zeros owed go in, then the frames that follow
-        data = np.concatenate([data, tap.read(tap.readable)])
-        # Each frame is where it belongs: zeros where frames were lost, the ramp elsewhere.
-        expected = ramp(base, data.shape[0], 2)
-        kept = data[:, 1] != 0
-        assert np.array_equal(data[kept], expected[kept])
-        assert (~kept).sum() >= lost
+
+        def run(_offset: int) -> None:
+            tap.release(tap.readable)
+            before = engine.stats().input["tap_lost_frames"]
+            time.sleep(TAP_FRAMES / 48000 + 0.6)  # the tap fills, then frames are lost
+            stats = engine.stats()
+            assert stats.input["tap_overflows"] >= 1
+            assert "XRUN" in stats.taints and stats.glitches["input"] >= 1
+            lost = stats.input["tap_lost_frames"] - before
+            assert lost > 0
+            data = tap.read(tap.readable)
+            time.sleep(0.3)  # room again: the zeros owed go in, then the frames that follow
+            data = np.concatenate([data, tap.read(tap.readable)])
+            first = int(np.flatnonzero(data[:, 1] != 0)[0])  # a retry may begin with zeros
+            base = position(data[first]) - first
+            # Each frame is where it belongs: zeros where frames were lost, the ramp
+            # elsewhere (a run the JACK server xran in skips feeder cycles: made again).
+            expected = ramp(base, data.shape[0], 2)
+            kept = data[:, 1] != 0
+            assert np.array_equal(data[kept], expected[kept])
+            assert (~kept).sum() >= lost
+        fed.clean(run)
 
 
 class TestBadInput:
