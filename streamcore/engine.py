@@ -400,9 +400,7 @@ class Engine:
         try:
             self._stop_locked()
         finally:
-            self._events.post(Event(time_ns=time.monotonic_ns(), reason="sink_failed", tid=0,
-                                    threads=0, policy_before=0, busy_ns=0, streak=0,
-                                    canary_age_ns=0, cycle=0, result=0, detail=reason))
+            self._events.post(Event.made_here("sink_failed", reason))
 
     def start(self) -> None:
         """Start the mixer thread, its watchdog and canary, and acquire realtime for the mixer.
@@ -961,10 +959,8 @@ class Engine:
         with contextlib.suppress(EngineClosedError):
             if not self._table.end_voice(voice, "producer_died"):
                 return
-        self._events.post(Event(time_ns=time.monotonic_ns(), reason="producer_died", tid=0,
-                                threads=0, policy_before=0, busy_ns=0, streak=0,
-                                canary_age_ns=0, cycle=0, result=0,
-                                detail=f"stream voice {voice.id}: {detail}"))
+        self._events.post(Event.made_here("producer_died",
+                                          f"stream voice {voice.id}: {detail}"))
 
     # ---- input (Engine(input_channels=N)) ------------------------------------------------
 
@@ -1728,10 +1724,8 @@ class Engine:
             return self.grant
 
     def _regained(self, grant: _realtime.RealtimeGrant) -> None:
-        self._events.post(Event(time_ns=time.monotonic_ns(), reason="realtime_regained",
-                                tid=grant.tid, threads=1 + bool(self.watchdog_tid),
-                                policy_before=0, busy_ns=0, streak=0, canary_age_ns=0,
-                                cycle=0, result=0, detail=str(grant)))
+        self._events.post(Event.made_here("realtime_regained", str(grant), tid=grant.tid,
+                                          threads=1 + bool(self.watchdog_tid)))
 
     def repromote(self) -> _realtime.RealtimeGrant | None:
         """Acquire realtime for the mixer again after a watchdog demotion and re-arm the watchdog.
@@ -1809,9 +1803,7 @@ class Engine:
         def notify(reason: str, detail: str) -> None:
             engine = ref()
             if engine is not None:
-                engine._events.post(Event(time_ns=time.monotonic_ns(), reason=reason, tid=0,
-                                          threads=0, policy_before=0, busy_ns=0, streak=0,
-                                          canary_age_ns=0, cycle=0, result=0, detail=detail))
+                engine._events.post(Event.made_here(reason, detail))
 
         context = SinkContext(self.output, self._handle, self.samplerate, self.blocksize,
                               self.channels, self.dtype, self.periods, self._lock,

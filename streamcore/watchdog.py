@@ -21,6 +21,7 @@ Each demotion is an :class:`Event` and sets taints.  Nothing re-promotes by itse
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,6 +143,14 @@ class Event:
     result: int           #: 0, or -errno of the demotion; for "lost_realtime": the policy now
     #: for "sink_failed" and "producer_died": why; for "realtime_regained": the grant
     detail: str = ""
+
+    @classmethod
+    def made_here(cls, reason: str, detail: str, tid: int = 0, threads: int = 0) -> Event:
+        """An event made in Python (a sink failed, a producer died, realtime regained): now,
+        with ``detail``, the watchdog's fields zero."""
+        return cls(time_ns=time.monotonic_ns(), reason=reason, tid=tid, threads=threads,
+                   policy_before=0, busy_ns=0, streak=0, canary_age_ns=0, cycle=0, result=0,
+                   detail=detail)
 
     @classmethod
     def _from_native(cls, ev: Any) -> Event:
