@@ -224,6 +224,15 @@ uint32_t sc_engine_fill(const sc_engine *e)
     return atomic_load_explicit((_Atomic uint32_t *)&e->target_fill, memory_order_relaxed);
 }
 
+int32_t sc_engine_voice_ended(const sc_engine *e, uint32_t slot, uint32_t generation)
+{
+    if (slot >= SC_MAX_VOICES)
+        return 0;
+    const sc_voice *v = &e->voices[slot];
+    return atomic_load_explicit((_Atomic uint32_t *)&v->ended_generation,
+                                memory_order_acquire) == generation;
+}
+
 int sc_engine_poll_return(sc_engine *e, sc_voice_return *out)
 {
     int64_t i = sc_spsc_peek(&e->returns, SC_MAX_VOICES);

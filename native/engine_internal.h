@@ -58,6 +58,10 @@ typedef struct sc_voice {
     _Atomic uint32_t live_generation;
     _Atomic int64_t live_start;    /* start_frame, for Python */
     _Atomic uint32_t active;
+    /* The generation the mixer last handed back, stored before it wakes the voice's ring: a
+     * writer woken by that wake sees its voice ended before the return is even published
+     * (and cannot wait again for a wake that will not come). */
+    _Atomic uint32_t ended_generation;
     sc_counter frames_played;
     sc_counter underruns;
     sc_counter underrun_frames;

@@ -69,6 +69,8 @@ void sc_mixer_hand_back(sc_engine *e, sc_voice *v, uint32_t slot, uint32_t reaso
     if (v->monitor)
         e->active_monitors--;
     v->monitor = 0;
+    /* release, before the wake: a producer woken by it finds the end (sc_engine_voice_ended) */
+    atomic_store_explicit(&v->ended_generation, v->generation, memory_order_release);
     if (v->ring != NULL)
         sc_ring_wake(v->ring); /* a producer blocked on its ring looks again: the voice ended */
     v->phase = SC_PHASE_FREE;

@@ -662,6 +662,9 @@ uint32_t sc_engine_input_peaks(sc_engine *engine, float *out, uint32_t max);
 int32_t sc_engine_mixing(const sc_engine *engine);
 /* The input frame clock: every captured frame before it has been distributed. */
 uint64_t sc_engine_input_frame(const sc_engine *engine);
+/* 1 once the mixer handed back that generation of the slot (its ring was woken after this
+ * was set, before the return is published): a woken writer looks here, not at the returns. */
+int32_t sc_engine_voice_ended(const sc_engine *engine, uint32_t slot, uint32_t generation);
 /* Take one returned voice: 1 (out filled) or 0 (none). */
 int sc_engine_poll_return(sc_engine *engine, sc_voice_return *out);
 /* Copy the live counters of one slot.  0 or -EINVAL. */

@@ -239,6 +239,19 @@ class VoiceTable:
             return (not self._closed and self.running
                     and bool(_lib.sc_engine_mixing(self._handle)))
 
+    def ended(self, voice: Voice) -> bool:
+        """True once the mixer handed ``voice`` back, maybe before its return is published.
+
+        Notes
+        -----
+        Any thread.  The mixer marks the end before it wakes the voice's ring and publishes
+        the return after: a writer woken by that wake looks here (the return may still be
+        on its way, and no second wake follows).
+        """
+        with self._lock:
+            return self._closed or bool(_lib.sc_engine_voice_ended(
+                self._handle, voice._slot, voice._generation))
+
     @property
     def free_slots(self) -> int:
         """Slots free for a new voice (after reaping what the mixer handed back).
@@ -1361,7 +1374,7 @@ class StreamVoice(Voice):
         """For the writes' waits: whether waiting for room can still help (the voice plays
         on, the mixer runs, time is left) and the seconds left (None: no limit)."""
         self._table.reap()  # a voice the mixer handed back is done now
-        if self.done or not self._table.mixing():
+        if self.done or not self._table.mixing() or self._table.ended(self):
             return False, None
         left = None if deadline is None else deadline - time.monotonic()
         return left is None or left > 0, left

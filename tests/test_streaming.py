@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import streamcore
+from tests.services.common import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 HANG = 10.0  # seconds: only a hang takes this long
@@ -177,6 +178,20 @@ class TestBlockingWrite:
             thread.join(HANG)
             assert not thread.is_alive(), "the writer still waits for a voice that ended"
             assert 0 < box["result"] < 10**7 and voice.done
+
+    def test_the_end_is_seen_before_its_return_is_taken(self):
+        """A writer woken by its voice's end must see the end even before anyone took the
+        mixer's return (CI once saw a writer wait again in that gap, for 10 s): the mixer
+        marks the end before it wakes the ring."""
+        with streamcore.Engine(sink="null") as engine:
+            voice = engine.stream(channels=1, frames=1024)
+            table = voice._table
+            assert not table.ended(voice)
+            voice.stop(0)
+            assert wait_until(lambda: table.ended(voice), HANG)
+            assert voice.done and table.ended(voice)
+            again = engine.stream(channels=1, frames=1024)  # a new voice (maybe in the same slot)
+            assert not table.ended(again)
 
     def test_a_stopped_engine_wakes_its_writers(self):
         with streamcore.Engine(sink="null") as engine:
