@@ -341,29 +341,35 @@ class TestPipeWire:
         assert wait_until(lambda: not set(result["linked"]) & {
             out for out, _in in pipewire_server.links()}, 5), pipewire_server.links()
 
-    def test_recording_contains_the_sequence_bit_exact(self, pipewire_server):
+    def test_recording_contains_the_sequence_bit_exact(self, tmp_path):
         """A float32 sequence that one JACK client plays into the sink comes out of the
         sink's monitor ports sample for sample, recorded by a second JACK client."""
         # A run in which PipeWire missed a cycle (the profiler's count: xruns are invisible
-        # to the clients) proves nothing either way: it is run again, up to 8 times.
+        # to the clients) proves nothing either way: it is run again, up to 8 times.  On a
+        # server of its own at a 1024-frame quantum (21 ms cycles): at the suite's 256 a
+        # loaded CI VM made the daemon's own driver late in 8 runs of 8, while what is
+        # tested here (the monitor ports carry what was played) does not depend on it.
+        server = start_pipewire(tmp_path / "pw", quantum=1024)
         runs = []
-        for attempt in range(8):
-            code = textwrap.dedent(_BIT_EXACT).format(sink=pipewire_server.sink_name,
-                                                      seed=attempt)
-            with pipewire_server.profiler() as profiler:
-                result = pipewire_server.run_child(code, via="jack", timeout=60)
-            count = profiler.count
-            assert count is not None
-            runs.append(f"{result} {count}")
-            if count.glitches == 0:
-                break
-        else:
-            pytest.fail("PipeWire missed cycles in each of 8 runs:\n" + "\n".join(runs))
-        assert result["played"] and result["blocksize"] == pipewire_server.quantum, runs
+        try:
+            for attempt in range(8):
+                code = textwrap.dedent(_BIT_EXACT).format(sink=server.sink_name, seed=attempt)
+                with server.profiler() as profiler:
+                    result = server.run_child(code, via="jack", timeout=60)
+                count = profiler.count
+                assert count is not None
+                runs.append(f"{result} {count} load {os.getloadavg()[0]:.2f}")
+                if count.glitches == 0:
+                    break
+            else:
+                pytest.fail("PipeWire missed cycles in each of 8 runs:\n" + "\n".join(runs))
+        finally:
+            server.stop()
+        assert result["played"] and result["blocksize"] == server.quantum, runs
         # the profiler saw the cycles that the recorder ran in, else its zero proves nothing
         assert len(count.followers) >= 2, runs
         assert min(f.steady for f in count.followers.values()) \
-            >= 0.9 * result["recorded"] / pipewire_server.quantum, runs
+            >= 0.9 * result["recorded"] / server.quantum, runs
         assert result["found"] >= 0, f"the recording does not hold the sequence: {runs}"
 
     def test_profiler_log_is_counted(self):
