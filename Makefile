@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # Debian packages streamcore needs on the machine (see README, "What gets installed").
 DEB_PACKAGES := libportaudio2 libcap-dev jackd2 dbus polkitd rtkit libsndfile1 rt-tests sox alsa-utils ffmpeg pv \
-	pipewire pipewire-bin pipewire-jack
+	pipewire pipewire-bin pipewire-jack xdg-desktop-portal
 # PipeWire's ALSA plugin is unpacked here, never installed: the pipewire-alsa package makes ALSA's
 # "default" device PipeWire for every process on the machine.  Only the PipeWire tests' child
 # processes see it (ALSA_CONFIG_PATH, tests/services/pipewire.py).

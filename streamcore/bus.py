@@ -23,7 +23,7 @@ from jeepney.low_level import Message
 
 from streamcore.errors import StreamcoreError
 
-__all__ = ["BusConnection", "BusError", "system_bus_address"]
+__all__ = ["BusConnection", "BusError", "session_bus_address", "system_bus_address"]
 
 # D-Bus error names and the errno they mean, as PipeWire's module-rt maps them.
 _ERRNO_OF = {
@@ -38,6 +38,8 @@ _ERRNO_OF = {
     "org.freedesktop.DBus.Error.TimedOut": _errno.ETIMEDOUT,
     "org.freedesktop.DBus.Error.InvalidArgs": _errno.EINVAL,
     "org.freedesktop.DBus.Error.Failed": _errno.EIO,
+    "org.freedesktop.portal.Error.NotAllowed": _errno.EACCES,
+    "org.freedesktop.portal.Error.Failed": _errno.EIO,
 }
 
 
@@ -59,36 +61,67 @@ def system_bus_address() -> str:
     return os.environ.get("DBUS_SYSTEM_BUS_ADDRESS") or "unix:path=/var/run/dbus/system_bus_socket"
 
 
+def session_bus_address() -> str | None:
+    """The session bus address, found the standard way: DBUS_SESSION_BUS_ADDRESS, else the
+    socket ``$XDG_RUNTIME_DIR/bus`` when it exists (systemd's user bus); None: no session
+    bus can be named."""
+    address = os.environ.get("DBUS_SESSION_BUS_ADDRESS")
+    if address:
+        return address
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.exists(os.path.join(runtime, "bus")):
+        return f"unix:path={os.path.join(runtime, 'bus')}"
+    return None
+
+
 class BusConnection:
-    """One connection to the system bus; not thread-safe (one thread uses it at a time).
+    """One connection to a bus (the system bus unless told otherwise); not thread-safe (one
+    thread uses it at a time).
 
     Use as a context manager.  ``timeout`` bounds everything the connection does, from the
-    connect in the constructor to the last call, in total.
+    connect in the constructor to the last call, in total.  ``session=True``: the session
+    bus (:func:`session_bus_address`); ``address``: that bus instead.
     """
 
     _sock: socket.socket | None = None
     unique_name = ""  #: the name the bus gave this connection (Hello)
 
-    def __init__(self, timeout: float = 2.0) -> None:
+    def __init__(self, timeout: float = 2.0, *, session: bool = False,
+                 address: str | None = None) -> None:
         if not timeout > 0:
             raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
         self._deadline = time.monotonic() + timeout
         self._timeout = timeout
         self._serials = itertools.count(1)
         self._parser = Parser()
-        address = system_bus_address()
+        self.kind = "session bus" if session else "system bus"
+        if address is None:
+            address = session_bus_address() if session else system_bus_address()
+        if address is None:
+            raise BusError("streamcore.NoBus", "DBUS_SESSION_BUS_ADDRESS is not set and "
+                           "there is no $XDG_RUNTIME_DIR/bus", _errno.ENOENT)
+        self.address = address
         try:
-            self._sock = prep_socket(get_bus("SYSTEM"), timeout=self._remaining())
+            self._sock = prep_socket(get_bus(address), timeout=self._remaining())
         except TimeoutError as e:
-            raise BusError("streamcore.Timeout", f"the system bus at {address} did not "
+            raise BusError("streamcore.Timeout", f"the {self.kind} at {address} did not "
                            f"authenticate us within {timeout:g} s", _errno.ETIMEDOUT) from e
         except OSError as e:
-            raise BusError("streamcore.NoBus", f"no system bus at {address}: "
+            raise BusError("streamcore.NoBus", f"no {self.kind} at {address}: "
                            f"{e.strerror or e}", e.errno or _errno.ENOENT) from e
         except Exception as e:  # jeepney's AuthenticationError is a ValueError
-            raise BusError("streamcore.NoBus", f"the system bus at {address} refused us: {e}",
+            raise BusError("streamcore.NoBus", f"the {self.kind} at {address} refused us: {e}",
                            _errno.ECONNREFUSED) from e
         (self.unique_name,) = self.call(message_bus.Hello())
+
+    def has_owner(self, name: str) -> bool:
+        """Whether ``name`` is owned on this bus now (NameHasOwner: never starts a service).
+
+        Returns
+        -------
+        bool
+        """
+        return bool(self.call(message_bus.NameHasOwner(name))[0])
 
     def own_pid(self) -> int | None:
         """The pid the bus reports for this connection (GetConnectionUnixProcessID): this
@@ -109,7 +142,7 @@ class BusConnection:
         left = self._deadline - time.monotonic()
         if left <= 0:
             raise BusError("streamcore.Timeout",
-                           f"the system bus did not answer within {self._timeout:g} s",
+                           f"the {self.kind} did not answer within {self._timeout:g} s",
                            _errno.ETIMEDOUT)
         return left
 
@@ -127,7 +160,8 @@ class BusConnection:
                     self._sock.settimeout(self._remaining())
                     data = self._sock.recv(65536)
                     if not data:
-                        raise BusError("streamcore.NoBus", "the system bus closed the connection",
+                        raise BusError("streamcore.NoBus",
+                                       f"the {self.kind} closed the connection",
                                        _errno.ECONNRESET)
                     self._parser.add_data(data)
                     continue
@@ -139,12 +173,12 @@ class BusConnection:
                     raise BusError(name, text or name)
                 return cast(tuple[Any, ...], reply.body)
         except TimeoutError as e:
-            raise BusError("streamcore.Timeout", f"no reply from the system bus within "
+            raise BusError("streamcore.Timeout", f"no reply from the {self.kind} within "
                            f"{self._timeout:g} s", _errno.ETIMEDOUT) from e
         except BusError:
             raise
         except OSError as e:
-            raise BusError("streamcore.NoBus", f"system bus I/O failed: {e}",
+            raise BusError("streamcore.NoBus", f"{self.kind} I/O failed: {e}",
                            e.errno or _errno.EIO) from e
 
     def get_property(self, address: DBusAddress, name: str) -> Any:

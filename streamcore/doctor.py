@@ -72,9 +72,9 @@ _ESTIMATED_LOCKED_BYTES = 4 * 1024 * 1024
 
 STATUSES = ("pass", "warn", "fail", "unknown")
 CHECK_IDS = (
-    "realtime", "rtkit", "polkit", "sandbox", "rlimit-rtprio", "rlimit-memlock", "rlimit-rttime",
-    "capabilities", "groups", "audio-server", "kernel-preempt", "threadirqs", "high-res-timers",
-    "rt-throttling", "rt-group-budget", "cpu-governor", "smt", "swappiness",
+    "realtime", "rtkit", "polkit", "sandbox", "portal", "rlimit-rtprio", "rlimit-memlock",
+    "rlimit-rttime", "capabilities", "groups", "audio-server", "kernel-preempt", "threadirqs",
+    "high-res-timers", "rt-throttling", "rt-group-budget", "cpu-governor", "smt", "swappiness",
     "cpu-dma-latency", "timer-slack",
 )
 REPORT_FIELDS: dict[str, Any] = {
@@ -401,7 +401,7 @@ def judge_realtime(grant: dict[str, Any] | None, child: dict[str, Any] | None,
             return Check("realtime", title, "fail", detail,
                          "report this: the kernel did not keep SCHED_RESET_ON_FORK", data)
         return Check("realtime", title, "pass", detail, None, data)
-    if method in ("rtkit-nice", "nice"):
+    if method in ("rtkit-nice", "portal-nice", "nice"):
         return Check("realtime", title, "warn",
                      f"no realtime, only nice {grant['nice']} via {method}", fix, data)
     return Check("realtime", title, "fail", "no realtime and no raised priority", fix, data)
@@ -500,11 +500,10 @@ def judge_sandbox(facts: dict[str, Any]) -> Check:
     pid, bus_pid, nspid = facts["pid"], facts["bus_pid"], facts["nspid"]
     namespaced = bus_pid is not None and bus_pid != pid
     if facts["flatpak"] is not None:
-        return Check("sandbox", title, "warn",
-                     f"Flatpak sandbox (app {facts['flatpak']}): rtkit cannot see its threads; "
-                     "sandboxed apps get realtime from the XDG portal, which streamcore does "
-                     "not ask yet",
-                     "for realtime now, run outside the sandbox", facts)
+        return Check("sandbox", title, "pass",
+                     f"Flatpak sandbox (app {facts['flatpak']}): rtkit cannot see its threads, "
+                     "so realtime is asked of the XDG portal first (see the portal check)",
+                     None, facts)
     if namespaced and len(nspid) > 1:
         return Check("sandbox", title, "pass",
                      f"PID namespace (pid {pid} here, {bus_pid} for the system bus); /proc "
@@ -512,12 +511,61 @@ def judge_sandbox(facts: dict[str, Any]) -> Check:
     if namespaced:
         return Check("sandbox", title, "warn",
                      f"PID namespace with its own /proc (pid {pid} here, {bus_pid} for the "
-                     "system bus): rtkit can promote only the main thread, not the mixer",
+                     "system bus): rtkit can promote only the main thread, not the mixer, and "
+                     "the XDG portal maps the ids of Flatpak apps only",
                      "run outside the namespace, or keep the host's /proc in it (unshare "
-                     "--pid --fork without --mount-proc)", facts)
+                     "--pid --fork without --mount-proc), or run as a Flatpak app", facts)
     where = f" (container: {facts['container']})" if facts["container"] else ""
     unknown = " (the system bus could not be asked)" if bus_pid is None else ""
     return Check("sandbox", title, "pass", f"not sandboxed{where}{unknown}", None, facts)
+
+
+def sandboxed(facts: dict[str, Any]) -> bool:
+    """Whether :func:`sandbox_facts` describe a sandbox (Flatpak, or a PID namespace)."""
+    return (facts["flatpak"] is not None or len(facts["nspid"]) > 1
+            or (facts["bus_pid"] is not None and facts["bus_pid"] != facts["pid"]))
+
+
+def portal_facts(timeout: float) -> dict[str, Any]:
+    """The session bus (found as the engine finds it) and the XDG portal's Realtime
+    interface on it: whether it runs and the limits it publishes."""
+    from streamcore import portal as _portal
+    from streamcore.bus import BusConnection, session_bus_address
+
+    facts: dict[str, Any] = {"address": session_bus_address(), "error": None,
+                             "portal": False, "limits": None}
+    try:
+        with BusConnection(timeout, session=True) as bus:
+            facts["portal"] = bus.has_owner(_portal.PORTAL_NAME)
+            if facts["portal"]:
+                facts["limits"] = asdict(_portal.read_limits(bus))
+    except BusError as e:
+        facts["error"] = _portal.explain(e)
+    return facts
+
+
+def judge_portal(facts: dict[str, Any], in_sandbox: bool) -> Check:
+    title = "XDG portal (realtime for sandboxed apps)"
+    needed = "needed: this process is sandboxed" if in_sandbox else \
+        "not needed outside a sandbox: rtkit is asked directly"
+    fix_bus = ("run inside a desktop session (DBUS_SESSION_BUS_ADDRESS or $XDG_RUNTIME_DIR/bus), "
+               "with xdg-desktop-portal installed")
+    if facts["error"] is not None or not facts["portal"]:
+        what = facts["error"] or (f"no xdg-desktop-portal on the session bus at "
+                                  f"{facts['address']}")
+        return Check("portal", title, "fail" if in_sandbox else "pass", f"{what} ({needed})",
+                     fix_bus if in_sandbox else None, facts)
+    limits = facts["limits"]
+    if not limits["max_realtime_priority"] or not limits["rttime_usec_max"]:
+        return Check("portal", title, "fail" if in_sandbox else "warn",
+                     "the portal publishes no realtime limits: it found no RealtimeKit when it "
+                     f"started ({needed})",
+                     "start rtkit-daemon on the system bus, then restart xdg-desktop-portal",
+                     facts)
+    return Check("portal", title, "pass",
+                 f"the portal allows SCHED_RR up to priority {limits['max_realtime_priority']}, "
+                 f"nice down to {limits['min_nice_level']}, RLIMIT_RTTIME up to "
+                 f"{limits['rttime_usec_max']} µs ({needed})", None, facts)
 
 
 def judge_polkit(answers: dict[str, dict[str, bool]] | None, error: str | None,
@@ -1050,13 +1098,21 @@ def run_checks(timeout: float = 1.0) -> dict[str, Any]:
             return None
 
     dma = "/dev/cpu_dma_latency"
+    sandbox: dict[str, Any] = {}
+
+    def sandbox_once() -> dict[str, Any]:  # one bus round for both checks that need it
+        if not sandbox:
+            sandbox.update(sandbox_facts(timeout))
+        return sandbox
+
     steps: list[tuple[str, str, Callable[[], Check]]] = [
         ("realtime", "realtime", lambda: judge_realtime(grant, child, rt_error)),
         ("rtkit", "rtkit", lambda: judge_rtkit(limits, rtkit_error, method,
                                                 system_bus_address(), rtkit_daemon_canary())),
         ("polkit", "polkit", lambda: judge_polkit(answers, polkit_error, method)),
-        ("sandbox", "sandbox and PID namespace",
-         lambda: judge_sandbox(sandbox_facts(timeout))),
+        ("sandbox", "sandbox and PID namespace", lambda: judge_sandbox(sandbox_once())),
+        ("portal", "XDG portal",
+         lambda: judge_portal(portal_facts(timeout), sandboxed(sandbox_once()))),
         ("rlimit-rtprio", "RLIMIT_RTPRIO",
          lambda: judge_rtprio(rtprio, caps["CAP_SYS_NICE"] if caps else None)),
         ("rlimit-memlock", "RLIMIT_MEMLOCK",

@@ -14,7 +14,7 @@ processes"):
   the caller's main thread by the pid the bus sees.
 
 Otherwise there is nothing to ask rtkit for, and the reason says so (the XDG portal maps the
-ids for sandboxed callers; see issue 18).
+ids of Flatpak apps: :mod:`streamcore.portal`).
 """
 
 from __future__ import annotations

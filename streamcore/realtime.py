@@ -5,17 +5,23 @@ confirms (every result is read back from the kernel, never assumed):
 
 1. ``direct``: ``sched_setscheduler(tid, policy | SCHED_RESET_ON_FORK, priority)``; on EPERM
    with a non-zero RLIMIT_RTPRIO, once more clamped to it.
-2. ``rtkit``: RealtimeKit on the system bus (``DBUS_SYSTEM_BUS_ADDRESS`` is honoured): its
-   three limits are read, RLIMIT_RTTIME is set within ``RTTimeUSecMax`` (hard) and at 0.8 x
-   that (soft), the priority is clamped, then ``MakeThreadRealtimeWithPID``.  rtkit always
-   grants SCHED_RR.
-3. ``rtkit-nice`` / ``nice``: a negative nice level from rtkit (clamped to ``MinNiceLevel``),
-   else from ``setpriority`` directly.
+2. ``rtkit`` and ``portal``, in the order PipeWire's module-rt uses: a sandboxed process (a
+   Flatpak's /.flatpak-info, or a PID namespace: the system bus sees another pid than ours)
+   asks the XDG desktop portal on the session bus first (``DBUS_SESSION_BUS_ADDRESS``, else
+   ``$XDG_RUNTIME_DIR/bus``), then RealtimeKit on the system bus (``DBUS_SYSTEM_BUS_ADDRESS``
+   is honoured); any other process asks rtkit, and the portal only when rtkit cannot be
+   reached.  Either way the service's three limits are read, RLIMIT_RTTIME is set within
+   ``RTTimeUSecMax`` (hard) and at 0.8 x that (soft), the priority is clamped, then
+   ``MakeThreadRealtimeWithPID`` (the portal maps a Flatpak's ids and forwards to rtkit).
+   rtkit always grants SCHED_RR.  In a PID namespace rtkit gets the host's ids where /proc
+   shows them (:mod:`streamcore.pidns`).
+3. ``portal-nice`` / ``rtkit-nice`` / ``nice``: a negative nice level from the same services
+   in the same order (clamped to ``MinNiceLevel``), else from ``setpriority`` directly.
 4. ``none``: normal scheduling.
 
 Each failed step leaves one line in :attr:`RealtimeGrant.reasons` saying why, in words a person
-can act on; a partial result is never silent.  Every bus step shares one deadline, ``timeout``:
-no bus, no rtkit, a hung rtkit or polkit cost at most that long.
+can act on; a partial result is never silent.  Every bus step (both buses) shares one deadline,
+``timeout``: no bus, no rtkit, a hung rtkit, polkit or portal cost at most that long.
 
 The decisions (clamping, which RLIMIT_RTTIME to set, what an errno means) are plain functions
 on data (:func:`direct_retry`, :func:`rttime_limits`, :func:`clamp_priority`,
@@ -36,6 +42,7 @@ import errno as _errno
 import os
 import resource
 import threading
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +50,7 @@ from typing import Any, cast
 
 from streamcore import _facts
 from streamcore import pidns as _pidns
+from streamcore import portal as _portal
 from streamcore import rtkit as _rtkit
 from streamcore.bus import BusConnection, BusError
 
@@ -62,6 +70,7 @@ __all__ = [
     "parse_cgroups",
     "rt_budget",
     "rttime_limits",
+    "sandbox_reason",
 ]
 
 POLICIES = {"fifo": os.SCHED_FIFO, "rr": os.SCHED_RR}
@@ -355,7 +364,8 @@ class RealtimeGrant:
     Parameters
     ----------
     method : str
-        The step that worked: 'direct', 'rtkit', 'rtkit-nice', 'nice' or 'none'.
+        The step that worked: 'direct', 'rtkit', 'portal', 'rtkit-nice', 'portal-nice',
+        'nice' or 'none'.
     policy : str
         The thread's policy now.
     priority : int
@@ -381,7 +391,7 @@ class RealtimeGrant:
     """
 
     method: str
-    """'direct', 'rtkit', 'rtkit-nice', 'nice' or 'none'."""
+    """'direct', 'rtkit', 'portal', 'rtkit-nice', 'portal-nice', 'nice' or 'none'."""
     policy: str
     """The thread's policy now: 'fifo', 'rr', 'other', ..."""
     priority: int
@@ -469,11 +479,11 @@ def _try_direct(tid: int, policy: str, priority: int, reasons: list[str],
     return False
 
 
-def _polkit_after(error: BusError, bus: BusConnection,
+def _polkit_after(error: BusError, bus: BusConnection | None,
                   action: str) -> _rtkit.PolkitAnswer | None:
     """After rtkit's AccessDenied, polkit's own answer (within the same deadline) tells a
     polkit refusal apart from rtkit's limits; None when polkit cannot be asked."""
-    if error.name != "org.freedesktop.DBus.Error.AccessDenied":
+    if error.name != "org.freedesktop.DBus.Error.AccessDenied" or bus is None:
         return None
     try:
         return _rtkit.polkit_check(action, bus=bus)
@@ -481,13 +491,58 @@ def _polkit_after(error: BusError, bus: BusConnection,
         return None
 
 
-def _try_rtkit(bus: BusConnection, limits: _rtkit.RtkitLimits, tid: int, policy: str,
-               priority: int, reasons: list[str], notes: list[str],
-               target: _pidns.RtkitTarget) -> bool:
+@dataclass
+class _Service:
+    """rtkit or the portal, as one step of the chain: its bus, its limits and the ids it is
+    to be given for the thread, or (``unusable``) the reason it cannot be asked."""
+
+    name: str  # 'rtkit' or 'portal'
+    bus: BusConnection | None = None
+    limits: _rtkit.RtkitLimits | None = None
+    target: _pidns.RtkitTarget | None = None
+    unusable: str = ""
+    system_bus: BusConnection | None = None  # for polkit's answer after a refusal
+
+    def ask_realtime(self, priority: int) -> None:
+        assert self.bus is not None and self.target is not None
+        if self.name == "portal":
+            _portal.make_thread_realtime(self.bus, self.target.tid, priority, self.target.pid)
+        else:
+            _rtkit.make_thread_realtime(self.target.tid, priority, pid=self.target.pid,
+                                        bus=self.bus,
+                                        main_thread_form=self.target.main_thread_form)
+
+    def ask_nice(self, nice: int) -> None:
+        assert self.bus is not None and self.target is not None
+        if self.name == "portal":
+            _portal.make_thread_high_priority(self.bus, self.target.tid, nice, self.target.pid)
+        else:
+            _rtkit.make_thread_high_priority(self.target.tid, nice, pid=self.target.pid,
+                                             bus=self.bus,
+                                             main_thread_form=self.target.main_thread_form)
+
+    def explain(self, error: BusError, action: str, **context: Any) -> str:
+        polkit = _polkit_after(error, self.system_bus, action)
+        if self.name == "portal":
+            return _portal.explain(error, **context)
+        return _rtkit.explain(error, polkit=polkit, **context)
+
+
+def _try_service(service: _Service, tid: int, policy: str, priority: int, reasons: list[str],
+                 notes: list[str]) -> bool:
+    """SCHED_RR from rtkit or through the portal (which forwards to rtkit): RLIMIT_RTTIME
+    within its RTTimeUSecMax first, the priority clamped to its maximum."""
+    name, limits = service.name, service.limits
+    assert limits is not None and service.target is not None
     problems = limits.problems()
+    if problems and name == "portal":
+        # The portal publishes rtkit's limits as it read them when it started: none means it
+        # found no rtkit then, and only its answer says so for sure.  Asked as it is.
+        return _ask_service(service, tid, policy, priority, priority, reasons, notes,
+                            _facts.rlimit(resource.RLIMIT_RTTIME)[1])
     if problems:
-        reasons.append("rtkit: skipped: " + ", ".join(problems) +
-                       " (rtkit publishes no usable limit; check its configuration)")
+        reasons.append(f"{name}: skipped: " + ", ".join(problems) +
+                       f" ({name} publishes no usable limit; check its configuration)")
         return False
     soft, hard = _facts.rlimit(resource.RLIMIT_RTTIME)
     # problems() is empty, so both limits are set
@@ -496,57 +551,65 @@ def _try_rtkit(bus: BusConnection, limits: _rtkit.RtkitLimits, tid: int, policy:
         try:
             resource.setrlimit(resource.RLIMIT_RTTIME, (new_soft, new_hard))
         except (OSError, ValueError) as e:
-            reasons.append(f"rtkit: skipped: cannot set RLIMIT_RTTIME to soft {new_soft} / "
+            reasons.append(f"{name}: skipped: cannot set RLIMIT_RTTIME to soft {new_soft} / "
                            f"hard {new_hard} µs, which rtkit requires: {e}")
             return False
-        notes.append(f"RLIMIT_RTTIME set to soft {new_soft} / hard {new_hard} µs for rtkit")
+        notes.append(f"RLIMIT_RTTIME set to soft {new_soft} / hard {new_hard} µs for {name}")
     clamped = clamp_priority(priority, cast(int, limits.max_realtime_priority))
+    return _ask_service(service, tid, policy, priority, clamped, reasons, notes, new_hard)
+
+
+def _ask_service(service: _Service, tid: int, policy: str, priority: int, clamped: int,
+                 reasons: list[str], notes: list[str], rttime_hard_us: int | None) -> bool:
+    name = service.name
+    assert service.target is not None
     try:
-        _rtkit.make_thread_realtime(target.tid, clamped, pid=target.pid, bus=bus,
-                                    main_thread_form=target.main_thread_form)
+        service.ask_realtime(clamped)
     except BusError as e:
-        reasons.append("rtkit: " + _rtkit.explain(
-            e, priority=clamped, limits=limits, rttime_hard_us=new_hard, budget=rt_budget(tid),
-            polkit=_polkit_after(e, bus, _rtkit.POLKIT_ACTION_REALTIME)))
+        reasons.append(f"{name}: " + service.explain(
+            e, _rtkit.POLKIT_ACTION_REALTIME, priority=clamped, limits=service.limits,
+            rttime_hard_us=rttime_hard_us, budget=rt_budget(tid)))
         return False
     now = current_scheduling(tid)
     if not now.realtime:
-        reasons.append(f"rtkit: answered yes but the thread reads back as {now} "
+        reasons.append(f"{name}: answered yes but the thread reads back as {now} "
                        "(demoted at once from outside?)")
         return False
     if clamped != priority:
-        notes.append(f"priority {priority} clamped to rtkit's MaxRealtimePriority {clamped}")
-    if target.note:
-        notes.append(target.note)
+        notes.append(f"priority {priority} clamped to {name}'s MaxRealtimePriority {clamped}")
+    if service.target.note:
+        notes.append(service.target.note)
     if now.policy != policy:
-        notes.append(f"rtkit grants {_KERNEL_NAMES[now.policy]}, not the "
+        notes.append(f"{name} grants {_KERNEL_NAMES[now.policy]}, not the "
                      f"{_KERNEL_NAMES[policy]} asked for")
     return True
 
 
-def _try_rtkit_nice(bus: BusConnection, limits: _rtkit.RtkitLimits, tid: int, nice: int,
-                    reasons: list[str], notes: list[str], target: _pidns.RtkitTarget) -> bool:
+def _try_service_nice(service: _Service, tid: int, nice: int, reasons: list[str],
+                      notes: list[str]) -> bool:
+    name, limits = f"{service.name}-nice", service.limits
+    assert limits is not None
     if limits.min_nice_level is None:
-        reasons.append("rtkit-nice: skipped: rtkit publishes no MinNiceLevel")
+        reasons.append(f"{name}: skipped: {service.name} publishes no MinNiceLevel")
         return False
     clamped = clamp_nice(nice, limits.min_nice_level)
     if clamped >= 0:
-        reasons.append(f"rtkit-nice: skipped: rtkit's MinNiceLevel is {limits.min_nice_level}")
+        reasons.append(f"{name}: skipped: {service.name}'s MinNiceLevel is "
+                       f"{limits.min_nice_level}")
         return False
     try:
-        _rtkit.make_thread_high_priority(target.tid, clamped, pid=target.pid, bus=bus,
-                                         main_thread_form=target.main_thread_form)
+        service.ask_nice(clamped)
     except BusError as e:
-        reasons.append("rtkit-nice: " + _rtkit.explain(
-            e, rttime_hard_us=_facts.rlimit(resource.RLIMIT_RTTIME)[1],
-            polkit=_polkit_after(e, bus, _rtkit.POLKIT_ACTION_HIGH_PRIORITY)))
+        reasons.append(f"{name}: " + service.explain(
+            e, _rtkit.POLKIT_ACTION_HIGH_PRIORITY,
+            rttime_hard_us=_facts.rlimit(resource.RLIMIT_RTTIME)[1]))
         return False
     now = current_scheduling(tid)
     if now.nice > clamped:
-        reasons.append(f"rtkit-nice: answered yes but the thread reads back as {now}")
+        reasons.append(f"{name}: answered yes but the thread reads back as {now}")
         return False
     if clamped != nice:
-        notes.append(f"nice {nice} clamped to rtkit's MinNiceLevel {clamped}")
+        notes.append(f"nice {nice} clamped to {service.name}'s MinNiceLevel {clamped}")
     return True
 
 
@@ -631,35 +694,127 @@ def acquire_realtime(tid: int | None = None, priority: int = 10, policy: str = "
     notes: list[str] = []
     if _try_direct(tid, policy, priority, reasons, notes):
         return _grant("direct", tid, priority, reasons, notes)
-    try:
-        bus = BusConnection(timeout)
-    except BusError as e:
-        reasons.append("rtkit: " + _rtkit.explain(e))
-        reasons.append("rtkit-nice: skipped: rtkit unreachable (see above)")
-    else:
-        with bus:
-            try:
-                limits = _rtkit.read_limits(bus=bus)
-            except BusError as e:
-                reasons.append("rtkit: " + _rtkit.explain(e))
-                reasons.append("rtkit-nice: skipped: rtkit unreachable (see above)")
-            else:
-                target = _pidns.rtkit_target(tid, bus.own_pid())
-                if isinstance(target, str):  # a PID namespace hides this thread from rtkit
-                    reasons.append("rtkit: " + target)
-                    reasons.append("rtkit-nice: skipped: the same")
-                else:
-                    if _try_rtkit(bus, limits, tid, policy, priority, reasons, notes, target):
-                        return _grant("rtkit", tid, priority, reasons, notes)
-                    if nice >= 0:
-                        reasons.append(f"rtkit-nice: skipped: nice {nice} is not a raise")
-                    elif _try_rtkit_nice(bus, limits, tid, nice, reasons, notes, target):
-                        return _grant("rtkit-nice", tid, priority, reasons, notes)
+    with contextlib.ExitStack() as buses:
+        services = _bus_services(tid, time.monotonic() + timeout, buses)
+        for service in services:
+            if service.unusable:
+                reasons.append(f"{service.name}: {service.unusable}")
+            elif _try_service(service, tid, policy, priority, reasons, notes):
+                return _grant(service.name, tid, priority, reasons, notes)
+        for service in services:
+            name = f"{service.name}-nice"
+            if service.unusable:
+                reasons.append(f"{name}: skipped: {service.name} cannot be asked (see above)")
+            elif nice >= 0:
+                reasons.append(f"{name}: skipped: nice {nice} is not a raise")
+            elif _try_service_nice(service, tid, nice, reasons, notes):
+                return _grant(name, tid, priority, reasons, notes)
     if nice >= 0:
         reasons.append(f"nice: skipped: nice {nice} is not a raise")
     elif _try_nice(tid, nice, reasons, notes):
         return _grant("nice", tid, priority, reasons, notes)
     return _grant("none", tid, priority, reasons, notes)
+
+
+def _time_left(deadline: float, what: str) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise BusError("streamcore.Timeout", f"no time was left to reach {what} (the "
+                       "deadline of the whole request passed)")
+    return left
+
+
+def sandbox_reason(bus_pid: int | None) -> str | None:
+    """Why this process counts as sandboxed for realtime requests, or None.
+
+    Parameters
+    ----------
+    bus_pid : int or None
+        The pid a bus reports for our connection (None: not known).
+
+    Returns
+    -------
+    str or None
+        'Flatpak sandbox (app ...)' when /.flatpak-info exists; 'PID namespace (...)' when
+        the bus sees another pid than we do or /proc lists more than one id for us.
+    """
+    app = _portal.flatpak_app()
+    if app is not None:
+        return f"Flatpak sandbox (app {app or '(unnamed)'})"
+    own = os.getpid()
+    if bus_pid is not None and bus_pid != own:
+        return f"PID namespace (pid {own} here, {bus_pid} for the bus)"
+    if len(_pidns.nspid()) > 1:
+        return f"PID namespace (pid {own} here, ids {_pidns.nspid()} from the outside in)"
+    return None
+
+
+def _bus_services(tid: int, deadline: float, buses: contextlib.ExitStack) -> list[_Service]:
+    """rtkit and the portal, in the order to ask them (PipeWire's module-rt: sandboxed, the
+    portal first; otherwise rtkit, and the portal only when rtkit cannot be reached), each
+    ready to be asked or with the reason it cannot be.  Both share one deadline."""
+    rtkit, portal = _Service("rtkit"), _Service("portal")
+    bus_pid = None
+    try:
+        system = buses.enter_context(BusConnection(_time_left(deadline, "the system bus")))
+    except BusError as e:
+        rtkit.unusable = _rtkit.explain(e)
+    else:
+        rtkit.system_bus = portal.system_bus = system
+        bus_pid = system.own_pid()
+        try:
+            rtkit.limits = _rtkit.read_limits(bus=system)
+        except BusError as e:
+            rtkit.unusable = _rtkit.explain(e)
+        else:
+            target = _pidns.rtkit_target(tid, bus_pid)
+            if isinstance(target, str):  # a PID namespace hides this thread from rtkit
+                rtkit.unusable = target
+            else:
+                rtkit.bus, rtkit.target = system, target
+    sandbox = sandbox_reason(bus_pid)
+    if sandbox is None and rtkit.bus is not None:
+        portal.unusable = ("skipped: not sandboxed, and rtkit answers on the system bus (the "
+                           "portal would forward to the same rtkit)")
+    else:
+        _open_portal(portal, tid, deadline, buses)
+    return [portal, rtkit] if sandbox is not None else [rtkit, portal]
+
+
+def _open_portal(portal: _Service, tid: int, deadline: float,
+                 buses: contextlib.ExitStack) -> None:
+    try:
+        session = buses.enter_context(
+            BusConnection(_time_left(deadline, "the session bus"), session=True))
+        if not session.has_owner(_portal.PORTAL_NAME):
+            portal.unusable = (f"no xdg-desktop-portal on the session bus at "
+                               f"{session.address} (no owner of {_portal.PORTAL_NAME})")
+            return
+        portal.limits = _portal.read_limits(session)
+    except BusError as e:
+        portal.unusable = _portal.explain(e)
+        return
+    target = _portal_target(tid, session.own_pid())
+    if isinstance(target, str):
+        portal.unusable = target
+    else:
+        portal.bus, portal.target = session, target
+
+
+def _portal_target(tid: int, bus_pid: int | None) -> _pidns.RtkitTarget | str:
+    """The ids to give the portal: our own in a Flatpak sandbox (the portal maps them from
+    the sandbox's bwrapinfo.json); otherwise it passes them to rtkit unmapped, so they must
+    be the ones rtkit sees, as for rtkit itself."""
+    if _portal.flatpak_app() is not None:
+        return _pidns.RtkitTarget(os.getpid(), tid,
+                                  note="Flatpak sandbox: the portal mapped this thread's ids")
+    target = _pidns.rtkit_target(tid, bus_pid)
+    if isinstance(target, str):
+        return ("the portal cannot name this thread either: it maps ids only for Flatpak "
+                "apps, and this PID namespace hides the host's ids")
+    if target.main_thread_form:  # the portal has no own-pid form: name the main thread
+        return _pidns.RtkitTarget(target.pid, target.pid, note=target.note)
+    return target
 
 
 # ---- a scratch thread to promote ---------------------------------------------------------

@@ -22,6 +22,7 @@ from jeepney import DBusAddress, new_method_call
 from streamcore.bus import BusConnection, BusError
 
 __all__ = [
+    "MISSING_PROPERTY",
     "POLKIT_ACTION_HIGH_PRIORITY",
     "POLKIT_ACTION_REALTIME",
     "RTKIT",
@@ -50,7 +51,7 @@ POLKIT_ACTION_REALTIME = "org.freedesktop.RealtimeKit1.acquire-real-time"
 POLKIT_ACTION_HIGH_PRIORITY = "org.freedesktop.RealtimeKit1.acquire-high-priority"
 
 # Answers that mean "this daemon has no such property" rather than "no daemon".
-_MISSING_PROPERTY = frozenset({
+MISSING_PROPERTY = frozenset({
     "org.freedesktop.DBus.Error.UnknownProperty",
     "org.freedesktop.DBus.Error.InvalidArgs",
     "org.freedesktop.DBus.Error.UnknownInterface",
@@ -84,7 +85,7 @@ def _optional_int(bus: BusConnection, name: str) -> int | None:
     try:
         return int(bus.get_property(RTKIT, name))
     except BusError as e:
-        if e.name in _MISSING_PROPERTY:
+        if e.name in MISSING_PROPERTY:
             return None
         raise
 

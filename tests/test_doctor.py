@@ -51,6 +51,9 @@ GRANT = {"method": "direct", "policy": "fifo", "priority": 10, "nice": 0,
 CHILD_OTHER = {"tid": 0, "policy": "other", "priority": 0, "nice": 0, "reset_on_fork": False}
 
 
+PORTAL_LIMITS = {"max_realtime_priority": 20, "min_nice_level": -15, "rttime_usec_max": 200000}
+
+
 class TestVerdicts:
     """Each judge turns facts into pass / warn / fail / unknown with a fix."""
 
@@ -161,7 +164,8 @@ class TestVerdicts:
         plain = doctor.judge_sandbox(self._sandbox())
         assert plain.status == "pass" and plain.detail == "not sandboxed"
         flatpak = doctor.judge_sandbox(self._sandbox(flatpak="org.example.Player"))
-        assert flatpak.status == "warn" and "org.example.Player" in flatpak.detail
+        assert flatpak.status == "pass" and "org.example.Player" in flatpak.detail
+        assert "XDG portal first" in flatpak.detail
         hosts = doctor.judge_sandbox(self._sandbox(pid=1, bus_pid=9000, nspid=[9000, 1]))
         assert hosts.status == "pass" and "host's ids" in hosts.detail
         own = doctor.judge_sandbox(self._sandbox(pid=1, bus_pid=9000, nspid=[1]))
@@ -169,6 +173,41 @@ class TestVerdicts:
         assert "--mount-proc" in own.fix
         unknown = doctor.judge_sandbox(self._sandbox(bus_pid=None, bus_error="no bus"))
         assert unknown.status == "pass" and "could not be asked" in unknown.detail
+
+
+    @staticmethod
+    def _portal(**changes: object) -> dict:
+        facts = {"address": "unix:path=/run/user/1000/bus", "error": None, "portal": True,
+                 "limits": PORTAL_LIMITS}
+        return {**facts, **changes}
+
+    def test_portal_verdicts(self):
+        ok = doctor.judge_portal(self._portal(), in_sandbox=True)
+        assert ok.status == "pass" and ok.fix is None
+        assert ok.detail == ("the portal allows SCHED_RR up to priority 20, nice down to -15, "
+                             "RLIMIT_RTTIME up to 200000 µs (needed: this process is sandboxed)")
+        no_rtkit = self._portal(limits={"max_realtime_priority": 0, "min_nice_level": 0,
+                                        "rttime_usec_max": 0})
+        lonely = doctor.judge_portal(no_rtkit, in_sandbox=True)
+        assert lonely.status == "fail" and "found no RealtimeKit" in lonely.detail
+        assert "restart xdg-desktop-portal" in lonely.fix
+        assert doctor.judge_portal(no_rtkit, in_sandbox=False).status == "warn"
+        absent = self._portal(portal=False, limits=None)
+        missing = doctor.judge_portal(absent, in_sandbox=True)
+        assert missing.status == "fail" and "no xdg-desktop-portal on the session bus" \
+            in missing.detail and "desktop session" in missing.fix
+        unneeded = doctor.judge_portal(absent, in_sandbox=False)
+        assert unneeded.status == "pass" and "not needed outside a sandbox" in unneeded.detail
+        nobus = doctor.judge_portal(self._portal(address=None, portal=False, limits=None,
+                                                 error="no session bus to ask the portal"),
+                                    in_sandbox=True)
+        assert nobus.status == "fail" and nobus.detail.startswith("no session bus")
+
+    def test_sandboxed_facts(self):
+        assert not doctor.sandboxed(self._sandbox())
+        assert doctor.sandboxed(self._sandbox(flatpak="org.example.Player"))
+        assert doctor.sandboxed(self._sandbox(pid=1, bus_pid=9000, nspid=[1]))
+        assert doctor.sandboxed(self._sandbox(pid=1, bus_pid=None, nspid=[9000, 1]))
 
 
 def server_facts(**changes: object) -> dict:

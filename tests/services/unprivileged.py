@@ -16,6 +16,7 @@ import pickle
 import pwd
 import resource
 import select
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -89,13 +90,16 @@ class Unprivileged:
 
     def run(self, func: Callable[..., Any], *args: Any, in_rt_group: bool = True,
             rlimits: dict[int, tuple[int, int]] | None = None, timeout: float = 60.0,
-            pid_namespace: str | None = None) -> Outcome:
+            pid_namespace: str | None = None, flatpak: Any = None) -> Outcome:
         """Fork, drop to the test user (the member of the rtkit-allowed group, or with
         ``in_rt_group=False`` the outsider, who is not), apply ``rlimits``
         ({resource.RLIMIT_X: (soft, hard)}), call the function.  ``pid_namespace``:
         first become pid 1 of a new PID namespace, keeping the host's /proc
         (``'host-proc'``, as ``unshare --pid --fork``) or mounting its own
-        (``'own-proc'``, as ``unshare --pid --fork --mount-proc``).
+        (``'own-proc'``, as ``unshare --pid --fork --mount-proc``).  ``flatpak``: a
+        ``FlatpakSandbox`` (tests/services/portal.py): run inside a fake Flatpak sandbox,
+        a PID namespace with its own /proc whose root holds /.flatpak-info, with the
+        bwrapinfo.json the portal reads published for it.
 
         Its return value must pickle.  Output of the child goes to files read back here.
         """
@@ -105,7 +109,7 @@ class Unprivileged:
             if pid == 0:  # the child: never returns
                 os.close(read_end)
                 self._child(func, args, in_rt_group, rlimits or {}, out, err, write_end,
-                            pid_namespace)
+                            pid_namespace, flatpak)
             os.close(write_end)
             payload = self._collect(pid, read_end, timeout)
             status = self._wait(pid, timeout)
@@ -117,13 +121,15 @@ class Unprivileged:
         return Outcome(value, error, stdout, stderr, status)
 
     def _child(self, func, args, in_rt_group, rlimits, out, err, write_end,
-               pid_namespace=None) -> None:
+               pid_namespace=None, flatpak=None) -> None:
         code = 0
         try:
             os.dup2(out.fileno(), 1)
             os.dup2(err.fileno(), 2)
             if pid_namespace is not None:
                 _enter_pid_namespace(pid_namespace == "own-proc")
+            if flatpak is not None:
+                _enter_fake_flatpak(flatpak)
             resource.setrlimit(resource.RLIMIT_RTPRIO, (0, 0))
             for which, (soft, hard) in rlimits.items():
                 resource.setrlimit(which, (soft, hard))
@@ -131,6 +137,8 @@ class Unprivileged:
             os.setgroups([self.rt_gid] if in_rt_group else [])
             os.setresgid(user.pw_gid, user.pw_gid, user.pw_gid)
             os.setresuid(user.pw_uid, user.pw_uid, user.pw_uid)  # drops every capability
+            if flatpak is not None and flatpak.dumpable:  # as after an exec: the portal
+                ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 1)  # opens /proc/PID/root
             try:
                 result = (func(*args), None)
             except BaseException:
@@ -177,7 +185,9 @@ class Unprivileged:
 
 
 CLONE_NEWNS, CLONE_NEWPID = 0x00020000, 0x20000000
-MS_REC, MS_PRIVATE = 0x4000, 1 << 18
+MS_BIND, MS_REC, MS_PRIVATE = 0x1000, 0x4000, 1 << 18
+PR_SET_DUMPABLE = 4
+MNT_DETACH = 2
 
 
 def _enter_pid_namespace(own_proc: bool) -> None:
@@ -201,3 +211,62 @@ def _enter_pid_namespace(own_proc: bool) -> None:
 def unprivileged_service() -> Unprivileged:
     require_root("the unprivileged-user fixture")
     return Unprivileged()
+
+
+def _mount(libc: Any, source: str | None, target: str, fstype: str | None, flags: int,
+           data: str | None = None) -> None:
+    def arg(text: str | None) -> bytes | None:
+        return None if text is None else text.encode()
+    if libc.mount(arg(source), arg(target), arg(fstype), flags, arg(data)) != 0:
+        raise OSError(ctypes.get_errno(), f"mount {source} on {target}")
+
+
+def _enter_fake_flatpak(sandbox: Any) -> None:
+    """Become pid 1 of a new PID namespace whose root is a tmpfs holding /.flatpak-info and
+    the host's top-level folders bound in, with a /proc of its own (the host's ids hidden,
+    as in Flatpak); the process that called it publishes the bwrapinfo.json that names the
+    namespace, waits for pid 1 and exits with its status."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWPID | CLONE_NEWNS) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWPID | CLONE_NEWNS)")
+    root = tempfile.mkdtemp(prefix="streamcore-flatpak-root-")
+    ready_read, ready_write = os.pipe()
+    pid = os.fork()
+    if pid != 0:
+        os.close(ready_read)
+        folder = None
+        try:
+            folder = sandbox.publish(pid)
+        finally:
+            os.write(ready_write, b"1" if folder else b"0")
+            os.close(ready_write)
+            _, status = os.waitpid(pid, 0)
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+            libc.umount2(root.encode(), MNT_DETACH)  # this mount namespace is pid 1's too
+            with contextlib.suppress(OSError):
+                os.rmdir(root)
+        os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+    os.close(ready_write)
+    if os.read(ready_read, 1) != b"1":
+        raise RuntimeError("bwrapinfo.json could not be published")
+    os.close(ready_read)
+    _mount(libc, None, "/", None, MS_REC | MS_PRIVATE)
+    _mount(libc, "tmpfs", root, "tmpfs", 0, "mode=0755")
+    for name in sorted(os.listdir("/"), key=lambda n: n != "tmp"):  # /tmp (holding root) first
+        source, target = f"/{name}", f"{root}/{name}"
+        if os.path.islink(source):
+            os.symlink(os.readlink(source), target)
+        elif name == "proc":
+            os.mkdir(target)
+        elif os.path.isdir(source):
+            os.mkdir(target)
+            _mount(libc, source, target, None, MS_BIND | MS_REC)
+        elif os.path.isfile(source):
+            open(target, "w").close()
+            _mount(libc, source, target, None, MS_BIND)
+    with open(f"{root}/.flatpak-info", "w") as info:
+        info.write(sandbox.info_text())
+    _mount(libc, "proc", f"{root}/proc", "proc", 0)
+    os.chroot(root)
+    os.chdir("/")
