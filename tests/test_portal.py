@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
 
 import pytest
 
@@ -179,3 +184,40 @@ def test_no_session_bus_is_a_reason(unprivileged, rtkit_bus):
     assert got["reasons"][1] == (
         "portal: no session bus to ask the portal: DBUS_SESSION_BUS_ADDRESS is not set and "
         "there is no $XDG_RUNTIME_DIR/bus"), got
+
+
+@pytest.fixture
+def hung_session_bus():
+    """A socket that accepts connections and never says a word, where the test user can
+    reach it."""
+    folder = Path(tempfile.mkdtemp(prefix="streamcore-hung-"))
+    folder.chmod(0o755)
+    path = folder / "bus"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    path.chmod(0o777)
+    listener.listen(8)
+    yield f"unix:path={path}"
+    listener.close()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _timed_second_thread(session_address: str, timeout: float) -> dict:
+    os.environ["DBUS_SESSION_BUS_ADDRESS"] = session_address
+    with ProbeThread() as probe:
+        began = time.monotonic()
+        grant = acquire_realtime(probe.tid, priority=5, timeout=timeout)
+        return {**_summary(grant), "elapsed": time.monotonic() - began}
+
+
+def test_a_hung_session_bus_costs_one_deadline(unprivileged, rtkit_bus, hung_session_bus):
+    """Sandboxed, so the portal is asked first, on a session bus that never answers: the
+    whole request still ends within its one deadline (shared with the system bus), and both
+    bus steps say why."""
+    got = unprivileged.run(_timed_second_thread, hung_session_bus, 1.0,
+                           pid_namespace="own-proc").unwrap()
+    assert got["elapsed"] < 1.0 + 1.5, got  # 1.5 s of slack on a loaded machine; a hang is not
+    (portal_line,) = [r for r in got["reasons"] if r.startswith("portal: ")]
+    assert portal_line.startswith("portal: the session bus or the portal did not answer in "
+                                  "time"), got
+    assert got["method"] not in ("portal", "rtkit"), got
