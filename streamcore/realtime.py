@@ -503,23 +503,19 @@ class _Service:
     unusable: str = ""
     system_bus: BusConnection | None = None  # for polkit's answer after a refusal
 
-    def ask_realtime(self, priority: int) -> None:
+    def ask(self, realtime: bool, value: int) -> None:
+        """Ask for SCHED_RR at priority ``value`` (``realtime``) or for nice ``value``."""
         assert self.bus is not None and self.target is not None
+        target = self.target
         if self.name == "portal":
-            _portal.make_thread_realtime(self.bus, self.target.tid, priority, self.target.pid)
+            portal_call = _portal.make_thread_realtime if realtime else \
+                _portal.make_thread_high_priority
+            portal_call(self.bus, target.tid, value, target.pid)
         else:
-            _rtkit.make_thread_realtime(self.target.tid, priority, pid=self.target.pid,
-                                        bus=self.bus,
-                                        main_thread_form=self.target.main_thread_form)
-
-    def ask_nice(self, nice: int) -> None:
-        assert self.bus is not None and self.target is not None
-        if self.name == "portal":
-            _portal.make_thread_high_priority(self.bus, self.target.tid, nice, self.target.pid)
-        else:
-            _rtkit.make_thread_high_priority(self.target.tid, nice, pid=self.target.pid,
-                                             bus=self.bus,
-                                             main_thread_form=self.target.main_thread_form)
+            rtkit_call = _rtkit.make_thread_realtime if realtime else \
+                _rtkit.make_thread_high_priority
+            rtkit_call(target.tid, value, pid=target.pid, bus=self.bus,
+                       main_thread_form=target.main_thread_form)
 
     def explain(self, error: BusError, action: str, **context: Any) -> str:
         polkit = _polkit_after(error, self.system_bus, action)
@@ -564,7 +560,7 @@ def _ask_service(service: _Service, tid: int, policy: str, priority: int, clampe
     name = service.name
     assert service.target is not None
     try:
-        service.ask_realtime(clamped)
+        service.ask(True, clamped)
     except BusError as e:
         reasons.append(f"{name}: " + service.explain(
             e, _rtkit.POLKIT_ACTION_REALTIME, priority=clamped, limits=service.limits,
@@ -598,7 +594,7 @@ def _try_service_nice(service: _Service, tid: int, nice: int, reasons: list[str]
                        f"{limits.min_nice_level}")
         return False
     try:
-        service.ask_nice(clamped)
+        service.ask(False, clamped)
     except BusError as e:
         reasons.append(f"{name}: " + service.explain(
             e, _rtkit.POLKIT_ACTION_HIGH_PRIORITY,

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +20,7 @@ import streamcore
 from streamcore import doctor, rtkit
 from streamcore import portal as _portal
 from streamcore.realtime import ProbeThread, acquire_realtime
+from tests.services.common import hung_socket
 from tests.services.portal import FlatpakSandbox, portal_bus
 
 APP = "org.streamcore.Test"
@@ -192,14 +191,9 @@ def hung_session_bus():
     reach it."""
     folder = Path(tempfile.mkdtemp(prefix="streamcore-hung-"))
     folder.chmod(0o755)
-    path = folder / "bus"
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(path))
-    path.chmod(0o777)
-    listener.listen(8)
-    yield f"unix:path={path}"
-    listener.close()
-    shutil.rmtree(folder, ignore_errors=True)
+    with hung_socket(folder / "bus") as address:
+        yield address
+    folder.rmdir()
 
 
 def _timed_second_thread(session_address: str, timeout: float) -> dict:

@@ -8,7 +8,6 @@ import errno
 import os
 import pickle
 import resource
-import socket
 import sys
 import tempfile
 import threading
@@ -26,6 +25,7 @@ from streamcore.bus import BusError
 from streamcore.realtime import ProbeThread
 from tests.services.common import (
     Service,
+    hung_socket,
     require_program,
     require_root,
     unavailable,
@@ -455,14 +455,8 @@ def bare_bus(world_dir):
 @pytest.fixture
 def hung_bus(world_dir):
     """A socket that accepts connections and never says a word (a hung bus daemon)."""
-    path = world_dir / "hung.sock"
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(path))
-    path.chmod(0o777)
-    listener.listen(8)
-    yield f"unix:path={path}"
-    listener.close()
-    path.unlink()
+    with hung_socket(world_dir / "hung.sock") as address:
+        yield address
 
 
 HUNG_SERVICE = """

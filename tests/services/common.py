@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -88,3 +91,18 @@ def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+@contextlib.contextmanager
+def hung_socket(path: Path) -> Iterator[str]:
+    """A unix socket at ``path`` (any user may connect) that accepts connections and never
+    says a word, as a hung bus daemon does; yields its D-Bus address."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    path.chmod(0o777)
+    listener.listen(8)
+    try:
+        yield f"unix:path={path}"
+    finally:
+        listener.close()
+        path.unlink()
