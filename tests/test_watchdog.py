@@ -5,11 +5,13 @@ The runaway is the test hook Engine._test_spin: the mixer busy-loops inside its 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import mmap
 import os
 import pickle
 import resource
+import struct
 import time
 
 import pytest
@@ -30,15 +32,17 @@ def wait_for_event(engine: Engine, timeout: float = 5.0):
     return engine.events()
 
 
-def start_counter_on(cpu: int, policy: int = os.SCHED_OTHER, priority: int = 0,
-                     seconds: float = 10.0):
-    """A child process pinned to ``cpu`` that bumps a shared counter in a busy loop;
-    returns (pid, read_counter)."""
+@contextlib.contextmanager
+def counter_on(cpu: int, policy: int = os.SCHED_OTHER, priority: int = 0,
+               seconds: float = 10.0):
+    """A child process pinned to ``cpu`` that bumps a shared counter in a busy loop, for
+    the block; yields a function that reads the counter (a copy: no pointer into the
+    shared page outlives the block, whatever the block raised)."""
     shared = mmap.mmap(-1, 8)
-    counter = ctypes.c_uint64.from_buffer(shared)
     pid = os.fork()
     if pid == 0:
         try:
+            counter = ctypes.c_uint64.from_buffer(shared)
             os.sched_setaffinity(0, {cpu})
             if policy != os.SCHED_OTHER:
                 os.sched_setscheduler(0, policy, os.sched_param(priority))
@@ -47,12 +51,12 @@ def start_counter_on(cpu: int, policy: int = os.SCHED_OTHER, priority: int = 0,
                 counter.value += 1
         finally:
             os._exit(0)
-    return pid, shared, (lambda: counter.value)
-
-
-def stop_child(pid: int) -> None:
-    os.kill(pid, 9)
-    os.waitpid(pid, 0)
+    try:
+        yield lambda: struct.unpack_from("=Q", shared)[0]
+    finally:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        shared.close()
 
 
 class TestRunaway:
@@ -60,31 +64,28 @@ class TestRunaway:
 
     def test_hard_limit_demotes_and_engine_keeps_running(self):
         wd = Watchdog(hard_limit_periods=4, cooldown=60)
-        with Engine(watchdog=wd) as e:
+        # The counter is forked before the engine starts: a fork copies this process's
+        # mappings under the mm lock, and a mixer faulting a page in meanwhile (a sanitized
+        # build's shadow memory is not locked) waited 11 ms for it once, past the hard limit.
+        with counter_on(CPU) as count, Engine(watchdog=wd) as e:
             os.sched_setaffinity(e.mixer_tid, {CPU})
-            pid, shared, count = start_counter_on(CPU)
-            try:
-                time.sleep(0.2)
-                assert e.events() == []
-                e._test_spin(1.5)
-                events = wait_for_event(e)
-                assert [ev.reason for ev in events] == ["hard_limit"]
-                ev = events[0]
-                hard_ns = 4 * e.period_ns
-                # demoted during the episode, once it passed the configured bound
-                assert hard_ns < ev.busy_ns < 1.5e9
-                assert ev.tid == e.mixer_tid and ev.result == 0
-                assert ev.policy_before == os.SCHED_FIFO
-                assert current_scheduling(e.mixer_tid).policy == "other"
-                # a SCHED_OTHER process on the same CPU progresses while the mixer still spins
-                before = count()
-                time.sleep(0.3)
-                assert e.stats().cycles == ev.cycle  # still inside the same cycle
-                assert count() > before
-            finally:
-                stop_child(pid)
-                del count
-                shared.close()
+            time.sleep(0.2)
+            assert e.events() == []
+            e._test_spin(1.5)
+            events = wait_for_event(e)
+            assert [ev.reason for ev in events] == ["hard_limit"]
+            ev = events[0]
+            hard_ns = 4 * e.period_ns
+            # demoted during the episode, once it passed the configured bound
+            assert hard_ns < ev.busy_ns < 1.5e9
+            assert ev.tid == e.mixer_tid and ev.result == 0
+            assert ev.policy_before == os.SCHED_FIFO
+            assert current_scheduling(e.mixer_tid).policy == "other"
+            # a SCHED_OTHER process on the same CPU progresses while the mixer still spins
+            before = count()
+            time.sleep(0.3)
+            assert e.stats().cycles == ev.cycle  # still inside the same cycle
+            assert count() > before
             time.sleep(1.5)
             s = e.stats()
             assert s.cycles > ev.cycle + 10  # keeps running, demoted
@@ -163,13 +164,8 @@ class TestCanary:
             os.sched_setaffinity(e.mixer_tid, {CPU})
             time.sleep(0.1)
             assert e.events() == []
-            pid, shared, count = start_counter_on(CPU, os.SCHED_FIFO, 5, seconds=1.5)
-            try:
+            with counter_on(CPU, os.SCHED_FIFO, 5, seconds=1.5):
                 events = wait_for_event(e, timeout=5)
-            finally:
-                stop_child(pid)
-                del count
-                shared.close()
             assert events and events[0].reason == "canary"
             assert events[0].canary_age_ns > 200e6
             assert events[0].threads == 2  # every RT thread: the mixer and the watchdog
