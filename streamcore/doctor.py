@@ -32,7 +32,6 @@ JSON report (``streamcore doctor --json``), checked by :func:`validate_report`::
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import glob
 import grp
 import gzip
@@ -42,7 +41,6 @@ import pwd
 import resource
 import socket
 import struct
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -51,6 +49,7 @@ from typing import Any, cast
 import prctl
 
 from streamcore import _facts
+from streamcore import jackprobe as _jackprobe
 from streamcore import pidns as _pidns
 from streamcore import realtime as _rt
 from streamcore import rtkit as _rtkit
@@ -154,8 +153,6 @@ _text = _facts.limit_text
 # a server that hangs is found without waiting on it; a libjack client is opened only when
 # a socket accepted, never starts a server, and is waited for at most ``timeout``.
 
-_JACK_LIBRARY = "libjack.so.0"  # the soname JACK clients (PortAudio) link against
-_JACK_NO_START_SERVER = 0x01
 _JACK_SOCKET_DIRS = ("/dev/shm", "/tmp")  # JACK2's JACK_SOCKET_DIR: /dev/shm on Linux builds
 _POLICIES = {0: "other", 1: "fifo", 2: "rr", 3: "batch", 5: "idle", 6: "deadline"}
 _REALTIME_POLICIES = ("fifo", "rr", "deadline")
@@ -223,81 +220,6 @@ def _pipewire_socket(timeout: float) -> dict[str, Any]:
     return _unix_peer(os.path.join(folder or "/", remote), timeout)
 
 
-def _libjack_path() -> str | None:
-    """The file of the libjack mapped into this process (/proc/self/maps), or None."""
-    with contextlib.suppress(OSError), open("/proc/self/maps") as maps:
-        for line in maps:
-            path = line.split(maxsplit=5)[-1].strip()
-            if os.path.basename(path).startswith("libjack.so"):
-                return path
-    return None
-
-
-def _load_libjack() -> tuple[ctypes.CDLL | None, dict[str, Any]]:
-    """libjack as a JACK client of this process gets it, and what it is: {"path",
-    "version" (jack_get_version_string), "flavour" ('jack2' | 'pipewire' | None), "error"}.
-    Loading it starts nothing and connects nowhere."""
-    facts: dict[str, Any] = {"path": None, "version": None, "flavour": None, "error": None}
-    try:
-        lib = ctypes.CDLL(_JACK_LIBRARY)
-    except OSError as e:
-        facts["error"] = f"no libjack: {e}"
-        return None, facts
-    version_string = getattr(lib, "jack_get_version_string", None)  # absent in old JACKs
-    if version_string is not None:
-        version_string.restype = ctypes.c_char_p
-        version_string.argtypes = []
-        version = version_string()
-        facts["version"] = version.decode(errors="replace") if version else None
-    facts["path"] = _libjack_path()
-    # pipewire-jack lives in .../pipewire-0.3/jack/ and says "3.0.0.0 (using PipeWire 0.3.65)";
-    # JACK2's says "1.9.21".  (JACK1 would count as JACK2 here; its socket, elsewhere, is not
-    # looked for.)
-    pipewire = "PipeWire" in (facts["version"] or "") or "pipewire" in (facts["path"] or "")
-    facts["flavour"] = "pipewire" if pipewire else "jack2"
-    return lib, facts
-
-
-def _jack_client_facts(lib: ctypes.CDLL, timeout: float) -> dict[str, Any]:
-    """Period and sample rate from a libjack client that never starts a server:
-    {"period", "samplerate", "error"}.  The client opens in a daemon thread, waited for at
-    most ``timeout``: a server that accepted a connection but hangs leaves that thread behind
-    (blocked in libjack, harmless) instead of hanging doctor."""
-    lib.jack_client_open.restype = ctypes.c_void_p
-    lib.jack_client_open.argtypes = [ctypes.c_char_p, ctypes.c_int,
-                                     ctypes.POINTER(ctypes.c_int), ctypes.c_char_p]
-    lib.jack_get_buffer_size.restype = ctypes.c_uint32
-    lib.jack_get_buffer_size.argtypes = [ctypes.c_void_p]
-    lib.jack_get_sample_rate.restype = ctypes.c_uint32
-    lib.jack_get_sample_rate.argtypes = [ctypes.c_void_p]
-    lib.jack_client_close.argtypes = [ctypes.c_void_p]
-    facts: dict[str, Any] = {"period": None, "samplerate": None, "error": None}
-
-    def client() -> None:
-        status = ctypes.c_int(0)
-        # No server name: libjack reads $JACK_DEFAULT_SERVER itself (pipewire-jack would take
-        # a name as a PipeWire remote's).
-        handle = lib.jack_client_open(f"streamcore-doctor-{os.getpid()}".encode(),
-                                      _JACK_NO_START_SERVER, ctypes.byref(status), None)
-        if not handle:
-            facts["error"] = f"jack_client_open failed (status 0x{status.value:x})"
-            return
-        try:
-            facts["period"] = int(lib.jack_get_buffer_size(handle)) or None
-            facts["samplerate"] = int(lib.jack_get_sample_rate(handle)) or None
-        finally:
-            lib.jack_client_close(handle)
-
-    worker = threading.Thread(target=client, name="streamcore-doctor-jack", daemon=True)
-    worker.start()
-    worker.join(timeout)
-    if worker.is_alive():  # a new dict: the thread may still write into facts
-        return {"period": None, "samplerate": None,
-                "error": f"it accepted a connection, but no JACK client opened within "
-                         f"{timeout:g} s (hung?)"}
-    return facts
-
-
 def _server_threads(pid: int | None) -> dict[str, Any]:
     """The scheduling of process ``pid``'s threads: {"threads" (how many were read),
     "realtime_threads" ([tid, policy, priority] of the SCHED_FIFO/RR/DEADLINE ones; None
@@ -344,7 +266,7 @@ def audio_server_facts(timeout: float) -> dict[str, Any]:
     Bounded: each socket connection and the libjack client wait at most ``timeout``; no
     server is started.  Any thread; the libjack client is opened and closed again.
     """
-    lib, libjack = _load_libjack()
+    libjack = _jackprobe.libjack_facts()
     jack_socket = _jack_socket(timeout)
     pipewire_socket = _pipewire_socket(timeout)
     facts: dict[str, Any] = {
@@ -364,8 +286,8 @@ def audio_server_facts(timeout: float) -> dict[str, Any]:
     facts.update(server=server, via="socket", pid=found["pid"], also=also)
     if found["pid"] is None:  # it listens but accepts nothing: a client would hang too
         facts["problem"] = found["error"]
-    elif lib is not None and libjack["flavour"] == server:
-        client = _jack_client_facts(lib, timeout)
+    elif libjack["flavour"] == server:
+        client = _jackprobe.jack_server_facts(timeout)
         if client["error"] is None:
             facts.update(via="libjack", period=client["period"],
                          samplerate=client["samplerate"], version=libjack["version"])

@@ -735,7 +735,8 @@ class TestPeriodChange:
 _HUNG_SERVER = textwrap.dedent("""
     import json, os, pathlib, signal, sys, tempfile, time
     sys.path.insert(0, {root!r})
-    from streamcore.sinks.hosts import JackWatch, jack_client_present, jack_period
+    from streamcore.jackprobe import jack_client_present, jack_period
+    from streamcore.sinks.hosts import JackWatch
     from tests.services.jack import start_jack
 
     server = start_jack(pathlib.Path(tempfile.mkdtemp()), name={name!r},

@@ -70,6 +70,8 @@ class TestInAFlatpakSandbox:
         got = unprivileged.run(_engine_in, portal.address,
                                flatpak=_sandbox(portal, unprivileged)).unwrap()
         grant = got["grant"]
+        print(f"\nin a fake Flatpak: {grant['method']}, kernel policy {got['kernel_policy']} "
+              f"priority {got['priority']}, notes {grant['notes']}")
         assert got["pid"] == 1 and got["app"] == APP  # inside the sandbox
         assert grant["method"] == "portal", f"{grant}\n{portal.logs()}"
         assert got["kernel_policy"] == os.SCHED_RR | os.SCHED_RESET_ON_FORK

@@ -346,7 +346,7 @@ class DeviceSink(Sink):
 
         PortAudio's JACK host takes a whole server period at each JACK cycle (in a burst of
         callbacks when the engine's blocksize is smaller), so a ring holding less underruns
-        at every cycle; the server's period is asked of libjack (streamcore/sinks/hosts.py).
+        at every cycle; the server's period is asked of libjack (streamcore/jackprobe.py).
         ``stats()['host_period']`` says what was found.
 
         Parameters
@@ -364,7 +364,7 @@ class DeviceSink(Sink):
         -----
         Asked once by the engine's constructor, in its thread.
         """
-        from streamcore.sinks.hosts import jack_period
+        from streamcore.jackprobe import jack_period
 
         try:
             sd = _sd()
@@ -681,7 +681,7 @@ class DeviceSink(Sink):
     def _on_pipewire(self) -> bool:
         """Whether the stream goes to PipeWire: PortAudio's JACK host on PipeWire's libjack,
         or ALSA's 'pipewire'/'default' device with a PipeWire socket in reach."""
-        from streamcore.sinks.hosts import jack_version
+        from streamcore.jackprobe import jack_version
 
         if "JACK" in self.hostapi:
             return "PipeWire" in (jack_version() or "")

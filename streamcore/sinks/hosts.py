@@ -1,149 +1,18 @@
-"""What a sound server says about itself, asked directly: PortAudio does not tell.
-
-PortAudio's JACK host calls a stream back in bursts when the stream's buffer is smaller than
-the server's period: at each JACK cycle the whole period is taken at once.  An output ring
-that holds less than a server period plus one of the engine's periods underruns at every
-cycle (a 128 x 2 engine on a 1024-frame server underran in 7 of 7 runs).  The period is
-libjack's ``jack_get_buffer_size`` (JACK2, and PipeWire's quantum through pipewire-jack),
-read by a short-lived client that never starts a server.
+"""The JACK server's notifications, heard by a client of our own (native/jack_host.c): its
+xruns, its period changing, its shutdown, and the playback latency of a client's ports.
+PortAudio tells none of these.  One-off questions (the period, libjack's version, whether a
+client is there) are :mod:`streamcore.jackprobe`'s.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import os
-from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
-__all__ = ["JackWatch", "jack_client_present", "jack_period", "jack_version"]
+from streamcore.jackprobe import ANSWER_TIMEOUT, bounded_call
 
-_JACK_NO_START_SERVER = 0x01
-
-
-#: Seconds a JACK server may take to answer a probe: libjack waits without limit on a server
-#: that accepts connections but does not run (a SIGSTOPped jackd: over 60 s, measured).
-ANSWER_TIMEOUT = 2.0
-
-
-def _bounded(call: Callable[[], Any], timeout: float = ANSWER_TIMEOUT,
-             abandon: Callable[[Any], None] | None = None) -> tuple[bool, Any]:
-    """``(True, call())`` when it returns within ``timeout`` seconds, else ``(False, None)``;
-    the call goes on in a daemon thread, and what it returns late goes to ``abandon``."""
-    import threading
-
-    result: list[Any] = []
-    lock = threading.Lock()
-    gave_up = [False]
-
-    def run() -> None:
-        value = call()
-        with lock:
-            if not gave_up[0]:
-                result.append(value)
-                return
-        if abandon is not None:
-            abandon(value)
-
-    thread = threading.Thread(target=run, name="streamcore-jack-probe", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    with lock:
-        if result:
-            return True, result[0]
-        gave_up[0] = True
-        return False, None
-
-
-def _with_client(action: Callable[[Any, Any], Any], server: str | None = None) -> Any:
-    """Open a short-lived JACK client (never starting a server), run ``action(libjack,
-    client)`` and close it; None when there is no libjack or no server answers (within
-    :data:`ANSWER_TIMEOUT`)."""
-    answered, value = _bounded(lambda: _client_call(action, server))
-    return value if answered else None
-
-
-def _client_call(action: Callable[[Any, Any], Any], server: str | None) -> Any:
-    name = ctypes.util.find_library("jack")
-    if name is None:
-        return None
-    try:
-        jack = ctypes.CDLL(name)
-    except OSError:
-        return None
-    jack.jack_client_open.restype = ctypes.c_void_p
-    jack.jack_client_open.argtypes = [ctypes.c_char_p, ctypes.c_int,
-                                      ctypes.POINTER(ctypes.c_int), ctypes.c_char_p]
-    jack.jack_client_close.argtypes = [ctypes.c_void_p]
-    status = ctypes.c_int(0)
-    options = _JACK_NO_START_SERVER | (0x04 if server else 0)  # JackServerName
-    label = f"streamcore-probe-{os.getpid()}".encode()
-    client = jack.jack_client_open(label, options, ctypes.byref(status),
-                                   server.encode() if server else None)
-    if not client:
-        return None
-    try:
-        return action(jack, client)
-    finally:
-        jack.jack_client_close(client)
-
-
-def jack_period(server: str | None = None) -> int | None:
-    """The running JACK server's period in frames (``server``: its name; None: the default,
-    ``$JACK_DEFAULT_SERVER``), or None when there is no libjack or no server answers.
-
-    Notes
-    -----
-    Any thread; opens and closes a JACK client (a few milliseconds), never starts a server.
-    """
-    def period(jack: Any, client: Any) -> int | None:
-        jack.jack_get_buffer_size.restype = ctypes.c_uint32
-        jack.jack_get_buffer_size.argtypes = [ctypes.c_void_p]
-        return int(jack.jack_get_buffer_size(client)) or None
-
-    return cast("int | None", _with_client(period, server))
-
-
-def jack_version() -> str | None:
-    """libjack's version string, e.g. '1.9.21' (JACK2) or '3.0.0.0 (using PipeWire 0.3.65)'
-    (PipeWire's libjack); None without libjack or the call.
-
-    Notes
-    -----
-    Any thread; no client, no server asked.
-    """
-    name = ctypes.util.find_library("jack")
-    if name is None:
-        return None
-    try:
-        call = ctypes.CDLL(name).jack_get_version_string
-    except (OSError, AttributeError):
-        return None
-    call.restype = ctypes.c_char_p
-    call.argtypes = []
-    value = call()
-    return value.decode(errors="replace") if value else None
-
-
-def jack_client_present(name: str) -> bool | None:
-    """Whether the default JACK server has a client called ``name``; None when no server
-    answers (or there is no libjack).
-
-    Notes
-    -----
-    Any thread; opens and closes a JACK client, never starts a server.
-    """
-    def present(jack: Any, client: Any) -> bool:
-        jack.jack_get_uuid_for_client_name.restype = ctypes.c_void_p
-        jack.jack_get_uuid_for_client_name.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
-        jack.jack_free.argtypes = [ctypes.c_void_p]
-        uuid = jack.jack_get_uuid_for_client_name(client, name.encode())
-        if uuid:
-            jack.jack_free(uuid)
-        return bool(uuid)
-
-    return cast("bool | None", _with_client(present))
+__all__ = ["JackWatch"]
 
 
 class JackWatch:
@@ -188,7 +57,7 @@ class JackWatch:
             if opened[0] == 0:
                 lib.sc_jack_watch_close(opened[1])
 
-        answered, opened = _bounded(open_watch, abandon=close_late)
+        answered, opened = bounded_call(open_watch, abandon=close_late)
         if not answered:
             raise OSError(errno.ETIMEDOUT, f"the JACK server did not answer within "
                                            f"{ANSWER_TIMEOUT} s")

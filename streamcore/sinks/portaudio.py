@@ -82,7 +82,7 @@ def _skip_terminate_without_server() -> None:
         return
     if not jack:
         return
-    from streamcore.sinks.hosts import jack_client_present
+    from streamcore.jackprobe import jack_client_present
 
     name = jack_client_name()
     if name is not None and not jack_client_present(name):
