@@ -474,6 +474,21 @@ class TestProfilerCount:
             cols += [str(node), "1", "2", "3", "4", "5", str(status), "0"]
         return "\t".join(cols) + "\n"
 
+    def test_reads_a_cycle_line(self):
+        """Both number formats (0.3.65's integers, later versions' 3 decimals), a follower
+        absent from a cycle (blank columns), and lines that are not cycles."""
+        from streamcore.sinks.pipewire import profiler_cycle
+
+        absent = [""] * 8
+        line = "\t".join(["5333.125", "100.5", "0", "5333.000", *absent,
+                          "31", "1", "2", "3", "4", "5", "1", "0"]) + "\n"
+        assert profiler_cycle(line) == ((5333.125, 100.5, 0.0, 5333.0), [(31, 1)])
+        assert profiler_cycle(self._line((30, 3))) == ((5333, 100, 0, 5333), [(30, 3)])
+        assert profiler_cycle(self._line()) == ((5333, 100, 0, 5333), [])
+        for other in ("", "\n", "not a cycle line\n", "1\t2\n", "a\tb\tc\td\n",
+                      self._line((30, 3)).replace("\t5\t3\t0", "\t5\tx\t0")):
+            assert profiler_cycle(other) is None, other
+
     def test_counts_steady_misses_once_per_cycle(self):
         from streamcore.sinks.pipewire import ProfilerCount
 

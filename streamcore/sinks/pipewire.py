@@ -22,11 +22,34 @@ import subprocess
 import tempfile
 from typing import Any
 
-__all__ = ["ProfilerCount", "ProfilerWatch"]
+__all__ = ["FINISHED", "ProfilerCount", "ProfilerWatch", "profiler_cycle"]
 
-_FINISHED = 3          # a follower's status in a cycle it finished in time
+FINISHED = 3           #: a follower's status in a cycle it finished in time
 _DRIVER_COLUMNS = 4    # signal-to-signal, signal-to-finish, delay, period (us)
 _FOLLOWER_COLUMNS = 8  # id, signal, awake, finish, wait, busy, status, 0
+
+
+def profiler_cycle(line: str) -> tuple[tuple[float, ...], list[tuple[int, int]]] | None:
+    """One line of pw-profiler's log as ``(driver, followers)``, or None for a line that is
+    not a driver cycle.
+
+    PipeWire 0.3.65's tab-separated format: one line per driver cycle; 4 driver columns
+    (``driver``: signal-to-signal and signal-to-finish intervals, delay, period; microseconds,
+    integers in 0.3.65, with 3 decimals in later versions; the first two read 1.4 x period
+    when the cycle was late), then 8 columns per follower, blank when the follower was not in
+    that cycle (``followers``: (node id, status), status :data:`FINISHED` when it finished
+    in time)."""
+    cols = line.rstrip("\n").split("\t")
+    if len(cols) < _DRIVER_COLUMNS or not cols[0].strip():
+        return None
+    try:
+        driver = tuple(float(c) for c in cols[:_DRIVER_COLUMNS])
+        followers = [(int(cols[k]), int(float(cols[k + 6])))
+                     for k in range(_DRIVER_COLUMNS, len(cols) - _FOLLOWER_COLUMNS + 1,
+                                    _FOLLOWER_COLUMNS) if cols[k].strip()]
+    except ValueError:
+        return None
+    return driver, followers
 
 
 class ProfilerCount:
@@ -48,18 +71,11 @@ class ProfilerCount:
 
     def feed(self, line: str) -> None:
         """Count one log line (a driver cycle; other lines are ignored)."""
-        cols = line.rstrip("\n").split("\t")
-        if len(cols) < _DRIVER_COLUMNS or not cols[0].strip():
+        cycle = profiler_cycle(line)
+        if cycle is None:
             return
-        followers = []
-        for k in range(_DRIVER_COLUMNS, len(cols) - _FOLLOWER_COLUMNS + 1, _FOLLOWER_COLUMNS):
-            if cols[k].strip():
-                try:
-                    followers.append((int(cols[k]), int(float(cols[k + 6]))))
-                except ValueError:
-                    return  # not a cycle line
-        for node, status in followers:
-            if status == _FINISHED:
+        for node, status in cycle[1]:
+            if status == FINISHED:
                 self._running.add(node)
                 self._missed.update(self._pending.pop(node, ()))
             elif node in self._running:

@@ -37,6 +37,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from streamcore.sinks.pipewire import FINISHED, profiler_cycle
 from tests.helpers.child import ChildFailed, run_python  # noqa: F401  (ChildFailed: re-exported)
 from tests.services.common import Service, require_program, unavailable, wait_until
 
@@ -152,33 +153,27 @@ class ProfilerCount:
                 f"{self.steady_missed}, followers {list(self.followers.values())}")
 
 
-FINISHED = 3  # a follower's status in a cycle it finished in time
-_DRIVER_COLUMNS = 4  # signal-to-signal us, signal-to-finish us, delay, period us
-_FOLLOWER_COLUMNS = 8  # id, signal, awake, finish, wait, busy, status, 0
 _LATE = 1.3  # pw-profiler writes 1.4 x period for a driver interval over 1.3 x period
 
 
 def count_profiler_glitches(lines: Iterable[str]) -> ProfilerCount:
-    """Count cycles and glitches in a pw-profiler log (PipeWire 0.3.65's tab-separated format:
-    one line per driver cycle, 4 driver columns, then 8 columns per follower, blank when a
-    follower was not in that cycle; the first two driver columns read 1.4 x period when the
-    cycle was late).  A follower's status other than 3 in its steady state is
-    a missed cycle; joining and leaving cycles are not glitches."""
+    """Count cycles and glitches in a pw-profiler log, after the run (the log's columns:
+    :func:`streamcore.sinks.pipewire.profiler_cycle`).  A follower's status other than
+    FINISHED in its steady state (from its first finished cycle to its last) is a missed
+    cycle; joining and leaving cycles are not glitches."""
     count = ProfilerCount()
     periods: collections.Counter[int] = collections.Counter()
     statuses: dict[int, list[int]] = collections.defaultdict(list)
     for line in lines:
-        cols = line.rstrip("\n").split("\t")
-        if len(cols) < _DRIVER_COLUMNS or not cols[0].strip():
+        cycle = profiler_cycle(line)
+        if cycle is None:
             continue
-        # integers in 0.3.65; later versions print microseconds with 3 decimals
-        since_signal, to_finish, _delay, period = (float(c) for c in cols[:_DRIVER_COLUMNS])
+        (since_signal, to_finish, _delay, period), followers = cycle
         periods[round(period)] += 1
         if max(since_signal, to_finish) > _LATE * period:
             count.late_driver_cycles += 1
-        for k in range(_DRIVER_COLUMNS, len(cols) - _FOLLOWER_COLUMNS + 1, _FOLLOWER_COLUMNS):
-            if cols[k].strip():
-                statuses[int(cols[k])].append(int(float(cols[k + 6])))
+        for node, status in followers:
+            statuses[node].append(status)
         count.cycles += 1
     count.periods_us = dict(periods)
     for node, sts in statuses.items():
