@@ -481,7 +481,8 @@ class TestWriter:
                 time.sleep(0.5)
                 before, cycles_before = thread_counters(engine.mixer_tid), engine.stats().cycles
                 time.sleep(3.0)
-                after, stats = thread_counters(engine.mixer_tid), engine.stats()
+                # one cycle's copy: read field by field, a cycle may end between two counters
+                after, stats = thread_counters(engine.mixer_tid), engine.stats(consistent=True)
                 trace = engine.trace()
                 assert stats.sink["writer"] == "mixer" and stats.sink["error"] is None
         finally:
