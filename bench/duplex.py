@@ -16,16 +16,22 @@ bench.device._Jack):
   streamcore (``Engine.record``: the C callback and the mixer, no Python), python-sounddevice
   (an InputStream whose Python callback copies each block into a buffer, and ``sd.playrec``,
   which does the same internally) and python-rtmixer (``Recorder.record_buffer``: a C
-  callback).  A glitch is a server xrun during the window (JACK's xrun notices) or a block
-  PortAudio flagged as an input overflow, whichever is more, plus for streamcore any frame
-  the engine lost (capture gaps, recording overflows).  Goal: 0 where the references glitch.
+  callback).  A glitch is a server xrun during the window (JACK's xrun notices), a block
+  PortAudio flagged as an input overflow or a block the recorder never received (its frames
+  counted against the window's length; not known for playrec and rtmixer), whichever is
+  more, plus for streamcore any frame the engine lost (capture gaps, recording overflows).
+  Goal: 0 where the references glitch.
 
 PipeWire (quanta 64, 256 and 1024, a headless server each, the test suite's fixture as in
 bench.glitch): the latency part only, in a child on pipewire-jack.  A PipeWire node's output
 linked to its own input carries nothing (a cycle), so the loop goes through the null sink:
 the engine's outputs play into it and its monitor feeds the engine's inputs; jack_iodelay
-(pipewire-jack's) is looped the same way.  Input glitches under load on PipeWire are not
-measured yet (they need pw-profiler's view per player, as bench.glitch has for playback).
+(pipewire-jack's) is looped the same way.  Input glitches under load: the same recorders, each
+in a child on pipewire-jack recording the null sink's monitor (PortAudio's JACK host connects
+its inputs there itself), with the same load.  PipeWire tells clients of no xrun: the server's
+glitches are the cycles in which a running node missed, read from pw-profiler by streamcore's
+own ProfilerWatch (streamcore.sinks.pipewire) over the window, plus each recorder's
+input-overflow flags and, for streamcore, the frames the engine lost, as on JACK2.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 
@@ -49,6 +55,8 @@ from bench.load import Load
 RATE = 48000
 PERIODS = (64, 256, 1024)
 GOAL = "0 input glitches where the references glitch"
+#: Where a recorder records: a JACK2 server of the bench's own, or PipeWire from a child.
+_Target: TypeAlias = "_Jack | _PipeWireTarget"
 PLAYERS = ("streamcore (Engine.record)", "python-sounddevice (InputStream, Python callback)",
            "python-sounddevice (playrec)", "python-rtmixer (record_buffer)")
 
@@ -120,17 +128,69 @@ def _latency(jackd: _Jack, repeats: int) -> dict[str, Any]:
             "reported_frames": measured[-1].reported_frames}
 
 
-def _window(jackd: _Jack, seconds: float, flagged: Callable[[], int]) -> dict[str, Any]:
-    """Run ``seconds`` under load; the server's xruns and the flagged blocks during it."""
+def _window(jackd: _Target, seconds: float, flagged: Callable[[], int]) -> dict[str, Any]:
+    """Run ``seconds`` under load; the server's xruns and the flagged blocks during it (a
+    target whose xruns are reported late is waited for: ``report_lag`` seconds)."""
     x0, f0 = len(jackd.xruns), flagged()
     with Load(enabled=True) as load:
         time.sleep(seconds)
+    time.sleep(getattr(jackd, "report_lag", 0.0))
     xruns, flags = len(jackd.xruns) - x0, flagged() - f0
     return {"jack_xruns": xruns, "input_overflow_flags": flags,
             "glitches": max(xruns, flags), **load.facts}
 
 
-def _streamcore(jackd: _Jack, seconds: float, blocksize: int) -> dict[str, Any]:
+def _received(found: dict[str, Any], frames: int, elapsed: float, blocksize: int) -> None:
+    """Add to a window's figures the frames the recorder received in ``elapsed`` seconds and
+    the blocks it never got: a recorder called back less often than the device runs loses
+    them whether or not the server counted an xrun (python-sounddevice's Python callback on
+    JACK2 under the load: 11264 frames in a 1 s window, no xrun).  Those blocks are glitches
+    too (the larger of the two counts: a missed cycle is also a missing block).  Slack: two
+    blocks and 1% for the window's edges and the device's clock.  A recorder that received
+    nothing measured nothing: an error, not 0."""
+    if frames <= 0:
+        raise RuntimeError(f"the recorder received no frame in {elapsed:.1f} s: its inputs "
+                           f"did not run")
+    expected = elapsed * RATE
+    missing = max(0.0, expected * 0.99 - 2 * blocksize - frames)
+    found.update(frames_received=frames, frames_expected=round(expected),
+                 blocks_missing=int(missing // blocksize))
+    found["glitches"] = max(found["glitches"], found["blocks_missing"])
+
+
+class _PipeWireTarget:
+    """A recorder's server on PipeWire, from inside a child on pipewire-jack: the device (the
+    one PortAudio's JACK host lists, named after the null sink) and the server's glitches as
+    a list that grows (``len``): the cycles in which a running node missed, from pw-profiler,
+    whose data comes once a second (``report_lag``)."""
+
+    report_lag = 1.5
+
+    def __init__(self, sink: str) -> None:
+        from streamcore.sinks.pipewire import ProfilerWatch
+
+        self.device = sink
+        self._watch = ProfilerWatch()
+
+    @property
+    def xruns(self) -> range:
+        return range(self._watch.poll().glitches)
+
+    def close(self) -> None:
+        self._watch.close()
+
+
+def pipewire_recorder(name: str, sink: str, seconds: float, blocksize: int) -> dict[str, Any]:
+    """In a child on pipewire-jack: recorder ``name`` (one of :data:`PLAYERS`) under load on
+    the null sink's monitor; its figures, or its error."""
+    target = _PipeWireTarget(sink)
+    try:
+        return _guarded(lambda: _RECORDERS[name](target, seconds, blocksize))
+    finally:
+        target.close()
+
+
+def _streamcore(jackd: _Target, seconds: float, blocksize: int) -> dict[str, Any]:
     import streamcore
     from streamcore.sinks.device import DeviceSink
 
@@ -142,7 +202,9 @@ def _streamcore(jackd: _Jack, seconds: float, blocksize: int) -> dict[str, Any]:
         def flags() -> int:
             return int(engine.stats().sink.get("input_overflow_flags") or 0)
 
+        first, began = engine.input_frame, time.monotonic()
         result = _window(jackd, seconds, flags)
+        _received(result, engine.input_frame - first, time.monotonic() - began, blocksize)
         recording.stop()
         recording.wait(5)
         stats = engine.stats()
@@ -152,7 +214,7 @@ def _streamcore(jackd: _Jack, seconds: float, blocksize: int) -> dict[str, Any]:
     return result
 
 
-def _sounddevice_stream(jackd: _Jack, seconds: float, blocksize: int) -> dict[str, Any]:
+def _sounddevice_stream(jackd: _Target, seconds: float, blocksize: int) -> dict[str, Any]:
     import sounddevice as sd
 
     buffer = np.zeros((int((seconds + 2) * RATE), 2), np.float32)
@@ -169,10 +231,13 @@ def _sounddevice_stream(jackd: _Jack, seconds: float, blocksize: int) -> dict[st
     with sd.InputStream(device=jackd.device, samplerate=RATE, blocksize=blocksize, channels=2,
                         dtype="float32", latency="low", callback=callback):
         time.sleep(0.5)
-        return _window(jackd, seconds, lambda: state["flags"])
+        first, began = state["pos"], time.monotonic()
+        found = _window(jackd, seconds, lambda: state["flags"])
+        _received(found, state["pos"] - first, time.monotonic() - began, blocksize)
+        return found
 
 
-def _sounddevice_playrec(jackd: _Jack, seconds: float, blocksize: int) -> dict[str, Any]:
+def _sounddevice_playrec(jackd: _Target, seconds: float, blocksize: int) -> dict[str, Any]:
     import sounddevice as sd
 
     # playrec's stream has no callback of ours: its status (the flags of every block,
@@ -190,13 +255,15 @@ def _sounddevice_playrec(jackd: _Jack, seconds: float, blocksize: int) -> dict[s
     time.sleep(0.5)
     found = _window(jackd, seconds, lambda: 0)
     thread.join(seconds + 10)
+    if thread.is_alive():
+        raise RuntimeError("playrec did not return: its stream never ran")
     found["status"] = result.get("status")
     if "input overflow" in (result.get("status") or ""):
         found["glitches"] = max(found["glitches"], 1)
     return found
 
 
-def _rtmixer(jackd: _Jack, seconds: float, blocksize: int) -> dict[str, Any]:
+def _rtmixer(jackd: _Target, seconds: float, blocksize: int) -> dict[str, Any]:
     try:
         import rtmixer
     except ImportError:
@@ -217,7 +284,7 @@ def _rtmixer(jackd: _Jack, seconds: float, blocksize: int) -> dict[str, Any]:
     return found
 
 
-_RECORDERS: dict[str, Callable[[_Jack, float, int], dict[str, Any]]] = dict(
+_RECORDERS: dict[str, Callable[[_Target, float, int], dict[str, Any]]] = dict(
     zip(PLAYERS, (_streamcore, _sounddevice_stream, _sounddevice_playrec, _rtmixer),
         strict=True))
 
@@ -283,7 +350,22 @@ _PIPEWIRE_LATENCY = """
 """
 
 
-def _pipewire_part(quanta: tuple[int, ...], repeats: int) -> dict[str, Any]:
+# A recorder's child: one of PLAYERS under load, its figures as JSON.
+_PIPEWIRE_RECORDER = """
+    import json
+    from bench.duplex import pipewire_recorder
+    print(json.dumps(pipewire_recorder({name!r}, {sink!r}, {seconds!r}, {blocksize})))
+"""
+
+
+def _pipewire_recording(server: Any, name: str, seconds: float, blocksize: int) -> dict[str, Any]:
+    """Recorder ``name`` in a child on ``server``'s pipewire-jack: its figures or error."""
+    code = _PIPEWIRE_RECORDER.format(name=name, sink=server.sink_name, seconds=seconds,
+                                     blocksize=blocksize)
+    return _guarded(lambda: server.run_child(code, via="jack", timeout=seconds + 90))
+
+
+def _pipewire_part(quanta: tuple[int, ...], repeats: int, seconds: float) -> dict[str, Any]:
     from bench.glitch import _pipewire_fixture, _pipewire_missing, _pipewire_version
 
     missing = _pipewire_missing()
@@ -299,18 +381,23 @@ def _pipewire_part(quanta: tuple[int, ...], repeats: int) -> dict[str, Any]:
                 results[str(quantum)] = {"error": f"{type(e).__name__}: {e}"}
                 continue
             try:
-                results[str(quantum)] = _guarded(lambda server=server: server.run_child(
+                row = _guarded(lambda server=server: server.run_child(
                     _PIPEWIRE_LATENCY.format(sink=server.sink_name, repeats=repeats),
                     via="jack", timeout=120))
+                for name in PLAYERS:
+                    row[name] = _pipewire_recording(server, name, seconds, min(quantum, 256))
+                results[str(quantum)] = row
             finally:
                 server.stop()
     return {"missing": None, "version": _pipewire_version(), "results": results}
 
 
-def _pipewire_figures(report: Report, part: dict[str, Any]) -> None:
+def _pipewire_figures(report: Report, part: dict[str, Any], seconds: float) -> None:
     if part["missing"]:
         report.add("PipeWire: round trip measured by streamcore", None, "frames",
                    note=f"not measured: {part['missing']}")
+        _glitch_figures(report, "PipeWire", {"error": f"not measured: {part['missing']}"},
+                        seconds, "")
         return
     for quantum, row in part["results"].items():
         where = f"PipeWire quantum {quantum}, looped through the null sink's monitor"
@@ -327,6 +414,9 @@ def _pipewire_figures(report: Report, part: dict[str, Any]) -> None:
         report.add(f"{where}: spread of streamcore's round trip over repeats",
                    None if not frames else max(frames) - min(frames), "frames",
                    higher_is_better=False, goal="0 frames", note=row.get("error"))
+        _glitch_figures(report, f"PipeWire quantum {quantum}", row, seconds,
+                        "max(profiler's missed cycles, input-overflow flags, blocks never "
+                        "received) + frames the engine lost")
 
 
 def _figures(report: Report, period: int, part: dict[str, Any], seconds: float) -> None:
@@ -345,16 +435,22 @@ def _figures(report: Report, period: int, part: dict[str, Any], seconds: float) 
                ours.get("reported_frames"), "frames",
                reference=("streamcore measured", measured), higher_is_better=False,
                note="what PortAudio reports for the duplex stream: output plus input latency")
-    ref_names = PLAYERS[1:]
-    mine = part[PLAYERS[0]]
-    for name in ref_names:
-        ref = part[name]
+    _glitch_figures(report, where, part, seconds,
+                    "max(JACK xruns, input-overflow flags, blocks never received) + frames "
+                    "the engine lost")
+
+
+def _glitch_figures(report: Report, where: str, part: dict[str, Any], seconds: float,
+                    counted: str) -> None:
+    """streamcore's input glitches against each reference recorder's, on one server."""
+    mine = part.get(PLAYERS[0]) or {"error": part.get("error") or "not measured"}
+    for name in PLAYERS[1:]:
+        ref = part.get(name) or {"error": part.get("error") or "not measured"}
         report.add(f"{where}: input glitches recording {seconds:g} s under load (vs "
                    f"{name.split(' (')[0]} {name.split(' (')[1].rstrip(')')})",
                    mine.get("glitches"), "glitches", reference=(name, ref.get("glitches")),
                    reference_error=ref.get("error"), higher_is_better=False, goal=GOAL,
-                   note=mine.get("error") or "max(JACK xruns, input-overflow flags) + "
-                                             "frames the engine lost")
+                   note=mine.get("error") or counted)
 
 
 def run(quick: bool = False, smoke: bool = False) -> Report:
@@ -368,8 +464,8 @@ def run(quick: bool = False, smoke: bool = False) -> Report:
     for period in periods:
         parts[str(period)] = _period_part(period, seconds, repeats)
         _figures(report, period, parts[str(period)], seconds)
-    pipewire = _pipewire_part(periods, repeats)
-    _pipewire_figures(report, pipewire)
+    pipewire = _pipewire_part(periods, repeats, seconds)
+    _pipewire_figures(report, pipewire, seconds)
     report.extra = {"seconds": seconds, "samplerate": RATE, "periods": list(periods),
                     "results": parts, "pipewire": pipewire}
     return report
