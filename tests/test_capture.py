@@ -79,10 +79,15 @@ class Fed:
                 return body(offset)
             except AssertionError as e:
                 xruns = self.xruns() - before
-                if xruns == 0:
+                # The feed's cycles can move against the device's without an xrun JACK
+                # counts (the feeder's own callback late on a loaded VM): then the offset
+                # the body was given is no longer the feed's.
+                later = self.offset() if xruns == 0 else offset
+                if xruns == 0 and later == offset:
                     raise
-                seen.append(f"{xruns} xruns: {str(e)[:200]}")
-        pytest.fail(f"the server xran in each of {tries} tries: {seen}")
+                why = f"{xruns} xruns" if xruns else f"the feed's offset {offset} -> {later}"
+                seen.append(f"{why}: {str(e)[:200]}")
+        pytest.fail(f"the feed was disturbed in each of {tries} tries: {seen}")
 
 
 @pytest.fixture
@@ -310,8 +315,13 @@ class TestInputTap:
                 assert done.returncode == 0, done.stderr
                 first = json.loads(done.stdout)["first"]
                 data = np.load(out)
-            origin = engine.stats().input["tap_origin"]
-            assert np.array_equal(data, ramp(first + origin - offset, data.shape[0], 2))
+            stats = engine.stats().input
+            want = ramp(first + stats["tap_origin"] - offset, data.shape[0], 2)
+            bad = np.flatnonzero(np.any(data != want, axis=1))
+            assert bad.size == 0, (
+                f"{bad.size} of {data.shape[0]} frames differ, the first at {bad[0]}: feed "
+                f"position {position(data[bad[0]])}, expected {position(want[bad[0]])}; "
+                f"tap stats {stats}")
         fed.clean(run)
 
     def test_a_stalled_reader_loses_frames_counted_never_its_place(self, fed):

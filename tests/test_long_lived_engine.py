@@ -5,6 +5,7 @@ voices, and rings that silently stopped being locked)."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import threading
 import time
@@ -80,6 +81,9 @@ class TestFinishedVoicesReleaseTheirRings:
             assert not playing.wait(0.01)
             playing.stop(fade=0)
             assert playing.wait(5.0)
+            # Garbage of earlier tests (a pipe, a socket) closes its fd when collected: once
+            # in CI during the run, 39 -> 38 fds.  Collect it before the baseline.
+            gc.collect()
             before = figures()
             fds_before = fd_targets()
             started = time.monotonic()
@@ -92,7 +96,9 @@ class TestFinishedVoicesReleaseTheirRings:
             stats = engine.stats()
         fds, rings, lines, locked = after
         new = {fd: what for fd, what in fds_after.items() if fds_before.get(fd) != what}
-        assert fds == before[0], f"open fds {before[0]} -> {fds}: new {new}; threads {threads}"
+        gone = {fd: what for fd, what in fds_before.items() if fds_after.get(fd) != what}
+        assert new == {} and fds <= before[0], (
+            f"open fds {before[0]} -> {fds}: new {new}, gone {gone}; threads {threads}")
         assert rings == before[1], f"ring mappings {before[1]} -> {rings}"
         assert locked == before[3], f"VmLck {before[3]} kB -> {locked} kB"
         # Every other mapping is the allocators' (pymalloc arenas of 1 MiB, glibc's mmap'ed
