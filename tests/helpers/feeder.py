@@ -12,6 +12,7 @@ callbacks (DeviceSink.timestamps()) and predict the input frame each feeder fram
 
 from __future__ import annotations
 
+import threading
 import time
 
 import jack
@@ -40,10 +41,15 @@ class Feeder:
         self.ports = [self.client.outports.register(f"out_{c}") for c in range(channels)]
         self.channels = channels
         self.log: list[tuple[int, int]] = []  # (monotonic ns at the cycle's start, first k)
+        self._closing = False
+        self._quiet = threading.Event()  # a cycle began after close() did: none is in libjack
         self.client.set_process_callback(self._process)
         self.client.activate()
 
     def _process(self, frames: int) -> None:
+        if self._closing:
+            self._quiet.set()
+            return
         k = self.client.last_frame_time
         self.log.append((time.monotonic_ns(), k))
         block = ramp(k, frames, self.channels)
@@ -77,6 +83,11 @@ class Feeder:
         return found
 
     def close(self) -> None:
+        """Deactivate and close, once no process callback is inside libjack: pipewire-jack's
+        deactivate waits for the process thread while holding what the callback's
+        jack_last_frame_time needs (a CI child hung there 85 s)."""
+        self._closing = True
+        self._quiet.wait(1.0)  # callbacks run one at a time: a new one means the old one ended
         self.client.deactivate()
         self.client.close()
 
